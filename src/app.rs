@@ -1,0 +1,121 @@
+//! The daemon's lifecycle: build the policy, bind the DNS and HTTP listeners, serve until told
+//! to stop, then stop in order (DNS first, so no query is cut off by a vanished metrics
+//! handler, then HTTP).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api::{self, ApiState};
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::dns::{DnsServer, Handler, Upstreams};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::policy::{self, PolicyHandle};
+
+/// A running daemon.
+pub struct Daemon {
+    dns: DnsServer,
+    http_addr: SocketAddr,
+    http: JoinHandle<()>,
+    http_shutdown: CancellationToken,
+    policy: PolicyHandle,
+    metrics: Arc<Metrics>,
+}
+
+impl Daemon {
+    /// Builds everything from `settings` and starts serving. Returns once every listener is
+    /// bound.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let policy: PolicyHandle = Arc::new(ArcSwap::from_pointee(policy::compile(&settings, &metrics, 1)));
+        let upstreams = Upstreams::new(&settings.upstreams, &metrics).map_err(anyhow::Error::msg)?;
+        if settings.upstreams.is_empty() {
+            tracing::warn!("no upstream configured: every name that is not blocked gets SERVFAIL");
+        }
+        let cache = Cache::new(&settings.cache, metrics.cache());
+        let pipeline = Arc::new(Pipeline::new(cache, upstreams));
+        let handler = Handler::new(policy.clone(), pipeline, metrics.request_durations());
+        let dns = DnsServer::bind(&settings.server.listen, handler)
+            .await
+            .with_context(|| format!("binding DNS listeners {:?}", settings.server.listen))?;
+
+        let listener = TcpListener::bind(settings.server.http)
+            .await
+            .with_context(|| format!("binding HTTP listener {}", settings.server.http))?;
+        let http_addr = listener.local_addr()?;
+        info!("listening for HTTP on {http_addr}");
+        let router = api::router(ApiState { metrics: metrics.clone(), policy: policy.clone() });
+        let http_shutdown = CancellationToken::new();
+        let http = tokio::spawn(api::serve(listener, router, http_shutdown.clone()));
+        Ok(Self { dns, http_addr, http, http_shutdown, policy, metrics })
+    }
+
+    /// The first DNS address bound (UDP and TCP).
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns.local_addrs[0]
+    }
+
+    /// Every DNS address bound.
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns.local_addrs
+    }
+
+    /// The HTTP address bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops the DNS listeners (letting queries in flight finish), then the HTTP listener.
+    pub async fn shutdown(self) {
+        self.dns.shutdown().await;
+        self.http_shutdown.cancel();
+        let _ = self.http.await;
+        info!("stopped");
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let daemon = Daemon::start(settings).await?;
+    // Tell systemd (Type=notify) we are serving; a no-op when not started by systemd.
+    notify_systemd(sd_notify::NotifyState::Ready);
+    wait_for_stop_signal().await?;
+    info!("stopping");
+    notify_systemd(sd_notify::NotifyState::Stopping);
+    daemon.shutdown().await;
+    Ok(())
+}
+
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(error) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(%error, "notifying systemd");
+    }
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The command line: `run`, `check`, `explain` and `lists`, each a thin layer over the
+//! library (config loading, policy compilation, the daemon).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Settings};
+use crate::dns::Question;
+use crate::explain::{Viewpoint, explain};
+use crate::metrics::Metrics;
+use crate::policy::{self, Policy};
+use crate::{app, catalogue};
+
+/// metasink: a household DNS resolver that sinkholes Meta tracking, telemetry and AI domains
+/// per device.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (built-in defaults without --config: 127.0.0.1:5053, bundled lists).
+    Run(ConfigArg),
+    /// Validate a config and every list it uses; print a summary. Exit 1 on any error.
+    Check(ConfigArg),
+    /// Explain why NAME is or is not blocked for a client or a profile.
+    Explain(ExplainArgs),
+    /// Print the bundled catalogue (or the lists of --config).
+    Lists(ConfigArg),
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    /// Config file (TOML); without it the built-in defaults are used.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ExplainArgs {
+    /// The name to explain.
+    name: String,
+    /// The client address to explain for (mapped to its device and profile).
+    #[arg(long, conflicts_with = "profile")]
+    client: Option<IpAddr>,
+    /// The profile to explain for (presets included).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Query type.
+    #[arg(long = "type", default_value = "A")]
+    qtype: String,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+impl ConfigArg {
+    fn settings(&self) -> Result<Settings, config::ConfigError> {
+        match &self.config {
+            Some(path) => config::load(path),
+            None => Ok(config::builtin_settings()),
+        }
+    }
+}
+
+/// Runs the command; errors are printed here, once.
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Check(args) => check(&args),
+        Command::Explain(args) => explain_command(&args),
+        Command::Lists(args) => lists(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let settings = args.settings()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(app::run(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compile(settings: &Settings) -> Policy {
+    policy::compile(settings, &Metrics::new(), 1)
+}
+
+fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let settings = args.settings()?;
+    let policy = compile(&settings);
+    let origin = args.config.as_ref().map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    println!("{origin}: config is valid");
+    let listen: Vec<_> = settings.server.listen.iter().map(ToString::to_string).collect();
+    println!("  listen:    {} (UDP and TCP); HTTP {}", listen.join(", "), settings.server.http);
+    let upstreams: Vec<_> = settings.upstreams.iter().map(|u| u.address.to_string()).collect();
+    println!("  upstreams: {}", if upstreams.is_empty() { "(none)".to_owned() } else { upstreams.join(", ") });
+    println!(
+        "  cache:     {} entries, TTL {}s..{}s",
+        settings.cache.size,
+        settings.cache.min_ttl.as_secs(),
+        settings.cache.max_ttl.as_secs()
+    );
+    println!("  profiles:  {} (default {})", settings.profiles.len(), settings.default_profile);
+    for device in &settings.devices {
+        let addresses: Vec<_> = device.addresses.iter().map(ToString::to_string).collect();
+        println!("  device:    {} → profile {} ({})", device.name, device.profile, addresses.join(", "));
+    }
+    let mut failed = false;
+    for list in policy.lists() {
+        match &list.load_error {
+            Some(error) => {
+                failed = true;
+                println!("  list:      {} NOT LOADED: {error}", list.id);
+            }
+            None => println!(
+                "  list:      {:<22} {:>7} entries, {} invalid lines ({})",
+                list.id, list.entries, list.invalid_lines, list.origin
+            ),
+        }
+        for sample in &list.invalid_samples {
+            println!("             {}:{}: {}", list.origin, sample.line, sample.error);
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn explain_command(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.config.settings()?;
+    let policy = compile(&settings);
+    let viewpoint = match (&args.client, &args.profile) {
+        (Some(client), _) => Viewpoint::Client(*client),
+        (None, Some(profile)) => Viewpoint::Profile(profile.clone()),
+        (None, None) => Viewpoint::Profile(settings.default_profile.clone()),
+    };
+    let question = Question::parse(&args.name, &args.qtype).map_err(anyhow::Error::msg)?;
+    let explanation = explain(&policy, &viewpoint, &question).map_err(anyhow::Error::msg)?;
+    println!("{explanation}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lists(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let settings = args.settings()?;
+    let policy = compile(&settings);
+    let presets = catalogue::presets();
+    println!("{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  title", "id", "entries", "match", "confidence", "kind", "used by presets");
+    for list in policy.lists() {
+        let used_by: Vec<_> = presets
+            .iter()
+            .filter(|p| p.block.contains(&list.id) || p.allow.contains(&list.id))
+            .map(|p| p.name.as_str())
+            .collect();
+        println!(
+            "{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  {}",
+            list.id,
+            list.entries,
+            list.match_mode().as_str(),
+            list.confidence.as_deref().unwrap_or("-"),
+            list.kind.as_deref().unwrap_or("-"),
+            if used_by.is_empty() { "-".to_owned() } else { used_by.join(",") },
+            list.title.as_deref().unwrap_or(""),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,169 @@
+//! Built-in defaults: every value a config file may leave out, the settings `metasink run` uses
+//! without `--config`, and the upstreams read from `/etc/resolv.conf` when none are configured.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    CacheSettings, ListSettings, ListSource, Origin, ServerSettings, Settings, UpstreamSettings,
+};
+use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
+
+/// DNS listen address (UDP and TCP) when none is configured: loopback, and an unprivileged port
+/// so that trying metasink needs no root and does not fight a system resolver for port 53.
+pub const DEFAULT_DNS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5053));
+
+/// HTTP listen address (`/metrics`, `/healthz`, API) when none is configured: loopback only.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9353));
+
+/// Port of an upstream or listen address written without one.
+pub(super) const DNS_PORT: u16 = 53;
+
+/// `cache.size` when not configured.
+pub(super) const CACHE_SIZE: usize = 10_000;
+
+/// `cache.min_ttl` when not configured: upstream TTLs are not raised.
+pub(super) const CACHE_MIN_TTL: Duration = Duration::ZERO;
+
+/// `cache.max_ttl` when not configured: one day.
+pub(super) const CACHE_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `blocked_ttl` of a configured profile when not given: short, so a change of profile takes
+/// effect quickly (the presets use the same).
+pub(super) const BLOCKED_TTL: Duration = Duration::from_secs(10);
+
+/// Where the system's resolvers are listed.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The settings used when no config file is given: loopback listeners, the system's resolvers
+/// as upstreams (none when `/etc/resolv.conf` lists no usable one), every bundled list, every
+/// preset, no devices and [`DEFAULT_PROFILE`] for every client.
+pub fn builtin_settings() -> Settings {
+    let listen = vec![DEFAULT_DNS_LISTEN];
+    Settings {
+        origin: Origin::BuiltIn,
+        upstreams: system_upstreams(&listen),
+        server: ServerSettings {
+            listen,
+            http: DEFAULT_HTTP_LISTEN,
+        },
+        cache: CacheSettings {
+            size: CACHE_SIZE,
+            min_ttl: CACHE_MIN_TTL,
+            max_ttl: CACHE_MAX_TTL,
+        },
+        lists: bundled_lists(),
+        profiles: presets(),
+        devices: Vec::new(),
+        default_profile: DEFAULT_PROFILE.to_owned(),
+    }
+}
+
+/// Every bundled list, in catalogue order, matching as its header says.
+pub(super) fn bundled_lists() -> Vec<ListSettings> {
+    bundled_ids()
+        .map(|id| ListSettings {
+            id: id.to_owned(),
+            source: ListSource::Bundled(id.to_owned()),
+            match_mode: None,
+        })
+        .collect()
+}
+
+/// The nameservers of `/etc/resolv.conf` usable as upstreams next to `listen` (none when the
+/// file cannot be read).
+pub(super) fn system_upstreams(listen: &[SocketAddr]) -> Vec<UpstreamSettings> {
+    std::fs::read_to_string(Path::new(RESOLV_CONF))
+        .map(|text| resolv_conf_upstreams(&text, listen))
+        .unwrap_or_default()
+}
+
+/// The `nameserver` lines of resolv.conf `text`, on port 53, in order, without the ones that
+/// would send queries back to ourselves (one of `listen`) or nowhere (`0.0.0.0`, `::`).
+pub(super) fn resolv_conf_upstreams(text: &str, listen: &[SocketAddr]) -> Vec<UpstreamSettings> {
+    text.lines()
+        .filter_map(nameserver)
+        .map(|ip| SocketAddr::new(ip, DNS_PORT))
+        .filter(|&address| !address.ip().is_unspecified() && !is_own_address(address, listen))
+        .map(|address| UpstreamSettings { address })
+        .collect()
+}
+
+/// The address of a `nameserver IP` line.
+///
+/// An IPv6 address with a `%zone` is skipped: it is link-local, and without its interface it
+/// cannot be reached.
+fn nameserver(line: &str) -> Option<IpAddr> {
+    let line = line.split(['#', ';']).next()?;
+    let mut words = line.split_whitespace();
+    if words.next()? != "nameserver" {
+        return None;
+    }
+    words.next()?.parse().ok()
+}
+
+/// True when queries sent to `address` would reach one of the `listen` sockets, i.e. loop
+/// back to this daemon. A wildcard listener catches every local address; loopback is the only
+/// local one known without asking the system.
+pub(super) fn is_own_address(address: SocketAddr, listen: &[SocketAddr]) -> bool {
+    listen.iter().any(|&own| {
+        own == address
+            || (own.port() == address.port()
+                && own.ip().is_unspecified()
+                && address.ip().is_loopback())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addresses(upstreams: &[UpstreamSettings]) -> Vec<String> {
+        upstreams
+            .iter()
+            .map(|upstream| upstream.address.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn resolv_conf_nameservers_in_order() {
+        let text = "# generated\n; also a comment\nsearch lan\nnameserver 192.168.1.1  # router\n\
+                    nameserver\tfd00::1\noptions edns0\nnameserver fe80::1%eth0\n\
+                    nameserver 0.0.0.0\nnameserver ::\nnameserver not-an-ip\n \
+                    nameserver 9.9.9.9\n#nameserver 1.1.1.1\nnameservers 8.8.8.8\n";
+        let upstreams = resolv_conf_upstreams(text, &[DEFAULT_DNS_LISTEN]);
+        assert_eq!(
+            addresses(&upstreams),
+            ["192.168.1.1:53", "[fd00::1]:53", "9.9.9.9:53"]
+        );
+    }
+
+    #[test]
+    fn resolv_conf_skips_our_own_listeners() {
+        let text = "nameserver 127.0.0.1\nnameserver 127.0.0.53\nnameserver ::1\n";
+        let listen: Vec<SocketAddr> = vec!["127.0.0.1:53".parse().unwrap()];
+        assert_eq!(
+            addresses(&resolv_conf_upstreams(text, &listen)),
+            ["127.0.0.53:53", "[::1]:53"]
+        );
+        let wildcard: Vec<SocketAddr> = vec!["[::]:53".parse().unwrap()];
+        assert!(resolv_conf_upstreams(text, &wildcard).is_empty());
+        assert!(resolv_conf_upstreams("", &listen).is_empty());
+    }
+
+    #[test]
+    fn builtin_settings_hold_the_whole_catalogue() {
+        let settings = builtin_settings();
+        assert_eq!(settings.origin, Origin::BuiltIn);
+        assert_eq!(settings.server.listen, [DEFAULT_DNS_LISTEN]);
+        assert_eq!(settings.server.http.to_string(), "127.0.0.1:9353");
+        assert_eq!(settings.lists.len(), bundled_ids().count());
+        assert_eq!(settings.profiles.len(), presets().len());
+        assert!(settings.profiles.iter().any(|p| p.name == DEFAULT_PROFILE));
+        assert_eq!(settings.cache.size, 10_000);
+        assert_eq!(settings.cache.max_ttl, Duration::from_secs(86_400));
+    }
+}

@@ -1,0 +1,172 @@
+//! Configuration: the TOML file a household writes, checked and turned into [`Settings`].
+//!
+//! Two layers, as in ripgrep's low/high args: `raw` holds what serde reads (every table denies
+//! unknown keys, and keeps the span of each value so errors can name file, line and key);
+//! `validate` turns it into [`Settings`], where every reference (profile → list, device →
+//! profile) is known to resolve and every address and duration is parsed. The same path runs
+//! at start-up, in `metasink check` and on every reload.
+//!
+//! Bundled lists and preset profiles (see [`crate::catalogue`]) are always present: a config
+//! declares only what it adds or replaces.
+
+mod defaults;
+mod error;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings};
+pub use error::ConfigError;
+
+use crate::lists::MatchMode;
+
+/// A validated configuration: what the daemon runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where these settings came from (a file, or the built-in defaults).
+    pub origin: Origin,
+    /// Listeners.
+    pub server: ServerSettings,
+    /// Upstream resolvers, in the order given.
+    pub upstreams: Vec<UpstreamSettings>,
+    /// The shared answer cache.
+    pub cache: CacheSettings,
+    /// Every list the policy holds: bundled lists first, then those the config adds or
+    /// replaces. Ids are unique.
+    pub lists: Vec<ListSettings>,
+    /// Every profile: presets, then those the config adds or replaces. Names are unique.
+    pub profiles: Vec<ProfileSettings>,
+    /// Devices, each naming a profile. No address is claimed twice.
+    pub devices: Vec<DeviceSettings>,
+    /// Profile used for clients that match no device.
+    pub default_profile: String,
+}
+
+/// Where a [`Settings`] came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in defaults (no `--config`).
+    BuiltIn,
+    /// A config file.
+    File(PathBuf),
+}
+
+/// `[server]`.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// UDP and TCP are bound on each address.
+    pub listen: Vec<SocketAddr>,
+    /// `/metrics`, `/healthz` and the API.
+    pub http: SocketAddr,
+}
+
+/// One `[[upstream]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// Plain DNS: UDP with TCP fallback on truncation.
+    pub address: SocketAddr,
+}
+
+/// `[cache]`.
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    /// Maximum number of cached answers.
+    pub size: usize,
+    /// TTLs below this are raised to it.
+    pub min_ttl: Duration,
+    /// TTLs above this are lowered to it.
+    pub max_ttl: Duration,
+}
+
+/// One `[[list]]` (or a bundled list).
+#[derive(Clone, Debug)]
+pub struct ListSettings {
+    /// Unique id, used by profiles and in metrics labels.
+    pub id: String,
+    /// Where its text comes from.
+    pub source: ListSource,
+    /// How plain entries match; `None` means "as the list's header says, else subdomains".
+    pub match_mode: Option<MatchMode>,
+}
+
+/// Where a list's text comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListSource {
+    /// Compiled into the binary (`bundled:ID`).
+    Bundled(String),
+    /// A file on disk; relative paths are resolved against the config file's directory.
+    File(PathBuf),
+}
+
+/// What a blocked name is answered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockAnswer {
+    /// A → 0.0.0.0, AAAA → ::, other types NOERROR with no answer and an SOA.
+    Null,
+    /// NOERROR with no answer and an SOA, for every type.
+    NoData,
+    /// NXDOMAIN with an SOA.
+    NxDomain,
+    /// REFUSED.
+    Refused,
+}
+
+impl BlockAnswer {
+    /// The word used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::NoData => "nodata",
+            Self::NxDomain => "nxdomain",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// One `[[profile]]` (or a preset).
+#[derive(Clone, Debug)]
+pub struct ProfileSettings {
+    /// Unique name, used by devices and in metrics labels.
+    pub name: String,
+    /// Ids of the lists whose names are blocked.
+    pub block: Vec<String>,
+    /// Ids of the lists whose names are never blocked (allow wins over block).
+    pub allow: Vec<String>,
+    /// How blocked names are answered.
+    pub answer: BlockAnswer,
+    /// TTL of blocked answers.
+    pub blocked_ttl: Duration,
+    /// Check the names inside upstream answers (CNAME targets, HTTPS/SVCB targets) too.
+    pub inspect_answers: bool,
+}
+
+/// One `[[device]]`.
+#[derive(Clone, Debug)]
+pub struct DeviceSettings {
+    /// Unique name, used in metrics labels.
+    pub name: String,
+    /// Addresses and networks that identify it (a bare address is a /32 or /128).
+    pub addresses: Vec<IpNet>,
+    /// The profile it uses.
+    pub profile: String,
+}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` is used in error messages and to resolve relative
+/// list paths.
+pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    validate::validate(raw::parse(text, path)?, text, path)
+}

@@ -1,0 +1,196 @@
+//! The config file exactly as serde reads it: one struct per TOML table, unknown keys refused,
+//! and every value a later check may point at kept with its byte span ([`Spanned`]).
+//!
+//! Nothing here is interpreted: addresses, durations and enumerated words stay strings, so
+//! that `validate` can report a bad one with its key, its line and the valid choices (serde's
+//! own message for a bad enum word would not say which key it was).
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::error::{ConfigError, Locator};
+
+/// A spanned string, the shape of most values.
+pub(super) type Text = Spanned<String>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    /// `default_profile`.
+    pub default_profile: Option<Text>,
+    /// `[server]`.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[[upstream]]`, in file order.
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<RawUpstream>,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: RawCache,
+    /// `[[list]]`, in file order.
+    #[serde(default, rename = "list")]
+    pub lists: Vec<RawList>,
+    /// `[[profile]]`, in file order.
+    #[serde(default, rename = "profile")]
+    pub profiles: Vec<RawProfile>,
+    /// `[[device]]`, in file order.
+    #[serde(default, rename = "device")]
+    pub devices: Vec<RawDevice>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    /// DNS listen addresses (the span of the array is kept to point at an empty one).
+    pub listen: Option<Spanned<Vec<Text>>>,
+    /// HTTP listen address.
+    pub http: Option<Text>,
+}
+
+/// One `[[upstream]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    /// `IP`, `IP:PORT` or `[IPv6]:PORT`.
+    pub address: Text,
+}
+
+/// `[cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    /// Number of entries.
+    pub size: Option<usize>,
+    /// Humantime duration.
+    pub min_ttl: Option<Text>,
+    /// Humantime duration.
+    pub max_ttl: Option<Text>,
+}
+
+/// One `[[list]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawList {
+    /// Unique id.
+    pub id: Text,
+    /// `bundled:ID` or a file path.
+    pub source: Text,
+    /// `exact` or `subdomains`.
+    #[serde(rename = "match")]
+    pub match_mode: Option<Text>,
+}
+
+/// One `[[profile]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProfile {
+    /// Unique name.
+    pub name: Text,
+    /// List ids to block.
+    #[serde(default)]
+    pub block: Vec<Text>,
+    /// List ids to allow.
+    #[serde(default)]
+    pub allow: Vec<Text>,
+    /// `null`, `nodata`, `nxdomain` or `refused`.
+    pub answer: Option<Text>,
+    /// Humantime duration.
+    pub blocked_ttl: Option<Text>,
+    /// Check names inside upstream answers.
+    pub inspect_answers: Option<bool>,
+}
+
+/// One `[[device]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDevice {
+    /// Unique name.
+    pub name: Text,
+    /// IP addresses and CIDR networks (the span of the array is kept to point at an empty one).
+    #[serde(rename = "match")]
+    pub addresses: Spanned<Vec<Text>>,
+    /// Profile name.
+    pub profile: Text,
+}
+
+/// Reads `text` (from `path`) into a [`RawConfig`].
+pub(super) fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        let key = error.span().and_then(|span| key_path(text, span.start));
+        Locator::new(text, path).syntax(error.span(), key, error.message())
+    })
+}
+
+/// The key path (`profile[1].block[0]`) of the entry at byte `offset` of `text`.
+///
+/// None when `text` is not valid TOML: the tables read around a syntax error can be made of
+/// misparsed text (a stray quote turns values into keys), and a wrong key is worse than none.
+fn key_path(text: &str, offset: usize) -> Option<String> {
+    let root = DeTable::parse(text).ok()?;
+    let mut path = String::new();
+    path_in_table(root.get_ref(), offset, &mut path);
+    (!path.is_empty()).then_some(path)
+}
+
+/// Appends the path of `offset` inside `table` to `path`.
+///
+/// TOML spans cover a table's header, not its body, so the entry holding `offset` is the last
+/// one that starts at or before it: headers and keys appear in the file in that order.
+fn path_in_table(table: &DeTable<'_>, offset: usize, path: &mut String) {
+    let entry = table
+        .iter()
+        .map(|(key, value)| (key.span().start.min(value.span().start), key, value))
+        .filter(|&(start, _, _)| start <= offset)
+        .max_by_key(|&(start, _, _)| start);
+    if let Some((_, key, value)) = entry {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key.get_ref());
+        path_in_value(value.get_ref(), offset, path);
+    }
+}
+
+/// Appends the path of `offset` inside `value` (an array index, then deeper) to `path`.
+fn path_in_value(value: &DeValue<'_>, offset: usize, path: &mut String) {
+    match value {
+        DeValue::Table(table) => path_in_table(table, offset, path),
+        DeValue::Array(items) => {
+            let item = items
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| item.span().start <= offset)
+                .max_by_key(|(_, item)| item.span().start);
+            if let Some((index, item)) = item {
+                path.push_str(&format!("[{index}]"));
+                path_in_value(item.get_ref(), offset, path);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_at(text: &str, needle: &str) -> Option<String> {
+        key_path(text, text.find(needle).expect("needle in text"))
+    }
+
+    #[test]
+    fn key_paths_follow_tables_and_arrays() {
+        let text = "default_profile = \"x\"\n[server]\nlisten = [\"a\", \"b\"]\n\
+                    [[profile]]\nname = \"p\"\n[[profile]]\nname = \"q\"\nblock = [1]\n";
+        assert_eq!(key_at(text, "default").as_deref(), Some("default_profile"));
+        assert_eq!(key_at(text, "\"b\"").as_deref(), Some("server.listen[1]"));
+        assert_eq!(key_at(text, "\"q\"").as_deref(), Some("profile[1].name"));
+        assert_eq!(key_at(text, "1]").as_deref(), Some("profile[1].block[0]"));
+        assert_eq!(key_path("not toml", 0), None);
+    }
+}

@@ -1,0 +1,975 @@
+//! From [`RawConfig`] to [`Settings`]: parses addresses, networks and durations, merges the
+//! file's lists and profiles over the bundled catalogue, and checks every reference, so that a
+//! [`Settings`] never names a list or profile that does not exist.
+//!
+//! Checks run in file-section order (server, upstreams, cache, lists, profiles, devices) and the
+//! first failure is returned, located at the offending value.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::defaults::{
+    BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, bundled_lists, is_own_address,
+    system_upstreams,
+};
+use super::error::{ConfigError, Locator};
+use super::raw::{
+    RawCache, RawConfig, RawDevice, RawList, RawProfile, RawServer, RawUpstream, Text,
+};
+use super::{
+    BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, DeviceSettings,
+    ListSettings, ListSource, Origin, ProfileSettings, ServerSettings, Settings, UpstreamSettings,
+};
+use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
+use crate::lists::MatchMode;
+use crate::policy::mask::MAX_LISTS;
+
+/// Every `answer` a profile may give.
+const ANSWERS: [BlockAnswer; 4] = [
+    BlockAnswer::Null,
+    BlockAnswer::NoData,
+    BlockAnswer::NxDomain,
+    BlockAnswer::Refused,
+];
+
+/// Every `match` a list may have.
+const MATCH_MODES: [MatchMode; 2] = [MatchMode::Exact, MatchMode::Subdomains];
+
+/// The longest TTL DNS allows (RFC 2181 §8: 2^31 - 1 seconds).
+const MAX_TTL: Duration = Duration::from_secs(i32::MAX as u64);
+
+/// Key of the DNS listen addresses.
+const LISTEN_KEY: &str = "server.listen";
+
+/// The longest list id, profile name or device name (they become metric label values).
+const MAX_NAME_LEN: usize = 64;
+
+/// Checks `raw`, read from `text` at `path`, and turns it into [`Settings`].
+pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    let at = Locator::new(text, path);
+    let server = server(&raw.server, &at)?;
+    let upstreams = upstreams(&raw.upstreams, &server.listen, &at)?;
+    let cache = cache(&raw.cache, &at)?;
+    let lists = lists(&raw.lists, path, &at)?;
+    let profiles = profiles(&raw.profiles, &lists, &at)?;
+    let profile_names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    let devices = devices(&raw.devices, &profile_names, &at)?;
+    let default_profile = match &raw.default_profile {
+        None => DEFAULT_PROFILE.to_owned(),
+        Some(name) => reference(name, &profile_names, "profile", "default_profile", &at)?,
+    };
+    Ok(Settings {
+        origin: Origin::File(path.to_path_buf()),
+        server,
+        upstreams,
+        cache,
+        lists,
+        profiles,
+        devices,
+        default_profile,
+    })
+}
+
+/// `[server]`: listen addresses default to port 53, the HTTP address to the default's port.
+fn server(raw: &RawServer, at: &Locator<'_>) -> Result<ServerSettings, ConfigError> {
+    let listen = match &raw.listen {
+        None => vec![DEFAULT_DNS_LISTEN],
+        Some(values) if values.get_ref().is_empty() => {
+            let message = "needs at least one address (UDP and TCP are bound on each)";
+            return Err(at.invalid(values.span(), LISTEN_KEY, message));
+        }
+        Some(values) => listen_addresses(values.get_ref(), at)?,
+    };
+    let http = match &raw.http {
+        None => DEFAULT_HTTP_LISTEN,
+        Some(value) => socket_addr(value, DEFAULT_HTTP_LISTEN.port(), "server.http", at)?,
+    };
+    Ok(ServerSettings { listen, http })
+}
+
+/// The `server.listen` addresses, each given once.
+fn listen_addresses(values: &[Text], at: &Locator<'_>) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut listen = Vec::with_capacity(values.len());
+    for value in values {
+        let address = socket_addr(value, DNS_PORT, LISTEN_KEY, at)?;
+        if listen.contains(&address) {
+            let message = format!("`{address}` is listed twice");
+            return Err(at.invalid(value.span(), LISTEN_KEY, message));
+        }
+        listen.push(address);
+    }
+    Ok(listen)
+}
+
+/// `[[upstream]]`s, or the system's resolvers when the file names none.
+fn upstreams(
+    raw: &[RawUpstream],
+    listen: &[SocketAddr],
+    at: &Locator<'_>,
+) -> Result<Vec<UpstreamSettings>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(system_upstreams(listen));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(index, upstream)| {
+            let key = entry_key("upstream", index, "address");
+            let address = socket_addr(&upstream.address, DNS_PORT, &key, at)?;
+            let problem = if address.port() == 0 || address.ip().is_unspecified() {
+                "is not an address a query can be sent to"
+            } else if is_own_address(address, listen) {
+                "is this server's own listen address: queries would loop"
+            } else {
+                return Ok(UpstreamSettings { address });
+            };
+            let message = format!("`{address}` {problem}");
+            Err(at.invalid(upstream.address.span(), key, message))
+        })
+        .collect()
+}
+
+/// `[cache]`.
+fn cache(raw: &RawCache, at: &Locator<'_>) -> Result<CacheSettings, ConfigError> {
+    let min_ttl = optional_ttl(raw.min_ttl.as_ref(), CACHE_MIN_TTL, "cache.min_ttl", at)?;
+    let max_ttl = optional_ttl(raw.max_ttl.as_ref(), CACHE_MAX_TTL, "cache.max_ttl", at)?;
+    // The default min_ttl is zero, so when min > max the file sets min_ttl.
+    if let Some(value) = raw.min_ttl.as_ref().filter(|_| min_ttl > max_ttl) {
+        let message = format!(
+            "{} is longer than cache.max_ttl ({})",
+            humantime::format_duration(min_ttl),
+            humantime::format_duration(max_ttl)
+        );
+        return Err(at.invalid(value.span(), "cache.min_ttl", message));
+    }
+    Ok(CacheSettings {
+        size: raw.size.unwrap_or(CACHE_SIZE),
+        min_ttl,
+        max_ttl,
+    })
+}
+
+/// The bundled lists with the file's `[[list]]`s added or replacing them by id.
+fn lists(
+    raw: &[RawList],
+    config_path: &Path,
+    at: &Locator<'_>,
+) -> Result<Vec<ListSettings>, ConfigError> {
+    let mut lists = bundled_lists();
+    let mut seen = HashMap::new();
+    for (index, list) in raw.iter().enumerate() {
+        let key = entry_key("list", index, "id");
+        declare(&mut seen, &list.id, "list id", &key, at)?;
+        let settings = list_settings(list, index, config_path, at)?;
+        replace_or_push(&mut lists, settings, |l| &l.id);
+        if lists.len() > MAX_LISTS {
+            let message = format!(
+                "too many lists: at most {MAX_LISTS}, the {} bundled ones included",
+                bundled_ids().count()
+            );
+            return Err(at.invalid(list.id.span(), key, message));
+        }
+    }
+    Ok(lists)
+}
+
+/// One `[[list]]` (its id already checked).
+fn list_settings(
+    raw: &RawList,
+    index: usize,
+    config_path: &Path,
+    at: &Locator<'_>,
+) -> Result<ListSettings, ConfigError> {
+    let key = |field: &str| entry_key("list", index, field);
+    let match_mode = raw
+        .match_mode
+        .as_ref()
+        .map(|value| choose(value, &MATCH_MODES, MatchMode::as_str, &key("match"), at));
+    Ok(ListSettings {
+        id: raw.id.get_ref().clone(),
+        source: source(&raw.source, config_path, &key("source"), at)?,
+        match_mode: match_mode.transpose()?,
+    })
+}
+
+/// A list `source`: `bundled:ID`, or a file path relative to the config file's directory.
+fn source(
+    value: &Text,
+    config_path: &Path,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<ListSource, ConfigError> {
+    let text = value.get_ref();
+    if let Some(id) = text.strip_prefix("bundled:") {
+        if bundled_ids().any(|bundled| bundled == id) {
+            return Ok(ListSource::Bundled(id.to_owned()));
+        }
+        let choices = bundled_ids().map(str::to_owned).collect();
+        let message = format!("unknown bundled list `{id}`");
+        return Err(at.invalid_among(value.span(), key, message, choices));
+    }
+    let problem = if text.contains("://") {
+        "URL sources are not supported yet: download the list and give its file path"
+    } else if text.trim().is_empty() {
+        "is empty: write `bundled:ID` or a file path"
+    } else {
+        let dir = config_path.parent().unwrap_or(Path::new(""));
+        return Ok(ListSource::File(dir.join(text)));
+    };
+    Err(at.invalid(value.span(), key, problem))
+}
+
+/// The presets with the file's `[[profile]]`s added or replacing them by name.
+fn profiles(
+    raw: &[RawProfile],
+    lists: &[ListSettings],
+    at: &Locator<'_>,
+) -> Result<Vec<ProfileSettings>, ConfigError> {
+    let list_ids: Vec<&str> = lists.iter().map(|list| list.id.as_str()).collect();
+    let mut profiles = presets();
+    let mut seen = HashMap::new();
+    for (index, profile) in raw.iter().enumerate() {
+        let key = entry_key("profile", index, "name");
+        declare(&mut seen, &profile.name, "profile name", &key, at)?;
+        let settings = profile_settings(profile, index, &list_ids, at)?;
+        replace_or_push(&mut profiles, settings, |p| &p.name);
+    }
+    Ok(profiles)
+}
+
+/// One `[[profile]]` (its name already checked), its lists checked against `list_ids`.
+fn profile_settings(
+    raw: &RawProfile,
+    index: usize,
+    list_ids: &[&str],
+    at: &Locator<'_>,
+) -> Result<ProfileSettings, ConfigError> {
+    let key = |field: &str| entry_key("profile", index, field);
+    let lists = |values: &[Text], field: &str| -> Result<Vec<String>, ConfigError> {
+        let key = key(field);
+        values
+            .iter()
+            .map(|value| reference(value, list_ids, "list", &key, at))
+            .collect()
+    };
+    Ok(ProfileSettings {
+        name: raw.name.get_ref().clone(),
+        block: lists(&raw.block, "block")?,
+        allow: lists(&raw.allow, "allow")?,
+        answer: raw
+            .answer
+            .as_ref()
+            .map(|value| choose(value, &ANSWERS, BlockAnswer::as_str, &key("answer"), at))
+            .transpose()?
+            .unwrap_or(BlockAnswer::Null),
+        blocked_ttl: optional_ttl(
+            raw.blocked_ttl.as_ref(),
+            BLOCKED_TTL,
+            &key("blocked_ttl"),
+            at,
+        )?,
+        inspect_answers: raw.inspect_answers.unwrap_or(true),
+    })
+}
+
+/// `[[device]]`s: unique names, known profiles, and no address or network in two devices.
+fn devices(
+    raw: &[RawDevice],
+    profile_names: &[&str],
+    at: &Locator<'_>,
+) -> Result<Vec<DeviceSettings>, ConfigError> {
+    let mut seen = HashMap::new();
+    let mut owners = HashMap::new();
+    raw.iter()
+        .enumerate()
+        .map(|(index, device)| {
+            let key = |field: &str| entry_key("device", index, field);
+            declare(&mut seen, &device.name, "device name", &key("name"), at)?;
+            let addresses = device_addresses(device, &key("match"), index, &mut owners, at)?;
+            let profile = &device.profile;
+            Ok(DeviceSettings {
+                name: device.name.get_ref().clone(),
+                addresses,
+                profile: reference(profile, profile_names, "profile", &key("profile"), at)?,
+            })
+        })
+        .collect()
+}
+
+/// The `match` networks of `device`, recording in `owners` which device claimed each.
+///
+/// Only the same network claimed twice is refused: an address inside another device's
+/// network is fine, the more specific one wins.
+fn device_addresses<'a>(
+    device: &'a RawDevice,
+    key: &str,
+    index: usize,
+    owners: &mut HashMap<IpNet, (usize, &'a str)>,
+    at: &Locator<'_>,
+) -> Result<Vec<IpNet>, ConfigError> {
+    let values = &device.addresses;
+    if values.get_ref().is_empty() {
+        let message = "needs at least one IP address or network";
+        return Err(at.invalid(values.span(), key, message));
+    }
+    let name = device.name.get_ref().as_str();
+    let mut claim = |value: &Text| {
+        let network = ip_network(value.get_ref()).map_err(|m| at.invalid(value.span(), key, m))?;
+        match owners.entry(network) {
+            Entry::Occupied(owner) if owner.get().0 != index => {
+                let (other_index, other) = *owner.get();
+                let message = format!(
+                    "`{}` is claimed by both device `{other}` (device[{other_index}]) and \
+                     device `{name}`: an address or network may belong to one device only",
+                    value.get_ref()
+                );
+                Err(at.invalid(value.span(), key, message))
+            }
+            Entry::Occupied(_) => Ok(network),
+            Entry::Vacant(slot) => {
+                slot.insert((index, name));
+                Ok(network)
+            }
+        }
+    };
+    values.get_ref().iter().map(&mut claim).collect()
+}
+
+/// An IP address (as a /32 or /128) or a CIDR network (host bits cleared).
+fn ip_network(text: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    if let Ok(network) = text.parse::<IpNet>() {
+        return Ok(network.trunc());
+    }
+    Err(match text.split_once('/') {
+        Some((ip, prefix)) if ip.parse::<IpAddr>().is_ok() => {
+            let max = if ip.contains(':') { 128 } else { 32 };
+            format!("`/{prefix}` is not a prefix length for `{ip}` (0 to {max})")
+        }
+        _ => format!(
+            "`{text}` is not an IP address or CIDR network, like `192.168.1.20`, `fd00::20` \
+             or `192.168.1.64/28`"
+        ),
+    })
+}
+
+/// An `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` value; `default_port` when none is given.
+fn socket_addr(
+    value: &Text,
+    default_port: u16,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<SocketAddr, ConfigError> {
+    parse_socket_addr(value.get_ref(), default_port)
+        .map_err(|message| at.invalid(value.span(), key, message))
+}
+
+/// See [`socket_addr`].
+fn parse_socket_addr(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    if let Some(ip) = bare_ip(text) {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    match text.rsplit_once(':') {
+        Some((ip, port)) if bare_ip(ip).is_some() => {
+            Err(format!("`{port}` is not a port number (0 to 65535)"))
+        }
+        _ => Err(format!(
+            "`{text}` is not an IP address with an optional port, like `9.9.9.9`, \
+             `192.168.1.1:53` or `[2620:fe::fe]:53` (host names are not resolved)"
+        )),
+    }
+}
+
+/// `text` as an IP address, IPv6 optionally in brackets.
+fn bare_ip(text: &str) -> Option<IpAddr> {
+    let unbracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
+    unbracketed.unwrap_or(text).parse().ok()
+}
+
+/// A TTL given as a humantime duration (`"30s"`, `"5m"`, `"1d"`), or `default` when absent.
+fn optional_ttl(
+    value: Option<&Text>,
+    default: Duration,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let text = value.get_ref();
+    let problem = match humantime::parse_duration(text) {
+        Ok(duration) if duration <= MAX_TTL => return Ok(duration),
+        Ok(_) => "is longer than a DNS TTL can be (68 years)".to_owned(),
+        Err(error) => format!("is not a duration ({error}); write e.g. \"30s\", \"5m\" or \"1d\""),
+    };
+    Err(at.invalid(value.span(), key, format!("`{text}` {problem}")))
+}
+
+/// The option of `options` whose `word` is `value`.
+fn choose<T: Copy>(
+    value: &Text,
+    options: &[T],
+    word: fn(T) -> &'static str,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<T, ConfigError> {
+    let text = value.get_ref();
+    options
+        .iter()
+        .copied()
+        .find(|&option| word(option) == text)
+        .ok_or_else(|| {
+            let choices = options
+                .iter()
+                .map(|&option| word(option).to_owned())
+                .collect();
+            at.invalid_among(
+                value.span(),
+                key,
+                format!("unknown value `{text}`"),
+                choices,
+            )
+        })
+}
+
+/// `value` when it is one of the `known` names of a `what` (list, profile).
+fn reference(
+    value: &Text,
+    known: &[&str],
+    what: &str,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<String, ConfigError> {
+    let text = value.get_ref();
+    if known.contains(&text.as_str()) {
+        return Ok(text.clone());
+    }
+    let choices = known.iter().map(|&name| name.to_owned()).collect();
+    let message = format!("unknown {what} `{text}`");
+    Err(at.invalid_among(value.span(), key, message, choices))
+}
+
+/// Checks that `name` is a valid `what` (list id, profile name, device name) not yet declared
+/// in the file, and records the line declaring it in `seen`.
+fn declare<'a>(
+    seen: &mut HashMap<&'a str, usize>,
+    name: &'a Text,
+    what: &str,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<(), ConfigError> {
+    let text = name.get_ref().as_str();
+    let valid = (1..=MAX_NAME_LEN).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let message = if !valid {
+        format!(
+            "`{text}` is not a valid {what}: use 1 to {MAX_NAME_LEN} characters among a-z, 0-9, \
+             `_` and `-`"
+        )
+    } else {
+        match seen.entry(text) {
+            Entry::Occupied(first) => {
+                format!(
+                    "duplicate {what} `{text}` (first declared on line {})",
+                    first.get()
+                )
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(at.line(name.span().start));
+                return Ok(());
+            }
+        }
+    };
+    Err(at.invalid(name.span(), key, message))
+}
+
+/// The key path of `field` in the `index`th `[[table]]` of the file: `profile[2].block`.
+fn entry_key(table: &str, index: usize, field: &str) -> String {
+    format!("{table}[{index}].{field}")
+}
+
+/// Puts `item` in place of the item with the same id, or at the end when there is none.
+fn replace_or_push<T>(items: &mut Vec<T>, item: T, id: impl Fn(&T) -> &str) {
+    match items.iter().position(|existing| id(existing) == id(&item)) {
+        Some(index) => items[index] = item,
+        None => items.push(item),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/etc/metasink/config.toml";
+
+    fn check(text: &str) -> Result<Settings, ConfigError> {
+        super::super::parse(text, Path::new(PATH))
+    }
+
+    /// The one-line message of the error `text` gets.
+    fn error(text: &str) -> String {
+        check(text).expect_err("config accepted").to_string()
+    }
+
+    /// `" (valid choices: a, b)"` for `names`.
+    fn choices<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+        let names: Vec<&str> = names.into_iter().collect();
+        format!(" (valid choices: {})", names.join(", "))
+    }
+
+    /// Every preset name.
+    fn preset_names() -> Vec<String> {
+        presets().into_iter().map(|p| p.name).collect()
+    }
+
+    #[test]
+    fn example_config_is_valid_and_has_devices() {
+        let settings = check(include_str!("../../config.example.toml")).expect("example is valid");
+        let devices: Vec<&str> = settings.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(devices, ["quest", "kids-tablet", "parent-phone"]);
+        let profiles: Vec<&str> = settings
+            .devices
+            .iter()
+            .map(|d| d.profile.as_str())
+            .collect();
+        assert_eq!(profiles, ["quest", "no-meta", "parent"]);
+        assert_eq!(settings.upstreams.len(), 2);
+        assert_eq!(settings.server.listen.len(), 2);
+        assert_eq!(settings.default_profile, DEFAULT_PROFILE);
+        assert!(settings.lists.iter().any(|l| l.id == "voice-exact"));
+    }
+
+    #[test]
+    fn catalogue_is_always_present_and_replaced_in_place() {
+        let text = "[[device]]\nname = \"quest\"\nmatch = [\"192.168.1.20\"]\nprofile = \"quest\"\n\
+                    [[list]]\nid = \"meta-ai\"\nsource = \"lists/ai.txt\"\nmatch = \"subdomains\"\n\
+                    [[list]]\nid = \"mine\"\nsource = \"/var/lib/mine.txt\"\n\
+                    [[profile]]\nname = \"no-meta\"\nblock = [\"mine\"]\nanswer = \"nxdomain\"\n";
+        let settings = check(text).expect("valid");
+        let ids: Vec<&str> = settings.lists.iter().map(|l| l.id.as_str()).collect();
+        let expected: Vec<&str> = bundled_ids().chain(["mine"]).collect();
+        assert_eq!(ids, expected, "meta-ai replaced in place, mine appended");
+        let meta_ai = settings
+            .lists
+            .iter()
+            .find(|l| l.id == "meta-ai")
+            .expect("meta-ai");
+        let relative = Path::new("/etc/metasink/lists/ai.txt").to_path_buf();
+        assert_eq!(meta_ai.source, ListSource::File(relative));
+        assert_eq!(meta_ai.match_mode, Some(MatchMode::Subdomains));
+        let mine = settings.lists.last().expect("mine");
+        assert_eq!(mine.source, ListSource::File("/var/lib/mine.txt".into()));
+        assert_eq!(mine.match_mode, None);
+        let names: Vec<String> = settings.profiles.iter().map(|p| p.name.clone()).collect();
+        assert_eq!(names, preset_names());
+        let no_meta = settings
+            .profiles
+            .iter()
+            .find(|p| p.name == "no-meta")
+            .expect("no-meta");
+        assert_eq!(
+            (no_meta.block.as_slice(), no_meta.answer),
+            (&["mine".to_owned()][..], BlockAnswer::NxDomain)
+        );
+        assert_eq!(
+            settings.devices[0].addresses,
+            ["192.168.1.20/32".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn omitted_keys_take_their_defaults() {
+        let text = "[[upstream]]\naddress = \"9.9.9.9\"\n[[upstream]]\naddress = \"[2620:fe::fe]\"\n\
+                    [[profile]]\nname = \"p\"\n[server]\nhttp = \"[::1]\"\n";
+        let settings = check(text).expect("valid");
+        assert_eq!(settings.origin, Origin::File(PATH.into()));
+        assert_eq!(settings.server.listen, [DEFAULT_DNS_LISTEN]);
+        assert_eq!(settings.server.http.to_string(), "[::1]:9353");
+        let upstreams: Vec<String> = settings
+            .upstreams
+            .iter()
+            .map(|u| u.address.to_string())
+            .collect();
+        assert_eq!(upstreams, ["9.9.9.9:53", "[2620:fe::fe]:53"]);
+        assert_eq!(
+            (
+                settings.cache.size,
+                settings.cache.min_ttl,
+                settings.cache.max_ttl
+            ),
+            (CACHE_SIZE, CACHE_MIN_TTL, CACHE_MAX_TTL)
+        );
+        let profile = settings.profiles.last().expect("p");
+        assert!(profile.block.is_empty() && profile.allow.is_empty() && profile.inspect_answers);
+        assert_eq!(
+            (profile.answer, profile.blocked_ttl),
+            (BlockAnswer::Null, BLOCKED_TTL)
+        );
+        assert_eq!(settings.default_profile, DEFAULT_PROFILE);
+        assert!(
+            check("").is_ok(),
+            "an empty file is the built-in configuration"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_expected_ones() {
+        assert_eq!(
+            error("default_profile = \"quest\"\nbogus = 1\n"),
+            "/etc/metasink/config.toml:2: bogus: unknown field `bogus`, expected one of \
+             `default_profile`, `server`, `upstream`, `cache`, `list`, `profile`, `device`"
+        );
+        assert_eq!(
+            error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
+            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected `listen` or `http`"
+        );
+        assert_eq!(
+            error(
+                "[[profile]]\nname = \"a\"\n\n[[profile]]\nname = \"b\"\nblocks = [\"meta-ai\"]\n"
+            ),
+            "/etc/metasink/config.toml:6: profile[1].blocks: unknown field `blocks`, expected one of \
+             `name`, `block`, `allow`, `answer`, `blocked_ttl`, `inspect_answers`"
+        );
+        assert_errors(&[
+            (
+                "[cache]\nsizes = 1\n",
+                "2: cache.sizes",
+                "unknown field `sizes`, expected",
+            ),
+            (
+                "[[upstream]]\nport = 53\n",
+                "2: upstream[0].port",
+                "unknown field `port`",
+            ),
+            (
+                "[[list]]\nurl = \"x\"\n",
+                "2: list[0].url",
+                "unknown field `url`",
+            ),
+            (
+                "[[device]]\nmac = \"x\"\n",
+                "2: device[0].mac",
+                "unknown field `mac`",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn type_errors_and_missing_keys_are_located() {
+        assert_eq!(
+            error("[cache]\nsize = \"ten\"\n"),
+            "/etc/metasink/config.toml:2: cache.size: invalid type: string \"ten\", expected usize"
+        );
+        assert_eq!(
+            error(
+                "[[device]]\nname = \"a\"\nmatch = [\"192.168.1.2\",\n  7]\nprofile = \"quest\"\n"
+            ),
+            "/etc/metasink/config.toml:4: device[0].match[1]: invalid type: integer `7`, expected a string"
+        );
+        assert_eq!(
+            error("[[list]]\nid = \"x\"\nsource = \"bundled:meta-ai\"\n[[device]]\nname = \"a\"\n"),
+            "/etc/metasink/config.toml:4: device[0]: missing field `match`"
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_toml() {
+        assert_eq!(
+            error("this is not toml\n"),
+            "/etc/metasink/config.toml:1: key with no value, expected `=`"
+        );
+        assert!(error("[server\nlisten = 1").starts_with("/etc/metasink/config.toml:1: "));
+    }
+
+    #[test]
+    fn unknown_list_in_a_profile_lists_every_list() {
+        let text = "[[list]]\nid = \"mine\"\nsource = \"bundled:meta-ai\"\n\
+                    [[profile]]\nname = \"p\"\nblock = [\"mine\"]\n[[profile]]\nname = \"q\"\n\
+                    block = [\"meta-ai\"]\nallow = [\n  \"keep-facebook\",\n  \"keep-tiktok\",\n]\n";
+        assert_eq!(
+            error(text),
+            format!(
+                "/etc/metasink/config.toml:12: profile[1].allow: unknown list `keep-tiktok`{}",
+                choices(bundled_ids().chain(["mine"]))
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_profiles_list_every_profile() {
+        let presets = preset_names();
+        let all = || presets.iter().map(String::as_str).chain(["mine"]);
+        let profile = "[[profile]]\nname = \"mine\"\n";
+        assert_eq!(
+            error(&format!(
+                "{profile}[[device]]\nname = \"tv\"\nmatch = [\"10.0.0.9\"]\nprofile = \"tv\"\n"
+            )),
+            format!(
+                "/etc/metasink/config.toml:6: device[0].profile: unknown profile `tv`{}",
+                choices(all())
+            )
+        );
+        assert_eq!(
+            error(&format!("default_profile = \"kids\"\n{profile}")),
+            format!(
+                "/etc/metasink/config.toml:1: default_profile: unknown profile `kids`{}",
+                choices(all())
+            )
+        );
+    }
+
+    /// A config with one device per `match` array.
+    fn devices_config(matches: &[&str]) -> String {
+        matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                format!("[[device]]\nname = \"d{i}\"\nmatch = {m}\nprofile = \"quest\"\n")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_address_or_network_belongs_to_one_device() {
+        assert_eq!(
+            error(&devices_config(&[
+                "[\"192.168.1.20\", \"fd00::20\"]",
+                "[\"fd00::20\"]"
+            ])),
+            "/etc/metasink/config.toml:7: device[1].match: `fd00::20` is claimed by both device \
+             `d0` (device[0]) and device `d1`: an address or network may belong to one device only"
+        );
+        assert!(
+            error(&devices_config(&["[\"192.168.1.64/28\"]", "[\"192.168.1.70/28\"]"]))
+                .starts_with("/etc/metasink/config.toml:7: device[1].match: `192.168.1.70/28` is claimed by both device `d0`")
+        );
+        let nested = devices_config(&[
+            "[\"192.168.1.64/28\", \"192.168.0.0/16\"]",
+            "[\"192.168.1.70\", \"192.168.1.64/27\"]",
+        ]);
+        assert_eq!(check(&nested).expect("more specific wins").devices.len(), 2);
+        assert!(check(&devices_config(&["[\"10.0.0.1\", \"10.0.0.1\"]"])).is_ok());
+    }
+
+    /// Asserts that each (config, `line: key`, message start) case fails as described.
+    fn assert_errors(cases: &[(&str, &str, &str)]) {
+        for (text, located, message) in cases {
+            let got = error(text);
+            let expected = format!("{PATH}:{located}: {message}");
+            assert!(got.starts_with(&expected), "{got}");
+        }
+    }
+
+    #[test]
+    fn bad_addresses_and_networks() {
+        assert_errors(&[
+            (
+                "[server]\nlisten = [\"localhost:53\"]\n",
+                "2: server.listen",
+                "`localhost:53` is not an IP address with an optional port, like `9.9.9.9`, `192.168.1.1:53` or `[2620:fe::fe]:53` (host names are not resolved)",
+            ),
+            (
+                "[[upstream]]\naddress = \"9.9.9.9:99999\"\n",
+                "2: upstream[0].address",
+                "`99999` is not a port number (0 to 65535)",
+            ),
+            (
+                "[[upstream]]\naddress = \"9.9.9.9:0\"\n",
+                "2: upstream[0].address",
+                "`9.9.9.9:0` is not an address a query can be sent to",
+            ),
+            (
+                "[server]\nlisten = [\"0.0.0.0:53\"]\n[[upstream]]\naddress = \"127.0.0.1\"\n",
+                "4: upstream[0].address",
+                "`127.0.0.1:53` is this server's own listen address: queries would loop",
+            ),
+            (
+                "[[device]]\nname = \"d\"\nmatch = [\"192.168.1.0/33\"]\nprofile = \"quest\"\n",
+                "3: device[0].match",
+                "`/33` is not a prefix length for `192.168.1.0` (0 to 32)",
+            ),
+            (
+                "[[device]]\nname = \"d\"\nmatch = [\"192.168.1\"]\nprofile = \"quest\"\n",
+                "3: device[0].match",
+                "`192.168.1` is not an IP address or CIDR network, like `192.168.1.20`, `fd00::20` or `192.168.1.64/28`",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn bad_durations_and_listeners() {
+        assert_errors(&[
+            (
+                "[[profile]]\nblocked_ttl = \"10 parsecs\"\nname = \"p\"\n",
+                "2: profile[0].blocked_ttl",
+                "`10 parsecs` is not a duration",
+            ),
+            (
+                "[cache]\nmin_ttl = \"2d\"\n",
+                "2: cache.min_ttl",
+                "2days is longer than cache.max_ttl (1day)",
+            ),
+            (
+                "[cache]\nmax_ttl = \"100y\"\n",
+                "2: cache.max_ttl",
+                "`100y` is longer than a DNS TTL can be (68 years)",
+            ),
+            (
+                "[server]\nlisten = []\n",
+                "2: server.listen",
+                "needs at least one address (UDP and TCP are bound on each)",
+            ),
+            (
+                "[server]\nlisten = [\"[::]:53\", \"::\"]\n",
+                "2: server.listen",
+                "`[::]:53` is listed twice",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn bad_words_list_the_valid_ones() {
+        assert_eq!(
+            error("[[profile]]\nname = \"p\"\nanswer = \"drop\"\n"),
+            format!(
+                "{PATH}:3: profile[0].answer: unknown value `drop` (valid choices: null, nodata, nxdomain, refused)"
+            )
+        );
+        assert_eq!(
+            error("[[list]]\nid = \"l\"\nsource = \"bundled:meta-ai\"\nmatch = \"suffix\"\n"),
+            format!(
+                "{PATH}:4: list[0].match: unknown value `suffix` (valid choices: exact, subdomains)"
+            )
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let list = "[[list]]\nid = \"mine\"\nsource = \"bundled:meta-ai\"\n";
+        assert_eq!(
+            error(&format!("{list}\n{list}")),
+            format!("{PATH}:6: list[1].id: duplicate list id `mine` (first declared on line 2)")
+        );
+        let profile = "[[profile]]\nname = \"kids\"\n";
+        assert_eq!(
+            error(&format!("{profile}{profile}")),
+            format!(
+                "{PATH}:4: profile[1].name: duplicate profile name `kids` (first declared on line 2)"
+            )
+        );
+        assert_eq!(
+            error(&devices_config(&["[\"10.0.0.1\"]", "[\"10.0.0.2\"]"]).replace("d1", "d0")),
+            format!(
+                "{PATH}:6: device[1].name: duplicate device name `d0` (first declared on line 2)"
+            )
+        );
+        let rule = "use 1 to 64 characters among a-z, 0-9, `_` and `-`";
+        assert_eq!(
+            error("[[profile]]\nname = \"Kids Room\"\n"),
+            format!("{PATH}:2: profile[0].name: `Kids Room` is not a valid profile name: {rule}")
+        );
+        assert_eq!(
+            error(&format!(
+                "[[list]]\nid = \"{}\"\nsource = \"x\"\n",
+                "a".repeat(65)
+            )),
+            format!(
+                "{PATH}:2: list[0].id: `{}` is not a valid list id: {rule}",
+                "a".repeat(65)
+            )
+        );
+        assert_eq!(
+            error("[[device]]\nname = \"\"\nmatch = [\"10.0.0.1\"]\nprofile = \"quest\"\n"),
+            format!("{PATH}:2: device[0].name: `` is not a valid device name: {rule}")
+        );
+    }
+
+    #[test]
+    fn list_sources() {
+        assert_eq!(
+            error("[[list]]\nid = \"x\"\nsource = \"bundled:nope\"\n"),
+            format!(
+                "{PATH}:3: list[0].source: unknown bundled list `nope`{}",
+                choices(bundled_ids())
+            )
+        );
+        assert_eq!(
+            error("[[list]]\nid = \"x\"\nsource = \"https://example.com/list.txt\"\n"),
+            format!(
+                "{PATH}:3: list[0].source: URL sources are not supported yet: download the list and give its file path"
+            )
+        );
+        assert_eq!(
+            error("[[list]]\nid = \"x\"\nsource = \" \"\n"),
+            format!("{PATH}:3: list[0].source: is empty: write `bundled:ID` or a file path")
+        );
+    }
+
+    #[test]
+    fn at_most_max_lists_in_total() {
+        let room = MAX_LISTS - bundled_ids().count();
+        let lists = |count: usize| -> String {
+            (0..count)
+                .map(|i| format!("[[list]]\nid = \"l{i}\"\nsource = \"bundled:meta-ai\"\n"))
+                .collect()
+        };
+        let replacing = "[[list]]\nid = \"meta-ai\"\nsource = \"bundled:meta-ai\"\n";
+        let full = check(&format!("{replacing}{}", lists(room))).expect("exactly MAX_LISTS");
+        assert_eq!(full.lists.len(), MAX_LISTS);
+        assert_eq!(
+            error(&lists(room + 1)),
+            format!(
+                "{PATH}:{}: list[{room}].id: too many lists: at most {MAX_LISTS}, the {} bundled ones included",
+                3 * room + 2,
+                bundled_ids().count()
+            )
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let garbage = [
+            "",
+            "\0",
+            "\u{feff}",
+            "[",
+            "[[",
+            "]]",
+            "=",
+            "= =",
+            "\"",
+            "'''",
+            "a = ",
+            "[server]\n[server]",
+            "[[device]]\nmatch = [[[[[]]]]]",
+            "device = []",
+            "device = [1, 2]",
+            "list = { id = 1 }",
+            "\u{1F600} = \"\u{1F600}\"",
+            "[cache]\nsize = 1e400",
+            "[cache]\nsize = 99999999999999999999999",
+            "[[profile]]\nname = \"é\"",
+            "[[upstream]]\naddress = \"[::1\"",
+            "[[upstream]]\naddress = \":\"",
+            "[[device]]\nname=\"d\"\nmatch=[\"/\", \"1.2.3.4/\"]\nprofile=\"quest\"",
+            "[[list]]\nid=\"x\"\nsource=\"bundled:\"",
+            "\n\n\n\u{0}\r\r\n",
+        ];
+        for text in garbage {
+            let _ = check(text);
+        }
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        let _ = check(&String::from_utf8_lossy(&bytes));
+    }
+}

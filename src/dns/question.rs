@@ -1,0 +1,149 @@
+//! [`Question`]: the one question of a client query, in the form the rest of the daemon needs
+//! (a lower-case name without the trailing dot for matching, a bounded type label for metrics,
+//! the cache key), with the hickory types kept inside this module.
+
+use std::str::FromStr;
+
+use hickory_proto::op::LowerQuery;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+/// A question the daemon answers.
+#[derive(Clone, Debug)]
+pub struct Question {
+    pub(super) name: Name,
+    pub(super) qtype: RecordType,
+    pub(super) qclass: DNSClass,
+    /// The query asked for DNSSEC records (EDNS DO bit).
+    pub(super) dnssec_ok: bool,
+    /// The query asked us not to validate (CD bit).
+    pub(super) checking_disabled: bool,
+    /// Lower-case, no trailing dot: what lists and the matcher use.
+    text: Box<str>,
+}
+
+/// What separates one cached answer from another (RFC 2181 §5: name, type and class; DO and
+/// CD change what an upstream sends back, so they are part of the key too).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    name: Box<str>,
+    qtype: u16,
+    qclass: u16,
+    flags: u8,
+}
+
+impl Question {
+    pub(super) fn from_query(query: &LowerQuery, dnssec_ok: bool, checking_disabled: bool) -> Self {
+        let name = Name::from(query.name().clone());
+        Self::new(name, query.query_type(), query.query_class(), dnssec_ok, checking_disabled)
+    }
+
+    fn new(
+        name: Name,
+        qtype: RecordType,
+        qclass: DNSClass,
+        dnssec_ok: bool,
+        checking_disabled: bool,
+    ) -> Self {
+        let text = normalized_text(&name);
+        Self { name, qtype, qclass, dnssec_ok, checking_disabled, text }
+    }
+
+    /// A question for `name` of type `qtype` (e.g. "AAAA"), class IN, as `explain` and tests
+    /// ask it.
+    pub fn parse(name: &str, qtype: &str) -> Result<Self, String> {
+        let qtype = RecordType::from_str(&qtype.to_ascii_uppercase())
+            .map_err(|_| format!("unknown query type {qtype:?}"))?;
+        let mut name = Name::from_str(name).map_err(|error| format!("bad name {name:?}: {error}"))?;
+        name.set_fqdn(true);
+        Ok(Self::new(name, qtype, DNSClass::IN, false, false))
+    }
+
+    /// The name, lower-case, without the trailing dot (the root is "").
+    pub fn name(&self) -> &str {
+        &self.text
+    }
+
+    /// The query type as a metric label from a bounded set.
+    pub fn qtype_label(&self) -> &'static str {
+        qtype_label(self.qtype)
+    }
+
+    /// The query type as DNS writes it ("A", "HTTPS", "TYPE65534").
+    pub fn qtype_name(&self) -> String {
+        self.qtype.to_string()
+    }
+
+    /// The key of this question's answer in the cache.
+    pub fn cache_key(&self) -> CacheKey {
+        CacheKey {
+            name: self.text.clone(),
+            qtype: u16::from(self.qtype),
+            qclass: u16::from(self.qclass),
+            flags: u8::from(self.dnssec_ok) | (u8::from(self.checking_disabled) << 1),
+        }
+    }
+}
+
+/// Lower-case ASCII (IDNs arrive as punycode on the wire) without the trailing dot.
+fn normalized_text(name: &Name) -> Box<str> {
+    let mut text = name.to_ascii();
+    text.make_ascii_lowercase();
+    if text.ends_with('.') {
+        text.pop();
+    }
+    text.into_boxed_str()
+}
+
+/// The query types metrics name one by one; every other type is counted as "other", so the
+/// label set stays bounded whatever clients send.
+pub const QTYPE_LABELS: &[&str] = &[
+    "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "PTR", "SRV", "NS", "SOA", "ANY", "other",
+];
+
+fn qtype_label(qtype: RecordType) -> &'static str {
+    match qtype {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::CNAME => "CNAME",
+        RecordType::HTTPS => "HTTPS",
+        RecordType::SVCB => "SVCB",
+        RecordType::MX => "MX",
+        RecordType::TXT => "TXT",
+        RecordType::PTR => "PTR",
+        RecordType::SRV => "SRV",
+        RecordType::NS => "NS",
+        RecordType::SOA => "SOA",
+        RecordType::ANY => "ANY",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_is_lowercase_without_trailing_dot() {
+        let question = Question::parse("WWW.Meta.AI.", "https").unwrap();
+        assert_eq!(question.name(), "www.meta.ai");
+        assert_eq!(question.qtype_label(), "HTTPS");
+    }
+
+    #[test]
+    fn unknown_types_share_one_label() {
+        let question = Question::parse("example.com", "NAPTR").unwrap();
+        assert_eq!(question.qtype_label(), "other");
+        assert!(QTYPE_LABELS.contains(&question.qtype_label()));
+    }
+
+    #[test]
+    fn cache_key_separates_types_and_flags() {
+        let a = Question::parse("example.com", "A").unwrap();
+        let aaaa = Question::parse("example.com", "AAAA").unwrap();
+        let mut a_do = a.clone();
+        a_do.dnssec_ok = true;
+        assert_ne!(a.cache_key(), aaaa.cache_key());
+        assert_ne!(a.cache_key(), a_do.cache_key());
+        assert_eq!(a.cache_key(), Question::parse("EXAMPLE.com.", "a").unwrap().cache_key());
+    }
+}

@@ -1,0 +1,181 @@
+//! `metasink explain`: why a name is (or is not) blocked for a client or a profile — the
+//! device the client maps to, its profile, every list entry that covers the name, whether an
+//! allow list overrides the block, and the answer the daemon would give.
+//!
+//! It runs the same decision as the query path ([`Profile::blocking_list`] over the matcher's
+//! masks), so what it prints is what the daemon does for the question itself. Names inside
+//! upstream answers (CNAME targets) are only known at query time and are not covered here.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::dns::{Question, describe_blocked_answer};
+use crate::policy::matcher::Scope;
+use crate::policy::{ListIndex, Policy, Profile};
+
+/// Whose point of view to explain from.
+#[derive(Clone, Debug)]
+pub enum Viewpoint {
+    /// A client address: mapped to a device, else the default profile.
+    Client(IpAddr),
+    /// A profile by name (presets included).
+    Profile(String),
+}
+
+/// One list entry that covers the name.
+#[derive(Debug)]
+pub struct Hit {
+    /// The list's id.
+    pub list: String,
+    /// The entry as stored (the name or the parent that matched).
+    pub entry: String,
+    /// Exact or name-and-subdomains.
+    pub scope: Scope,
+    /// An `@@` exception entry of the list.
+    pub exception: bool,
+    /// What the profile does with this list.
+    pub role: Role,
+}
+
+/// What a profile does with a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The profile blocks the list's names.
+    Blocks,
+    /// The profile allows the list's names (allow wins).
+    Allows,
+    /// The profile does not use the list.
+    Unused,
+}
+
+/// The explanation.
+#[derive(Debug)]
+pub struct Explanation {
+    /// The name asked about.
+    pub name: String,
+    /// The client and the device it maps to (None: unknown, default profile).
+    pub client: Option<(IpAddr, Option<String>)>,
+    /// The profile used.
+    pub profile: String,
+    /// Ids of the lists it blocks and allows.
+    pub profile_blocks: Vec<String>,
+    /// See `profile_blocks`.
+    pub profile_allows: Vec<String>,
+    /// Every entry covering the name.
+    pub hits: Vec<Hit>,
+    /// An allow list of the profile that holds the name, if any.
+    pub allowed_by: Option<String>,
+    /// The list that blocks the name, if any.
+    pub blocked_by: Option<String>,
+    /// The answer the daemon gives.
+    pub answer: String,
+}
+
+/// Explains `question` from `viewpoint` under `policy`.
+pub fn explain(policy: &Policy, viewpoint: &Viewpoint, question: &Question) -> Result<Explanation, String> {
+    let (client, profile) = match viewpoint {
+        Viewpoint::Client(address) => {
+            let device = policy.known_device(*address);
+            let profile = device.map_or_else(|| policy.default_profile(), |d| policy.profile_of(d));
+            (Some((*address, device.map(|d| d.name.clone()))), profile)
+        }
+        Viewpoint::Profile(name) => {
+            let profile = policy.profile_named(name).ok_or_else(|| {
+                let names: Vec<_> = policy.profiles().iter().map(|p| p.name.as_str()).collect();
+                format!("no profile is called {name:?} (valid choices: {})", names.join(", "))
+            })?;
+            (None, profile)
+        }
+    };
+    let lists = policy.lists_containing(question.name());
+    let list_ids = |indexes: &mut dyn Iterator<Item = ListIndex>| -> Vec<String> {
+        indexes.map(|index| policy.list(index).id.clone()).collect()
+    };
+    let allowed_by = lists.and(profile.allow).first().map(|index| policy.list(index).id.clone());
+    let blocked_by = profile.blocking_list(lists).map(|index| policy.list(index).id.clone());
+    let answer = match profile.blocking_list(lists) {
+        Some(_) => describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
+        None => "forwarded to the upstreams (or answered from the cache)".to_owned(),
+    };
+    Ok(Explanation {
+        name: question.name().to_owned(),
+        client,
+        profile: profile.name.clone(),
+        profile_blocks: list_ids(&mut profile.block.iter()),
+        profile_allows: list_ids(&mut profile.allow.iter()),
+        hits: hits(policy, profile, question.name()),
+        allowed_by,
+        blocked_by,
+        answer,
+    })
+}
+
+fn hits(policy: &Policy, profile: &Profile, name: &str) -> Vec<Hit> {
+    policy
+        .matcher()
+        .explain(name)
+        .into_iter()
+        .map(|hit| Hit {
+            list: policy.list(hit.list).id.clone(),
+            entry: hit.entry,
+            scope: hit.scope,
+            exception: hit.allow,
+            role: if profile.block.contains(hit.list) {
+                Role::Blocks
+            } else if profile.allow.contains(hit.list) {
+                Role::Allows
+            } else {
+                Role::Unused
+            },
+        })
+        .collect()
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "name:     {}", self.name)?;
+        match &self.client {
+            Some((address, Some(device))) => writeln!(f, "client:   {address} is device {device:?}")?,
+            Some((address, None)) => writeln!(f, "client:   {address} matches no device: default profile")?,
+            None => {}
+        }
+        writeln!(f, "profile:  {}", self.profile)?;
+        writeln!(f, "  blocks: {}", join_or_none(&self.profile_blocks))?;
+        writeln!(f, "  allows: {}", join_or_none(&self.profile_allows))?;
+        if self.hits.is_empty() {
+            writeln!(f, "lists:    no list contains this name")?;
+        } else {
+            writeln!(f, "lists containing the name:")?;
+        }
+        for hit in &self.hits {
+            let scope = match hit.scope {
+                Scope::Exact => "exact name",
+                Scope::Subdomains => "name and subdomains",
+            };
+            let exception = if hit.exception { " (exception @@)" } else { "" };
+            let role = match hit.role {
+                Role::Blocks => "blocked by this profile",
+                Role::Allows => "allowed by this profile",
+                Role::Unused => "not used by this profile",
+            };
+            writeln!(f, "  {:<22} entry {:?} as {scope}{exception}: {role}", hit.list, hit.entry)?;
+        }
+        match (&self.allowed_by, &self.blocked_by) {
+            (Some(allow), _) => writeln!(f, "allow:    {allow} overrides any block")?,
+            (None, _) => writeln!(f, "allow:    no allow list of this profile holds it")?,
+        }
+        match &self.blocked_by {
+            Some(list) => writeln!(f, "verdict:  BLOCKED by {list}")?,
+            None => writeln!(f, "verdict:  not blocked")?,
+        }
+        write!(f, "answer:   {}", self.answer)?;
+        if let Some(list) = &self.blocked_by {
+            write!(f, ", EDE 15 \"blocked by {list}\" when the query has EDNS")?;
+        }
+        Ok(())
+    }
+}
+
+fn join_or_none(items: &[String]) -> String {
+    if items.is_empty() { "(none)".to_owned() } else { items.join(", ") }
+}

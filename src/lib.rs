@@ -1,0 +1,50 @@
+//! metasink: a household filtering DNS resolver that sinkholes Meta tracking, telemetry and AI
+//! domains per device profile, forwards everything else, caches, and exposes Prometheus
+//! metrics.
+//!
+//! # One query, end to end
+//! ```text
+//!  UDP/TCP listener (hickory-server)                       dns::server
+//!    ▼
+//!  handler: question, client address → device → profile   dns::handler, policy
+//!    ▼
+//!  decide: lists containing the name; block & !allow       pipeline → blocked answer (stop)
+//!    ▼
+//!  cache: one for every profile, upstream answers only     cache    → hit
+//!    ▼
+//!  upstream: the configured resolvers, in order            dns::upstream
+//!    ▼
+//!  inspect: CNAME / HTTPS / SVCB targets, same profile     pipeline → blocked answer
+//!    ▼
+//!  respond, count                                          dns::handler, metrics
+//! ```
+//! The order lives in one function, [`pipeline::Pipeline::resolve`], with the reason for each
+//! stage. Config and lists compile into one immutable [`policy::Policy`] snapshot, read by
+//! every query through an `ArcSwap`.
+//!
+//! # Layout
+//! - [`cli`] — `run`, `check`, `explain`, `lists`.
+//! - [`app`] — start, serve, stop.
+//! - [`config`] — the TOML file → validated [`config::Settings`] (errors name file, line, key).
+//! - [`catalogue`] — bundled lists (`blocklists/`) and preset profiles.
+//! - [`lists`] — list line formats and sources.
+//! - [`policy`] — the snapshot: matcher, profiles, devices.
+//! - [`pipeline`] — the query path.
+//! - [`cache`] — the shared answer cache.
+//! - [`dns`] — everything that touches hickory: questions, answers, blocked answers,
+//!   upstreams, listeners.
+//! - [`metrics`], [`api`] — Prometheus metrics and the HTTP listener.
+//! - [`explain`] — why a name is blocked for a client.
+
+pub mod api;
+pub mod app;
+pub mod cache;
+pub mod catalogue;
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod explain;
+pub mod lists;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;

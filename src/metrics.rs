@@ -1,0 +1,297 @@
+//! Prometheus metrics: the names (as constants tests can import), one registry, and handles
+//! resolved ahead of time so the query path only increments.
+//!
+//! Label values come from the config (device, profile, list and upstream names) or from small
+//! fixed sets (query type, result, error kind), plus `unknown`/`default`: never a client
+//! address or a query name, so the number of series stays bounded whatever clients send.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::dns::QTYPE_LABELS;
+
+/// Queries answered, by device, profile, query type and result.
+pub const QUERIES_TOTAL: &str = "metasink_queries_total";
+/// Blocked queries, by device, profile and the list that blocked them.
+pub const BLOCKED_TOTAL: &str = "metasink_blocked_total";
+/// Questions answered from the cache.
+pub const CACHE_HITS_TOTAL: &str = "metasink_cache_hits_total";
+/// Questions the cache could not answer.
+pub const CACHE_MISSES_TOTAL: &str = "metasink_cache_misses_total";
+/// Answers in the cache.
+pub const CACHE_ENTRIES: &str = "metasink_cache_entries";
+/// Time an upstream took to answer, by upstream.
+pub const UPSTREAM_DURATION_SECONDS: &str = "metasink_upstream_duration_seconds";
+/// Failed upstream attempts, by upstream and kind.
+pub const UPSTREAM_ERRORS_TOTAL: &str = "metasink_upstream_errors_total";
+/// Entries loaded from each list.
+pub const LIST_ENTRIES: &str = "metasink_list_entries";
+/// Lines skipped as invalid while loading each list.
+pub const LIST_INVALID_LINES_TOTAL: &str = "metasink_list_invalid_lines_total";
+/// Whether each list is loaded (1) or not (0).
+pub const LIST_LOADED: &str = "metasink_list_loaded";
+/// Time from receiving a query to having its answer, by result.
+pub const REQUEST_DURATION_SECONDS: &str = "metasink_request_duration_seconds";
+/// Always 1; the version is a label.
+pub const BUILD_INFO: &str = "metasink_build_info";
+
+/// How a query was answered: the `result` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryResult {
+    /// A list of the client's profile blocked the name (or a name in its answer).
+    Blocked,
+    /// Answered from the cache.
+    Cached,
+    /// Answered by an upstream.
+    Forwarded,
+    /// No upstream answered in time.
+    ServFail,
+    /// Refused (admission, or a question we do not serve).
+    Refused,
+}
+
+impl QueryResult {
+    /// Every result, in label order.
+    pub const ALL: [Self; 5] = [
+        Self::Blocked,
+        Self::Cached,
+        Self::Forwarded,
+        Self::ServFail,
+        Self::Refused,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Cached => "cached",
+            Self::Forwarded => "forwarded",
+            Self::ServFail => "servfail",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// Kinds of upstream failure: the `kind` label.
+pub const UPSTREAM_ERROR_KINDS: &[&str] = &["timeout", "io", "servfail", "refused", "other"];
+
+/// Buckets for answers that never leave the machine (cache hits, blocks): 10 µs to 100 ms.
+const LOCAL_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1,
+];
+/// Buckets for round trips to an upstream: 1 ms to 5 s.
+const NETWORK_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// The registry and every metric family.
+pub struct Metrics {
+    registry: Registry,
+    queries: IntCounterVec,
+    blocked: IntCounterVec,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_entries: IntGauge,
+    upstream_duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    list_entries: IntGaugeVec,
+    list_invalid_lines: IntCounterVec,
+    list_loaded: IntGaugeVec,
+    request_duration: HistogramVec,
+}
+
+/// Per-client handles: one counter per (query type, result), one per blocking list.
+pub struct ClientCounters {
+    queries: Vec<[IntCounter; QueryResult::ALL.len()]>,
+    blocked: Vec<Option<IntCounter>>,
+}
+
+impl ClientCounters {
+    /// Counts one query of type `qtype_label` answered with `result`.
+    pub fn count_query(&self, qtype_label: &str, result: QueryResult) {
+        let row = QTYPE_LABELS
+            .iter()
+            .position(|label| *label == qtype_label)
+            .unwrap_or(QTYPE_LABELS.len() - 1);
+        self.queries[row][result as usize].inc();
+    }
+
+    /// Counts one query blocked by the list at `list_index`.
+    pub fn count_block(&self, list_index: usize) {
+        if let Some(Some(counter)) = self.blocked.get(list_index) {
+            counter.inc();
+        }
+    }
+}
+
+/// Handles for one upstream.
+#[derive(Clone)]
+pub struct UpstreamCounters {
+    /// Round-trip time of answered attempts.
+    pub duration: Histogram,
+    errors: Vec<IntCounter>,
+}
+
+impl UpstreamCounters {
+    /// Counts one failed attempt of `kind` (one of [`UPSTREAM_ERROR_KINDS`]).
+    pub fn count_error(&self, kind: &str) {
+        let index = UPSTREAM_ERROR_KINDS
+            .iter()
+            .position(|known| *known == kind)
+            .unwrap_or(UPSTREAM_ERROR_KINDS.len() - 1);
+        self.errors[index].inc();
+    }
+}
+
+/// Cache handles, shared with the cache.
+#[derive(Clone)]
+pub struct CacheCounters {
+    /// Hits.
+    pub hits: IntCounter,
+    /// Misses.
+    pub misses: IntCounter,
+    /// Current number of entries.
+    pub entries: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric family.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let metrics = Self {
+            queries: counter_vec(&registry, QUERIES_TOTAL, "Queries answered", &["device", "profile", "qtype", "result"]),
+            blocked: counter_vec(&registry, BLOCKED_TOTAL, "Queries blocked", &["device", "profile", "list"]),
+            cache_hits: counter(&registry, CACHE_HITS_TOTAL, "Questions answered from the cache"),
+            cache_misses: counter(&registry, CACHE_MISSES_TOTAL, "Questions not in the cache"),
+            cache_entries: gauge(&registry, CACHE_ENTRIES, "Answers in the cache"),
+            upstream_duration: histogram_vec(&registry, UPSTREAM_DURATION_SECONDS, "Upstream round-trip time", &["upstream"], NETWORK_BUCKETS),
+            upstream_errors: counter_vec(&registry, UPSTREAM_ERRORS_TOTAL, "Failed upstream attempts", &["upstream", "kind"]),
+            list_entries: gauge_vec(&registry, LIST_ENTRIES, "Entries loaded from the list", &["list"]),
+            list_invalid_lines: counter_vec(&registry, LIST_INVALID_LINES_TOTAL, "Invalid lines skipped while loading the list", &["list"]),
+            list_loaded: gauge_vec(&registry, LIST_LOADED, "1 when the list is loaded", &["list"]),
+            request_duration: histogram_vec(&registry, REQUEST_DURATION_SECONDS, "Time to answer a query", &["result"], LOCAL_BUCKETS),
+            registry,
+        };
+        let build_info = gauge_vec(&metrics.registry, BUILD_INFO, "Build information", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        metrics
+    }
+
+    /// The text exposition format served on `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec only fails on a malformed family, which registration rules out.
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "encoding metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Handles for a client identified as `device` using `profile`; `lists` are the ids of
+    /// the policy's lists by index, `Some` for those the profile blocks.
+    pub fn client_counters(&self, device: &str, profile: &str, lists: &[Option<&str>]) -> ClientCounters {
+        let queries = QTYPE_LABELS
+            .iter()
+            .map(|qtype| {
+                QueryResult::ALL.map(|result| {
+                    self.queries.with_label_values(&[device, profile, qtype, result.as_str()])
+                })
+            })
+            .collect();
+        let blocked = lists
+            .iter()
+            .map(|list| list.map(|id| self.blocked.with_label_values(&[device, profile, id])))
+            .collect();
+        ClientCounters { queries, blocked }
+    }
+
+    /// Handles for the upstream labelled `label` (its configured address).
+    pub fn upstream(&self, label: &str) -> UpstreamCounters {
+        UpstreamCounters {
+            duration: self.upstream_duration.with_label_values(&[label]),
+            errors: UPSTREAM_ERROR_KINDS
+                .iter()
+                .map(|kind| self.upstream_errors.with_label_values(&[label, kind]))
+                .collect(),
+        }
+    }
+
+    /// Cache handles.
+    pub fn cache(&self) -> CacheCounters {
+        CacheCounters {
+            hits: self.cache_hits.clone(),
+            misses: self.cache_misses.clone(),
+            entries: self.cache_entries.clone(),
+        }
+    }
+
+    /// Records the outcome of loading the list `id`.
+    pub fn record_list_load(&self, id: &str, loaded: bool, entries: usize, invalid_lines: usize) {
+        self.list_loaded.with_label_values(&[id]).set(i64::from(loaded));
+        self.list_entries.with_label_values(&[id]).set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.list_invalid_lines
+            .with_label_values(&[id])
+            .inc_by(u64::try_from(invalid_lines).unwrap_or(u64::MAX));
+    }
+
+    /// The request-duration histogram for each result, in [`QueryResult::ALL`] order.
+    pub fn request_durations(&self) -> [Histogram; QueryResult::ALL.len()] {
+        QueryResult::ALL.map(|result| self.request_duration.with_label_values(&[result.as_str()]))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// Registration only fails for a duplicate or malformed name; every name here is a constant
+// registered once, so a failure is a programming error caught by the first test that runs.
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry.register(Box::new(collector.clone())).expect("metric registers once");
+    collector
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(registry, HistogramVec::new(opts, labels).expect("valid metric"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_show_up_with_their_labels() {
+        let metrics = Metrics::new();
+        let client = metrics.client_counters("quest", "quest", &[Some("meta-ai"), None]);
+        client.count_query("A", QueryResult::Blocked);
+        client.count_query("NAPTR", QueryResult::Forwarded);
+        client.count_block(0);
+        client.count_block(1); // not a blocking list of this profile: ignored
+        let text = metrics.render();
+        assert!(text.contains(r#"metasink_queries_total{device="quest",profile="quest",qtype="A",result="blocked"} 1"#), "{text}");
+        assert!(text.contains(r#"qtype="other",result="forwarded"} 1"#));
+        assert!(text.contains(r#"metasink_blocked_total{device="quest",list="meta-ai",profile="quest"} 1"#));
+        assert!(text.contains(&format!("{BUILD_INFO}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+    }
+}

@@ -1,0 +1,183 @@
+//! The compiled policy: one immutable snapshot of lists, profiles and devices that every
+//! query reads through [`PolicyHandle`], and that reload replaces whole.
+//!
+//! A snapshot answers two questions fast: which device (and so which profile and metric
+//! handles) is this client, and which lists contain this name. Everything else (parsing,
+//! reference checks, label resolution) happened when it was built ([`compile`]).
+
+mod compile;
+mod devices;
+pub mod mask;
+pub mod matcher;
+mod profile;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use compile::{UNKNOWN_DEVICE, compile};
+pub use devices::{DeviceIndex, DeviceIndexMap};
+pub use mask::{ListIndex, ListMask, MAX_LISTS};
+pub use profile::Profile;
+
+use crate::config::{ListSettings, ListSource};
+use crate::lists::MatchMode;
+use crate::lists::parse::{InvalidLine, ParseReport};
+use crate::metrics::ClientCounters;
+use matcher::Matcher;
+
+/// One snapshot.
+pub struct Policy {
+    generation: u64,
+    lists: Vec<ListInfo>,
+    matcher: Matcher,
+    profiles: Vec<Profile>,
+    devices: Vec<Device>,
+    /// Clients that match no device: the default profile.
+    unknown: Device,
+    device_index: DeviceIndexMap,
+}
+
+/// A device of the snapshot (or the stand-in for unknown clients).
+pub struct Device {
+    /// Its name (a metric label).
+    pub name: String,
+    /// Index of its profile.
+    pub profile: usize,
+    /// Its metric handles.
+    pub counters: ClientCounters,
+}
+
+/// A list of the snapshot and how loading it went.
+#[derive(Debug, Clone)]
+pub struct ListInfo {
+    /// Its id.
+    pub id: String,
+    /// Where it came from (`bundled:ID` or a path).
+    pub origin: String,
+    /// Its source.
+    pub source: ListSource,
+    /// The match mode the config asked for, if any.
+    pub configured_match: Option<MatchMode>,
+    /// The title, description, confidence and kind its header gives, if any.
+    pub title: Option<String>,
+    /// See `title`.
+    pub description: Option<String>,
+    /// See `title`.
+    pub confidence: Option<String>,
+    /// See `title`.
+    pub kind: Option<String>,
+    /// The match mode its header gives, if any.
+    pub header_match: Option<MatchMode>,
+    /// Entries loaded.
+    pub entries: usize,
+    /// Lines skipped as invalid.
+    pub invalid_lines: usize,
+    /// A few of them, for `check`.
+    pub invalid_samples: Vec<InvalidLine>,
+    /// Why it could not be loaded at all.
+    pub load_error: Option<String>,
+}
+
+impl ListInfo {
+    fn new(settings: &ListSettings, origin: String) -> Self {
+        Self {
+            id: settings.id.clone(),
+            origin,
+            source: settings.source.clone(),
+            configured_match: settings.match_mode,
+            title: None,
+            description: None,
+            confidence: None,
+            kind: None,
+            header_match: None,
+            entries: 0,
+            invalid_lines: 0,
+            invalid_samples: Vec::new(),
+            load_error: None,
+        }
+    }
+
+    fn record(&mut self, report: ParseReport) {
+        self.title = report.header.title;
+        self.description = report.header.description;
+        self.confidence = report.header.confidence;
+        self.kind = report.header.kind;
+        self.header_match = report.header.match_mode;
+        self.entries = report.entries;
+        self.invalid_lines = report.invalid_count;
+        self.invalid_samples = report.invalid_samples;
+    }
+
+    /// How plain entries of this list match: config, else header, else subdomains.
+    pub fn match_mode(&self) -> MatchMode {
+        self.configured_match
+            .or(self.header_match)
+            .unwrap_or(MatchMode::Subdomains)
+    }
+}
+
+impl Policy {
+    /// Its number: each reload builds the next one.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The device `address` belongs to, or the unknown-client stand-in.
+    pub fn client(&self, address: IpAddr) -> &Device {
+        self.device_index
+            .find(address)
+            .and_then(|index| self.devices.get(index))
+            .unwrap_or(&self.unknown)
+    }
+
+    /// The device a configured address belongs to, if any (for `explain`).
+    pub fn known_device(&self, address: IpAddr) -> Option<&Device> {
+        self.device_index.find(address).and_then(|index| self.devices.get(index))
+    }
+
+    /// The profile of `device`.
+    pub fn profile_of(&self, device: &Device) -> &Profile {
+        &self.profiles[device.profile]
+    }
+
+    /// The profile called `name`.
+    pub fn profile_named(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|profile| profile.name == name)
+    }
+
+    /// Every profile.
+    pub fn profiles(&self) -> &[Profile] {
+        &self.profiles
+    }
+
+    /// The lists containing `name` (lower-case, no trailing dot).
+    pub fn lists_containing(&self, name: &str) -> ListMask {
+        self.matcher.lookup(name)
+    }
+
+    /// The list at `index`.
+    pub fn list(&self, index: ListIndex) -> &ListInfo {
+        &self.lists[usize::from(index)]
+    }
+
+    /// Every list, by index.
+    pub fn lists(&self) -> &[ListInfo] {
+        &self.lists
+    }
+
+    /// The matcher, for `explain`.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    /// The profile of the unknown-client stand-in (the default profile).
+    pub fn default_profile(&self) -> &Profile {
+        self.profile_of(&self.unknown)
+    }
+}
+
+/// The current snapshot, shared by every query; reload swaps in a new one atomically, and a
+/// query in flight keeps the one it started with.
+pub type PolicyHandle = Arc<ArcSwap<Policy>>;

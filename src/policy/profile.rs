@@ -1,0 +1,59 @@
+//! A compiled profile: the lists it blocks and allows as two masks, so a decision costs the
+//! same whatever the number of lists or profiles.
+
+use std::time::Duration;
+
+use super::{ListIndex, ListMask};
+use crate::config::BlockAnswer;
+
+/// A profile in a policy snapshot.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Its name (a metric label).
+    pub name: String,
+    /// Lists whose names are blocked.
+    pub block: ListMask,
+    /// Lists whose names are never blocked.
+    pub allow: ListMask,
+    /// How blocked names are answered.
+    pub answer: BlockAnswer,
+    /// TTL of blocked answers.
+    pub blocked_ttl: Duration,
+    /// Whether names inside upstream answers are checked too.
+    pub inspect_answers: bool,
+}
+
+impl Profile {
+    /// True when one of `lists` is an allow list of this profile: allow wins over block.
+    pub fn allows(&self, lists: ListMask) -> bool {
+        !lists.and(self.allow).is_empty()
+    }
+
+    /// The list that blocks a name contained in `lists`, unless an allow list holds it.
+    pub fn blocking_list(&self, lists: ListMask) -> Option<ListIndex> {
+        if self.allows(lists) {
+            return None;
+        }
+        lists.and(self.block).first()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_wins_over_block() {
+        let profile = Profile {
+            name: "p".into(),
+            block: [0, 1].into_iter().collect(),
+            allow: ListMask::single(2),
+            answer: BlockAnswer::Null,
+            blocked_ttl: Duration::from_secs(10),
+            inspect_answers: true,
+        };
+        assert_eq!(profile.blocking_list([1, 3].into_iter().collect()), Some(1));
+        assert_eq!(profile.blocking_list([1, 2].into_iter().collect()), None);
+        assert_eq!(profile.blocking_list(ListMask::single(3)), None);
+    }
+}
