@@ -12,14 +12,22 @@ fn main() {
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "txt"))
         .collect();
-    files.sort();
+    // By id, so `metasink lists` reads alphabetically (all-meta before all-meta-brands).
+    files.sort_by(|a, b| a.file_stem().cmp(&b.file_stem()));
 
     let mut table = String::from("&[\n");
     for path in &files {
         println!("cargo::rerun-if-changed={}", path.display());
-        let id = path.file_stem().and_then(|s| s.to_str()).expect("UTF-8 list file name");
-        writeln!(table, "    ({id:?}, include_str!({:?})),", path.display().to_string())
-            .expect("write to String");
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("UTF-8 list file name");
+        writeln!(
+            table,
+            "    ({id:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .expect("write to String");
     }
     table.push(']');
 

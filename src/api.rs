@@ -63,7 +63,11 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
             Some(json!({ "list": list.id, "reason": error }))
         })
         .collect();
-    let status = if not_loaded.is_empty() { "ok" } else { "degraded" };
+    let status = if not_loaded.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
     Json(json!({
         "status": status,
         "policy_generation": policy.generation(),

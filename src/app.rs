@@ -35,8 +35,11 @@ impl Daemon {
     /// bound.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let policy: PolicyHandle = Arc::new(ArcSwap::from_pointee(policy::compile(&settings, &metrics, 1)));
-        let upstreams = Upstreams::new(&settings.upstreams, &metrics).map_err(anyhow::Error::msg)?;
+        let policy: PolicyHandle = Arc::new(ArcSwap::from_pointee(policy::compile(
+            &settings, &metrics, 1,
+        )));
+        let upstreams =
+            Upstreams::new(&settings.upstreams, &metrics).map_err(anyhow::Error::msg)?;
         if settings.upstreams.is_empty() {
             tracing::warn!("no upstream configured: every name that is not blocked gets SERVFAIL");
         }
@@ -52,10 +55,20 @@ impl Daemon {
             .with_context(|| format!("binding HTTP listener {}", settings.server.http))?;
         let http_addr = listener.local_addr()?;
         info!("listening for HTTP on {http_addr}");
-        let router = api::router(ApiState { metrics: metrics.clone(), policy: policy.clone() });
+        let router = api::router(ApiState {
+            metrics: metrics.clone(),
+            policy: policy.clone(),
+        });
         let http_shutdown = CancellationToken::new();
         let http = tokio::spawn(api::serve(listener, router, http_shutdown.clone()));
-        Ok(Self { dns, http_addr, http, http_shutdown, policy, metrics })
+        Ok(Self {
+            dns,
+            http_addr,
+            http,
+            http_shutdown,
+            policy,
+            metrics,
+        })
     }
 
     /// The first DNS address bound (UDP and TCP).
@@ -112,7 +125,8 @@ fn notify_systemd(state: sd_notify::NotifyState<'_>) {
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
         _ = terminate.recv() => {}

@@ -69,7 +69,11 @@ impl Cache {
     /// An empty cache; `size = 0` disables caching.
     pub fn new(settings: &CacheSettings, counters: CacheCounters) -> Self {
         let entries = (settings.size > 0).then(|| quick_cache::sync::Cache::new(settings.size));
-        Self { entries, settings: settings.clone(), counters }
+        Self {
+            entries,
+            settings: settings.clone(),
+            counters,
+        }
     }
 
     /// The live entry for `key`, if any; expired entries are dropped on the way.
@@ -86,7 +90,9 @@ impl Cache {
             Some(_) => self.counters.hits.inc(),
             None => self.counters.misses.inc(),
         }
-        self.counters.entries.set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+        self.counters
+            .entries
+            .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
         entry
     }
 
@@ -103,6 +109,8 @@ impl Cache {
             return;
         }
         entries.insert(key, entry);
-        self.counters.entries.set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+        self.counters
+            .entries
+            .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
     }
 }

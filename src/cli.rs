@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Settings};
 use crate::dns::Question;
@@ -70,6 +71,13 @@ impl ConfigArg {
 
 /// Runs the command; errors are printed here, once.
 pub fn main(cli: Cli) -> ExitCode {
+    // The daemon logs its life at info; one-shot commands print their result and only warn.
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(default_level);
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
@@ -85,9 +93,25 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// Logs go to stderr; `RUST_LOG` (e.g. `RUST_LOG=metasink=debug`) overrides the level.
+fn init_logging(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // A failed log write would otherwise be reported with eprintln!, which panics when
+        // stderr is gone (a closed pipe, a restarted journal): losing a log line must never
+        // stop the house's DNS.
+        .log_internal_errors(false)
+        .init();
+}
+
 fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(app::run(settings))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -99,22 +123,54 @@ fn compile(settings: &Settings) -> Policy {
 fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     let policy = compile(&settings);
-    let origin = args.config.as_ref().map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    let origin = args
+        .config
+        .as_ref()
+        .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     println!("{origin}: config is valid");
-    let listen: Vec<_> = settings.server.listen.iter().map(ToString::to_string).collect();
-    println!("  listen:    {} (UDP and TCP); HTTP {}", listen.join(", "), settings.server.http);
-    let upstreams: Vec<_> = settings.upstreams.iter().map(|u| u.address.to_string()).collect();
-    println!("  upstreams: {}", if upstreams.is_empty() { "(none)".to_owned() } else { upstreams.join(", ") });
+    let listen: Vec<_> = settings
+        .server
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "  listen:    {} (UDP and TCP); HTTP {}",
+        listen.join(", "),
+        settings.server.http
+    );
+    let upstreams: Vec<_> = settings
+        .upstreams
+        .iter()
+        .map(|u| u.address.to_string())
+        .collect();
+    println!(
+        "  upstreams: {}",
+        if upstreams.is_empty() {
+            "(none)".to_owned()
+        } else {
+            upstreams.join(", ")
+        }
+    );
     println!(
         "  cache:     {} entries, TTL {}s..{}s",
         settings.cache.size,
         settings.cache.min_ttl.as_secs(),
         settings.cache.max_ttl.as_secs()
     );
-    println!("  profiles:  {} (default {})", settings.profiles.len(), settings.default_profile);
+    println!(
+        "  profiles:  {} (default {})",
+        settings.profiles.len(),
+        settings.default_profile
+    );
     for device in &settings.devices {
         let addresses: Vec<_> = device.addresses.iter().map(ToString::to_string).collect();
-        println!("  device:    {} → profile {} ({})", device.name, device.profile, addresses.join(", "));
+        println!(
+            "  device:    {} → profile {} ({})",
+            device.name,
+            device.profile,
+            addresses.join(", ")
+        );
     }
     let mut failed = false;
     for list in policy.lists() {
@@ -129,10 +185,17 @@ fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
             ),
         }
         for sample in &list.invalid_samples {
-            println!("             {}:{}: {}", list.origin, sample.line, sample.error);
+            println!(
+                "             {}:{}: {}",
+                list.origin, sample.line, sample.error
+            );
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn explain_command(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -153,7 +216,10 @@ fn lists(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     let policy = compile(&settings);
     let presets = catalogue::presets();
-    println!("{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  title", "id", "entries", "match", "confidence", "kind", "used by presets");
+    println!(
+        "{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  title",
+        "id", "entries", "match", "confidence", "kind", "used by presets"
+    );
     for list in policy.lists() {
         let used_by: Vec<_> = presets
             .iter()
@@ -167,7 +233,11 @@ fn lists(args: &ConfigArg) -> anyhow::Result<ExitCode> {
             list.match_mode().as_str(),
             list.confidence.as_deref().unwrap_or("-"),
             list.kind.as_deref().unwrap_or("-"),
-            if used_by.is_empty() { "-".to_owned() } else { used_by.join(",") },
+            if used_by.is_empty() {
+                "-".to_owned()
+            } else {
+                used_by.join(",")
+            },
             list.title.as_deref().unwrap_or(""),
         );
     }

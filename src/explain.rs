@@ -72,7 +72,11 @@ pub struct Explanation {
 }
 
 /// Explains `question` from `viewpoint` under `policy`.
-pub fn explain(policy: &Policy, viewpoint: &Viewpoint, question: &Question) -> Result<Explanation, String> {
+pub fn explain(
+    policy: &Policy,
+    viewpoint: &Viewpoint,
+    question: &Question,
+) -> Result<Explanation, String> {
     let (client, profile) = match viewpoint {
         Viewpoint::Client(address) => {
             let device = policy.known_device(*address);
@@ -82,7 +86,10 @@ pub fn explain(policy: &Policy, viewpoint: &Viewpoint, question: &Question) -> R
         Viewpoint::Profile(name) => {
             let profile = policy.profile_named(name).ok_or_else(|| {
                 let names: Vec<_> = policy.profiles().iter().map(|p| p.name.as_str()).collect();
-                format!("no profile is called {name:?} (valid choices: {})", names.join(", "))
+                format!(
+                    "no profile is called {name:?} (valid choices: {})",
+                    names.join(", ")
+                )
             })?;
             (None, profile)
         }
@@ -91,8 +98,13 @@ pub fn explain(policy: &Policy, viewpoint: &Viewpoint, question: &Question) -> R
     let list_ids = |indexes: &mut dyn Iterator<Item = ListIndex>| -> Vec<String> {
         indexes.map(|index| policy.list(index).id.clone()).collect()
     };
-    let allowed_by = lists.and(profile.allow).first().map(|index| policy.list(index).id.clone());
-    let blocked_by = profile.blocking_list(lists).map(|index| policy.list(index).id.clone());
+    let allowed_by = lists
+        .and(profile.allow)
+        .first()
+        .map(|index| policy.list(index).id.clone());
+    let blocked_by = profile
+        .blocking_list(lists)
+        .map(|index| policy.list(index).id.clone());
     let answer = match profile.blocking_list(lists) {
         Some(_) => describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
         None => "forwarded to the upstreams (or answered from the cache)".to_owned(),
@@ -135,8 +147,12 @@ impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "name:     {}", self.name)?;
         match &self.client {
-            Some((address, Some(device))) => writeln!(f, "client:   {address} is device {device:?}")?,
-            Some((address, None)) => writeln!(f, "client:   {address} matches no device: default profile")?,
+            Some((address, Some(device))) => {
+                writeln!(f, "client:   {address} is device {device:?}")?
+            }
+            Some((address, None)) => {
+                writeln!(f, "client:   {address} matches no device: default profile")?
+            }
             None => {}
         }
         writeln!(f, "profile:  {}", self.profile)?;
@@ -158,11 +174,15 @@ impl fmt::Display for Explanation {
                 Role::Allows => "allowed by this profile",
                 Role::Unused => "not used by this profile",
             };
-            writeln!(f, "  {:<22} entry {:?} as {scope}{exception}: {role}", hit.list, hit.entry)?;
+            writeln!(
+                f,
+                "  {:<22} entry {:?} as {scope}{exception}: {role}",
+                hit.list, hit.entry
+            )?;
         }
-        match (&self.allowed_by, &self.blocked_by) {
-            (Some(allow), _) => writeln!(f, "allow:    {allow} overrides any block")?,
-            (None, _) => writeln!(f, "allow:    no allow list of this profile holds it")?,
+        match &self.allowed_by {
+            Some(allow) => writeln!(f, "allow:    {allow} overrides any block")?,
+            None => writeln!(f, "allow:    no allow list of this profile holds it")?,
         }
         match &self.blocked_by {
             Some(list) => writeln!(f, "verdict:  BLOCKED by {list}")?,
@@ -177,5 +197,9 @@ impl fmt::Display for Explanation {
 }
 
 fn join_or_none(items: &[String]) -> String {
-    if items.is_empty() { "(none)".to_owned() } else { items.join(", ") }
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(", ")
+    }
 }

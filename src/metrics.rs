@@ -161,21 +161,74 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let metrics = Self {
-            queries: counter_vec(&registry, QUERIES_TOTAL, "Queries answered", &["device", "profile", "qtype", "result"]),
-            blocked: counter_vec(&registry, BLOCKED_TOTAL, "Queries blocked", &["device", "profile", "list"]),
-            cache_hits: counter(&registry, CACHE_HITS_TOTAL, "Questions answered from the cache"),
+            queries: counter_vec(
+                &registry,
+                QUERIES_TOTAL,
+                "Queries answered",
+                &["device", "profile", "qtype", "result"],
+            ),
+            blocked: counter_vec(
+                &registry,
+                BLOCKED_TOTAL,
+                "Queries blocked",
+                &["device", "profile", "list"],
+            ),
+            cache_hits: counter(
+                &registry,
+                CACHE_HITS_TOTAL,
+                "Questions answered from the cache",
+            ),
             cache_misses: counter(&registry, CACHE_MISSES_TOTAL, "Questions not in the cache"),
             cache_entries: gauge(&registry, CACHE_ENTRIES, "Answers in the cache"),
-            upstream_duration: histogram_vec(&registry, UPSTREAM_DURATION_SECONDS, "Upstream round-trip time", &["upstream"], NETWORK_BUCKETS),
-            upstream_errors: counter_vec(&registry, UPSTREAM_ERRORS_TOTAL, "Failed upstream attempts", &["upstream", "kind"]),
-            list_entries: gauge_vec(&registry, LIST_ENTRIES, "Entries loaded from the list", &["list"]),
-            list_invalid_lines: counter_vec(&registry, LIST_INVALID_LINES_TOTAL, "Invalid lines skipped while loading the list", &["list"]),
-            list_loaded: gauge_vec(&registry, LIST_LOADED, "1 when the list is loaded", &["list"]),
-            request_duration: histogram_vec(&registry, REQUEST_DURATION_SECONDS, "Time to answer a query", &["result"], LOCAL_BUCKETS),
+            upstream_duration: histogram_vec(
+                &registry,
+                UPSTREAM_DURATION_SECONDS,
+                "Upstream round-trip time",
+                &["upstream"],
+                NETWORK_BUCKETS,
+            ),
+            upstream_errors: counter_vec(
+                &registry,
+                UPSTREAM_ERRORS_TOTAL,
+                "Failed upstream attempts",
+                &["upstream", "kind"],
+            ),
+            list_entries: gauge_vec(
+                &registry,
+                LIST_ENTRIES,
+                "Entries loaded from the list",
+                &["list"],
+            ),
+            list_invalid_lines: counter_vec(
+                &registry,
+                LIST_INVALID_LINES_TOTAL,
+                "Invalid lines skipped while loading the list",
+                &["list"],
+            ),
+            list_loaded: gauge_vec(
+                &registry,
+                LIST_LOADED,
+                "1 when the list is loaded",
+                &["list"],
+            ),
+            request_duration: histogram_vec(
+                &registry,
+                REQUEST_DURATION_SECONDS,
+                "Time to answer a query",
+                &["result"],
+                LOCAL_BUCKETS,
+            ),
             registry,
         };
-        let build_info = gauge_vec(&metrics.registry, BUILD_INFO, "Build information", &["version"]);
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let build_info = gauge_vec(
+            &metrics.registry,
+            BUILD_INFO,
+            "Build information",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         metrics
     }
 
@@ -191,12 +244,18 @@ impl Metrics {
 
     /// Handles for a client identified as `device` using `profile`; `lists` are the ids of
     /// the policy's lists by index, `Some` for those the profile blocks.
-    pub fn client_counters(&self, device: &str, profile: &str, lists: &[Option<&str>]) -> ClientCounters {
+    pub fn client_counters(
+        &self,
+        device: &str,
+        profile: &str,
+        lists: &[Option<&str>],
+    ) -> ClientCounters {
         let queries = QTYPE_LABELS
             .iter()
             .map(|qtype| {
                 QueryResult::ALL.map(|result| {
-                    self.queries.with_label_values(&[device, profile, qtype, result.as_str()])
+                    self.queries
+                        .with_label_values(&[device, profile, qtype, result.as_str()])
                 })
             })
             .collect();
@@ -229,8 +288,12 @@ impl Metrics {
 
     /// Records the outcome of loading the list `id`.
     pub fn record_list_load(&self, id: &str, loaded: bool, entries: usize, invalid_lines: usize) {
-        self.list_loaded.with_label_values(&[id]).set(i64::from(loaded));
-        self.list_entries.with_label_values(&[id]).set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.list_loaded
+            .with_label_values(&[id])
+            .set(i64::from(loaded));
+        self.list_entries
+            .with_label_values(&[id])
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
         self.list_invalid_lines
             .with_label_values(&[id])
             .inc_by(u64::try_from(invalid_lines).unwrap_or(u64::MAX));
@@ -250,8 +313,13 @@ impl Default for Metrics {
 
 // Registration only fails for a duplicate or malformed name; every name here is a constant
 // registered once, so a failure is a programming error caught by the first test that runs.
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
-    registry.register(Box::new(collector.clone())).expect("metric registers once");
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric registers once");
     collector
 }
 
@@ -264,16 +332,31 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    register(registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
-fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    register(registry, HistogramVec::new(opts, labels).expect("valid metric"))
+    register(
+        registry,
+        HistogramVec::new(opts, labels).expect("valid metric"),
+    )
 }
 
 #[cfg(test)]
@@ -291,7 +374,12 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains(r#"metasink_queries_total{device="quest",profile="quest",qtype="A",result="blocked"} 1"#), "{text}");
         assert!(text.contains(r#"qtype="other",result="forwarded"} 1"#));
-        assert!(text.contains(r#"metasink_blocked_total{device="quest",list="meta-ai",profile="quest"} 1"#));
-        assert!(text.contains(&format!("{BUILD_INFO}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+        assert!(text.contains(
+            r#"metasink_blocked_total{device="quest",list="meta-ai",profile="quest"} 1"#
+        ));
+        assert!(text.contains(&format!(
+            "{BUILD_INFO}{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
     }
 }

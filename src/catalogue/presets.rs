@@ -22,7 +22,12 @@ const PRESETS: &[(&str, &[&str], &[&str])] = &[
     (
         "meta-apps",
         &["meta-ai", "meta-tracking"],
-        &["keep-facebook", "keep-messenger", "keep-instagram", "keep-whatsapp"],
+        &[
+            "keep-facebook",
+            "keep-messenger",
+            "keep-instagram",
+            "keep-whatsapp",
+        ],
     ),
     (
         "quest",

@@ -24,7 +24,13 @@ impl Answer {
     pub(super) fn new(rcode: ResponseCode, answers: Vec<Record>, authorities: Vec<Record>) -> Self {
         let lifetime = lifetime(rcode, &answers, &authorities);
         let targets = answers.iter().filter_map(target_name).collect();
-        Self { rcode, answers, authorities, lifetime, targets }
+        Self {
+            rcode,
+            answers,
+            authorities,
+            lifetime,
+            targets,
+        }
     }
 
     /// Clamps every TTL into `[min, max]` (the `[cache]` bounds), so what we send and how long

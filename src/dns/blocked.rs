@@ -55,9 +55,15 @@ pub(super) fn blocked_records(
         BlockAnswer::NxDomain => ResponseCode::NXDomain,
         BlockAnswer::Refused => ResponseCode::Refused,
     };
-    let mut records = BlockedRecords { rcode, answers: Vec::new(), authorities: Vec::new() };
+    let mut records = BlockedRecords {
+        rcode,
+        answers: Vec::new(),
+        authorities: Vec::new(),
+    };
     match address {
-        Some(data) => records.answers.push(Record::from_rdata(question.name.clone(), ttl, data)),
+        Some(data) => records
+            .answers
+            .push(Record::from_rdata(question.name.clone(), ttl, data)),
         None if answer != BlockAnswer::Refused => records.authorities.push(soa(question, ttl)),
         None => {}
     }
@@ -67,7 +73,12 @@ pub(super) fn blocked_records(
 /// The blocked answer for `question` in words, for `explain`: "NOERROR A 0.0.0.0 (TTL 10s)".
 pub fn describe_blocked_answer(question: &Question, answer: BlockAnswer, ttl: Duration) -> String {
     let records = blocked_records(question, answer, ttl);
-    let mut text = records.rcode.to_string();
+    let mut text = match records.rcode {
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::Refused => "REFUSED",
+        _ => "NOERROR",
+    }
+    .to_owned();
     for record in &records.answers {
         text.push_str(&format!(", {} {}", record.record_type(), record.data));
     }
@@ -79,7 +90,15 @@ pub fn describe_blocked_answer(question: &Question, answer: BlockAnswer, ttl: Du
 }
 
 fn soa(question: &Question, ttl: u32) -> Record {
-    let data = SOA::new(SOA_MNAME.clone(), SOA_RNAME.clone(), 1, 3600, 600, 86_400, ttl);
+    let data = SOA::new(
+        SOA_MNAME.clone(),
+        SOA_RNAME.clone(),
+        1,
+        3600,
+        600,
+        86_400,
+        ttl,
+    );
     Record::from_rdata(question.name.clone(), ttl, RData::SOA(data))
 }
 
@@ -99,7 +118,10 @@ mod tests {
         assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::UNSPECIFIED)));
         assert_eq!(a.answers[0].ttl, 10);
         let aaaa = block("AAAA", BlockAnswer::Null);
-        assert_eq!(aaaa.answers[0].data, RData::AAAA(AAAA(Ipv6Addr::UNSPECIFIED)));
+        assert_eq!(
+            aaaa.answers[0].data,
+            RData::AAAA(AAAA(Ipv6Addr::UNSPECIFIED))
+        );
     }
 
     #[test]
@@ -108,7 +130,11 @@ mod tests {
             let records = block(qtype, BlockAnswer::Null);
             assert_eq!(records.rcode, ResponseCode::NoError, "{qtype}");
             assert!(records.answers.is_empty(), "{qtype}");
-            assert_eq!(records.authorities[0].record_type(), RecordType::SOA, "{qtype}");
+            assert_eq!(
+                records.authorities[0].record_type(),
+                RecordType::SOA,
+                "{qtype}"
+            );
         }
     }
 
@@ -116,7 +142,10 @@ mod tests {
     fn descriptions_name_rcode_and_records() {
         let question = Question::parse("www.meta.ai", "A").unwrap();
         let ttl = Duration::from_secs(10);
-        assert_eq!(describe_blocked_answer(&question, BlockAnswer::Null, ttl), "NOERROR, A 0.0.0.0 (TTL 10s)");
+        assert_eq!(
+            describe_blocked_answer(&question, BlockAnswer::Null, ttl),
+            "NOERROR, A 0.0.0.0 (TTL 10s)"
+        );
         let https = Question::parse("www.meta.ai", "HTTPS").unwrap();
         assert_eq!(
             describe_blocked_answer(&https, BlockAnswer::Null, ttl),

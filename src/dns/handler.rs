@@ -40,8 +40,16 @@ pub struct Handler {
 
 impl Handler {
     /// A handler reading the policy through `policy`.
-    pub fn new(policy: PolicyHandle, pipeline: Arc<Pipeline>, durations: [Histogram; QueryResult::ALL.len()]) -> Self {
-        Self { policy, pipeline, durations }
+    pub fn new(
+        policy: PolicyHandle,
+        pipeline: Arc<Pipeline>,
+        durations: [Histogram; QueryResult::ALL.len()],
+    ) -> Self {
+        Self {
+            policy,
+            pipeline,
+            durations,
+        }
     }
 }
 
@@ -56,7 +64,11 @@ struct Reply {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
         let started = Instant::now();
         if request.metadata.op_code != OpCode::Query {
             return send_error(request, response, ResponseCode::NotImp).await;
@@ -66,7 +78,8 @@ impl RequestHandler for Handler {
         };
         let edns = request.edns.as_ref();
         let dnssec_ok = edns.is_some_and(|edns| edns.flags().dnssec_ok);
-        let question = Question::from_query(info.query, dnssec_ok, request.metadata.checking_disabled);
+        let question =
+            Question::from_query(info.query, dnssec_ok, request.metadata.checking_disabled);
 
         // One snapshot for the whole query, even if a reload swaps in another meanwhile.
         let policy = self.policy.load_full();
@@ -101,7 +114,12 @@ fn reply_for(policy: &Policy, profile: usize, question: &Question, outcome: &Out
         }
         Outcome::Answered { entry, .. } => {
             let (answers, authorities) = entry.answer.aged_records(outcome.age());
-            Reply { rcode: entry.answer.rcode, answers, authorities, ede: None }
+            Reply {
+                rcode: entry.answer.rcode,
+                answers,
+                authorities,
+                ede: None,
+            }
         }
         Outcome::ServFail(error) => Reply {
             rcode: ResponseCode::ServFail,
@@ -127,7 +145,11 @@ fn response_edns(request: &Request, ede: Option<(u16, String)>) -> Option<Edns> 
     Some(edns)
 }
 
-async fn send<R: ResponseHandler>(request: &Request, mut response: R, reply: Reply) -> ResponseInfo {
+async fn send<R: ResponseHandler>(
+    request: &Request,
+    mut response: R,
+    reply: Reply,
+) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.recursion_available = true;
     metadata.response_code = reply.rcode;
@@ -136,17 +158,35 @@ async fn send<R: ResponseHandler>(request: &Request, mut response: R, reply: Rep
     if let Some(edns) = &edns {
         builder.edns(edns);
     }
-    let message = builder.build(metadata, reply.answers.iter(), reply.authorities.iter(), None, None);
+    let message = builder.build(
+        metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        None,
+        None,
+    );
     match response.send_response(message).await {
         Ok(info) => info,
         Err(error) => {
             warn!(%error, "sending a response failed");
-            ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
         }
     }
 }
 
-async fn send_error<R: ResponseHandler>(request: &Request, response: R, rcode: ResponseCode) -> ResponseInfo {
-    let reply = Reply { rcode, answers: Vec::new(), authorities: Vec::new(), ede: None };
+async fn send_error<R: ResponseHandler>(
+    request: &Request,
+    response: R,
+    rcode: ResponseCode,
+) -> ResponseInfo {
+    let reply = Reply {
+        rcode,
+        answers: Vec::new(),
+        authorities: Vec::new(),
+        ede: None,
+    };
     send(request, response, reply).await
 }

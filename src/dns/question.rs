@@ -34,7 +34,13 @@ pub struct CacheKey {
 impl Question {
     pub(super) fn from_query(query: &LowerQuery, dnssec_ok: bool, checking_disabled: bool) -> Self {
         let name = Name::from(query.name().clone());
-        Self::new(name, query.query_type(), query.query_class(), dnssec_ok, checking_disabled)
+        Self::new(
+            name,
+            query.query_type(),
+            query.query_class(),
+            dnssec_ok,
+            checking_disabled,
+        )
     }
 
     fn new(
@@ -45,7 +51,14 @@ impl Question {
         checking_disabled: bool,
     ) -> Self {
         let text = normalized_text(&name);
-        Self { name, qtype, qclass, dnssec_ok, checking_disabled, text }
+        Self {
+            name,
+            qtype,
+            qclass,
+            dnssec_ok,
+            checking_disabled,
+            text,
+        }
     }
 
     /// A question for `name` of type `qtype` (e.g. "AAAA"), class IN, as `explain` and tests
@@ -53,7 +66,8 @@ impl Question {
     pub fn parse(name: &str, qtype: &str) -> Result<Self, String> {
         let qtype = RecordType::from_str(&qtype.to_ascii_uppercase())
             .map_err(|_| format!("unknown query type {qtype:?}"))?;
-        let mut name = Name::from_str(name).map_err(|error| format!("bad name {name:?}: {error}"))?;
+        let mut name =
+            Name::from_str(name).map_err(|error| format!("bad name {name:?}: {error}"))?;
         name.set_fqdn(true);
         Ok(Self::new(name, qtype, DNSClass::IN, false, false))
     }
@@ -144,6 +158,9 @@ mod tests {
         a_do.dnssec_ok = true;
         assert_ne!(a.cache_key(), aaaa.cache_key());
         assert_ne!(a.cache_key(), a_do.cache_key());
-        assert_eq!(a.cache_key(), Question::parse("EXAMPLE.com.", "a").unwrap().cache_key());
+        assert_eq!(
+            a.cache_key(),
+            Question::parse("EXAMPLE.com.", "a").unwrap().cache_key()
+        );
     }
 }

@@ -37,7 +37,10 @@ impl DnsServer {
             server.register_listener(tcp, TCP_IDLE_TIMEOUT, 4096);
             local_addrs.push(local);
         }
-        Ok(Self { server, local_addrs })
+        Ok(Self {
+            server,
+            local_addrs,
+        })
     }
 
     /// Stops accepting, lets queries in flight finish, and returns when every listener task

@@ -69,7 +69,8 @@ impl Upstreams {
             if remaining.is_zero() {
                 break;
             }
-            let attempt = tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), upstream.ask(question));
+            let attempt =
+                tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), upstream.ask(question));
             match attempt.await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(kind)) => upstream.counters.count_error(kind),
@@ -90,7 +91,10 @@ impl Upstream {
         let server = NameServerConfig::new(
             address.ip(),
             true,
-            vec![connection(ConnectionConfig::udp()), connection(ConnectionConfig::tcp())],
+            vec![
+                connection(ConnectionConfig::udp()),
+                connection(ConnectionConfig::tcp()),
+            ],
         );
         let mut options = ResolverOpts::default();
         options.timeout = ATTEMPT_TIMEOUT;
@@ -111,15 +115,25 @@ impl Upstream {
         options.edns_set_dnssec_ok = question.dnssec_ok;
         options.recursion_desired = true;
         let started = Instant::now();
-        let result = self.pool.send(DnsRequest::from_query(query, options)).first_answer().await;
+        let result = self
+            .pool
+            .send(DnsRequest::from_query(query, options))
+            .first_answer()
+            .await;
         let answer = match result {
             Ok(response) => {
                 let message = response.into_message();
-                Answer::new(message.metadata.response_code, message.answers, message.authorities)
+                Answer::new(
+                    message.metadata.response_code,
+                    message.answers,
+                    message.authorities,
+                )
             }
             Err(error) => negative_answer(error)?,
         };
-        self.counters.duration.observe(started.elapsed().as_secs_f64());
+        self.counters
+            .duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(answer)
     }
 }
@@ -141,7 +155,8 @@ fn negative_answer(error: NetError) -> Result<Answer, &'static str> {
             };
             Ok(Answer::new(rcode, Vec::new(), authorities))
         }
-        NetError::Dns(DnsError::NoRecordsFound(_)) | NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Err("servfail"),
+        NetError::Dns(DnsError::NoRecordsFound(_))
+        | NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Err("servfail"),
         NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => Err("refused"),
         NetError::Timeout => Err("timeout"),
         NetError::Io(_) | NetError::NoConnections => Err("io"),

@@ -30,7 +30,10 @@ pub fn read(source: &ListSource) -> Result<Cow<'static, str>, SourceError> {
             .ok_or_else(|| SourceError::UnknownBundled(id.clone())),
         ListSource::File(path) => std::fs::read(path)
             .map(|bytes| Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()))
-            .map_err(|source| SourceError::Read { path: path.clone(), source }),
+            .map_err(|source| SourceError::Read {
+                path: path.clone(),
+                source,
+            }),
     }
 }
 

@@ -60,7 +60,10 @@ impl Outcome {
     /// Time the answer spent in the cache (zero for anything else).
     pub fn age(&self) -> Duration {
         match self {
-            Self::Answered { entry, fresh: false } => entry.age(),
+            Self::Answered {
+                entry,
+                fresh: false,
+            } => entry.age(),
             _ => Duration::ZERO,
         }
     }
@@ -79,12 +82,20 @@ impl Pipeline {
     }
 
     /// Answers `question` for a client using `profile`, under the snapshot `policy`.
-    pub async fn resolve(&self, policy: &Policy, profile: &Profile, question: &Question) -> Outcome {
+    pub async fn resolve(
+        &self,
+        policy: &Policy,
+        profile: &Profile,
+        question: &Question,
+    ) -> Outcome {
         // decide: before the cache and the upstreams, so a blocked name never leaves the house
         // and one cache can serve every profile.
         let lists = policy.lists_containing(question.name());
         if let Some(list) = profile.blocking_list(lists) {
-            return Outcome::Blocked { list, by: BlockedBy::Question };
+            return Outcome::Blocked {
+                list,
+                by: BlockedBy::Question,
+            };
         }
         // cache, then upstream: only upstream answers are cached.
         let key = question.cache_key();
@@ -94,7 +105,8 @@ impl Pipeline {
                 Ok(mut answer) => {
                     self.cache.clamp(&mut answer);
                     let targets = target_lists(policy, answer.targets());
-                    let entry = Arc::new(Entry::new(Arc::new(answer), policy.generation(), targets));
+                    let entry =
+                        Arc::new(Entry::new(Arc::new(answer), policy.generation(), targets));
                     self.cache.insert(key, entry.clone());
                     (entry, true)
                 }
@@ -103,10 +115,12 @@ impl Pipeline {
         };
         // inspect: after the cache as well, because profiles differ and the cache is shared.
         // A name its profile allows is answered as it is (allow wins, CNAMEs included).
-        if profile.inspect_answers && !profile.allows(lists) {
-            if let Some(list) = blocked_target(policy, profile, &entry) {
-                return Outcome::Blocked { list, by: BlockedBy::AnswerTarget };
-            }
+        let inspect = profile.inspect_answers && !profile.allows(lists);
+        if let Some(list) = inspect.then(|| blocked_target(policy, profile, &entry)).flatten() {
+            return Outcome::Blocked {
+                list,
+                by: BlockedBy::AnswerTarget,
+            };
         }
         Outcome::Answered { entry, fresh }
     }
@@ -114,7 +128,10 @@ impl Pipeline {
 
 /// The lists containing each name inside an answer.
 fn target_lists(policy: &Policy, targets: &[Box<str>]) -> Box<[ListMask]> {
-    targets.iter().map(|name| policy.lists_containing(name)).collect()
+    targets
+        .iter()
+        .map(|name| policy.lists_containing(name))
+        .collect()
 }
 
 /// The first list of `profile` that blocks a name inside the cached answer. The masks stored

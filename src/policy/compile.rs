@@ -29,14 +29,27 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         .map(|(index, list)| load_list(list, list_index(index), &mut matcher))
         .collect();
     for list in &lists {
-        metrics.record_list_load(&list.id, list.load_error.is_none(), list.entries, list.invalid_lines);
+        metrics.record_list_load(
+            &list.id,
+            list.load_error.is_none(),
+            list.entries,
+            list.invalid_lines,
+        );
     }
-    let profiles: Vec<Profile> = settings.profiles.iter().map(|p| compile_profile(p, &lists)).collect();
+    let profiles: Vec<Profile> = settings
+        .profiles
+        .iter()
+        .map(|p| compile_profile(p, &lists))
+        .collect();
     let profile_index = |name: &str| profiles.iter().position(|p| p.name == name).unwrap_or(0);
     let make_device = |name: &str, profile: usize| Device {
         name: name.to_owned(),
         profile,
-        counters: metrics.client_counters(name, &profiles[profile].name, &blocking_ids(&profiles[profile], &lists)),
+        counters: metrics.client_counters(
+            name,
+            &profiles[profile].name,
+            &blocking_ids(&profiles[profile], &lists),
+        ),
     };
     let devices: Vec<Device> = settings
         .devices
@@ -45,11 +58,28 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         .collect();
     let unknown = make_device(UNKNOWN_DEVICE, profile_index(&settings.default_profile));
     let device_index = DeviceIndexMap::new(
-        settings.devices.iter().enumerate().map(|(index, device)| (index, &device.addresses[..])),
+        settings
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(index, device)| (index, &device.addresses[..])),
     );
     let matcher = matcher.build();
-    info!(generation, lists = lists.len(), names = matcher.len(), "policy built");
-    Policy { generation, lists, matcher, profiles, devices, unknown, device_index }
+    info!(
+        generation,
+        lists = lists.len(),
+        names = matcher.len(),
+        "policy built"
+    );
+    Policy {
+        generation,
+        lists,
+        matcher,
+        profiles,
+        devices,
+        unknown,
+        device_index,
+    }
 }
 
 /// Validation caps the number of lists at [`super::MAX_LISTS`], so every index fits.
@@ -118,6 +148,11 @@ fn blocking_ids<'a>(profile: &Profile, lists: &'a [ListInfo]) -> Vec<Option<&'a 
     lists
         .iter()
         .enumerate()
-        .map(|(index, list)| profile.block.contains(list_index(index)).then_some(list.id.as_str()))
+        .map(|(index, list)| {
+            profile
+                .block
+                .contains(list_index(index))
+                .then_some(list.id.as_str())
+        })
         .collect()
 }

@@ -30,7 +30,8 @@ impl DeviceIndexMap {
                 }
             }
         }
-        map.networks.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        map.networks
+            .sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         map
     }
 
@@ -70,7 +71,11 @@ mod tests {
         assert_eq!(find("192.168.1.20"), Some(0));
         assert_eq!(find("fd00::20"), Some(0));
         assert_eq!(find("192.168.1.65"), Some(0));
-        assert_eq!(find("192.168.1.70"), Some(2), "an exact address beats a network");
+        assert_eq!(
+            find("192.168.1.70"),
+            Some(2),
+            "an exact address beats a network"
+        );
         assert_eq!(find("192.168.7.7"), Some(1));
         assert_eq!(find("::ffff:192.168.1.20"), Some(0));
         assert_eq!(find("10.0.0.1"), None);

@@ -134,7 +134,9 @@ impl Policy {
 
     /// The device a configured address belongs to, if any (for `explain`).
     pub fn known_device(&self, address: IpAddr) -> Option<&Device> {
-        self.device_index.find(address).and_then(|index| self.devices.get(index))
+        self.device_index
+            .find(address)
+            .and_then(|index| self.devices.get(index))
     }
 
     /// The profile of `device`.

@@ -1,0 +1,202 @@
+//! Per-profile blocking end to end: the real daemon on loopback, a real upstream, queries over
+//! UDP and TCP from several 127.0.0.x "devices".
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use common::*;
+
+const UNKNOWN: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const TABLET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const PARENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+const NX_DEVICE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+const LISTS: &[(&str, &str)] = &[
+    ("ai.txt", "# plain entries of a subdomains list\nmeta.ai\n"),
+    ("exact.txt", "tracker.example\n"),
+    ("keep.txt", "||allowed.meta.ai^\n"),
+];
+
+fn config(upstream: &TestUpstream) -> String {
+    format!(
+        r#"
+default_profile = "kids"
+
+[[upstream]]
+address = "{}"
+
+[[list]]
+id = "ai"
+source = "ai.txt"
+match = "subdomains"
+
+[[list]]
+id = "exact-list"
+source = "exact.txt"
+match = "exact"
+
+[[list]]
+id = "keep"
+source = "keep.txt"
+
+[[profile]]
+name = "kids"
+block = ["ai", "exact-list"]
+allow = ["keep"]
+
+[[profile]]
+name = "open"
+block = []
+
+[[profile]]
+name = "nx"
+block = ["ai"]
+answer = "nxdomain"
+blocked_ttl = "30s"
+
+[[device]]
+name = "tablet"
+match = ["127.0.0.2"]
+profile = "kids"
+
+[[device]]
+name = "parent"
+match = ["127.0.0.3/32"]
+profile = "open"
+
+[[device]]
+name = "nx-device"
+match = ["127.0.0.4"]
+profile = "nx"
+"#,
+        upstream.addr
+    )
+}
+
+async fn setup() -> (TestUpstream, TestDaemon) {
+    let upstream = TestUpstream::start(&[
+        TestRecord::A("www.meta.ai", REAL, 300),
+        TestRecord::Aaaa("www.meta.ai", "2001:db8::1".parse().unwrap(), 300),
+        TestRecord::A("allowed.meta.ai", REAL, 300),
+        TestRecord::A("xmeta.ai", REAL, 300),
+        TestRecord::A("tracker.example", REAL, 300),
+        TestRecord::A("sub.tracker.example", REAL, 300),
+    ])
+    .await;
+    let daemon = TestDaemon::start_with_files(&config(&upstream), LISTS).await;
+    (upstream, daemon)
+}
+
+fn assert_blocked_ede(reply: &Message, list: &str) {
+    assert_eq!(
+        ede(reply),
+        Some((15, format!("blocked by {list}"))),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn blocked_names_get_the_null_answer_for_every_type_over_udp_and_tcp() {
+    let (upstream, daemon) = setup().await;
+    for tcp in [false, true] {
+        let ask = |rtype| async move {
+            if tcp {
+                query_tcp(daemon.dns, "www.meta.ai", rtype, true).await
+            } else {
+                query_udp(daemon.dns, "www.meta.ai", rtype, true).await
+            }
+        };
+        let a = ask(RecordType::A).await;
+        assert_eq!(rcode(&a), ResponseCode::NoError);
+        assert_eq!(a_addrs(&a), vec![Ipv4Addr::UNSPECIFIED]);
+        assert_eq!(min_answer_ttl(&a), Some(10));
+        assert_blocked_ede(&a, "ai");
+        assert_eq!(
+            a.queries[0].name().to_ascii(),
+            "www.meta.ai.",
+            "question echoed"
+        );
+        assert!(a.metadata.recursion_desired && a.metadata.recursion_available);
+
+        let aaaa = ask(RecordType::AAAA).await;
+        assert_eq!(aaaa_addrs(&aaaa), vec![Ipv6Addr::UNSPECIFIED]);
+        assert_blocked_ede(&aaaa, "ai");
+
+        for rtype in [RecordType::HTTPS, RecordType::TXT, RecordType::MX] {
+            let reply = ask(rtype).await;
+            assert_eq!(rcode(&reply), ResponseCode::NoError, "{rtype}");
+            assert!(reply.answers.is_empty(), "{rtype}: {reply:?}");
+            assert!(has_soa_in_authority(&reply), "{rtype}");
+            assert_blocked_ede(&reply, "ai");
+        }
+    }
+    assert_eq!(
+        upstream.queries(),
+        0,
+        "a blocked name never reaches the upstream"
+    );
+}
+
+#[tokio::test]
+async fn queries_without_edns_get_no_opt_record() {
+    let (_upstream, daemon) = setup().await;
+    let reply = query_udp(daemon.dns, "www.meta.ai", RecordType::A, false).await;
+    assert_eq!(a_addrs(&reply), vec![Ipv4Addr::UNSPECIFIED]);
+    assert!(reply.edns.is_none());
+}
+
+#[tokio::test]
+async fn subdomain_rules_follow_label_boundaries_and_match_modes() {
+    let (_upstream, daemon) = setup().await;
+    let ask = |name: &'static str| query_udp(daemon.dns, name, RecordType::A, true);
+    // `meta.ai` in a subdomains list covers the name itself and everything below it…
+    assert_eq!(a_addrs(&ask("meta.ai").await), vec![Ipv4Addr::UNSPECIFIED]);
+    assert_eq!(
+        a_addrs(&ask("a.b.www.meta.ai").await),
+        vec![Ipv4Addr::UNSPECIFIED]
+    );
+    // …but not a name that merely ends with the same letters.
+    let xmeta = ask("xmeta.ai").await;
+    assert_eq!(a_addrs(&xmeta), vec![REAL]);
+    assert_eq!(ede(&xmeta), None);
+    // An exact entry blocks the name only.
+    assert_eq!(
+        a_addrs(&ask("tracker.example").await),
+        vec![Ipv4Addr::UNSPECIFIED]
+    );
+    assert_eq!(a_addrs(&ask("sub.tracker.example").await), vec![REAL]);
+}
+
+#[tokio::test]
+async fn allow_lists_win_over_block_lists() {
+    let (upstream, daemon) = setup().await;
+    let reply = query_udp(daemon.dns, "allowed.meta.ai", RecordType::A, true).await;
+    assert_eq!(a_addrs(&reply), vec![REAL]);
+    assert_eq!(upstream.queries_for("allowed.meta.ai", RecordType::A), 1);
+}
+
+#[tokio::test]
+async fn devices_get_their_own_profile_and_unknown_clients_the_default() {
+    let (_upstream, daemon) = setup().await;
+    let ask = |source| query_udp_from(source, daemon.dns, "www.meta.ai", RecordType::A, true);
+    assert_eq!(a_addrs(&ask(TABLET).await), vec![Ipv4Addr::UNSPECIFIED]);
+    assert_eq!(a_addrs(&ask(PARENT).await), vec![REAL]);
+    assert_eq!(
+        a_addrs(&ask(UNKNOWN).await),
+        vec![Ipv4Addr::UNSPECIFIED],
+        "default profile kids"
+    );
+}
+
+#[tokio::test]
+async fn a_profile_can_answer_nxdomain_with_its_own_ttl() {
+    let (_upstream, daemon) = setup().await;
+    let reply = query_udp_from(NX_DEVICE, daemon.dns, "www.meta.ai", RecordType::A, true).await;
+    assert_eq!(rcode(&reply), ResponseCode::NXDomain);
+    assert!(reply.answers.is_empty());
+    assert!(has_soa_in_authority(&reply));
+    assert_eq!(negative_ttl(&reply), Some(30));
+    assert_blocked_ede(&reply, "ai");
+}

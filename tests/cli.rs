@@ -1,0 +1,187 @@
+//! The `metasink` binary as a user runs it: `check`, `explain`, `lists` and `run`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn metasink(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_metasink"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run metasink")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_example_config_passes_check() {
+    let output = metasink(&["check", "--config", "config.example.toml"]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("config is valid"), "{stdout}");
+    assert!(
+        stdout.contains("device:") && stdout.contains("meta-ai"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_rejects_a_broken_config_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "[[profile]]\nname = \"kids\"\nblock = [\"meta-ai\", \"no-such-list\"]\n",
+    )
+    .unwrap();
+    let output = metasink(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3:", path.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("profile[0].block") && stderr.contains("no-such-list"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("valid choices:") && stderr.contains("all-meta"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_fails_when_a_list_file_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[[list]]\nid = \"mine\"\nsource = \"missing.txt\"\n").unwrap();
+    let output = metasink(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stdout).contains("mine NOT LOADED"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+#[test]
+fn explain_names_device_profile_entry_and_answer() {
+    let output = metasink(&[
+        "explain",
+        "www.meta.ai",
+        "--client",
+        "192.168.1.20",
+        "--config",
+        "config.example.toml",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains(r#"device "quest""#), "{stdout}");
+    assert!(stdout.contains("profile:  quest"), "{stdout}");
+    assert!(stdout.contains(r#"meta-ai                entry "meta.ai" as name and subdomains: blocked by this profile"#), "{stdout}");
+    assert!(stdout.contains("verdict:  BLOCKED by meta-ai"), "{stdout}");
+    assert!(stdout.contains("A 0.0.0.0"), "{stdout}");
+}
+
+#[test]
+fn explain_shows_an_allow_list_overriding_a_block() {
+    let output = metasink(&["explain", "graph.oculus.com", "--profile", "quest"]);
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("verdict:  not blocked"), "{stdout}");
+    assert!(stdout.contains("keep-quest"), "{stdout}");
+    let unknown = metasink(&["explain", "graph.oculus.com", "--profile", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("valid choices"),
+        "{}",
+        text(&unknown.stderr)
+    );
+}
+
+#[test]
+fn lists_prints_the_catalogue_with_the_presets_that_use_each_list() {
+    let output = metasink(&["lists"]);
+    assert!(output.status.success());
+    let stdout = text(&output.stdout);
+    let meta_ai = stdout
+        .lines()
+        .find(|line| line.starts_with("meta-ai "))
+        .expect("meta-ai row");
+    assert!(
+        meta_ai.contains("meta-apps") && meta_ai.contains("quest"),
+        "{meta_ai}"
+    );
+    assert!(
+        stdout.lines().any(|line| line.starts_with("keep-quest ")),
+        "{stdout}"
+    );
+}
+
+/// Starts `metasink run` on loopback ports the OS picks and waits for its listening lines.
+fn spawn_daemon(config: &str) -> (std::process::Child, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metasink"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn metasink run");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut dns = None;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if let Some(address) = line.split("listening for UDP on ").nth(1) {
+            dns = Some(address.trim().parse().unwrap());
+        }
+        if line.contains("listening for HTTP on") {
+            break;
+        }
+    }
+    (child, dns.expect("the daemon logs its UDP address"), dir)
+}
+
+#[tokio::test]
+async fn run_serves_until_sigterm_and_exits_cleanly() {
+    let config = "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\n\n[[upstream]]\naddress = \"127.0.0.1:9\"\n";
+    let (mut child, dns, _dir) = spawn_daemon(config);
+    let reply = query_udp(dns, "www.meta.ai", RecordType::A, true).await;
+    assert_eq!(a_addrs(&reply), vec![std::net::Ipv4Addr::UNSPECIFIED]);
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}

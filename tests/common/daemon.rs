@@ -1,0 +1,136 @@
+//! The real daemon, started in-process from a config text on loopback ports the OS picks, plus
+//! a small HTTP client for `/metrics` and `/healthz`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use metasink::app::Daemon;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A running daemon and the directory its config lives in.
+pub struct TestDaemon {
+    /// The daemon.
+    pub daemon: Daemon,
+    /// Where to send DNS queries (UDP and TCP).
+    pub dns: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served.
+    pub http: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+/// The `[server]` table every test daemon gets unless its config has one: loopback, OS ports.
+const TEST_SERVER: &str = "\n[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\n";
+
+/// The upstream of test daemons whose config names none: the discard port on loopback, where
+/// nothing listens.
+const NO_UPSTREAM: &str = "\n[[upstream]]\naddress = \"127.0.0.1:9\"\n";
+
+impl TestDaemon {
+    /// Writes `config` (plus a loopback `[server]` table and upstream when it has none) to a fresh
+    /// directory, with `files` (name, contents) beside it, and starts the daemon on it.
+    pub async fn start_with_files(config: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).expect("write test file");
+        }
+        let mut text = config.to_owned();
+        if !config.contains("[server]") {
+            text.push_str(TEST_SERVER);
+        }
+        // Without an [[upstream]] the daemon would use /etc/resolv.conf: tests never leave
+        // loopback, so they get a port where nothing listens instead.
+        if !config.contains("[[upstream]]") {
+            text.push_str(NO_UPSTREAM);
+        }
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).expect("write config");
+        let settings = metasink::config::load(&path).unwrap_or_else(|e| panic!("test config: {e}"));
+        let daemon = Daemon::start(settings).await.expect("daemon starts");
+        let (dns, http) = (daemon.dns_addr(), daemon.http_addr());
+        Self {
+            daemon,
+            dns,
+            http,
+            dir,
+        }
+    }
+
+    /// [`Self::start_with_files`] without extra files.
+    pub async fn start(config: &str) -> Self {
+        Self::start_with_files(config, &[]).await
+    }
+
+    /// The directory holding the config file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file's path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// The body of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        http_get(self.http, "/metrics").await.1
+    }
+
+    /// Stops the daemon.
+    pub async fn stop(self) {
+        self.daemon.shutdown().await;
+    }
+}
+
+/// `GET path` over HTTP/1.1; returns (status code, body).
+pub async fn http_get(server: SocketAddr, path: &str) -> (u16, String) {
+    http_request(server, "GET", path, &[], "").await
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close`; returns (status code, body).
+pub async fn http_request(
+    server: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(server).await.expect("connect HTTP");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send HTTP request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read HTTP response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
+}
+
+/// The value of the sample `series` (name with its labels exactly as exposed, e.g.
+/// `metasink_cache_hits_total` or `metasink_queries_total{device="quest",...}`), 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}

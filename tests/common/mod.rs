@@ -1,0 +1,37 @@
+//! Shared harness for metasink's integration tests.
+//!
+//! Everything here talks over real sockets on loopback and lets the OS pick every port.
+//!
+//! - [`upstream`]: [`TestUpstream`], an in-process authoritative DNS server (UDP + TCP on the same
+//!   127.0.0.1 port) that counts the queries it receives, and [`UnresponsiveUpstream`], an address
+//!   where nothing ever answers.
+//! - [`client`]: a tiny stub client (`query_udp`, `query_tcp`, raw `exchange_udp`/`exchange_tcp`).
+//! - [`daemon`]: [`TestDaemon`], the real daemon started in-process from a config text, and an
+//!   HTTP helper for `/metrics`.
+//! - [`inspect`]: readable accessors over a reply (`rcode`, `a_addrs`, `ede`, `min_answer_ttl`, ...).
+//!
+//! Use it from a test file with `mod common;` and `use common::*;`.
+
+#![allow(dead_code)]
+
+pub mod client;
+pub mod daemon;
+pub mod inspect;
+pub mod upstream;
+
+// Re-exports so a test only needs `use common::*;`. A test binary that leaves a whole module
+// unused would otherwise warn about that glob.
+#[allow(unused_imports)]
+pub use client::*;
+#[allow(unused_imports)]
+pub use daemon::*;
+#[allow(unused_imports)]
+pub use inspect::*;
+#[allow(unused_imports)]
+pub use upstream::*;
+
+// The types a test needs to build queries and read replies.
+#[allow(unused_imports)]
+pub use hickory_proto::op::{Message, ResponseCode};
+#[allow(unused_imports)]
+pub use hickory_proto::rr::RecordType;
