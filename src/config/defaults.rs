@@ -2,11 +2,12 @@
 //! without `--config`, and the upstreams read from `/etc/resolv.conf` when none are configured.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    CacheSettings, ListSettings, ListSource, Origin, ServerSettings, Settings, UpstreamSettings,
+    CacheSettings, DownloadSettings, ListSettings, ListSource, Origin, ServerSettings, Settings,
+    UpstreamSettings,
 };
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
 
@@ -35,6 +36,18 @@ pub(super) const CACHE_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// effect quickly (the presets use the same).
 pub(super) const BLOCKED_TTL: Duration = Duration::from_secs(10);
 
+/// `server.state_dir` of a config file that does not set it (the systemd unit's StateDirectory).
+pub(super) const STATE_DIR: &str = "/var/lib/metasink";
+
+/// `[download]` defaults: daily refresh, a minute per attempt, three attempts, 64 MiB, two at once.
+pub(super) const DOWNLOAD: DownloadSettings = DownloadSettings {
+    interval: Duration::from_secs(24 * 60 * 60),
+    timeout: Duration::from_secs(60),
+    attempts: 3,
+    max_bytes: 64 * 1024 * 1024,
+    concurrency: 2,
+};
+
 /// Where the system's resolvers are listed.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -49,7 +62,10 @@ pub fn builtin_settings() -> Settings {
         server: ServerSettings {
             listen,
             http: DEFAULT_HTTP_LISTEN,
+            state_dir: user_state_dir(),
+            api_token: None,
         },
+        download: DOWNLOAD,
         cache: CacheSettings {
             size: CACHE_SIZE,
             min_ttl: CACHE_MIN_TTL,
@@ -60,6 +76,16 @@ pub fn builtin_settings() -> Settings {
         devices: Vec::new(),
         default_profile: DEFAULT_PROFILE.to_owned(),
     }
+}
+
+/// The state directory of a run without a config file: somewhere the user can write
+/// (`$XDG_STATE_HOME/metasink`, else `~/.local/state/metasink`, else the temp directory).
+fn user_state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("metasink")
 }
 
 /// Every bundled list, in catalogue order, matching as its header says.

@@ -36,6 +36,8 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     /// The shared answer cache.
     pub cache: CacheSettings,
+    /// Downloads of URL lists.
+    pub download: DownloadSettings,
     /// Every list the policy holds: bundled lists first, then those the config adds or
     /// replaces. Ids are unique.
     pub lists: Vec<ListSettings>,
@@ -63,6 +65,25 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     /// `/metrics`, `/healthz` and the API.
     pub http: SocketAddr,
+    /// Where downloaded lists are kept between runs.
+    pub state_dir: PathBuf,
+    /// Bearer token of the state-changing API endpoints; `None` turns them off.
+    pub api_token: Option<String>,
+}
+
+/// `[download]`: how URL lists are fetched and refreshed.
+#[derive(Clone, Debug)]
+pub struct DownloadSettings {
+    /// Time between refreshes of a list (a random jitter of up to a tenth is added).
+    pub interval: Duration,
+    /// Time one download attempt may take, body included.
+    pub timeout: Duration,
+    /// Attempts per refresh; the delay between them doubles from one second.
+    pub attempts: u32,
+    /// Largest body accepted.
+    pub max_bytes: u64,
+    /// Downloads running at once.
+    pub concurrency: usize,
 }
 
 /// One `[[upstream]]`.
@@ -101,6 +122,9 @@ pub enum ListSource {
     Bundled(String),
     /// A file on disk; relative paths are resolved against the config file's directory.
     File(PathBuf),
+    /// An `http://` or `https://` URL, downloaded in the background and kept in the state
+    /// directory.
+    Url(String),
 }
 
 /// What a blocked name is answered with.

@@ -31,6 +31,9 @@ pub(super) struct RawConfig {
     /// `[cache]`.
     #[serde(default)]
     pub cache: RawCache,
+    /// `[download]`.
+    #[serde(default)]
+    pub download: RawDownload,
     /// `[[list]]`, in file order.
     #[serde(default, rename = "list")]
     pub lists: Vec<RawList>,
@@ -50,6 +53,28 @@ pub(super) struct RawServer {
     pub listen: Option<Spanned<Vec<Text>>>,
     /// HTTP listen address.
     pub http: Option<Text>,
+    /// Directory for downloaded lists.
+    pub state_dir: Option<Text>,
+    /// Bearer token of the mutating API endpoints.
+    pub api_token: Option<Text>,
+    /// File holding that token.
+    pub api_token_file: Option<Text>,
+}
+
+/// `[download]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDownload {
+    /// Humantime duration between refreshes.
+    pub interval: Option<Text>,
+    /// Humantime duration of one attempt.
+    pub timeout: Option<Text>,
+    /// Attempts per refresh.
+    pub attempts: Option<Spanned<u32>>,
+    /// Largest body, in bytes.
+    pub max_bytes: Option<Spanned<u64>>,
+    /// Downloads at once.
+    pub concurrency: Option<Spanned<usize>>,
 }
 
 /// One `[[upstream]]`.

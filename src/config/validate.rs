@@ -8,22 +8,24 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use toml::Spanned;
 
 use super::defaults::{
-    BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, bundled_lists, is_own_address,
-    system_upstreams,
+    BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, DOWNLOAD, STATE_DIR,
+    bundled_lists, is_own_address, system_upstreams,
 };
 use super::error::{ConfigError, Locator};
 use super::raw::{
-    RawCache, RawConfig, RawDevice, RawList, RawProfile, RawServer, RawUpstream, Text,
+    RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawServer, RawUpstream, Text,
 };
 use super::{
     BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, DeviceSettings,
-    ListSettings, ListSource, Origin, ProfileSettings, ServerSettings, Settings, UpstreamSettings,
+    DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings, ServerSettings, Settings,
+    UpstreamSettings,
 };
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
 use crate::lists::MatchMode;
@@ -52,9 +54,10 @@ const MAX_NAME_LEN: usize = 64;
 /// Checks `raw`, read from `text` at `path`, and turns it into [`Settings`].
 pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settings, ConfigError> {
     let at = Locator::new(text, path);
-    let server = server(&raw.server, &at)?;
+    let server = server(&raw.server, path, &at)?;
     let upstreams = upstreams(&raw.upstreams, &server.listen, &at)?;
     let cache = cache(&raw.cache, &at)?;
+    let download = download(&raw.download, &at)?;
     let lists = lists(&raw.lists, path, &at)?;
     let profiles = profiles(&raw.profiles, &lists, &at)?;
     let profile_names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
@@ -68,6 +71,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         server,
         upstreams,
         cache,
+        download,
         lists,
         profiles,
         devices,
@@ -76,7 +80,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
 }
 
 /// `[server]`: listen addresses default to port 53, the HTTP address to the default's port.
-fn server(raw: &RawServer, at: &Locator<'_>) -> Result<ServerSettings, ConfigError> {
+fn server(raw: &RawServer, path: &Path, at: &Locator<'_>) -> Result<ServerSettings, ConfigError> {
     let listen = match &raw.listen {
         None => vec![DEFAULT_DNS_LISTEN],
         Some(values) if values.get_ref().is_empty() => {
@@ -89,7 +93,111 @@ fn server(raw: &RawServer, at: &Locator<'_>) -> Result<ServerSettings, ConfigErr
         None => DEFAULT_HTTP_LISTEN,
         Some(value) => socket_addr(value, DEFAULT_HTTP_LISTEN.port(), "server.http", at)?,
     };
-    Ok(ServerSettings { listen, http })
+    let state_dir = match &raw.state_dir {
+        None => PathBuf::from(STATE_DIR),
+        Some(value) if value.get_ref().trim().is_empty() => {
+            return Err(at.invalid(value.span(), "server.state_dir", "is empty"));
+        }
+        Some(value) => relative_to(path, value.get_ref()),
+    };
+    let api_token = api_token(raw, path, at)?;
+    Ok(ServerSettings {
+        listen,
+        http,
+        state_dir,
+        api_token,
+    })
+}
+
+/// `server.api_token`, or the first line of `server.api_token_file` (kept out of the config so
+/// the config can be world-readable). Tokens shorter than 16 characters are refused: they
+/// guard the reload and refresh endpoints.
+fn api_token(
+    raw: &RawServer,
+    path: &Path,
+    at: &Locator<'_>,
+) -> Result<Option<String>, ConfigError> {
+    const MIN_TOKEN_LEN: usize = 16;
+    let (value, key, token) = match (&raw.api_token, &raw.api_token_file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(file)) => {
+            let message = "give either api_token or api_token_file, not both";
+            return Err(at.invalid(file.span(), "server.api_token_file", message));
+        }
+        (Some(token), None) => (token, "server.api_token", token.get_ref().trim().to_owned()),
+        (None, Some(file)) => {
+            let file_path = relative_to(path, file.get_ref());
+            let text = std::fs::read_to_string(&file_path).map_err(|error| {
+                let message = format!("cannot read `{}`: {error}", file_path.display());
+                at.invalid(file.span(), "server.api_token_file", message)
+            })?;
+            let token = text.lines().next().unwrap_or_default().trim().to_owned();
+            (file, "server.api_token_file", token)
+        }
+    };
+    if token.len() < MIN_TOKEN_LEN {
+        let message = format!("the token must be at least {MIN_TOKEN_LEN} characters");
+        return Err(at.invalid(value.span(), key, message));
+    }
+    Ok(Some(token))
+}
+
+/// `text` as a path, relative ones resolved against the config file's directory.
+fn relative_to(config_path: &Path, text: &str) -> PathBuf {
+    config_path.parent().unwrap_or(Path::new("")).join(text)
+}
+
+/// `[download]`: every value must be above zero.
+fn download(raw: &RawDownload, at: &Locator<'_>) -> Result<DownloadSettings, ConfigError> {
+    let interval = positive_duration(&raw.interval, DOWNLOAD.interval, "download.interval", at)?;
+    let timeout = positive_duration(&raw.timeout, DOWNLOAD.timeout, "download.timeout", at)?;
+    let attempts = positive(&raw.attempts, DOWNLOAD.attempts, "download.attempts", at)?;
+    let max_bytes = positive(&raw.max_bytes, DOWNLOAD.max_bytes, "download.max_bytes", at)?;
+    let concurrency = positive(
+        &raw.concurrency,
+        DOWNLOAD.concurrency,
+        "download.concurrency",
+        at,
+    )?;
+    Ok(DownloadSettings {
+        interval,
+        timeout,
+        attempts,
+        max_bytes,
+        concurrency,
+    })
+}
+
+/// A duration that must be longer than zero.
+fn positive_duration(
+    value: &Option<Text>,
+    default: Duration,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<Duration, ConfigError> {
+    let duration = optional_ttl(value.as_ref(), default, key, at)?;
+    match value {
+        Some(value) if duration.is_zero() => {
+            Err(at.invalid(value.span(), key, "must be longer than zero"))
+        }
+        _ => Ok(duration),
+    }
+}
+
+/// A count that must be at least one.
+fn positive<T: Copy + PartialEq + Default>(
+    value: &Option<Spanned<T>>,
+    default: T,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(value) if *value.get_ref() == T::default() => {
+            Err(at.invalid(value.span(), key, "must be at least 1"))
+        }
+        Some(value) => Ok(*value.get_ref()),
+    }
 }
 
 /// The `server.listen` addresses, each given once.
@@ -212,13 +320,21 @@ fn source(
         let message = format!("unknown bundled list `{id}`");
         return Err(at.invalid_among(value.span(), key, message, choices));
     }
-    let problem = if text.contains("://") {
-        "URL sources are not supported yet: download the list and give its file path"
+    let problem = if text.starts_with("https://") || text.starts_with("http://") {
+        if text
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+        {
+            return Ok(ListSource::Url(text.to_owned()));
+        }
+        "is not a URL with a host"
+    } else if text.contains("://") {
+        "only http:// and https:// URLs can be downloaded"
     } else if text.trim().is_empty() {
-        "is empty: write `bundled:ID` or a file path"
+        "is empty: write `bundled:ID`, a file path or an https:// URL"
     } else {
-        let dir = config_path.parent().unwrap_or(Path::new(""));
-        return Ok(ListSource::File(dir.join(text)));
+        return Ok(ListSource::File(relative_to(config_path, text)));
     };
     Err(at.invalid(value.span(), key, problem))
 }
@@ -628,11 +744,11 @@ mod tests {
         assert_eq!(
             error("default_profile = \"quest\"\nbogus = 1\n"),
             "/etc/metasink/config.toml:2: bogus: unknown field `bogus`, expected one of \
-             `default_profile`, `server`, `upstream`, `cache`, `list`, `profile`, `device`"
+             `default_profile`, `server`, `upstream`, `cache`, `download`, `list`, `profile`, `device`"
         );
         assert_eq!(
             error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
-            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected `listen` or `http`"
+            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `state_dir`, `api_token`, `api_token_file`"
         );
         assert_eq!(
             error(
@@ -905,15 +1021,23 @@ mod tests {
             )
         );
         assert_eq!(
-            error("[[list]]\nid = \"x\"\nsource = \"https://example.com/list.txt\"\n"),
-            format!(
-                "{PATH}:3: list[0].source: URL sources are not supported yet: download the list and give its file path"
-            )
+            error("[[list]]\nid = \"x\"\nsource = \"ftp://example.com/list.txt\"\n"),
+            format!("{PATH}:3: list[0].source: only http:// and https:// URLs can be downloaded")
+        );
+        assert_eq!(
+            error("[[list]]\nid = \"x\"\nsource = \"https:///list.txt\"\n"),
+            format!("{PATH}:3: list[0].source: is not a URL with a host")
         );
         assert_eq!(
             error("[[list]]\nid = \"x\"\nsource = \" \"\n"),
-            format!("{PATH}:3: list[0].source: is empty: write `bundled:ID` or a file path")
+            format!(
+                "{PATH}:3: list[0].source: is empty: write `bundled:ID`, a file path or an https:// URL"
+            )
         );
+        let url = "https://example.com/list.txt";
+        let settings = check(&format!("[[list]]\nid = \"x\"\nsource = \"{url}\"\n")).unwrap();
+        let list = settings.lists.iter().find(|list| list.id == "x").unwrap();
+        assert_eq!(list.source, ListSource::Url(url.to_owned()));
     }
 
     #[test]
