@@ -1,21 +1,33 @@
-//! The HTTP listener: `/metrics` (Prometheus text format) and `/healthz`.
+//! The HTTP listener: `/metrics` (Prometheus text format), `/healthz`, and the state-changing
+//! API (`POST /api/reload`, `POST /api/lists/refresh`).
 //!
-//! Kept apart from binding (`router` builds the routes, `serve` runs them on a listener) so
-//! tests can drive the routes directly.
+//! State-changing endpoints are POST only (a GET gets 405 and changes nothing), need
+//! `Authorization: Bearer <server.api_token>` compared in constant time, and are off (403)
+//! when no token is configured. Request bodies are capped; no CORS headers are ever sent, so
+//! a web page in a household browser cannot drive the API. Kept apart from binding (`router`
+//! builds the routes, `serve` runs them) so tests can drive the routes directly.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::policy::PolicyHandle;
+use crate::refresh::Refresher;
+use crate::reload::Reloader;
+
+/// Largest request body accepted (the API takes its parameters in the query string).
+const MAX_BODY_BYTES: usize = 1024;
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -24,6 +36,12 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The current policy.
     pub policy: PolicyHandle,
+    /// Rebuilds the policy.
+    pub reloader: Arc<Reloader>,
+    /// Downloads URL lists.
+    pub refresher: Arc<Refresher>,
+    /// The bearer token of state-changing endpoints; `None` turns them off.
+    pub api_token: Option<Arc<str>>,
 }
 
 /// The routes.
@@ -31,6 +49,9 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/api/reload", post(reload))
+        .route("/api/lists/refresh", post(refresh_lists))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -73,4 +94,83 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
         "policy_generation": policy.generation(),
         "lists_not_loaded": not_loaded,
     }))
+}
+
+/// A JSON error response.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Why a state-changing request was turned away.
+enum Denied {
+    /// No token is configured: the endpoints are off.
+    Off,
+    /// The request's token is missing or wrong.
+    BadToken,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Off => error(
+                StatusCode::FORBIDDEN,
+                "state-changing endpoints are off: set server.api_token",
+            ),
+            Self::BadToken => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
+        }
+    }
+}
+
+/// Lets a state-changing request through only with the configured bearer token.
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Denied> {
+    let expected = state.api_token.as_ref().ok_or(Denied::Off)?;
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time, so the comparison does not tell an attacker how much of a guess was right.
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(Denied::BadToken)
+    }
+}
+
+/// `POST /api/reload`: re-read the config and every list, as SIGHUP does.
+async fn reload(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied.into_response();
+    }
+    match state.reloader.reload_config().await {
+        Ok(generation) => {
+            Json(json!({ "result": "reloaded", "policy_generation": generation })).into_response()
+        }
+        Err(failure) => error(StatusCode::BAD_REQUEST, format!("{failure:#}")),
+    }
+}
+
+/// `?list=ID` of `POST /api/lists/refresh`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshParams {
+    list: Option<String>,
+}
+
+/// `POST /api/lists/refresh[?list=ID]`: download URL lists now.
+async fn refresh_lists(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    params: Result<Query<RefreshParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied.into_response();
+    }
+    let Ok(Query(params)) = params else {
+        return error(StatusCode::BAD_REQUEST, "the only parameter is list=ID");
+    };
+    match state.refresher.refresh_now(params.list.as_deref()).await {
+        Ok(results) => Json(json!({ "lists": results })).into_response(),
+        Err(message) => error(StatusCode::NOT_FOUND, message),
+    }
 }

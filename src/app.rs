@@ -1,6 +1,6 @@
-//! The daemon's lifecycle: build the policy, bind the DNS and HTTP listeners, serve until told
-//! to stop, then stop in order (DNS first, so no query is cut off by a vanished metrics
-//! handler, then HTTP).
+//! The daemon's lifecycle: build the policy from what is on disk, bind the DNS and HTTP
+//! listeners, start the list refresher, serve (reloading on SIGHUP) until told to stop, then
+//! stop in order: DNS first (queries in flight finish), then HTTP, then background tasks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ use crate::dns::{DnsServer, Handler, Upstreams};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
+use crate::refresh::Refresher;
+use crate::reload::Reloader;
 
 /// A running daemon.
 pub struct Daemon {
@@ -26,8 +28,12 @@ pub struct Daemon {
     http_addr: SocketAddr,
     http: JoinHandle<()>,
     http_shutdown: CancellationToken,
+    background: CancellationToken,
+    refresh_task: JoinHandle<()>,
     policy: PolicyHandle,
     metrics: Arc<Metrics>,
+    reloader: Arc<Reloader>,
+    refresher: Arc<Refresher>,
 }
 
 impl Daemon {
@@ -35,9 +41,17 @@ impl Daemon {
     /// bound.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let policy: PolicyHandle = Arc::new(ArcSwap::from_pointee(policy::compile(
-            &settings, &metrics, 1,
-        )));
+        // Built from bundled lists, files and stored downloads only: start-up never waits on
+        // the network.
+        let first = policy::compile(&settings, &metrics, 1);
+        let policy: PolicyHandle = Arc::new(ArcSwap::from_pointee(first));
+        metrics.set_policy_generation(1);
+        let reloader = Arc::new(Reloader::new(
+            settings.clone(),
+            policy.clone(),
+            metrics.clone(),
+        ));
+        let refresher = Arc::new(Refresher::new(&settings, reloader.clone(), metrics.clone()));
         let upstreams =
             Upstreams::new(&settings.upstreams, &metrics).map_err(anyhow::Error::msg)?;
         if settings.upstreams.is_empty() {
@@ -58,16 +72,25 @@ impl Daemon {
         let router = api::router(ApiState {
             metrics: metrics.clone(),
             policy: policy.clone(),
+            reloader: reloader.clone(),
+            refresher: refresher.clone(),
+            api_token: settings.server.api_token.as_deref().map(Arc::from),
         });
         let http_shutdown = CancellationToken::new();
         let http = tokio::spawn(api::serve(listener, router, http_shutdown.clone()));
+        let background = CancellationToken::new();
+        let refresh_task = tokio::spawn(refresher.clone().run(background.clone()));
         Ok(Self {
             dns,
             http_addr,
             http,
             http_shutdown,
+            background,
+            refresh_task,
             policy,
             metrics,
+            reloader,
+            refresher,
         })
     }
 
@@ -96,11 +119,24 @@ impl Daemon {
         &self.metrics
     }
 
-    /// Stops the DNS listeners (letting queries in flight finish), then the HTTP listener.
+    /// Rebuilds the policy (what SIGHUP and `POST /api/reload` do).
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// Downloads URL lists (what `POST /api/lists/refresh` does).
+    pub fn refresher(&self) -> &Arc<Refresher> {
+        &self.refresher
+    }
+
+    /// Stops the DNS listeners (letting queries in flight finish), then the HTTP listener,
+    /// then background tasks.
     pub async fn shutdown(self) {
         self.dns.shutdown().await;
         self.http_shutdown.cancel();
         let _ = self.http.await;
+        self.background.cancel();
+        let _ = self.refresh_task.await;
         info!("stopped");
     }
 }
@@ -110,7 +146,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let daemon = Daemon::start(settings).await?;
     // Tell systemd (Type=notify) we are serving; a no-op when not started by systemd.
     notify_systemd(sd_notify::NotifyState::Ready);
-    wait_for_stop_signal().await?;
+    serve_signals(&daemon).await?;
     info!("stopping");
     notify_systemd(sd_notify::NotifyState::Stopping);
     daemon.shutdown().await;
@@ -123,13 +159,22 @@ fn notify_systemd(state: sd_notify::NotifyState<'_>) {
     }
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
+/// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
+async fn serve_signals(daemon: &Daemon) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-        _ = terminate.recv() => {}
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading");
+                // A refused reload is logged and counted by the reloader; the old policy stays.
+                let _ = daemon.reloader.reload_config().await;
+            }
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+        }
     }
-    Ok(())
 }

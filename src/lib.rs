@@ -48,3 +48,5 @@ pub mod lists;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod refresh;
+pub mod reload;

@@ -32,6 +32,19 @@ pub const LIST_ENTRIES: &str = "metasink_list_entries";
 pub const LIST_INVALID_LINES_TOTAL: &str = "metasink_list_invalid_lines_total";
 /// Whether each list is loaded (1) or not (0).
 pub const LIST_LOADED: &str = "metasink_list_loaded";
+/// Config reloads, by result (success, failure).
+pub const CONFIG_RELOAD_TOTAL: &str = "metasink_config_reload_total";
+/// Generation of the policy snapshot in force.
+pub const POLICY_GENERATION: &str = "metasink_policy_generation";
+/// When each downloaded list was last fetched or confirmed unchanged.
+pub const LIST_LAST_REFRESH_TIMESTAMP_SECONDS: &str =
+    "metasink_list_last_refresh_timestamp_seconds";
+/// Refreshes of downloaded lists, by result (updated, not_modified, failed).
+pub const LIST_REFRESH_TOTAL: &str = "metasink_list_refresh_total";
+/// Failed refreshes of downloaded lists, by reason.
+pub const LIST_REFRESH_ERRORS_TOTAL: &str = "metasink_list_refresh_errors_total";
+/// Size of each downloaded list's stored copy.
+pub const LIST_BYTES: &str = "metasink_list_bytes";
 /// Time from receiving a query to having its answer, by result.
 pub const REQUEST_DURATION_SECONDS: &str = "metasink_request_duration_seconds";
 /// Always 1; the version is a label.
@@ -100,6 +113,12 @@ pub struct Metrics {
     list_invalid_lines: IntCounterVec,
     list_loaded: IntGaugeVec,
     request_duration: HistogramVec,
+    config_reloads: IntCounterVec,
+    policy_generation: IntGauge,
+    list_last_refresh: IntGaugeVec,
+    list_refreshes: IntCounterVec,
+    list_refresh_errors: IntCounterVec,
+    list_bytes: IntGaugeVec,
 }
 
 /// Per-client handles: one counter per (query type, result), one per blocking list.
@@ -218,6 +237,41 @@ impl Metrics {
                 &["result"],
                 LOCAL_BUCKETS,
             ),
+            config_reloads: counter_vec(
+                &registry,
+                CONFIG_RELOAD_TOTAL,
+                "Config reloads",
+                &["result"],
+            ),
+            policy_generation: gauge(
+                &registry,
+                POLICY_GENERATION,
+                "Generation of the policy in force",
+            ),
+            list_last_refresh: gauge_vec(
+                &registry,
+                LIST_LAST_REFRESH_TIMESTAMP_SECONDS,
+                "Last successful refresh of the list (Unix time)",
+                &["list"],
+            ),
+            list_refreshes: counter_vec(
+                &registry,
+                LIST_REFRESH_TOTAL,
+                "Refreshes of downloaded lists",
+                &["list", "result"],
+            ),
+            list_refresh_errors: counter_vec(
+                &registry,
+                LIST_REFRESH_ERRORS_TOTAL,
+                "Failed refreshes of downloaded lists",
+                &["list", "reason"],
+            ),
+            list_bytes: gauge_vec(
+                &registry,
+                LIST_BYTES,
+                "Size of the list's stored copy",
+                &["list"],
+            ),
             registry,
         };
         let build_info = gauge_vec(
@@ -297,6 +351,54 @@ impl Metrics {
         self.list_invalid_lines
             .with_label_values(&[id])
             .inc_by(u64::try_from(invalid_lines).unwrap_or(u64::MAX));
+    }
+
+    /// Counts one config reload with `result` ("success" or "failure").
+    pub fn count_config_reload(&self, result: &str) {
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Records the generation of the snapshot now in force.
+    pub fn set_policy_generation(&self, generation: u64) {
+        self.policy_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Records a refresh of the downloaded list `id` that fetched a new copy (`Some(bytes)`)
+    /// or confirmed the stored one (`None`), at Unix time `at`.
+    pub fn record_list_refresh(&self, id: &str, bytes: Option<u64>, at: u64) {
+        let result = if bytes.is_some() {
+            "updated"
+        } else {
+            "not_modified"
+        };
+        self.list_refreshes.with_label_values(&[id, result]).inc();
+        self.list_last_refresh
+            .with_label_values(&[id])
+            .set(i64::try_from(at).unwrap_or(i64::MAX));
+        if let Some(bytes) = bytes {
+            self.list_bytes
+                .with_label_values(&[id])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records the stored copy found at start-up for the downloaded list `id`.
+    pub fn record_stored_list(&self, id: &str, bytes: u64, fetched_at: u64) {
+        self.list_bytes
+            .with_label_values(&[id])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.list_last_refresh
+            .with_label_values(&[id])
+            .set(i64::try_from(fetched_at).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a failed refresh of the downloaded list `id` for `reason`.
+    pub fn count_list_refresh_error(&self, id: &str, reason: &str) {
+        self.list_refreshes.with_label_values(&[id, "failed"]).inc();
+        self.list_refresh_errors
+            .with_label_values(&[id, reason])
+            .inc();
     }
 
     /// The request-duration histogram for each result, in [`QueryResult::ALL`] order.

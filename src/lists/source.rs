@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 
+use super::store::ListStore;
 use crate::catalogue;
 use crate::config::ListSource;
 
@@ -20,11 +21,22 @@ pub enum SourceError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A URL list that has not been downloaded yet (the download runs in the background).
+    #[error("not downloaded yet")]
+    NotDownloaded,
+    /// The stored copy of a URL list could not be read.
+    #[error("cannot read the stored copy: {0}")]
+    Store(std::io::Error),
 }
 
-/// Reads the text of a list.
-pub fn read(source: &ListSource) -> Result<Cow<'static, str>, SourceError> {
+/// Reads the text of a list; URL lists are read from their stored copy in `store`.
+pub fn read(source: &ListSource, store: &ListStore) -> Result<Cow<'static, str>, SourceError> {
     match source {
+        ListSource::Url(url) => match store.load(url) {
+            Ok(Some(bytes)) => Ok(Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())),
+            Ok(None) => Err(SourceError::NotDownloaded),
+            Err(error) => Err(SourceError::Store(error)),
+        },
         ListSource::Bundled(id) => catalogue::bundled_text(id)
             .map(Cow::Borrowed)
             .ok_or_else(|| SourceError::UnknownBundled(id.clone())),
@@ -42,5 +54,6 @@ pub fn describe(source: &ListSource) -> String {
     match source {
         ListSource::Bundled(id) => format!("bundled:{id}"),
         ListSource::File(path) => path.display().to_string(),
+        ListSource::Url(url) => url.clone(),
     }
 }

@@ -116,7 +116,10 @@ impl Pipeline {
         // inspect: after the cache as well, because profiles differ and the cache is shared.
         // A name its profile allows is answered as it is (allow wins, CNAMEs included).
         let inspect = profile.inspect_answers && !profile.allows(lists);
-        if let Some(list) = inspect.then(|| blocked_target(policy, profile, &entry)).flatten() {
+        if let Some(list) = inspect
+            .then(|| blocked_target(policy, profile, &entry))
+            .flatten()
+        {
             return Outcome::Blocked {
                 list,
                 by: BlockedBy::AnswerTarget,

@@ -14,6 +14,7 @@ use crate::config::{ListSettings, ProfileSettings, Settings};
 use crate::lists::MatchMode;
 use crate::lists::parse::{EntryScope, parse_list, read_header};
 use crate::lists::source;
+use crate::lists::store::ListStore;
 use crate::metrics::Metrics;
 
 /// Device label of clients that match no device.
@@ -22,11 +23,12 @@ pub const UNKNOWN_DEVICE: &str = "unknown";
 /// Builds the snapshot numbered `generation`.
 pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Policy {
     let mut matcher = MatcherBuilder::new();
+    let store = ListStore::new(&settings.server.state_dir);
     let lists: Vec<ListInfo> = settings
         .lists
         .iter()
         .enumerate()
-        .map(|(index, list)| load_list(list, list_index(index), &mut matcher))
+        .map(|(index, list)| load_list(list, list_index(index), &store, &mut matcher))
         .collect();
     for list in &lists {
         metrics.record_list_load(
@@ -88,10 +90,15 @@ fn list_index(index: usize) -> ListIndex {
 }
 
 /// Reads and parses one list into the matcher, logging a few bad lines and a summary.
-fn load_list(settings: &ListSettings, index: ListIndex, matcher: &mut MatcherBuilder) -> ListInfo {
+fn load_list(
+    settings: &ListSettings,
+    index: ListIndex,
+    store: &ListStore,
+    matcher: &mut MatcherBuilder,
+) -> ListInfo {
     let origin = source::describe(&settings.source);
     let mut info = ListInfo::new(settings, origin);
-    let text = match source::read(&settings.source) {
+    let text = match source::read(&settings.source, store) {
         Ok(text) => text,
         Err(error) => {
             warn!(list = %settings.id, %error, "list not loaded");

@@ -1,0 +1,244 @@
+//! Keeping downloaded lists fresh: a background task that refreshes each URL list when it is
+//! due (its last fetch plus `[download] interval`, plus jitter so households don't hit list
+//! servers in step), the same refresh on demand for the API, and a policy rebuild whenever a
+//! refresh brought a new copy.
+//!
+//! Start-up never waits for any of this: the policy is built from the stored copies first,
+//! and a list without one is reported as not loaded until its first download lands.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::join_all;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::config::{ListSource, Settings};
+use crate::lists::download::{Downloader, RefreshError, Refreshed};
+use crate::lists::store::{ListStore, unix_now};
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+
+/// After a failed refresh, the next try comes this soon (or at the normal interval, if that
+/// is sooner), so a list that never downloaded does not wait a whole day.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(15 * 60);
+
+/// How one list's refresh went, as the API reports it.
+#[derive(Debug, Serialize)]
+pub struct RefreshReport {
+    /// The list id.
+    pub list: String,
+    /// `updated`, `not_modified` or `failed`.
+    pub result: &'static str,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Refreshes URL lists.
+pub struct Refresher {
+    /// The HTTP client, or why there is none.
+    downloader: Result<Downloader, String>,
+    store: ListStore,
+    interval: Duration,
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+    /// When each URL last failed, for the retry delay.
+    failures: Mutex<HashMap<String, SystemTime>>,
+    /// Makes this daemon's jitter differ from other installations'.
+    jitter_seed: u64,
+}
+
+impl Refresher {
+    /// A refresher for the URL lists of `settings` (and of later reloads).
+    ///
+    /// Never fails: without an HTTP client (no TLS trust roots on the machine) the daemon
+    /// still runs, every refresh reports why, and lists keep their stored copies.
+    pub fn new(settings: &Settings, reloader: Arc<Reloader>, metrics: Arc<Metrics>) -> Self {
+        let store = ListStore::new(&settings.server.state_dir);
+        for (id, url) in url_lists(settings) {
+            if let Some(meta) = store.meta(&url) {
+                metrics.record_stored_list(&id, meta.bytes, meta.fetched_at);
+            }
+        }
+        let downloader = Downloader::new(&settings.download, store.clone()).map_err(|error| {
+            warn!("lists cannot be downloaded: {error}");
+            error.to_string()
+        });
+        Self {
+            downloader,
+            store,
+            interval: settings.download.interval,
+            reloader,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+            jitter_seed: fastrand::u64(..),
+        }
+    }
+
+    /// Refreshes every URL list now, or only `only`; rebuilds the policy if any changed.
+    pub async fn refresh_now(&self, only: Option<&str>) -> Result<Vec<RefreshReport>, String> {
+        let settings = self.reloader.settings().await;
+        let lists = url_lists(&settings);
+        let chosen: Vec<_> = match only {
+            None => lists,
+            Some(id) => {
+                let found: Vec<_> = lists
+                    .iter()
+                    .filter(|(list, _)| list == id)
+                    .cloned()
+                    .collect();
+                if found.is_empty() {
+                    let ids: Vec<_> = lists.iter().map(|(list, _)| list.as_str()).collect();
+                    return Err(format!(
+                        "no downloaded list is called {id:?} (valid choices: {})",
+                        ids.join(", ")
+                    ));
+                }
+                found
+            }
+        };
+        Ok(self.refresh(chosen).await)
+    }
+
+    /// Refreshes lists as they fall due until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let settings = self.reloader.settings().await;
+            let now = SystemTime::now();
+            let (due, later): (Vec<_>, Vec<_>) = url_lists(&settings)
+                .into_iter()
+                .map(|(id, url)| {
+                    let when = self.next_due(&url);
+                    ((id, url), when)
+                })
+                .partition(|(_, when)| *when <= now);
+            if !due.is_empty() {
+                self.refresh(due.into_iter().map(|(list, _)| list).collect())
+                    .await;
+                continue;
+            }
+            // Wake at the next due time, and at least hourly to notice lists a reload added.
+            let next = later.iter().map(|(_, when)| *when).min();
+            let wait = next
+                .and_then(|when| when.duration_since(now).ok())
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// When `url` should next be fetched.
+    fn next_due(&self, url: &str) -> SystemTime {
+        let failed = self
+            .failures
+            .lock()
+            .ok()
+            .and_then(|failures| failures.get(url).copied());
+        let fetched = self.store.meta(url).map(|meta| meta.fetched_time());
+        match (fetched, failed) {
+            (_, Some(failed)) if fetched.is_none_or(|fetched| failed > fetched) => {
+                failed + RETRY_AFTER_FAILURE.min(self.interval)
+            }
+            (Some(fetched), _) => {
+                fetched + self.interval + jitter(self.interval, url, self.jitter_seed)
+            }
+            (None, _) => SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// Refreshes `lists` (id, url) concurrently, records the outcomes, and rebuilds the
+    /// policy when a new copy arrived.
+    async fn refresh(&self, lists: Vec<(String, String)>) -> Vec<RefreshReport> {
+        let runs = lists
+            .iter()
+            .map(|(id, url)| async move { (id, url, self.download(id, url).await) });
+        let mut reports = Vec::with_capacity(lists.len());
+        let mut updated = false;
+        // The downloader bounds how many run at once; polling them together lets it.
+        for (id, url, result) in join_all(runs).await {
+            let report = match result {
+                Ok(Refreshed::Updated { bytes, .. }) => {
+                    updated = true;
+                    self.metrics
+                        .record_list_refresh(id, Some(bytes), unix_now());
+                    self.forget_failure(url);
+                    RefreshReport {
+                        list: id.clone(),
+                        result: "updated",
+                        error: None,
+                    }
+                }
+                Ok(Refreshed::NotModified) => {
+                    self.metrics.record_list_refresh(id, None, unix_now());
+                    self.forget_failure(url);
+                    RefreshReport {
+                        list: id.clone(),
+                        result: "not_modified",
+                        error: None,
+                    }
+                }
+                Err(error) => {
+                    self.metrics.count_list_refresh_error(id, error.reason());
+                    if let Ok(mut failures) = self.failures.lock() {
+                        failures.insert(url.clone(), SystemTime::now());
+                    }
+                    RefreshReport {
+                        list: id.clone(),
+                        result: "failed",
+                        error: Some(error.to_string()),
+                    }
+                }
+            };
+            reports.push(report);
+        }
+        let rebuilt = if updated {
+            Some(self.reloader.reload_lists().await)
+        } else {
+            None
+        };
+        if let Some(Err(error)) = rebuilt {
+            warn!("rebuilding the policy after a download failed: {error}");
+        }
+        reports
+    }
+
+    async fn download(&self, id: &str, url: &str) -> Result<Refreshed, RefreshError> {
+        match &self.downloader {
+            Ok(downloader) => downloader.refresh(id, url).await,
+            Err(error) => Err(RefreshError::Network(error.clone())),
+        }
+    }
+
+    fn forget_failure(&self, url: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(url);
+        }
+    }
+}
+
+/// The (id, url) of every URL list.
+fn url_lists(settings: &Settings) -> Vec<(String, String)> {
+    settings
+        .lists
+        .iter()
+        .filter_map(|list| match &list.source {
+            ListSource::Url(url) => Some((list.id.clone(), url.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A delay of up to a tenth of `interval`, fixed per URL for this run of the daemon (so the
+/// due time does not move each time it is computed) and different between installations.
+fn jitter(interval: Duration, url: &str, seed: u64) -> Duration {
+    let hash = url.bytes().fold(seed, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    interval.mul_f64((hash % 1000) as f64 / 10_000.0)
+}
