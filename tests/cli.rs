@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::*;
 
@@ -131,57 +129,17 @@ fn lists_prints_the_catalogue_with_the_presets_that_use_each_list() {
     );
 }
 
-/// Starts `metasink run` on loopback ports the OS picks and waits for its listening lines.
-fn spawn_daemon(config: &str) -> (std::process::Child, SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_metasink"))
-        .args(["run", "--config", path.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn metasink run");
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut dns = None;
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        if let Some(address) = line.split("listening for UDP on ").nth(1) {
-            dns = Some(address.trim().parse().unwrap());
-        }
-        if line.contains("listening for HTTP on") {
-            break;
-        }
-    }
-    (child, dns.expect("the daemon logs its UDP address"), dir)
-}
-
 #[tokio::test]
 async fn run_serves_until_sigterm_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
     let config = "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\n\n[[upstream]]\naddress = \"127.0.0.1:9\"\n";
-    let (mut child, dns, _dir) = spawn_daemon(config);
-    let reply = query_udp(dns, "www.meta.ai", RecordType::A, true).await;
+    std::fs::write(&path, config).unwrap();
+    let mut daemon = DaemonProcess::start(&path);
+    let reply = query_udp(daemon.dns, "www.meta.ai", RecordType::A, true).await;
     assert_eq!(a_addrs(&reply), vec![std::net::Ipv4Addr::UNSPECIFIED]);
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still running 5 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{status}");
 }

@@ -31,6 +31,11 @@ impl TestDaemon {
     /// directory, with `files` (name, contents) beside it, and starts the daemon on it.
     pub async fn start_with_files(config: &str, files: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config, files).await
+    }
+
+    /// [`Self::start_with_files`] in a directory the test prepared (e.g. with a state dir).
+    pub async fn start_in(dir: tempfile::TempDir, config: &str, files: &[(&str, &str)]) -> Self {
         for (name, contents) in files {
             std::fs::write(dir.path().join(name), contents).expect("write test file");
         }

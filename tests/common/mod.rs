@@ -8,6 +8,8 @@
 //! - [`client`]: a tiny stub client (`query_udp`, `query_tcp`, raw `exchange_udp`/`exchange_tcp`).
 //! - [`daemon`]: [`TestDaemon`], the real daemon started in-process from a config text, and an
 //!   HTTP helper for `/metrics`.
+//! - [`list_server`]: an HTTP server for one downloadable list (ETag, 304, request count).
+//! - [`process`]: the `metasink` binary as a process, for signals and exit status.
 //! - [`inspect`]: readable accessors over a reply (`rcode`, `a_addrs`, `ede`, `min_answer_ttl`, ...).
 //!
 //! Use it from a test file with `mod common;` and `use common::*;`.
@@ -17,6 +19,8 @@
 pub mod client;
 pub mod daemon;
 pub mod inspect;
+pub mod list_server;
+pub mod process;
 pub mod upstream;
 
 // Re-exports so a test only needs `use common::*;`. A test binary that leaves a whole module
@@ -27,6 +31,10 @@ pub use client::*;
 pub use daemon::*;
 #[allow(unused_imports)]
 pub use inspect::*;
+#[allow(unused_imports)]
+pub use list_server::*;
+#[allow(unused_imports)]
+pub use process::*;
 #[allow(unused_imports)]
 pub use upstream::*;
 

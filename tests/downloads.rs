@@ -1,0 +1,202 @@
+//! Lists from URLs end to end: the daemon starts without waiting for the network, blocks
+//! from the stored copy when the server is down, and swaps in a changed list on refresh.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use metasink::lists::store::{ListStore, StoredMeta};
+
+const TOKEN: &str = "test-token-0123456789";
+
+fn config(list_url: &str, upstream: &TestUpstream) -> String {
+    format!(
+        r#"
+default_profile = "family"
+
+[[upstream]]
+address = "{}"
+
+[[list]]
+id = "remote"
+source = "{list_url}"
+
+[[profile]]
+name = "family"
+block = ["remote"]
+
+[download]
+attempts = 1
+
+[server]
+listen = ["127.0.0.1:0"]
+http = "127.0.0.1:0"
+state_dir = "state"
+api_token = "{TOKEN}"
+"#,
+        upstream.addr
+    )
+}
+
+async fn upstream() -> TestUpstream {
+    let real = Ipv4Addr::new(192, 0, 2, 5);
+    TestUpstream::start(&[
+        TestRecord::A("ads.example", real, 60),
+        TestRecord::A("tracker.example", real, 60),
+        TestRecord::A("www.example.org", real, 60),
+    ])
+    .await
+}
+
+async fn refresh(daemon: &TestDaemon) -> (u16, String) {
+    let auth = format!("Bearer {TOKEN}");
+    http_request(
+        daemon.http,
+        "POST",
+        "/api/lists/refresh",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await
+}
+
+/// Polls until `name` gets `expected` (the first download runs in the background).
+async fn wait_for_answer(daemon: &TestDaemon, name: &str, expected: Ipv4Addr) {
+    let started = Instant::now();
+    loop {
+        let reply = query_udp(daemon.dns, name, RecordType::A, true).await;
+        if a_addrs(&reply) == vec![expected] {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name} never answered {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_downloaded_list_blocks_and_a_refresh_that_changes_it_flips_a_name() {
+    let upstream = upstream().await;
+    let server = ListServer::start("ads.example\n").await;
+    let daemon = TestDaemon::start(&config(&server.url, &upstream)).await;
+    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    let tracker = query_udp(daemon.dns, "tracker.example", RecordType::A, true).await;
+    assert_eq!(
+        a_addrs(&tracker),
+        vec![Ipv4Addr::new(192, 0, 2, 5)],
+        "not listed yet"
+    );
+
+    server.set_body("ads.example\ntracker.example\n");
+    let (status, body) = refresh(&daemon).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""result":"updated""#), "{body}");
+    let tracker = query_udp(daemon.dns, "tracker.example", RecordType::A, true).await;
+    assert_eq!(
+        a_addrs(&tracker),
+        vec![Ipv4Addr::UNSPECIFIED],
+        "blocked without a restart"
+    );
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        metric(&metrics, r#"metasink_list_entries{list="remote"}"#),
+        2.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            r#"metasink_list_last_refresh_timestamp_seconds{list="remote"}"#
+        ) > 0.0
+    );
+    assert!(metric(&metrics, r#"metasink_list_bytes{list="remote"}"#) > 0.0);
+}
+
+#[tokio::test]
+async fn an_unchanged_list_is_answered_304_and_not_parsed_again() {
+    let upstream = upstream().await;
+    let server = ListServer::start("ads.example\n").await;
+    let daemon = TestDaemon::start(&config(&server.url, &upstream)).await;
+    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    let generation = daemon.daemon.policy().load().generation();
+
+    let (status, body) = refresh(&daemon).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""result":"not_modified""#), "{body}");
+    assert_eq!(server.not_modified(), 1);
+    assert_eq!(
+        daemon.daemon.policy().load().generation(),
+        generation,
+        "no rebuild on 304"
+    );
+    let metrics = daemon.metrics().await;
+    let series = r#"metasink_list_refresh_total{list="remote",result="not_modified"}"#;
+    assert_eq!(metric(&metrics, series), 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn with_the_server_down_and_no_stored_copy_dns_still_answers_and_health_says_why() {
+    let upstream = upstream().await;
+    let down = "http://127.0.0.1:9/list.txt";
+    let started = Instant::now();
+    let daemon = TestDaemon::start(&config(down, &upstream)).await;
+    let reply = query_udp(daemon.dns, "www.example.org", RecordType::A, true).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a_addrs(&reply), vec![Ipv4Addr::new(192, 0, 2, 5)]);
+    let (status, health) = http_get(daemon.http, "/healthz").await;
+    assert_eq!(status, 200);
+    assert!(
+        health.contains("degraded") && health.contains("remote"),
+        "{health}"
+    );
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        metric(&metrics, r#"metasink_list_loaded{list="remote"}"#),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn with_the_server_down_a_stored_copy_keeps_blocking_from_the_start() {
+    let upstream = upstream().await;
+    let down = "http://127.0.0.1:9/list.txt";
+    let dir = tempfile::tempdir().unwrap();
+    let store = ListStore::new(&dir.path().join("state"));
+    store
+        .save(
+            down,
+            b"ads.example\n",
+            &StoredMeta {
+                fetched_at: 1,
+                bytes: 12,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // The daemon's state_dir is relative to its config: write the config into the same dir.
+    let config = config(down, &upstream);
+    let daemon = TestDaemon::start_in(dir, &config, &[]).await;
+    let started = Instant::now();
+    let reply = query_udp(daemon.dns, "ads.example", RecordType::A, true).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        a_addrs(&reply),
+        vec![Ipv4Addr::UNSPECIFIED],
+        "blocked from the stored copy"
+    );
+    // The failed refresh is counted, and the stored copy stays in force.
+    let (_, body) = refresh(&daemon).await;
+    assert!(body.contains(r#""result":"failed""#), "{body}");
+    let metrics = daemon.metrics().await;
+    let errors = r#"metasink_list_refresh_errors_total{list="remote",reason="network"}"#;
+    assert!(metric(&metrics, errors) >= 1.0, "{metrics}");
+    let reply = query_udp(daemon.dns, "ads.example", RecordType::A, true).await;
+    assert_eq!(a_addrs(&reply), vec![Ipv4Addr::UNSPECIFIED]);
+}

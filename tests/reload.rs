@@ -1,0 +1,221 @@
+//! Live reload end to end: SIGHUP and `POST /api/reload` swap the policy while clients keep
+//! querying; a broken config is refused and the running policy stays.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TABLET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 8);
+const TOKEN: &str = "reload-token-0123456789";
+
+fn config(upstream: &TestUpstream, tablet_profile: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+http = "127.0.0.1:0"
+api_token = "{TOKEN}"
+
+[[upstream]]
+address = "{}"
+
+[[profile]]
+name = "open"
+block = []
+
+[[device]]
+name = "tablet"
+match = ["127.0.0.2"]
+profile = "{tablet_profile}"
+"#,
+        upstream.addr
+    )
+}
+
+async fn upstream() -> TestUpstream {
+    TestUpstream::start(&[TestRecord::A("www.meta.ai", REAL, 60)]).await
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+async fn tablet_answer(dns: std::net::SocketAddr) -> Vec<Ipv4Addr> {
+    a_addrs(&query_udp_from(TABLET, dns, "www.meta.ai", RecordType::A, true).await)
+}
+
+/// Queries `name` from the tablet as fast as it can for `duration`; every query must be
+/// answered with `expected`. Returns how many were sent.
+async fn query_continuously(
+    dns: std::net::SocketAddr,
+    duration: Duration,
+    expected: Ipv4Addr,
+) -> usize {
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < duration {
+        assert_eq!(
+            tablet_answer(dns).await,
+            vec![expected],
+            "query {sent} during reloads"
+        );
+        sent += 1;
+    }
+    sent
+}
+
+#[tokio::test]
+async fn sighup_with_a_broken_config_keeps_the_running_policy_without_losing_a_query() {
+    let upstream = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    write(&path, &config(&upstream, "meta-apps"));
+    let daemon = DaemonProcess::start(&path);
+    assert_eq!(tablet_answer(daemon.dns).await, vec![Ipv4Addr::UNSPECIFIED]);
+
+    write(
+        &path,
+        &format!("{}\nbogus_key = 1\n", config(&upstream, "open")),
+    );
+    let dns = daemon.dns;
+    let client = tokio::spawn(query_continuously(
+        dns,
+        Duration::from_millis(800),
+        Ipv4Addr::UNSPECIFIED,
+    ));
+    for _ in 0..3 {
+        daemon.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let sent = client
+        .await
+        .expect("every query answered and still blocked");
+    assert!(sent > 10, "the client kept querying ({sent})");
+    let metrics = http_get(daemon.http, "/metrics").await.1;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"metasink_config_reload_total{result="failure"}"#
+        ),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "metasink_policy_generation"), 1.0);
+}
+
+#[tokio::test]
+async fn sighup_with_a_valid_change_moves_a_device_to_another_profile() {
+    let upstream = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    write(&path, &config(&upstream, "meta-apps"));
+    let daemon = DaemonProcess::start(&path);
+    assert_eq!(tablet_answer(daemon.dns).await, vec![Ipv4Addr::UNSPECIFIED]);
+
+    write(&path, &config(&upstream, "open"));
+    daemon.signal("HUP");
+    let started = Instant::now();
+    while tablet_answer(daemon.dns).await != vec![REAL] {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the tablet never moved to `open`"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Once moved it stays moved: the swap is one atomic step, not a mix of old and new.
+    for _ in 0..20 {
+        assert_eq!(tablet_answer(daemon.dns).await, vec![REAL]);
+    }
+    let metrics = http_get(daemon.http, "/metrics").await.1;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"metasink_config_reload_total{result="success"}"#
+        ),
+        1.0
+    );
+    assert_eq!(metric(&metrics, "metasink_policy_generation"), 2.0);
+}
+
+#[tokio::test]
+async fn the_reload_endpoint_needs_post_and_the_token_and_reports_config_errors() {
+    let upstream = upstream().await;
+    let daemon = TestDaemon::start(&config(&upstream, "meta-apps")).await;
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _) = http_request(daemon.http, "POST", "/api/reload", &[], "").await;
+    assert_eq!(status, 401, "no token");
+    let wrong = [("Authorization", "Bearer reload-token-0123456780")];
+    assert_eq!(
+        http_request(daemon.http, "POST", "/api/reload", &wrong, "")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        http_get(daemon.http, "/api/reload").await.0,
+        405,
+        "GET changes nothing"
+    );
+    assert_eq!(daemon.daemon.policy().load().generation(), 1);
+
+    std::fs::write(daemon.config_path(), config(&upstream, "open")).unwrap();
+    let (status, body) = http_request(
+        daemon.http,
+        "POST",
+        "/api/reload",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""policy_generation":2"#), "{body}");
+    assert_eq!(tablet_answer(daemon.dns).await, vec![REAL]);
+
+    std::fs::write(daemon.config_path(), config(&upstream, "no-such-profile")).unwrap();
+    let (status, body) = http_request(
+        daemon.http,
+        "POST",
+        "/api/reload",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("device[0].profile") && body.contains("valid choices"),
+        "{body}"
+    );
+    assert_eq!(
+        tablet_answer(daemon.dns).await,
+        vec![REAL],
+        "the running policy stays"
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_mutating_endpoints_are_off() {
+    let daemon = TestDaemon::start("").await;
+    let any = [("Authorization", "Bearer anything-at-all-123")];
+    assert_eq!(
+        http_request(daemon.http, "POST", "/api/reload", &any, "")
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        http_request(daemon.http, "POST", "/api/lists/refresh", &any, "")
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        http_get(daemon.http, "/metrics").await.0,
+        200,
+        "metrics stay open"
+    );
+}
