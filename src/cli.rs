@@ -108,6 +108,7 @@ fn init_logging(default_level: &str) {
 }
 
 fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    crate::memory::tune_allocator();
     let settings = args.settings()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -45,6 +45,7 @@ pub mod config;
 pub mod dns;
 pub mod explain;
 pub mod lists;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

@@ -100,7 +100,10 @@ impl Reloader {
             tokio::task::spawn_blocking(move || policy::compile(&settings, &metrics, generation))
                 .await
                 .map_err(|error| ReloadError::Build(error.to_string()))?;
-        self.policy.store(Arc::new(built));
+        // The previous snapshot is freed when the last query holding it finishes, usually at
+        // once; hand its memory back to the system rather than keep it for the next rebuild.
+        drop(self.policy.swap(Arc::new(built)));
+        crate::memory::release_free_memory();
         self.metrics.set_policy_generation(generation);
         Ok(generation)
     }

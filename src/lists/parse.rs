@@ -158,44 +158,70 @@ impl ParseReport {
 /// Reads a whole list, passing each entry to `on_entry`. Bad lines are counted and sampled in
 /// the report; they never stop the rest of the list from loading.
 pub fn parse_list(text: &str, mut on_entry: impl FnMut(Entry<'_>)) -> ParseReport {
-    let text = strip_bom(text);
-    let mut report = ParseReport::default();
-    let mut in_header = true;
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
-        in_header = in_header && is_blank_or_comment(line.trim());
-        if in_header {
-            if let Err(error) = read_header_line(line, &mut report.header) {
-                report.record_invalid(number, error, line);
+    let mut parser = ListParser::default();
+    for line in text.lines() {
+        parser.feed(line, &mut on_entry);
+    }
+    parser.finish()
+}
+
+/// Reads a list one line at a time, so a caller can stream a large file instead of holding
+/// all of it in memory: [`parse_list`] over lines that arrive one by one.
+#[derive(Debug)]
+pub struct ListParser {
+    report: ParseReport,
+    line: usize,
+    in_header: bool,
+}
+
+impl Default for ListParser {
+    fn default() -> Self {
+        Self {
+            report: ParseReport::default(),
+            line: 0,
+            in_header: true,
+        }
+    }
+}
+
+impl ListParser {
+    /// The header read so far: complete once the first entry line has been fed, which is
+    /// when a caller needs its match mode.
+    pub fn header(&self) -> &ListHeader {
+        &self.report.header
+    }
+
+    /// Reads the next line (without its line ending).
+    pub fn feed(&mut self, line: &str, on_entry: impl FnMut(Entry<'_>)) {
+        self.line += 1;
+        let line = if self.line == 1 {
+            strip_bom(line)
+        } else {
+            line
+        };
+        self.in_header = self.in_header && is_blank_or_comment(line.trim());
+        if self.in_header {
+            if let Err(error) = read_header_line(line, &mut self.report.header) {
+                self.report.record_invalid(self.line, error, line);
             }
-            continue;
+            return;
         }
         let mut found = 0;
+        let mut on_entry = on_entry;
         let result = parse_line(line, |entry| {
             found += 1;
             on_entry(entry);
         });
-        report.entries += found;
+        self.report.entries += found;
         if let Err(error) = result {
-            report.record_invalid(number, error, line);
+            self.report.record_invalid(self.line, error, line);
         }
     }
-    report
-}
 
-/// Reads only the header of a list (its leading comment block), for a caller that needs the
-/// list's match mode before it reads the entries. An unknown `match` value leaves `match_mode`
-/// empty; [`parse_list`] reports that line.
-pub fn read_header(text: &str) -> ListHeader {
-    let mut header = ListHeader::default();
-    for line in strip_bom(text)
-        .lines()
-        .take_while(|line| is_blank_or_comment(line.trim()))
-    {
-        // Errors are parse_list's to report; here a bad field just stays empty.
-        read_header_line(line, &mut header).ok();
+    /// The report of everything fed.
+    pub fn finish(self) -> ParseReport {
+        self.report
     }
-    header
 }
 
 fn strip_bom(text: &str) -> &str {
@@ -889,12 +915,27 @@ genai-graph.facebook.com  # evidence: decompiled Meta app enum; breaks: Meta AI 
     }
 
     #[test]
-    fn header_alone() {
-        assert_eq!(read_header(BUNDLED), parse_list(BUNDLED, |_| {}).header);
-        let header = read_header("\u{feff}# match: Subdomains\r\na.com\r\n# id: late\n");
-        assert_eq!(header.match_mode, Some(MatchMode::Subdomains));
-        assert_eq!(header.id, None);
-        assert_eq!(read_header("# match: fuzzy\n").match_mode, None);
+    fn the_header_is_complete_before_the_first_entry_reaches_the_caller() {
+        let mut parser = ListParser::default();
+        let mut seen = Vec::new();
+        for line in "\u{feff}# match: Subdomains\r\n# id: x\na.com\n# id: late\n".lines() {
+            let mode = parser.header().match_mode;
+            parser.feed(line, |entry| seen.push((entry.name.into_owned(), mode)));
+        }
+        assert_eq!(
+            seen,
+            vec![("a.com".to_owned(), Some(MatchMode::Subdomains))]
+        );
+        let report = parser.finish();
+        assert_eq!(
+            report.header.id.as_deref(),
+            Some("x"),
+            "a late `# id:` is a comment"
+        );
+        assert_eq!(
+            report,
+            parse_list("# match: Subdomains\n# id: x\na.com\n# id: late\n", |_| {})
+        );
     }
 
     #[test]

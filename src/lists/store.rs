@@ -67,6 +67,15 @@ impl ListStore {
         self.body_path(url).is_file()
     }
 
+    /// The stored body of `url` opened for reading, if there is one (big lists are streamed).
+    pub fn open(&self, url: &str) -> io::Result<Option<fs::File>> {
+        match fs::File::open(self.body_path(url)) {
+            Ok(file) => Ok(Some(file)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// The validators of the stored copy of `url`, if there is one.
     pub fn meta(&self, url: &str) -> Option<StoredMeta> {
         let text = fs::read(self.meta_path(url)).ok()?;

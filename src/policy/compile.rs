@@ -12,7 +12,7 @@ use super::matcher::{MatcherBuilder, Scope};
 use super::{Device, ListIndex, ListInfo, ListMask, Policy, Profile};
 use crate::config::{ListSettings, ProfileSettings, Settings};
 use crate::lists::MatchMode;
-use crate::lists::parse::{EntryScope, parse_list, read_header};
+use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
 use crate::lists::store::ListStore;
 use crate::metrics::Metrics;
@@ -98,31 +98,29 @@ fn load_list(
 ) -> ListInfo {
     let origin = source::describe(&settings.source);
     let mut info = ListInfo::new(settings, origin);
-    let text = match source::read(&settings.source, store) {
-        Ok(text) => text,
-        Err(error) => {
-            warn!(list = %settings.id, %error, "list not loaded");
-            info.load_error = Some(error.to_string());
-            return info;
-        }
-    };
-    // The config's `match` wins; else the list's own header; else name and subdomains.
-    let plain_scope = match settings
-        .match_mode
-        .or(read_header(&text).match_mode)
-        .unwrap_or(MatchMode::Subdomains)
-    {
-        MatchMode::Exact => Scope::Exact,
-        MatchMode::Subdomains => Scope::Subdomains,
-    };
-    let report = parse_list(&text, |entry| {
-        let scope = match entry.scope {
-            EntryScope::Exact => Scope::Exact,
-            EntryScope::Subdomains => Scope::Subdomains,
-            EntryScope::ListDefault => plain_scope,
+    let mut parser = ListParser::default();
+    let read = source::for_each_line(&settings.source, store, |line| {
+        // The config's `match` wins; else the list's own header (read before any entry);
+        // else name and subdomains.
+        let plain = match settings.match_mode.or(parser.header().match_mode) {
+            Some(MatchMode::Exact) => Scope::Exact,
+            Some(MatchMode::Subdomains) | None => Scope::Subdomains,
         };
-        matcher.add(&entry.name, index, scope, entry.allow);
+        parser.feed(line, |entry| {
+            let scope = match entry.scope {
+                EntryScope::Exact => Scope::Exact,
+                EntryScope::Subdomains => Scope::Subdomains,
+                EntryScope::ListDefault => plain,
+            };
+            matcher.add(&entry.name, index, scope, entry.allow);
+        });
     });
+    if let Err(error) = read {
+        warn!(list = %settings.id, %error, "list not loaded");
+        info.load_error = Some(error.to_string());
+        return info;
+    }
+    let report = parser.finish();
     for sample in &report.invalid_samples {
         warn!(list = %settings.id, "{}:{}: {} ({:?})", info.origin, sample.line, sample.error, sample.text);
     }
