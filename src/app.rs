@@ -15,7 +15,7 @@ use tracing::info;
 use crate::api::{self, ApiState};
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::dns::{DnsServer, Handler, Upstreams};
+use crate::dns::{DnsServer, DnsService, Upstreams};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
@@ -58,9 +58,9 @@ impl Daemon {
             tracing::warn!("no upstream configured: every name that is not blocked gets SERVFAIL");
         }
         let cache = Cache::new(&settings.cache, metrics.cache());
-        let pipeline = Arc::new(Pipeline::new(cache, upstreams));
-        let handler = Handler::new(policy.clone(), pipeline, metrics.request_durations());
-        let dns = DnsServer::bind(&settings.server.listen, handler)
+        let pipeline = Pipeline::new(cache, upstreams);
+        let service = DnsService::new(policy.clone(), pipeline, metrics.request_durations());
+        let dns = DnsServer::bind(&settings.server.listen, service)
             .await
             .with_context(|| format!("binding DNS listeners {:?}", settings.server.listen))?;
 

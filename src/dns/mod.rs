@@ -1,17 +1,23 @@
 //! Everything that touches hickory's types lives here, so a hickory API change stays in one
 //! module: the question and answer types the rest of the daemon uses, answers for blocked
-//! names, forwarding upstream, and the listeners with their request handler.
+//! names, forwarding upstream, reading requests and writing replies, and the UDP and TCP
+//! listeners over one service.
 
 mod answer;
 mod blocked;
-mod handler;
 mod question;
+mod request;
+mod response;
 mod server;
+mod service;
+mod tcp;
+mod udp;
 mod upstream;
 
 pub use answer::Answer;
 pub use blocked::describe_blocked_answer;
-pub use handler::Handler;
 pub use question::{CacheKey, QTYPE_LABELS, Question};
+pub use response::{MAX_UDP_PAYLOAD, Transport};
 pub use server::DnsServer;
+pub use service::DnsService;
 pub use upstream::{ATTEMPT_TIMEOUT, QUERY_DEADLINE, UpstreamError, Upstreams};

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use hickory_proto::op::LowerQuery;
+use hickory_proto::op::Query;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 /// A question the daemon answers.
@@ -32,10 +32,9 @@ pub struct CacheKey {
 }
 
 impl Question {
-    pub(super) fn from_query(query: &LowerQuery, dnssec_ok: bool, checking_disabled: bool) -> Self {
-        let name = Name::from(query.name().clone());
+    pub(super) fn from_wire_query(query: &Query, dnssec_ok: bool, checking_disabled: bool) -> Self {
         Self::new(
-            name,
+            query.name().clone(),
             query.query_type(),
             query.query_class(),
             dnssec_ok,

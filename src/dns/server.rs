@@ -1,66 +1,109 @@
-//! The DNS listeners: UDP and TCP sockets on every configured address, served by
-//! hickory-server's `Server` with our [`Handler`].
+//! The DNS listeners: UDP and TCP on every configured address, served by our transports
+//! ([`super::udp`], [`super::tcp`]) over one [`DnsService`].
+//!
+//! hickory-server's `Server` is not used: its TCP handling answers one query at a time per
+//! connection with no connection limits (RFC 7766 pipelining and the limits in
+//! [`super::tcp`] need their own loop), and it spawns a task per UDP query even when the
+//! answer is already in memory.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
-use super::Handler;
+use super::service::{DnsService, SharedService};
+use super::{tcp, udp};
 
-/// A TCP connection that sends nothing for this long is closed.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time queries in flight get to finish when the daemon stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The running DNS server.
+/// The running DNS listeners.
 pub struct DnsServer {
-    server: Server<Handler>,
+    shutdown: CancellationToken,
+    /// Listener loops.
+    listeners: TaskTracker,
+    /// Queries and connections in flight.
+    tasks: TaskTracker,
     /// The addresses actually bound (port 0 resolved), UDP and TCP alike.
     pub local_addrs: Vec<SocketAddr>,
 }
 
 impl DnsServer {
-    /// Binds UDP and TCP on each of `listen` and starts serving. When a port is 0 the OS
-    /// picks one, the same for UDP and TCP.
-    pub async fn bind(listen: &[SocketAddr], handler: Handler) -> io::Result<Self> {
-        let mut server = Server::new(handler);
-        let mut local_addrs = Vec::with_capacity(listen.len());
+    /// Binds UDP (one socket per core) and TCP on each of `listen` and starts serving. When
+    /// a port is 0 the OS picks one, the same for UDP and TCP.
+    pub async fn bind(listen: &[SocketAddr], service: DnsService) -> io::Result<Self> {
+        let service: SharedService = Arc::new(service);
+        let server = Self {
+            shutdown: CancellationToken::new(),
+            listeners: TaskTracker::new(),
+            tasks: TaskTracker::new(),
+            local_addrs: Vec::with_capacity(listen.len()),
+        };
+        let sockets_per_address = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut server = server;
         for &address in listen {
-            let (udp, tcp) = bind_pair(address)?;
-            let local = udp.local_addr()?;
+            let (udp, tcp) = bind_address(address, sockets_per_address)?;
+            let local = tcp.local_addr()?;
             info!("listening for UDP on {local}");
-            info!("listening for TCP on {}", tcp.local_addr()?);
-            server.register_socket(udp);
-            server.register_listener(tcp, TCP_IDLE_TIMEOUT, 4096);
-            local_addrs.push(local);
+            info!("listening for TCP on {local}");
+            for socket in udp {
+                let task = udp::serve(
+                    Arc::new(socket),
+                    service.clone(),
+                    server.shutdown.clone(),
+                    server.tasks.clone(),
+                );
+                server.listeners.spawn(task);
+            }
+            let task = tcp::serve(
+                tcp,
+                service.clone(),
+                server.shutdown.clone(),
+                server.tasks.clone(),
+            );
+            server.listeners.spawn(task);
+            server.local_addrs.push(local);
         }
-        Ok(Self {
-            server,
-            local_addrs,
-        })
+        Ok(server)
     }
 
-    /// Stops accepting, lets queries in flight finish, and returns when every listener task
-    /// has ended.
-    pub async fn shutdown(mut self) {
-        if let Err(error) = self.server.shutdown_gracefully().await {
-            tracing::warn!(%error, "DNS server stopped with an error");
+    /// Stops accepting, lets queries in flight finish (for up to [`DRAIN_TIMEOUT`]), and
+    /// returns when the listeners are closed.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.listeners.close();
+        self.listeners.wait().await;
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("queries still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
     }
 }
 
-/// Binds UDP and TCP on the same address and port. With port 0, the port the OS gave UDP
-/// might be taken for TCP: a few tries with fresh ports.
-fn bind_pair(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+/// Binds `count` UDP sockets sharing one port (SO_REUSEPORT) and a TCP listener on that
+/// port. With port 0, the port the OS gave might be taken for TCP: a few tries.
+fn bind_address(address: SocketAddr, count: usize) -> io::Result<(Vec<UdpSocket>, TcpListener)> {
     let mut last_error = None;
     for _ in 0..8 {
-        let udp = bind_udp(address)?;
-        let bound = udp.local_addr()?;
+        let first = bind_udp(address)?;
+        let bound = first.local_addr()?;
         match bind_tcp(bound) {
-            Ok(tcp) => return Ok((udp, tcp)),
+            Ok(tcp) => {
+                let mut udp = vec![first];
+                for _ in 1..count {
+                    udp.push(bind_udp(bound)?);
+                }
+                return Ok((udp, tcp));
+            }
             Err(error) if address.port() == 0 => last_error = Some(error),
             Err(error) => return Err(error),
         }
@@ -80,6 +123,8 @@ fn socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Soc
 
 fn bind_udp(address: SocketAddr) -> io::Result<UdpSocket> {
     let socket = socket(address, Type::DGRAM, Protocol::UDP)?;
+    // Several sockets on one port, one receive loop each: the kernel spreads clients.
+    socket.set_reuse_port(true)?;
     socket.bind(&address.into())?;
     UdpSocket::from_std(socket.into())
 }

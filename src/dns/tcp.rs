@@ -1,0 +1,202 @@
+//! The TCP listener (RFC 7766), with the limits that keep one client from starving the house:
+//! at most [`MAX_CONNECTIONS`] connections in all and [`MAX_PER_CLIENT`] per client address,
+//! [`FIRST_MESSAGE_TIMEOUT`] to send the first query and [`IDLE_TIMEOUT`] between queries, at
+//! most [`MAX_QUERIES`] queries per connection, up to [`MAX_IN_FLIGHT`] answered concurrently
+//! and sent back as they complete (out of order, RFC 7766 §6.2.1.1), and a client that stops
+//! reading its answers is closed after [`WRITE_TIMEOUT`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::response::Transport;
+use super::service::SharedService;
+
+/// Connections open at once, all clients together.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Connections open at once from one client address.
+pub const MAX_PER_CLIENT: usize = 16;
+/// Time a new connection has to deliver its first query.
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a connection may sit idle between queries.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queries answered on one connection before it is closed.
+pub const MAX_QUERIES: usize = 100;
+/// Queries of one connection being answered at once.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Time the client has to take one answer off our hands.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open connections, in all and per client.
+pub struct ConnectionLimits {
+    total: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            per_client: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A connection's place within the limits, given back when it closes.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    limits: Arc<ConnectionLimits>,
+    client: IpAddr,
+}
+
+impl ConnectionLimits {
+    fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+        let permit = self.total.clone().try_acquire_owned().ok()?;
+        let mut per_client = self.per_client.lock().ok()?;
+        let open = per_client.entry(client).or_default();
+        if *open >= MAX_PER_CLIENT {
+            return None;
+        }
+        *open += 1;
+        Some(Slot {
+            _permit: permit,
+            limits: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut per_client) = self.limits.per_client.lock() {
+            if let Some(open) = per_client.get_mut(&self.client) {
+                *open -= 1;
+                if *open == 0 {
+                    per_client.remove(&self.client);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown`; connections run as tasks in `tasks`.
+pub async fn serve(
+    listener: TcpListener,
+    service: SharedService,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let limits = Arc::new(ConnectionLimits::default());
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => { tracing::debug!(%error, "TCP accept failed"); continue; }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        // Over a limit: close at once; the client retries elsewhere or later.
+        let Some(slot) = limits.admit(client.ip()) else {
+            tracing::debug!(%client, "TCP connection refused: limit reached");
+            continue;
+        };
+        let connection = Connection {
+            service: service.clone(),
+            client,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        };
+        tasks.spawn(connection.run(stream, slot));
+    }
+}
+
+/// One client connection.
+struct Connection {
+    service: SharedService,
+    client: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, _slot: Slot) {
+        let (mut reader, writer) = stream.into_split();
+        let (replies, queue) = mpsc::channel(MAX_IN_FLIGHT);
+        let closed = CancellationToken::new();
+        let writer = tokio::spawn(write_replies(writer, queue, closed.clone()));
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        for answered in 0..MAX_QUERIES {
+            let wait = if answered == 0 {
+                FIRST_MESSAGE_TIMEOUT
+            } else {
+                IDLE_TIMEOUT
+            };
+            let frame = tokio::select! {
+                frame = timeout(wait, read_frame(&mut reader)) => frame,
+                () = self.shutdown.cancelled() => break,
+                () = closed.cancelled() => break,
+            };
+            // Timeout, read error, end of stream or a zero-length frame: done reading.
+            let Ok(Some(request)) = frame else { break };
+            // At most MAX_IN_FLIGHT at once: past that we stop reading until one finishes.
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break;
+            };
+            let (service, replies, client) = (self.service.clone(), replies.clone(), self.client);
+            self.tasks.spawn(async move {
+                if let Some(reply) = service.respond(&request, client.ip(), Transport::Tcp).await {
+                    // A closed writer means the connection is gone: the answer has nowhere to go.
+                    let _ = replies.send(reply).await;
+                }
+                drop(permit);
+            });
+        }
+        // The writer ends once every answer in flight has been sent (or the client is gone).
+        drop(replies);
+        let _ = writer.await;
+    }
+}
+
+/// Reads one length-prefixed message; `None` at the end of the stream or on a zero length.
+async fn read_frame(reader: &mut OwnedReadHalf) -> Option<Vec<u8>> {
+    let length = usize::from(reader.read_u16().await.ok()?);
+    if length == 0 {
+        return None;
+    }
+    let mut message = vec![0; length];
+    reader.read_exact(&mut message).await.ok()?;
+    Some(message)
+}
+
+/// Sends answers as they come; gives up on a client that does not read them in time.
+async fn write_replies(
+    mut writer: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    closed: CancellationToken,
+) {
+    while let Some(reply) = queue.recv().await {
+        let Ok(length) = u16::try_from(reply.len()) else {
+            continue;
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&length.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        if !matches!(
+            timeout(WRITE_TIMEOUT, writer.write_all(&framed)).await,
+            Ok(Ok(()))
+        ) {
+            break;
+        }
+    }
+    closed.cancel();
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,269 @@
+//! What every client sees regardless of policy: UDP size limits and TC, ANY over UDP, malformed
+//! input, and RFC 7766 TCP (pipelining, out-of-order answers, connection limits, timeouts).
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+async fn setup() -> (TestUpstream, TestDaemon) {
+    let text = "t".repeat(200);
+    let mut records = vec![
+        TestRecord::A("www.example.com", REAL, 300),
+        TestRecord::A("other.example.com", REAL, 300),
+    ];
+    let texts: Vec<String> = (0..10).map(|i| format!("{i}{text}")).collect();
+    records.extend(
+        texts
+            .iter()
+            .map(|text| TestRecord::Txt("big.example.com", text, 300)),
+    );
+    let upstream = TestUpstream::start(&records).await;
+    let daemon =
+        TestDaemon::start(&format!("[[upstream]]\naddress = \"{}\"\n", upstream.addr)).await;
+    (upstream, daemon)
+}
+
+#[tokio::test]
+async fn an_answer_too_big_for_udp_is_truncated_and_complete_over_tcp() {
+    let (_upstream, daemon) = setup().await;
+    for edns in [false, true] {
+        let udp = query_udp(daemon.dns, "big.example.com", RecordType::TXT, edns).await;
+        assert!(udp.metadata.truncation, "TC over UDP (edns {edns})");
+        assert!(udp.answers.is_empty());
+        assert_eq!(udp.queries.len(), 1);
+    }
+    let tcp = query_tcp(daemon.dns, "big.example.com", RecordType::TXT, true).await;
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(tcp.answers.len(), 10);
+}
+
+#[tokio::test]
+async fn any_over_udp_gets_tc_and_an_answer_over_tcp() {
+    let (upstream, daemon) = setup().await;
+    let udp = query_udp(daemon.dns, "www.example.com", RecordType::ANY, true).await;
+    assert!(udp.metadata.truncation && udp.answers.is_empty());
+    assert_eq!(
+        upstream.queries(),
+        0,
+        "ANY over UDP never reaches the upstream"
+    );
+    let tcp = query_tcp(daemon.dns, "www.example.com", RecordType::ANY, true).await;
+    assert!(!tcp.metadata.truncation);
+}
+
+#[tokio::test]
+async fn malformed_input_gets_no_reply_or_formerr_and_never_disturbs_a_normal_client() {
+    let (_upstream, daemon) = setup().await;
+    let normal = build_query("www.example.com", RecordType::A, true)
+        .to_vec()
+        .unwrap();
+    let mut response = build_query("www.example.com", RecordType::A, false);
+    response.metadata.message_type = hickory_proto::op::MessageType::Response;
+    let response = response.to_vec().unwrap();
+    let mut cut = normal.clone();
+    cut.truncate(normal.len() - 5);
+    let mut loop_name = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    loop_name.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+    let mut bad_counts = normal.clone();
+    bad_counts[5] = 9; // nine questions announced, one present
+
+    let cases = [
+        ("runt", vec![1u8, 2, 3], false),
+        ("a response (QR=1)", response, false),
+        ("cut short", cut, true),
+        ("compression loop", loop_name, true),
+        ("bad counts", bad_counts, true),
+    ];
+    // All at once (waiting out "no reply" takes the client's whole timeout), with a normal
+    // client querying meanwhile.
+    let dns = daemon.dns;
+    let normal_client = tokio::spawn(async move {
+        for _ in 0..20 {
+            assert_eq!(
+                a_addrs(&query_udp(dns, "www.example.com", RecordType::A, true).await),
+                vec![REAL]
+            );
+        }
+    });
+    let replies =
+        futures_util::future::join_all(cases.iter().map(|(_, bytes, _)| exchange_udp(dns, bytes)))
+            .await;
+    for ((what, bytes, expect_reply), reply) in cases.iter().zip(replies) {
+        match (expect_reply, reply) {
+            (false, None) => {}
+            (true, Some(reply)) => {
+                let reply = Message::from_vec(&reply).expect("a decodable reply");
+                assert_eq!(rcode(&reply), ResponseCode::FormErr, "{what}");
+                assert_eq!(
+                    reply.metadata.id,
+                    u16::from_be_bytes([bytes[0], bytes[1]]),
+                    "{what}"
+                );
+            }
+            (expected, reply) => panic!("{what}: expected a reply: {expected}, got {reply:?}"),
+        }
+    }
+    // Random bytes, sent without waiting for whatever comes back.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let random: Vec<u8> = (0..6000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for chunk in random.chunks(60) {
+        socket.send_to(chunk, dns).await.unwrap();
+    }
+    normal_client.await.expect("the normal client lost nothing");
+    assert_eq!(
+        a_addrs(&query_tcp(dns, "www.example.com", RecordType::A, true).await),
+        vec![REAL]
+    );
+}
+
+#[tokio::test]
+async fn opcodes_other_than_query_get_notimp() {
+    let (_upstream, daemon) = setup().await;
+    let mut notify = build_query("www.example.com", RecordType::SOA, false);
+    notify.metadata.op_code = hickory_proto::op::OpCode::Notify;
+    let reply = Message::from_vec(
+        &exchange_udp(daemon.dns, &notify.to_vec().unwrap())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rcode(&reply), ResponseCode::NotImp);
+}
+
+/// Writes `queries` on one TCP connection without waiting, then reads `expect` answers.
+async fn pipeline(
+    server: SocketAddr,
+    queries: &[Message],
+    expect: usize,
+) -> (Vec<Message>, TcpStream) {
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    let mut bytes = Vec::new();
+    for query in queries {
+        let message = query.to_vec().unwrap();
+        bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&message);
+    }
+    stream.write_all(&bytes).await.unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..expect {
+        let length = tokio::time::timeout(Duration::from_secs(3), stream.read_u16())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut reply = vec![0; usize::from(length)];
+        stream.read_exact(&mut reply).await.unwrap();
+        replies.push(Message::from_vec(&reply).unwrap());
+    }
+    (replies, stream)
+}
+
+#[tokio::test]
+async fn tcp_pipelines_queries_and_answers_them_out_of_order() {
+    let slow = TestUpstream::start(&[TestRecord::A("slow.example.com", REAL, 60)]).await;
+    let dead = TestUpstream::start_unresponsive();
+    // The first upstream never answers, so a forwarded query takes the full attempt time;
+    // blocked names are answered at once.
+    let config = format!(
+        "[[upstream]]\naddress = \"{}\"\n\n[[upstream]]\naddress = \"{}\"\n",
+        dead.addr, slow.addr
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let mut queries = vec![build_query("slow.example.com", RecordType::A, false)];
+    queries.extend((0..10).map(|_| build_query("www.meta.ai", RecordType::A, false)));
+    let (replies, _stream) = pipeline(daemon.dns, &queries, queries.len()).await;
+    let first_id = queries[0].metadata.id;
+    assert_ne!(
+        replies[0].metadata.id, first_id,
+        "blocked answers overtake the slow one"
+    );
+    assert_eq!(replies.last().unwrap().metadata.id, first_id);
+    assert_eq!(a_addrs(replies.last().unwrap()), vec![REAL]);
+    let mut ids: Vec<_> = replies.iter().map(|reply| reply.metadata.id).collect();
+    let mut sent: Vec<_> = queries.iter().map(|query| query.metadata.id).collect();
+    ids.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(ids, sent, "every query answered once");
+}
+
+#[tokio::test]
+async fn a_tcp_connection_answers_at_most_100_queries_then_closes() {
+    let (_upstream, daemon) = setup().await;
+    let queries: Vec<_> = (0..101)
+        .map(|_| build_query("www.meta.ai", RecordType::A, false))
+        .collect();
+    let (replies, mut stream) = pipeline(daemon.dns, &queries, 100).await;
+    assert_eq!(replies.len(), 100);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "closed after 100 answers, nothing more: {read:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_gets_at_most_16_connections_and_others_are_not_affected() {
+    let (_upstream, daemon) = setup().await;
+    let greedy = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(greedy, 0)).unwrap();
+        held.push(socket.connect(daemon.dns).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(greedy, 0)).unwrap();
+    let mut seventeenth = socket.connect(daemon.dns).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), seventeenth.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the 17th is closed at once: {read:?}"
+    );
+    // Another client still gets answers over TCP.
+    assert_eq!(
+        a_addrs(&query_tcp(daemon.dns, "www.example.com", RecordType::A, false).await),
+        vec![REAL]
+    );
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_after_the_first_message_timeout() {
+    let (_upstream, daemon) = setup().await;
+    let mut stream = TcpStream::connect(daemon.dns).await.unwrap();
+    let started = Instant::now();
+    // Announce a 40-byte message and dribble a byte per second.
+    stream.write_all(&[0, 40]).await.unwrap();
+    let mut closed = false;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if stream.write_all(&[0]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(10), stream.read(&mut byte)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(closed, "still open after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(4) && elapsed < Duration::from_secs(7),
+        "{elapsed:?}"
+    );
+}
