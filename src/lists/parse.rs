@@ -469,7 +469,13 @@ fn normalise_slowly(name: &str) -> Result<Cow<'_, str>, LineError> {
         return Err(LineError::AddressAsName(name.to_owned()));
     }
     let name = if !name.is_ascii() {
-        Cow::Owned(to_punycode(name)?)
+        let ascii = to_punycode(name)?;
+        // IDNA maps full-width and other Unicode digits to ASCII ones: `１２７.０.０.１` is
+        // an address too.
+        if looks_like_address(&ascii) {
+            return Err(LineError::AddressAsName(ascii));
+        }
+        Cow::Owned(ascii)
     } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
@@ -781,6 +787,20 @@ mod tests {
             LineError::AddressAsName("1.2.3.4".into())
         );
         assert_eq!(error("::1"), LineError::AddressAsName("::1".into()));
+    }
+
+    /// Found by `fuzz/` (list_parser): IDNA turns full-width digits into ASCII ones, so the
+    /// address check must also run on the name IDNA returns.
+    #[test]
+    fn address_in_unicode_digits() {
+        assert_eq!(
+            error("１２７.０.０.１"),
+            LineError::AddressAsName("127.0.0.1".into())
+        );
+        assert_eq!(
+            error("||１.２.３.４^"),
+            LineError::AddressAsName("1.2.3.4".into())
+        );
     }
 
     #[test]
