@@ -143,10 +143,14 @@ impl Daemon {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives while the listeners come up must stop us
+    // cleanly, not kill us with the default action.
+    let signals = Signals::install()?;
     let daemon = Daemon::start(settings).await?;
     // Tell systemd (Type=notify) we are serving; a no-op when not started by systemd.
     notify_systemd(sd_notify::NotifyState::Ready);
-    serve_signals(&daemon).await?;
+    let _watchdog = Watchdog::start(daemon.dns_addr());
+    signals.serve(&daemon).await;
     info!("stopping");
     notify_systemd(sd_notify::NotifyState::Stopping);
     daemon.shutdown().await;
@@ -159,22 +163,153 @@ fn notify_systemd(state: sd_notify::NotifyState<'_>) {
     }
 }
 
-/// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
-async fn serve_signals(daemon: &Daemon) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                info!("SIGHUP: reloading");
-                // A refused reload is logged and counted by the reloader; the old policy stays.
-                let _ = daemon.reloader.reload_config().await;
+/// The signals the daemon acts on.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
+    async fn serve(mut self, daemon: &Daemon) {
+        loop {
+            tokio::select! {
+                _ = self.hangup.recv() => {
+                    info!("SIGHUP: reloading");
+                    // A refused reload is logged and counted by the reloader; the old policy stays.
+                    let _ = daemon.reloader.reload_config().await;
+                }
+                _ = self.terminate.recv() => return,
+                _ = self.interrupt.recv() => return,
             }
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
         }
+    }
+}
+
+/// systemd's watchdog (`WatchdogSec=` in the unit). When systemd asks for pings
+/// (`WATCHDOG_USEC` names this process), a task pings every half interval, but only after the
+/// DNS listener has answered a probe: a runtime that still schedules timers while the
+/// listener is wedged would otherwise keep a resolver that answers nobody alive. Two missed
+/// pings in a row and systemd restarts the service (`Restart=on-failure`). The task ends when
+/// this value is dropped.
+struct Watchdog(JoinHandle<()>);
+
+impl Watchdog {
+    /// `None` when systemd does not want pings (not under systemd, or no `WatchdogSec=`).
+    fn start(dns: SocketAddr) -> Option<Self> {
+        let mut usec = 0;
+        // `false`: leave the environment alone; changing it in a threaded process is unsound.
+        if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+            return None;
+        }
+        let period = std::time::Duration::from_micros(usec) / 2;
+        info!(?period, "pinging the systemd watchdog");
+        Some(Self(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match probe_dns(dns, WATCHDOG_PROBE_TIMEOUT).await {
+                    Ok(()) => notify_systemd(sd_notify::NotifyState::Watchdog),
+                    Err(error) => {
+                        tracing::warn!(%error, %dns, "DNS listener did not answer the watchdog probe; not pinging systemd");
+                    }
+                }
+            }
+        })))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long one watchdog probe waits for each of its [`WATCHDOG_PROBE_TRIES`] datagrams.
+const WATCHDOG_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// A lost loopback datagram (a full socket buffer under a burst) is no reason to restart.
+const WATCHDOG_PROBE_TRIES: usize = 3;
+
+/// Asks the DNS listener at `dns` (a wildcard address probed through loopback) something it
+/// answers without policy, cache or upstream: a header with opcode STATUS, which gets NOTIMP
+/// (any reply with our ID proves the receive loop and the service are running).
+async fn probe_dns(dns: SocketAddr, timeout: std::time::Duration) -> std::io::Result<()> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let target = match dns.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), dns.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), dns.port())
+        }
+        _ => dns,
+    };
+    let local: SocketAddr = match target {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(target).await?;
+    let id = fastrand::u16(..);
+    // ID, then QR=0 OPCODE=2 (STATUS), no flags, all counts zero (RFC 1035 §4.1.1).
+    let mut query = [0u8; 12];
+    query[..2].copy_from_slice(&id.to_be_bytes());
+    query[2] = 2 << 3;
+    let mut reply = [0u8; 512];
+    for _ in 0..WATCHDOG_PROBE_TRIES {
+        socket.send(&query).await?;
+        let Ok(received) = tokio::time::timeout(timeout, socket.recv(&mut reply)).await else {
+            continue;
+        };
+        let length = received?;
+        // A reply (QR=1) to this probe: an old reply to an earlier try has another ID.
+        if length >= 12 && reply[..2] == id.to_be_bytes() && reply[2] & 0x80 != 0 {
+            return Ok(());
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no reply in {WATCHDOG_PROBE_TRIES} tries of {timeout:?}"),
+    ))
+}
+
+#[cfg(test)]
+mod watchdog_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_probe_is_answered_by_a_running_daemon_through_loopback() {
+        let mut settings = crate::config::builtin_settings();
+        settings.server.listen = vec!["0.0.0.0:0".parse().unwrap()];
+        settings.server.http = "127.0.0.1:0".parse().unwrap();
+        settings.upstreams.clear();
+        let daemon = Daemon::start(settings).await.unwrap();
+        probe_dns(daemon.dns_addr(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        daemon.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_listener_fails_the_probe() {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = silent.local_addr().unwrap();
+        let error = probe_dns(address, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
     }
 }

@@ -2,12 +2,17 @@
 //!
 //! Blocked answers never enter it (the block decision runs before it), so one cache serves
 //! every profile; what differs per profile, whether a name inside a cached answer is blocked,
-//! is re-checked on every hit from the per-target list masks stored with the entry. Entries
+//! is re-checked on every hit from the per-target list masks kept with the entry. Entries
 //! live for their answer's TTL (clamped by `[cache] min_ttl`/`max_ttl`); TTLs count down on
 //! every hit; the size is bounded, and the least useful entries are evicted first (S3-FIFO,
 //! via the `quick_cache` crate).
+//!
+//! An expired entry is kept for [`MAX_STALENESS`] more, to be served stale when the
+//! upstreams fail (RFC 8767 §5 suggests one to three days; the pipeline decides when). It
+//! still counts towards the size bound, so stale entries are evicted like any other.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,28 +22,33 @@ use crate::dns::{Answer, CacheKey};
 use crate::metrics::CacheCounters;
 use crate::policy::ListMask;
 
+/// How long past its expiry an entry may still be served stale.
+pub const MAX_STALENESS: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A cached answer and what the policy saw in it.
 pub struct Entry {
     /// The upstream answer, TTLs clamped.
     pub answer: Arc<Answer>,
     stored: Instant,
     lifetime: Duration,
-    /// The lists containing each target name of the answer, under the policy generation
-    /// `targets_generation`.
-    targets_generation: u64,
-    target_lists: Box<[ListMask]>,
+    /// The lists containing each target name of the answer, and the policy generation they
+    /// were computed under: computed on first inspection.
+    target_lists: OnceLock<(u64, Box<[ListMask]>)>,
+    /// When a refresh of this entry, once expired, last failed (RFC 8767 §5's failure
+    /// recheck timer).
+    refresh_failed: Mutex<Option<Instant>>,
 }
 
 impl Entry {
     /// A fresh entry for an answer just received.
-    pub fn new(answer: Arc<Answer>, generation: u64, target_lists: Box<[ListMask]>) -> Self {
+    pub fn new(answer: Arc<Answer>) -> Self {
         let lifetime = answer.lifetime().unwrap_or_default();
         Self {
             answer,
             stored: Instant::now(),
             lifetime,
-            targets_generation: generation,
-            target_lists,
+            target_lists: OnceLock::new(),
+            refresh_failed: Mutex::new(None),
         }
     }
 
@@ -47,15 +57,72 @@ impl Entry {
         self.stored.elapsed()
     }
 
-    fn is_expired(&self) -> bool {
-        self.age() >= self.lifetime
+    fn freshness(&self) -> Freshness {
+        freshness(self.age(), self.lifetime)
     }
 
-    /// The lists containing each target name, if they were computed under `generation`
-    /// (after a reload the caller recomputes them from the new matcher).
-    pub fn target_lists(&self, generation: u64) -> Option<&[ListMask]> {
-        (self.targets_generation == generation).then_some(&self.target_lists)
+    /// The lists containing each target name under the policy `generation`: those computed
+    /// by `compute` on the first call, reused while the generation stays the same (after a
+    /// reload they are recomputed on every call, from the new matcher).
+    pub fn target_lists(
+        &self,
+        generation: u64,
+        compute: impl Fn() -> Box<[ListMask]>,
+    ) -> Cow<'_, [ListMask]> {
+        let (computed_under, lists) = self.target_lists.get_or_init(|| (generation, compute()));
+        if *computed_under == generation {
+            Cow::Borrowed(lists)
+        } else {
+            Cow::Owned(compute().into_vec())
+        }
     }
+
+    /// Records that a refresh of this expired entry failed just now.
+    pub fn refresh_failed(&self) {
+        *self.lock_refresh_failed() = Some(Instant::now());
+    }
+
+    /// Whether a refresh of this entry failed less than `window` ago.
+    pub fn refresh_failed_within(&self, window: Duration) -> bool {
+        self.lock_refresh_failed()
+            .is_some_and(|failed| failed.elapsed() < window)
+    }
+
+    fn lock_refresh_failed(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // A single timestamp cannot be left half-written.
+        self.refresh_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where an entry of a given age stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Freshness {
+    /// Within its lifetime.
+    Live,
+    /// Expired, less than [`MAX_STALENESS`] ago.
+    Stale,
+    /// Expired longer ago: of no use any more.
+    TooStale,
+}
+
+fn freshness(age: Duration, lifetime: Duration) -> Freshness {
+    match age.checked_sub(lifetime) {
+        None => Freshness::Live,
+        Some(staleness) if staleness < MAX_STALENESS => Freshness::Stale,
+        Some(_) => Freshness::TooStale,
+    }
+}
+
+/// What the cache holds for a key.
+pub enum Lookup {
+    /// A live entry.
+    Fresh(Arc<Entry>),
+    /// An expired entry, less than [`MAX_STALENESS`] past its expiry.
+    Stale(Arc<Entry>),
+    /// Nothing usable.
+    Miss,
 }
 
 /// The shared cache.
@@ -76,24 +143,45 @@ impl Cache {
         }
     }
 
-    /// The live entry for `key`, if any; expired entries are dropped on the way.
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
-        let entries = self.entries.as_ref()?;
-        let entry = entries.get(key).filter(|entry| {
-            let live = !entry.is_expired();
-            if !live {
-                entries.remove(key);
-            }
-            live
-        });
-        match entry {
-            Some(_) => self.counters.hits.inc(),
-            None => self.counters.misses.inc(),
+    /// The entry for `key`, live or stale. Entries too stale to serve are dropped on the
+    /// way. Only a live entry counts as a hit.
+    pub fn get(&self, key: &CacheKey) -> Lookup {
+        let Some(entries) = &self.entries else {
+            return Lookup::Miss;
+        };
+        let lookup = match entries.get(key) {
+            Some(entry) => match entry.freshness() {
+                Freshness::Live => Lookup::Fresh(entry),
+                Freshness::Stale => Lookup::Stale(entry),
+                Freshness::TooStale => {
+                    // Only this entry: a fresh one stored meanwhile stays.
+                    entries.remove_if(key, |current| Arc::ptr_eq(current, &entry));
+                    Lookup::Miss
+                }
+            },
+            None => Lookup::Miss,
+        };
+        match lookup {
+            Lookup::Fresh(_) => self.counters.hits.inc(),
+            Lookup::Stale(_) | Lookup::Miss => self.counters.misses.inc(),
         }
-        self.counters
-            .entries
-            .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
-        entry
+        self.count_entries(entries);
+        lookup
+    }
+
+    /// Records that a refresh of the entry for `key` failed, if it is expired (a live entry
+    /// stored meanwhile by another query needs no recheck timer).
+    pub fn refresh_failed(&self, key: &CacheKey) {
+        let Some(entries) = &self.entries else { return };
+        let expired = |entry: &Arc<Entry>| entry.freshness() != Freshness::Live;
+        if let Some(entry) = entries.peek(key).filter(expired) {
+            entry.refresh_failed();
+        }
+    }
+
+    /// Counts one stale answer served.
+    pub fn count_stale_answer(&self) {
+        self.counters.stale_answers.inc();
     }
 
     /// Clamps `answer`'s TTLs to the configured bounds, the form in which it is both cached
@@ -109,8 +197,30 @@ impl Cache {
             return;
         }
         entries.insert(key, entry);
+        self.count_entries(entries);
+    }
+
+    fn count_entries(&self, entries: &quick_cache::sync::Cache<CacheKey, Arc<Entry>>) {
         self.counters
             .entries
             .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_live_then_stale_for_a_day_then_gone() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(freshness(Duration::from_secs(59), minute), Freshness::Live);
+        assert_eq!(freshness(minute, minute), Freshness::Stale);
+        let last_stale_moment = minute + MAX_STALENESS - Duration::from_millis(1);
+        assert_eq!(freshness(last_stale_moment, minute), Freshness::Stale);
+        assert_eq!(
+            freshness(minute + MAX_STALENESS, minute),
+            Freshness::TooStale
+        );
     }
 }

@@ -25,6 +25,7 @@
 //! # Layout
 //! - [`cli`] — `run`, `check`, `explain`, `lists`.
 //! - [`app`] — start, serve, stop.
+//! - [`admission`] — who may query and how fast: the access list and per-client rate limit.
 //! - [`config`] — the TOML file → validated [`config::Settings`] (errors name file, line, key).
 //! - [`catalogue`] — bundled lists (`blocklists/`) and preset profiles.
 //! - [`lists`] — list line formats and sources.
@@ -36,6 +37,7 @@
 //! - [`metrics`], [`api`] — Prometheus metrics and the HTTP listener.
 //! - [`explain`] — why a name is blocked for a client.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod cache;

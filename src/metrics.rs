@@ -26,6 +26,11 @@ pub const CACHE_ENTRIES: &str = "metasink_cache_entries";
 pub const UPSTREAM_DURATION_SECONDS: &str = "metasink_upstream_duration_seconds";
 /// Failed upstream attempts, by upstream and kind.
 pub const UPSTREAM_ERRORS_TOTAL: &str = "metasink_upstream_errors_total";
+/// Whether each upstream is in use (1) or skipped after repeated failures (0), by upstream.
+pub const UPSTREAM_HEALTHY: &str = "metasink_upstream_healthy";
+/// Expired answers served because no upstream answered in time (RFC 8767 serve-stale). They
+/// are also counted with `result="cached"` in [`QUERIES_TOTAL`], whose result set is fixed.
+pub const STALE_ANSWERS_TOTAL: &str = "metasink_stale_answers_total";
 /// Entries loaded from each list.
 pub const LIST_ENTRIES: &str = "metasink_list_entries";
 /// Lines skipped as invalid while loading each list.
@@ -49,6 +54,10 @@ pub const LIST_BYTES: &str = "metasink_list_bytes";
 pub const REQUEST_DURATION_SECONDS: &str = "metasink_request_duration_seconds";
 /// Always 1; the version is a label.
 pub const BUILD_INFO: &str = "metasink_build_info";
+/// Queries refused because the client is not in `server.allow_from`.
+pub const REFUSED_TOTAL: &str = "metasink_refused_total";
+/// Queries dropped, unanswered, because the client exceeded its rate limit.
+pub const RATE_LIMITED_TOTAL: &str = "metasink_rate_limited_total";
 
 /// How a query was answered: the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +118,8 @@ pub struct Metrics {
     cache_entries: IntGauge,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    upstream_healthy: IntGaugeVec,
+    stale_answers: IntCounter,
     list_entries: IntGaugeVec,
     list_invalid_lines: IntCounterVec,
     list_loaded: IntGaugeVec,
@@ -119,6 +130,8 @@ pub struct Metrics {
     list_refreshes: IntCounterVec,
     list_refresh_errors: IntCounterVec,
     list_bytes: IntGaugeVec,
+    refused: IntCounter,
+    rate_limited: IntCounter,
 }
 
 /// Per-client handles: one counter per (query type, result), one per blocking list.
@@ -137,6 +150,14 @@ impl ClientCounters {
         self.queries[row][result as usize].inc();
     }
 
+    /// Counts one query in row `qtype_row` of `QTYPE_LABELS` (see `Question::qtype_row`),
+    /// answered with `result`: the hot path's form of [`Self::count_query`].
+    pub fn count_query_row(&self, qtype_row: usize, result: QueryResult) {
+        if let Some(row) = self.queries.get(qtype_row) {
+            row[result as usize].inc();
+        }
+    }
+
     /// Counts one query blocked by the list at `list_index`.
     pub fn count_block(&self, list_index: usize) {
         if let Some(Some(counter)) = self.blocked.get(list_index) {
@@ -150,6 +171,8 @@ impl ClientCounters {
 pub struct UpstreamCounters {
     /// Round-trip time of answered attempts.
     pub duration: Histogram,
+    /// 1 while the upstream is in use, 0 while it is skipped (see `dns::upstream`).
+    pub healthy: IntGauge,
     errors: Vec<IntCounter>,
 }
 
@@ -173,6 +196,8 @@ pub struct CacheCounters {
     pub misses: IntCounter,
     /// Current number of entries.
     pub entries: IntGauge,
+    /// Expired answers served stale.
+    pub stale_answers: IntCounter,
 }
 
 impl Metrics {
@@ -211,6 +236,17 @@ impl Metrics {
                 UPSTREAM_ERRORS_TOTAL,
                 "Failed upstream attempts",
                 &["upstream", "kind"],
+            ),
+            upstream_healthy: gauge_vec(
+                &registry,
+                UPSTREAM_HEALTHY,
+                "1 while the upstream is in use, 0 while it is skipped after repeated failures",
+                &["upstream"],
+            ),
+            stale_answers: counter(
+                &registry,
+                STALE_ANSWERS_TOTAL,
+                "Expired answers served because no upstream answered in time",
             ),
             list_entries: gauge_vec(
                 &registry,
@@ -272,6 +308,16 @@ impl Metrics {
                 "Size of the list's stored copy",
                 &["list"],
             ),
+            refused: counter(
+                &registry,
+                REFUSED_TOTAL,
+                "Queries refused: the client is not in server.allow_from",
+            ),
+            rate_limited: counter(
+                &registry,
+                RATE_LIMITED_TOTAL,
+                "Queries dropped unanswered: the client exceeded its rate limit",
+            ),
             registry,
         };
         let build_info = gauge_vec(
@@ -324,6 +370,7 @@ impl Metrics {
     pub fn upstream(&self, label: &str) -> UpstreamCounters {
         UpstreamCounters {
             duration: self.upstream_duration.with_label_values(&[label]),
+            healthy: self.upstream_healthy.with_label_values(&[label]),
             errors: UPSTREAM_ERROR_KINDS
                 .iter()
                 .map(|kind| self.upstream_errors.with_label_values(&[label, kind]))
@@ -337,7 +384,20 @@ impl Metrics {
             hits: self.cache_hits.clone(),
             misses: self.cache_misses.clone(),
             entries: self.cache_entries.clone(),
+            stale_answers: self.stale_answers.clone(),
         }
+    }
+
+    /// The counter of queries refused by the access list ([`REFUSED_TOTAL`]). No client label:
+    /// refused clients are strangers, and a series per address would be unbounded.
+    pub fn refused(&self) -> IntCounter {
+        self.refused.clone()
+    }
+
+    /// The counter of queries dropped by the rate limit ([`RATE_LIMITED_TOTAL`]). No client
+    /// label: a flood from spoofed addresses would otherwise create a series per address.
+    pub fn rate_limited(&self) -> IntCounter {
+        self.rate_limited.clone()
     }
 
     /// Records the outcome of loading the list `id`.
@@ -483,5 +543,19 @@ mod tests {
             "{BUILD_INFO}{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
+    }
+
+    #[test]
+    fn admission_counters_have_no_labels() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        assert!(text.contains(&format!("{REFUSED_TOTAL} 0")), "{text}");
+        assert!(text.contains(&format!("{RATE_LIMITED_TOTAL} 0")), "{text}");
+        metrics.refused().inc();
+        let rate_limited = metrics.rate_limited();
+        rate_limited.inc_by(3);
+        let text = metrics.render();
+        assert!(text.contains(&format!("{REFUSED_TOTAL} 1")), "{text}");
+        assert!(text.contains(&format!("{RATE_LIMITED_TOTAL} 3")), "{text}");
     }
 }

@@ -1,13 +1,15 @@
 //! Built-in defaults: every value a config file may leave out, the settings `metasink run` uses
 //! without `--config`, and the upstreams read from `/etc/resolv.conf` when none are configured.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
 use super::{
-    CacheSettings, DownloadSettings, ListSettings, ListSource, Origin, ServerSettings, Settings,
-    UpstreamSettings,
+    AdmissionSettings, CacheSettings, DownloadSettings, ListSettings, ListSource, Origin,
+    ServerSettings, Settings, UpstreamSettings,
 };
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
 
@@ -48,6 +50,57 @@ pub(super) const DOWNLOAD: DownloadSettings = DownloadSettings {
     concurrency: 2,
 };
 
+/// `server.allow_from` when not configured: the networks a household's own devices query from,
+/// so that metasink is not an open resolver that strangers can use or aim at a victim with
+/// spoofed queries (RFC 5358).
+pub(super) const ALLOW_FROM: [IpNet; 9] = [
+    // Loopback (RFC 1122 §3.2.1.3, RFC 4291 §2.5.3).
+    v4(Ipv4Addr::new(127, 0, 0, 0), 8),
+    IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+    // Private networks (RFC 1918 §3).
+    v4(Ipv4Addr::new(10, 0, 0, 0), 8),
+    v4(Ipv4Addr::new(172, 16, 0, 0), 12),
+    v4(Ipv4Addr::new(192, 168, 0, 0), 16),
+    // Shared address space behind carrier-grade NAT (RFC 6598), also used by VPN overlays.
+    v4(Ipv4Addr::new(100, 64, 0, 0), 10),
+    // Link-local (RFC 3927, RFC 4291 §2.5.6).
+    v4(Ipv4Addr::new(169, 254, 0, 0), 16),
+    IpNet::V6(Ipv6Net::new_assert(
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+        10,
+    )),
+    // Unique local addresses (RFC 4193).
+    IpNet::V6(Ipv6Net::new_assert(
+        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+        7,
+    )),
+];
+
+/// `server.rate_limit_qps` when not configured: far above what a household device sends (a
+/// busy phone or a browser opening a page stays in the tens), far below a flood.
+pub(super) const RATE_LIMIT_QPS: u32 = 100;
+
+/// `server.rate_limit_burst` when not configured: room for a device that wakes up, or a page
+/// with hundreds of third-party names, without touching the sustained rate.
+pub(super) const RATE_LIMIT_BURST: u32 = 500;
+
+/// An IPv4 network, in a constant.
+const fn v4(address: Ipv4Addr, prefix_len: u8) -> IpNet {
+    IpNet::V4(Ipv4Net::new_assert(address, prefix_len))
+}
+
+impl Default for AdmissionSettings {
+    /// Loopback, private, CGNAT, link-local and unique local networks; 100 queries per second
+    /// in bursts of 500.
+    fn default() -> Self {
+        Self {
+            allow_from: ALLOW_FROM.to_vec(),
+            rate_limit_qps: RATE_LIMIT_QPS,
+            rate_limit_burst: RATE_LIMIT_BURST,
+        }
+    }
+}
+
 /// Where the system's resolvers are listed.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -65,6 +118,7 @@ pub fn builtin_settings() -> Settings {
             state_dir: user_state_dir(),
             api_token: None,
         },
+        admission: AdmissionSettings::default(),
         download: DOWNLOAD,
         cache: CacheSettings {
             size: CACHE_SIZE,
@@ -191,5 +245,30 @@ mod tests {
         assert!(settings.profiles.iter().any(|p| p.name == DEFAULT_PROFILE));
         assert_eq!(settings.cache.size, 10_000);
         assert_eq!(settings.cache.max_ttl, Duration::from_secs(86_400));
+        assert_eq!(settings.admission, AdmissionSettings::default());
+    }
+
+    #[test]
+    fn default_allow_from_is_the_local_and_private_networks() {
+        let networks: Vec<String> = ALLOW_FROM.iter().map(IpNet::to_string).collect();
+        assert_eq!(
+            networks,
+            [
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "169.254.0.0/16",
+                "fe80::/10",
+                "fc00::/7",
+            ]
+        );
+        let admission = AdmissionSettings::default();
+        assert_eq!(
+            (admission.rate_limit_qps, admission.rate_limit_burst),
+            (100, 500)
+        );
     }
 }

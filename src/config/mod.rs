@@ -32,6 +32,9 @@ pub struct Settings {
     pub origin: Origin,
     /// Listeners.
     pub server: ServerSettings,
+    /// Who may query, and how fast (`[server]` keys `allow_from`, `rate_limit_qps`,
+    /// `rate_limit_burst`).
+    pub admission: AdmissionSettings,
     /// Upstream resolvers, in the order given.
     pub upstreams: Vec<UpstreamSettings>,
     /// The shared answer cache.
@@ -69,6 +72,19 @@ pub struct ServerSettings {
     pub state_dir: PathBuf,
     /// Bearer token of the state-changing API endpoints; `None` turns them off.
     pub api_token: Option<String>,
+}
+
+/// Who may query and how fast: the `[server]` keys read by [`crate::admission::Admission`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// Networks whose clients are answered; every other client gets REFUSED. Never empty in a
+    /// validated config. IPv4-mapped IPv6 clients are judged as their IPv4 address.
+    pub allow_from: Vec<IpNet>,
+    /// Sustained queries per second each client (an IPv4 address, or an IPv6 /64) may send;
+    /// 0 turns the rate limit off.
+    pub rate_limit_qps: u32,
+    /// Queries a client may send at once before the sustained rate applies; at least 1.
+    pub rate_limit_burst: u32,
 }
 
 /// `[download]`: how URL lists are fetched and refreshed.

@@ -59,6 +59,13 @@ pub(super) struct RawServer {
     pub api_token: Option<Text>,
     /// File holding that token.
     pub api_token_file: Option<Text>,
+    /// IP addresses and CIDR networks allowed to query (the span of the array is kept to point
+    /// at an empty one).
+    pub allow_from: Option<Spanned<Vec<Text>>>,
+    /// Sustained queries per second per client; 0 turns the rate limit off.
+    pub rate_limit_qps: Option<u32>,
+    /// Queries per client at once.
+    pub rate_limit_burst: Option<Spanned<u32>>,
 }
 
 /// `[download]`.

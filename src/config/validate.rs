@@ -15,17 +15,17 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::defaults::{
-    BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, DOWNLOAD, STATE_DIR,
-    bundled_lists, is_own_address, system_upstreams,
+    ALLOW_FROM, BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, DOWNLOAD,
+    RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, is_own_address, system_upstreams,
 };
 use super::error::{ConfigError, Locator};
 use super::raw::{
     RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawServer, RawUpstream, Text,
 };
 use super::{
-    BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, DeviceSettings,
-    DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings, ServerSettings, Settings,
-    UpstreamSettings,
+    AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
+    DeviceSettings, DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings,
+    ServerSettings, Settings, UpstreamSettings,
 };
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
 use crate::lists::MatchMode;
@@ -48,6 +48,9 @@ const MAX_TTL: Duration = Duration::from_secs(i32::MAX as u64);
 /// Key of the DNS listen addresses.
 const LISTEN_KEY: &str = "server.listen";
 
+/// Key of the networks allowed to query.
+const ALLOW_FROM_KEY: &str = "server.allow_from";
+
 /// The longest list id, profile name or device name (they become metric label values).
 const MAX_NAME_LEN: usize = 64;
 
@@ -55,6 +58,7 @@ const MAX_NAME_LEN: usize = 64;
 pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settings, ConfigError> {
     let at = Locator::new(text, path);
     let server = server(&raw.server, path, &at)?;
+    let admission = admission(&raw.server, &at)?;
     let upstreams = upstreams(&raw.upstreams, &server.listen, &at)?;
     let cache = cache(&raw.cache, &at)?;
     let download = download(&raw.download, &at)?;
@@ -69,6 +73,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
     Ok(Settings {
         origin: Origin::File(path.to_path_buf()),
         server,
+        admission,
         upstreams,
         cache,
         download,
@@ -107,6 +112,36 @@ fn server(raw: &RawServer, path: &Path, at: &Locator<'_>) -> Result<ServerSettin
         state_dir,
         api_token,
     })
+}
+
+/// The `[server]` keys of [`AdmissionSettings`]: who may query, and how fast.
+fn admission(raw: &RawServer, at: &Locator<'_>) -> Result<AdmissionSettings, ConfigError> {
+    let allow_from = match &raw.allow_from {
+        None => ALLOW_FROM.to_vec(),
+        Some(values) if values.get_ref().is_empty() => {
+            let message = "is empty, so nobody could query: list the clients' addresses or \
+                           networks, or leave the key out to allow the local and private ones";
+            return Err(at.invalid(values.span(), ALLOW_FROM_KEY, message));
+        }
+        Some(values) => allowed_networks(values.get_ref(), at)?,
+    };
+    let burst_key = "server.rate_limit_burst";
+    Ok(AdmissionSettings {
+        allow_from,
+        rate_limit_qps: raw.rate_limit_qps.unwrap_or(RATE_LIMIT_QPS),
+        rate_limit_burst: positive(&raw.rate_limit_burst, RATE_LIMIT_BURST, burst_key, at)?,
+    })
+}
+
+/// The `server.allow_from` networks (a bare address is a /32 or /128).
+fn allowed_networks(values: &[Text], at: &Locator<'_>) -> Result<Vec<IpNet>, ConfigError> {
+    values
+        .iter()
+        .map(|value| {
+            ip_network(value.get_ref())
+                .map_err(|message| at.invalid(value.span(), ALLOW_FROM_KEY, message))
+        })
+        .collect()
 }
 
 /// `server.api_token`, or the first line of `server.api_token_file` (kept out of the config so
@@ -748,7 +783,8 @@ mod tests {
         );
         assert_eq!(
             error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
-            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `state_dir`, `api_token`, `api_token_file`"
+            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `state_dir`, `api_token`, `api_token_file`, \
+             `allow_from`, `rate_limit_qps`, `rate_limit_burst`"
         );
         assert_eq!(
             error(
@@ -950,6 +986,109 @@ mod tests {
                 "[server]\nlisten = [\"[::]:53\", \"::\"]\n",
                 "2: server.listen",
                 "`[::]:53` is listed twice",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn admission_keys_parse_and_default() {
+        let text = "[server]\nallow_from = [\"192.168.1.0/24\", \"fd00::/8\", \"203.0.113.7\", \
+                    \"2001:db8::1\", \"10.1.2.3/8\"]\nrate_limit_qps = 20\nrate_limit_burst = 40\n";
+        let admission = check(text).expect("valid").admission;
+        let networks: Vec<String> = admission.allow_from.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            networks,
+            [
+                "192.168.1.0/24",
+                "fd00::/8",
+                "203.0.113.7/32",
+                "2001:db8::1/128",
+                "10.0.0.0/8"
+            ]
+        );
+        assert_eq!(
+            (admission.rate_limit_qps, admission.rate_limit_burst),
+            (20, 40)
+        );
+
+        let defaults = check("[server]\n").expect("valid").admission;
+        assert_eq!(defaults.allow_from, ALLOW_FROM);
+        assert_eq!(
+            (defaults.rate_limit_qps, defaults.rate_limit_burst),
+            (RATE_LIMIT_QPS, RATE_LIMIT_BURST)
+        );
+        let off = check("[server]\nrate_limit_qps = 0\n").expect("0 turns the limit off");
+        assert_eq!(off.admission.rate_limit_qps, 0);
+    }
+
+    #[test]
+    fn bad_admission_keys_are_located() {
+        assert_errors(&[
+            (
+                "[server]\nallow_from = []\n",
+                "2: server.allow_from",
+                "is empty, so nobody could query: list the clients' addresses or networks, or \
+                 leave the key out to allow the local and private ones",
+            ),
+            (
+                "[server]\nallow_from = [\n  \"192.168.1.0/24\",\n  \"192.168.1.0/33\",\n]\n",
+                "4: server.allow_from",
+                "`/33` is not a prefix length for `192.168.1.0` (0 to 32)",
+            ),
+            (
+                "[server]\nallow_from = [\"fd00::/129\"]\n",
+                "2: server.allow_from",
+                "`/129` is not a prefix length for `fd00::` (0 to 128)",
+            ),
+            (
+                "[server]\nallow_from = [\"lan\"]\n",
+                "2: server.allow_from",
+                "`lan` is not an IP address or CIDR network",
+            ),
+            (
+                "[server]\nallow_from = \"192.168.1.0/24\"\n",
+                "2: server.allow_from",
+                "invalid type: string \"192.168.1.0/24\", expected a sequence",
+            ),
+            (
+                "[server]\nallow_from = [24]\n",
+                "2: server.allow_from[0]",
+                "invalid type: integer `24`, expected a string",
+            ),
+            (
+                "[server]\nrate_limit_qps = -1\n",
+                "2: server.rate_limit_qps",
+                "invalid value: integer `-1`, expected u32",
+            ),
+            (
+                "[server]\nrate_limit_qps = 1.5\n",
+                "2: server.rate_limit_qps",
+                "invalid type: floating point `1.5`, expected u32",
+            ),
+            (
+                "[server]\nrate_limit_qps = \"100\"\n",
+                "2: server.rate_limit_qps",
+                "invalid type: string \"100\", expected u32",
+            ),
+            (
+                "[server]\nrate_limit_qps = 5000000000\n",
+                "2: server.rate_limit_qps",
+                "invalid value: integer `5000000000`, expected u32",
+            ),
+            (
+                "[server]\n\nrate_limit_burst = 0\n",
+                "3: server.rate_limit_burst",
+                "must be at least 1",
+            ),
+            (
+                "[server]\nrate_limit_burst = -5\n",
+                "2: server.rate_limit_burst",
+                "invalid value: integer `-5`, expected u32",
+            ),
+            (
+                "[server]\nrate_limit_burst = 2.0\n",
+                "2: server.rate_limit_burst",
+                "invalid type: floating point `2.0`, expected u32",
             ),
         ]);
     }

@@ -8,46 +8,34 @@
 //! | `refused` | REFUSED              | REFUSED                                   |
 //!
 //! The SOA lets resolvers behind us cache the negative answer for the blocked TTL (RFC 2308
-//! §5). The Extended DNS Error that names the list is added by the handler.
+//! §5). [`BlockedPlan`] is the one description of that table: [`super::wire`] writes it as
+//! bytes (with the Extended DNS Error naming the list) and `explain` puts it in words.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
-use std::sync::LazyLock;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::RecordType;
 
 use super::Question;
 use crate::config::BlockAnswer;
 
-/// The records of a blocked answer.
-pub(super) struct BlockedRecords {
+/// What a blocked answer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct BlockedPlan {
+    /// NOERROR, NXDOMAIN or REFUSED.
     pub rcode: ResponseCode,
-    pub answers: Vec<Record>,
-    pub authorities: Vec<Record>,
+    /// The one answer record's address (0.0.0.0 or ::), if any.
+    pub address: Option<IpAddr>,
+    /// Whether the authority section holds the blocked SOA.
+    pub soa: bool,
 }
 
-/// The SOA's name server and mailbox: names under `.invalid` (RFC 2606) so nobody mistakes
-/// them for a real zone.
-static SOA_MNAME: LazyLock<Name> = LazyLock::new(|| name("blocked.metasink.invalid."));
-static SOA_RNAME: LazyLock<Name> = LazyLock::new(|| name("hostmaster.metasink.invalid."));
-
-fn name(text: &str) -> Name {
-    Name::from_str(text).expect("constant name is valid")
-}
-
-/// Builds the blocked answer for `question`.
-pub(super) fn blocked_records(
-    question: &Question,
-    answer: BlockAnswer,
-    ttl: Duration,
-) -> BlockedRecords {
-    let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
-    let address = match (answer, question.qtype) {
-        (BlockAnswer::Null, RecordType::A) => Some(RData::A(A(Ipv4Addr::UNSPECIFIED))),
-        (BlockAnswer::Null, RecordType::AAAA) => Some(RData::AAAA(AAAA(Ipv6Addr::UNSPECIFIED))),
+/// The blocked answer to a question of type `qtype` under the profile setting `answer`.
+pub(super) fn blocked_plan(qtype: RecordType, answer: BlockAnswer) -> BlockedPlan {
+    let address = match (answer, qtype) {
+        (BlockAnswer::Null, RecordType::A) => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        (BlockAnswer::Null, RecordType::AAAA) => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
         _ => None,
     };
     let rcode = match answer {
@@ -55,86 +43,60 @@ pub(super) fn blocked_records(
         BlockAnswer::NxDomain => ResponseCode::NXDomain,
         BlockAnswer::Refused => ResponseCode::Refused,
     };
-    let mut records = BlockedRecords {
+    BlockedPlan {
         rcode,
-        answers: Vec::new(),
-        authorities: Vec::new(),
-    };
-    match address {
-        Some(data) => records
-            .answers
-            .push(Record::from_rdata(question.name.clone(), ttl, data)),
-        None if answer != BlockAnswer::Refused => records.authorities.push(soa(question, ttl)),
-        None => {}
+        address,
+        soa: address.is_none() && answer != BlockAnswer::Refused,
     }
-    records
 }
 
-/// The blocked answer for `question` in words, for `explain`: "NOERROR A 0.0.0.0 (TTL 10s)".
+/// The blocked answer for `question` in words, for `explain`: "NOERROR, A 0.0.0.0 (TTL 10s)".
 pub fn describe_blocked_answer(question: &Question, answer: BlockAnswer, ttl: Duration) -> String {
-    let records = blocked_records(question, answer, ttl);
-    let mut text = match records.rcode {
+    let plan = blocked_plan(question.qtype, answer);
+    let mut text = match plan.rcode {
         ResponseCode::NXDomain => "NXDOMAIN",
         ResponseCode::Refused => "REFUSED",
         _ => "NOERROR",
     }
     .to_owned();
-    for record in &records.answers {
-        text.push_str(&format!(", {} {}", record.record_type(), record.data));
+    match plan.address {
+        Some(IpAddr::V4(address)) => text.push_str(&format!(", A {address}")),
+        Some(IpAddr::V6(address)) => text.push_str(&format!(", AAAA {address}")),
+        None => {}
     }
-    if records.answers.is_empty() && records.rcode != ResponseCode::Refused {
+    if plan.soa {
         text.push_str(", no answer, SOA in authority");
     }
     text.push_str(&format!(" (TTL {}s)", ttl.as_secs()));
     text
 }
 
-fn soa(question: &Question, ttl: u32) -> Record {
-    let data = SOA::new(
-        SOA_MNAME.clone(),
-        SOA_RNAME.clone(),
-        1,
-        3600,
-        600,
-        86_400,
-        ttl,
-    );
-    Record::from_rdata(question.name.clone(), ttl, RData::SOA(data))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn block(qtype: &str, answer: BlockAnswer) -> BlockedRecords {
+    fn block(qtype: &str, answer: BlockAnswer) -> BlockedPlan {
         let question = Question::parse("www.meta.ai", qtype).unwrap();
-        blocked_records(&question, answer, Duration::from_secs(10))
+        blocked_plan(question.qtype, answer)
     }
 
     #[test]
     fn null_answers_addresses_with_the_null_address() {
         let a = block("A", BlockAnswer::Null);
         assert_eq!(a.rcode, ResponseCode::NoError);
-        assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::UNSPECIFIED)));
-        assert_eq!(a.answers[0].ttl, 10);
+        assert_eq!(a.address, Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        assert!(!a.soa);
         let aaaa = block("AAAA", BlockAnswer::Null);
-        assert_eq!(
-            aaaa.answers[0].data,
-            RData::AAAA(AAAA(Ipv6Addr::UNSPECIFIED))
-        );
+        assert_eq!(aaaa.address, Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)));
     }
 
     #[test]
     fn null_answers_other_types_with_nodata_and_soa() {
         for qtype in ["HTTPS", "TXT", "MX", "ANY"] {
-            let records = block(qtype, BlockAnswer::Null);
-            assert_eq!(records.rcode, ResponseCode::NoError, "{qtype}");
-            assert!(records.answers.is_empty(), "{qtype}");
-            assert_eq!(
-                records.authorities[0].record_type(),
-                RecordType::SOA,
-                "{qtype}"
-            );
+            let plan = block(qtype, BlockAnswer::Null);
+            assert_eq!(plan.rcode, ResponseCode::NoError, "{qtype}");
+            assert!(plan.address.is_none(), "{qtype}");
+            assert!(plan.soa, "{qtype}");
         }
     }
 
@@ -146,6 +108,11 @@ mod tests {
             describe_blocked_answer(&question, BlockAnswer::Null, ttl),
             "NOERROR, A 0.0.0.0 (TTL 10s)"
         );
+        let aaaa = Question::parse("www.meta.ai", "AAAA").unwrap();
+        assert_eq!(
+            describe_blocked_answer(&aaaa, BlockAnswer::Null, ttl),
+            "NOERROR, AAAA :: (TTL 10s)"
+        );
         let https = Question::parse("www.meta.ai", "HTTPS").unwrap();
         assert_eq!(
             describe_blocked_answer(&https, BlockAnswer::Null, ttl),
@@ -156,12 +123,12 @@ mod tests {
     #[test]
     fn other_modes() {
         let nodata = block("A", BlockAnswer::NoData);
-        assert!(nodata.answers.is_empty() && nodata.authorities.len() == 1);
+        assert!(nodata.address.is_none() && nodata.soa);
         let nxdomain = block("A", BlockAnswer::NxDomain);
         assert_eq!(nxdomain.rcode, ResponseCode::NXDomain);
-        assert_eq!(nxdomain.authorities.len(), 1);
+        assert!(nxdomain.soa);
         let refused = block("A", BlockAnswer::Refused);
         assert_eq!(refused.rcode, ResponseCode::Refused);
-        assert!(refused.answers.is_empty() && refused.authorities.is_empty());
+        assert!(refused.address.is_none() && !refused.soa);
     }
 }

@@ -13,6 +13,7 @@ mod service;
 mod tcp;
 mod udp;
 mod upstream;
+mod wire;
 
 pub use answer::Answer;
 pub use blocked::describe_blocked_answer;

@@ -42,6 +42,26 @@ impl Question {
         )
     }
 
+    /// A question read by [`super::wire`], whose lower-case `text` was built from the wire
+    /// bytes (saving `Name::to_ascii` and a second allocation).
+    pub(super) fn from_wire_parts(
+        name: Name,
+        text: Box<str>,
+        qtype: RecordType,
+        qclass: DNSClass,
+        dnssec_ok: bool,
+        checking_disabled: bool,
+    ) -> Self {
+        Self {
+            name,
+            qtype,
+            qclass,
+            dnssec_ok,
+            checking_disabled,
+            text,
+        }
+    }
+
     fn new(
         name: Name,
         qtype: RecordType,
@@ -81,6 +101,11 @@ impl Question {
         qtype_label(self.qtype)
     }
 
+    /// The row of [`QTYPE_LABELS`] this question is counted under (a match, not a search).
+    pub fn qtype_row(&self) -> usize {
+        qtype_row(self.qtype)
+    }
+
     /// The query type as DNS writes it ("A", "HTTPS", "TYPE65534").
     pub fn qtype_name(&self) -> String {
         self.qtype.to_string()
@@ -114,20 +139,25 @@ pub const QTYPE_LABELS: &[&str] = &[
 ];
 
 fn qtype_label(qtype: RecordType) -> &'static str {
+    QTYPE_LABELS[qtype_row(qtype)]
+}
+
+/// The index of `qtype`'s label in [`QTYPE_LABELS`] (the last row, "other", for the rest).
+fn qtype_row(qtype: RecordType) -> usize {
     match qtype {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::CNAME => "CNAME",
-        RecordType::HTTPS => "HTTPS",
-        RecordType::SVCB => "SVCB",
-        RecordType::MX => "MX",
-        RecordType::TXT => "TXT",
-        RecordType::PTR => "PTR",
-        RecordType::SRV => "SRV",
-        RecordType::NS => "NS",
-        RecordType::SOA => "SOA",
-        RecordType::ANY => "ANY",
-        _ => "other",
+        RecordType::A => 0,
+        RecordType::AAAA => 1,
+        RecordType::CNAME => 2,
+        RecordType::HTTPS => 3,
+        RecordType::SVCB => 4,
+        RecordType::MX => 5,
+        RecordType::TXT => 6,
+        RecordType::PTR => 7,
+        RecordType::SRV => 8,
+        RecordType::NS => 9,
+        RecordType::SOA => 10,
+        RecordType::ANY => 11,
+        _ => QTYPE_LABELS.len() - 1,
     }
 }
 
@@ -140,6 +170,20 @@ mod tests {
         let question = Question::parse("WWW.Meta.AI.", "https").unwrap();
         assert_eq!(question.name(), "www.meta.ai");
         assert_eq!(question.qtype_label(), "HTTPS");
+    }
+
+    #[test]
+    fn rows_match_labels() {
+        for (qtype, label) in [
+            ("A", "A"),
+            ("ANY", "ANY"),
+            ("SOA", "SOA"),
+            ("NAPTR", "other"),
+        ] {
+            let question = Question::parse("example.com", qtype).unwrap();
+            assert_eq!(QTYPE_LABELS[question.qtype_row()], label);
+            assert_eq!(question.qtype_label(), label);
+        }
     }
 
     #[test]

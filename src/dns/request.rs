@@ -11,6 +11,8 @@ use hickory_proto::op::{Header, Message, MessageType, Metadata, OpCode, Response
 use hickory_proto::rr::RecordType;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
+use std::ops::Range;
+
 use super::Question;
 
 /// A request we answer.
@@ -22,6 +24,9 @@ pub struct Request {
     pub question: Question,
     /// The client's EDNS UDP payload size, when the request had an OPT record.
     pub(super) edns_payload: Option<u16>,
+    /// Where the question section lies in the request bytes, when [`super::wire`] read it
+    /// (the reply echoes those bytes).
+    pub(super) question_range: Option<Range<usize>>,
 }
 
 /// What to do with bytes that are not a request we answer.
@@ -41,8 +46,17 @@ pub enum Rejection {
 }
 
 impl Request {
-    /// Reads `bytes` as a client request.
+    /// Reads `bytes` as a client request: the common shape by hand ([`super::wire`]), the
+    /// rest through hickory.
     pub fn parse(bytes: &[u8]) -> Result<Self, Rejection> {
+        match super::wire::read_request(bytes) {
+            Some(request) => Ok(request),
+            None => Self::parse_general(bytes),
+        }
+    }
+
+    /// Reads `bytes` with hickory's `Message` decoder: the reference for [`Self::parse`].
+    pub(super) fn parse_general(bytes: &[u8]) -> Result<Self, Rejection> {
         let header = Header::read(&mut BinDecoder::new(bytes)).map_err(|_| Rejection::Drop)?;
         let metadata = header.metadata;
         if metadata.message_type == MessageType::Response {
@@ -77,6 +91,7 @@ impl Request {
             metadata,
             question: Question::from_wire_query(query, dnssec_ok, metadata.checking_disabled),
             edns_payload: edns.map(|edns| edns.max_payload()),
+            question_range: None,
         })
     }
 }

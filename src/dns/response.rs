@@ -18,7 +18,7 @@ use super::Question;
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// RFC 1035's UDP limit for clients without EDNS.
-const PLAIN_UDP_PAYLOAD: u16 = 512;
+pub(super) const PLAIN_UDP_PAYLOAD: u16 = 512;
 
 /// EDNS option code of Extended DNS Errors (RFC 8914).
 const EDE_OPTION: u16 = 15;

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -23,11 +24,19 @@ use super::{tcp, udp};
 /// Time queries in flight get to finish when the daemon stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How often a UDP receive loop, blocked in the kernel, wakes to see if it must stop.
+const UDP_WAKE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The running DNS listeners.
 pub struct DnsServer {
     shutdown: CancellationToken,
-    /// Listener loops.
+    /// Listener loops (TCP).
     listeners: TaskTracker,
+    /// The UDP receive loops, one OS thread per socket ([`udp`]).
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+    /// Stops the UDP threads when the server is dropped without [`DnsServer::shutdown`]:
+    /// unlike tasks, they would outlive the runtime.
+    _stop_udp_on_drop: DropGuard,
     /// Queries and connections in flight.
     tasks: TaskTracker,
     /// The addresses actually bound (port 0 resolved), UDP and TCP alike.
@@ -39,9 +48,13 @@ impl DnsServer {
     /// a port is 0 the OS picks one, the same for UDP and TCP.
     pub async fn bind(listen: &[SocketAddr], service: DnsService) -> io::Result<Self> {
         let service: SharedService = Arc::new(service);
+        let shutdown = CancellationToken::new();
+        let stop_udp = shutdown.child_token();
         let server = Self {
-            shutdown: CancellationToken::new(),
+            shutdown,
             listeners: TaskTracker::new(),
+            udp_threads: Vec::new(),
+            _stop_udp_on_drop: stop_udp.clone().drop_guard(),
             tasks: TaskTracker::new(),
             local_addrs: Vec::with_capacity(listen.len()),
         };
@@ -53,13 +66,14 @@ impl DnsServer {
             info!("listening for UDP on {local}");
             info!("listening for TCP on {local}");
             for socket in udp {
-                let task = udp::serve(
-                    Arc::new(socket),
+                let thread = udp::spawn(
+                    socket,
                     service.clone(),
-                    server.shutdown.clone(),
+                    stop_udp.clone(),
                     server.tasks.clone(),
-                );
-                server.listeners.spawn(task);
+                    Handle::current(),
+                )?;
+                server.udp_threads.push(thread);
             }
             let task = tcp::serve(
                 tcp,
@@ -75,10 +89,22 @@ impl DnsServer {
 
     /// Stops accepting, lets queries in flight finish (for up to [`DRAIN_TIMEOUT`]), and
     /// returns when the listeners are closed.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         self.listeners.close();
         self.listeners.wait().await;
+        // Each UDP thread notices within UDP_WAKE_INTERVAL; joining blocks, so off the runtime.
+        let threads = std::mem::take(&mut self.udp_threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    warn!("a UDP listener thread panicked");
+                }
+            }
+        });
+        if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
+            warn!("UDP listeners still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
         self.tasks.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
             .await
@@ -91,11 +117,14 @@ impl DnsServer {
 
 /// Binds `count` UDP sockets sharing one port (SO_REUSEPORT) and a TCP listener on that
 /// port. With port 0, the port the OS gave might be taken for TCP: a few tries.
-fn bind_address(address: SocketAddr, count: usize) -> io::Result<(Vec<UdpSocket>, TcpListener)> {
+fn bind_address(address: SocketAddr, count: usize) -> io::Result<(Vec<Socket>, TcpListener)> {
     let mut last_error = None;
     for _ in 0..8 {
         let first = bind_udp(address)?;
-        let bound = first.local_addr()?;
+        let bound = first
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("UDP socket bound to a non-IP address"))?;
         match bind_tcp(bound) {
             Ok(tcp) => {
                 let mut udp = vec![first];
@@ -117,20 +146,22 @@ fn socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Soc
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
-fn bind_udp(address: SocketAddr) -> io::Result<UdpSocket> {
+/// A blocking socket for a [`udp`] thread, whose receives time out so it can stop.
+fn bind_udp(address: SocketAddr) -> io::Result<Socket> {
     let socket = socket(address, Type::DGRAM, Protocol::UDP)?;
     // Several sockets on one port, one receive loop each: the kernel spreads clients.
     socket.set_reuse_port(true)?;
+    socket.set_read_timeout(Some(UDP_WAKE_INTERVAL))?;
     socket.bind(&address.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket)
 }
 
 fn bind_tcp(address: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket(address, Type::STREAM, Protocol::TCP)?;
+    socket.set_nonblocking(true)?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
     socket.listen(1024)?;

@@ -13,15 +13,16 @@ use prometheus::Histogram;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::blocked::blocked_records;
+use super::blocked::blocked_plan;
 use super::request::{Rejection, Request};
 use super::response::{Reply, Transport, encode};
+use super::wire::{BlockedReply, question_bytes, write_blocked};
 use crate::metrics::QueryResult;
 use crate::pipeline::{Outcome, Pipeline};
-use crate::policy::{Policy, PolicyHandle, Profile};
+use crate::policy::{PolicyHandle, Profile};
 
 /// Extended DNS Error codes we send (RFC 8914 §4).
-const EDE_BLOCKED: u16 = 15;
+pub(super) const EDE_BLOCKED: u16 = 15;
 const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
 /// Turns requests into replies.
@@ -95,48 +96,74 @@ impl DnsService {
         let outcome = self.pipeline.resolve(&policy, profile, question).await;
 
         let result = outcome.result();
-        device.counters.count_query(question.qtype_label(), result);
+        device
+            .counters
+            .count_query_row(question.qtype_row(), result);
         if let Outcome::Blocked { list, by } = &outcome {
             device.counters.count_block(usize::from(*list));
             debug!(name = question.name(), device = %device.name, profile = %profile.name, list = %policy.list(*list).id, ?by, "blocked");
         }
-        let reply = reply_for(&policy, profile, question, &outcome);
-        let bytes = encode(
-            &request.metadata,
-            Some(question),
-            request.edns_payload,
-            reply,
-            transport,
-        );
+        let bytes = match &outcome {
+            Outcome::Blocked { list, .. } => {
+                write_blocked_reply(bytes, &request, profile, &policy.list(*list).id, transport)
+            }
+            _ => encode(
+                &request.metadata,
+                Some(question),
+                request.edns_payload,
+                reply_for(&outcome),
+                transport,
+            ),
+        };
         self.durations[result as usize].observe(started.elapsed().as_secs_f64());
         Some(bytes)
     }
 }
 
-fn reply_for(
-    policy: &Policy,
+/// The blocked answer to `request` (whose bytes are `bytes`) under `profile`, naming the
+/// list `list_id`, written straight to bytes.
+fn write_blocked_reply(
+    bytes: &[u8],
+    request: &Request,
     profile: &Profile,
-    question: &super::Question,
-    outcome: &Outcome,
-) -> Reply {
-    match outcome {
-        Outcome::Blocked { list, .. } => {
-            let records = blocked_records(question, profile.answer, profile.blocked_ttl);
-            Reply {
-                rcode: records.rcode,
-                answers: records.answers,
-                authorities: records.authorities,
-                ede: Some((EDE_BLOCKED, format!("blocked by {}", policy.list(*list).id))),
-                truncate: false,
-            }
+    list_id: &str,
+    transport: Transport,
+) -> Vec<u8> {
+    let question = &request.question;
+    let owned;
+    let echoed = match super::wire::slice(bytes, request.question_range.as_ref()) {
+        Some(echoed) => echoed,
+        None => {
+            owned = question_bytes(question);
+            &owned
         }
+    };
+    let reply = BlockedReply {
+        id: request.metadata.id,
+        recursion_desired: request.metadata.recursion_desired,
+        checking_disabled: request.metadata.checking_disabled,
+        question: echoed,
+        edns_payload: request.edns_payload,
+        dnssec_ok: question.dnssec_ok,
+        plan: blocked_plan(question.qtype, profile.answer),
+        ttl: u32::try_from(profile.blocked_ttl.as_secs()).unwrap_or(u32::MAX),
+        list_id,
+    };
+    write_blocked(&reply, transport)
+}
+
+/// The reply to an outcome other than a block.
+fn reply_for(outcome: &Outcome) -> Reply {
+    match outcome {
         Outcome::Answered { entry, .. } => {
-            let (answers, authorities) = entry.answer.aged_records(outcome.age());
+            // Serve-stale (RFC 8767 §4): a stale answer gets a fixed TTL and EDE 3.
+            let (answers, authorities) =
+                entry.answer.records(outcome.age(), outcome.ttl_override());
             Reply {
                 rcode: entry.answer.rcode,
                 answers,
                 authorities,
-                ede: None,
+                ede: outcome.stale_ede(),
                 truncate: false,
             }
         }
@@ -145,6 +172,8 @@ fn reply_for(
             ede: Some((EDE_NO_REACHABLE_AUTHORITY, error.to_string())),
             ..Reply::default()
         },
+        // Written by `write_blocked_reply`; never reached.
+        Outcome::Blocked { .. } => Reply::code(ResponseCode::Refused),
     }
 }
 

@@ -3,9 +3,26 @@
 //!
 //! Each upstream gets its own single-server pool so that we choose the order, bound the time
 //! and label metrics per upstream; hickory-resolver's cache and hosts file are not involved
-//! (answers are cached once, by [`crate::cache`]). Upstreams are tried in the configured
-//! order; the first answer wins; a query gets [`ATTEMPT_TIMEOUT`] per upstream and
-//! [`QUERY_DEADLINE`] in all, so a client sees SERVFAIL well before it gives up on us.
+//! (answers are cached once, by [`crate::cache`]). A query gets [`ATTEMPT_TIMEOUT`] per
+//! upstream and [`QUERY_DEADLINE`] in all, so a client sees SERVFAIL well before it gives up
+//! on us. hickory checks every reply before we see it: one from another address or port,
+//! with another ID or for another question is ignored and the wait goes on (RFC 5452's
+//! query matching).
+//!
+//! # In order, not raced
+//! Upstreams are tried one after another in the configured order and the first answer wins.
+//! Racing them would send every name to every upstream: the household picked its first
+//! resolver (a local one, a filtering service) on purpose, and a race would leak each
+//! question to the fallback too and double the load. The cost racing hides, a dead first
+//! upstream, is paid only until passive health ([`health`]) skips it: three slow queries,
+//! then one probe now and then.
+//!
+//! # When every upstream is down
+//! Nothing is sent and the query fails at once ([`UpstreamError::AllDown`]) until a probe is
+//! due: a fast SERVFAIL (or a stale answer, see [`crate::pipeline`]) instead of a two-second
+//! wait for an answer that will not come.
+
+mod health;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +34,7 @@ use hickory_resolver::net::xfer::FirstAnswer;
 use hickory_resolver::net::{DnsError, DnsHandle, NetError, NoRecords};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
+use self::health::{Health, Turn};
 use super::{Answer, Question};
 use crate::config::UpstreamSettings;
 use crate::metrics::{Metrics, UpstreamCounters};
@@ -27,14 +45,24 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Why no answer came back.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// The config has no upstream (and /etc/resolv.conf had none either).
     #[error("no upstream is configured")]
     NoUpstreams,
-    /// Every upstream failed or ran out of time.
+    /// Every upstream tried failed or ran out of time.
     #[error("no upstream answered in time")]
     AllFailed,
+    /// Every upstream is down and none is due for a probe: nothing was sent.
+    #[error("every upstream is down; probing with back-off")]
+    AllDown,
+}
+
+impl UpstreamError {
+    /// Whether a query actually went out (and failed).
+    pub fn was_attempted(&self) -> bool {
+        matches!(self, Self::AllFailed)
+    }
 }
 
 /// The configured upstreams, in order.
@@ -45,6 +73,36 @@ pub struct Upstreams {
 struct Upstream {
     pool: NameServerPool<TokioRuntimeProvider>,
     counters: UpstreamCounters,
+    health: Health,
+}
+
+/// Why one attempt failed: the `kind` label of the error metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    Timeout,
+    Io,
+    ServFail,
+    Refused,
+    /// Anything else, e.g. a reply with the right ID that does not decode.
+    Other,
+}
+
+impl Failure {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Io => "io",
+            Self::ServFail => "servfail",
+            Self::Refused => "refused",
+            Self::Other => "other",
+        }
+    }
+
+    /// Whether it says the upstream itself is unreachable, rather than that it could not
+    /// answer this one name (see [`health`]).
+    fn is_unreachable(self) -> bool {
+        matches!(self, Self::Timeout | Self::Io | Self::Other)
+    }
 }
 
 impl Upstreams {
@@ -57,27 +115,36 @@ impl Upstreams {
         Ok(Self { servers })
     }
 
-    /// Forwards `question`, trying each upstream in order until one answers or the deadline
-    /// passes.
+    /// Forwards `question` to each upstream in order, skipping those that are down, until
+    /// one answers or the deadline passes.
     pub async fn forward(&self, question: &Question) -> Result<Answer, UpstreamError> {
         if self.servers.is_empty() {
             return Err(UpstreamError::NoUpstreams);
         }
         let deadline = Instant::now() + QUERY_DEADLINE;
+        let mut attempted = false;
         for upstream in &self.servers {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
             if remaining.is_zero() {
                 break;
             }
-            let attempt =
-                tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), upstream.ask(question));
-            match attempt.await {
-                Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(kind)) => upstream.counters.count_error(kind),
-                Err(_elapsed) => upstream.counters.count_error("timeout"),
+            // Asked only when reached, so a probe is not spent on a query another upstream
+            // already answered.
+            let Some(turn) = upstream.health.turn(now) else {
+                continue;
+            };
+            attempted = true;
+            let limit = remaining.min(ATTEMPT_TIMEOUT);
+            if let Some(answer) = upstream.attempt(question, limit, turn).await {
+                return Ok(answer);
             }
         }
-        Err(UpstreamError::AllFailed)
+        Err(if attempted {
+            UpstreamError::AllFailed
+        } else {
+            UpstreamError::AllDown
+        })
     }
 }
 
@@ -102,24 +169,52 @@ impl Upstream {
         let tls = TlsConfig::new().map_err(|error| format!("upstream {address}: {error}"))?;
         let context = Arc::new(PoolContext::new(options, tls));
         let pool = NameServerPool::from_config([server], context, TokioRuntimeProvider::default());
-        let counters = metrics.upstream(&address.to_string());
-        Ok(Self { pool, counters })
+        let label = address.to_string();
+        let counters = metrics.upstream(&label);
+        let health = Health::new(&label, counters.healthy.clone());
+        Ok(Self {
+            pool,
+            counters,
+            health,
+        })
     }
 
-    /// One attempt; on failure, the error kind for the metric.
-    async fn ask(&self, question: &Question) -> Result<Answer, &'static str> {
+    /// One attempt within `limit`, made in `turn`; counts a failure and tells the health
+    /// what the attempt showed.
+    async fn attempt(&self, question: &Question, limit: Duration, turn: Turn) -> Option<Answer> {
+        let result = tokio::time::timeout(limit, self.ask(question))
+            .await
+            .unwrap_or(Err(Failure::Timeout));
+        match result {
+            Ok(answer) => {
+                self.health.reached();
+                Some(answer)
+            }
+            Err(failure) => {
+                self.counters.count_error(failure.label());
+                if failure.is_unreachable() {
+                    self.health.unreachable(turn, Instant::now());
+                } else {
+                    self.health.reached();
+                }
+                None
+            }
+        }
+    }
+
+    /// Sends the question and reads the reply.
+    async fn ask(&self, question: &Question) -> Result<Answer, Failure> {
         let mut query = Query::query(question.name.clone(), question.qtype);
         query.query_class = question.qclass;
         let mut options = DnsRequestOptions::default();
         options.use_edns = true;
         options.edns_set_dnssec_ok = question.dnssec_ok;
         options.recursion_desired = true;
+        let mut request = DnsRequest::from_query(query, options);
+        // CD is part of the cache key: the upstream must see it to answer accordingly.
+        request.metadata.checking_disabled = question.checking_disabled;
         let started = Instant::now();
-        let result = self
-            .pool
-            .send(DnsRequest::from_query(query, options))
-            .first_answer()
-            .await;
+        let result = self.pool.send(request).first_answer().await;
         let answer = match result {
             Ok(response) => {
                 let message = response.into_message();
@@ -139,8 +234,8 @@ impl Upstream {
 }
 
 /// hickory reports NXDOMAIN and NODATA as errors; they are answers to us. Everything else is
-/// a failed attempt, classified for the metric.
-fn negative_answer(error: NetError) -> Result<Answer, &'static str> {
+/// a failed attempt.
+fn negative_answer(error: NetError) -> Result<Answer, Failure> {
     match error {
         NetError::Dns(DnsError::NoRecordsFound(NoRecords {
             response_code: rcode @ (ResponseCode::NXDomain | ResponseCode::NoError),
@@ -156,10 +251,10 @@ fn negative_answer(error: NetError) -> Result<Answer, &'static str> {
             Ok(Answer::new(rcode, Vec::new(), authorities))
         }
         NetError::Dns(DnsError::NoRecordsFound(_))
-        | NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Err("servfail"),
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => Err("refused"),
-        NetError::Timeout => Err("timeout"),
-        NetError::Io(_) | NetError::NoConnections => Err("io"),
-        _ => Err("other"),
+        | NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Err(Failure::ServFail),
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => Err(Failure::Refused),
+        NetError::Timeout => Err(Failure::Timeout),
+        NetError::Io(_) | NetError::NoConnections => Err(Failure::Io),
+        _ => Err(Failure::Other),
     }
 }

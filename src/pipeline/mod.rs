@@ -5,17 +5,27 @@
 //! identify  client address → device → profile            (caller: dns::handler)
 //! decide    lists containing the name, block & !allow     → Blocked (stop)
 //! cache     shared by every profile                       → hit
-//! upstream  forward, then cache                           → answer | ServFail
+//! upstream  forward (one fetch per question), then cache  → answer | stale | ServFail
 //! inspect   names inside the answer, same profile         → Blocked
 //! ```
+//!
+//! The cache and upstream stages, with in-flight de-duplication and serve-stale
+//! ([`STALE_AFTER`], [`STALE_TTL`]), live in the `fetch` submodule.
+
+mod fetch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::fetch::Fetcher;
+pub use self::fetch::{STALE_AFTER, STALE_TTL, Source};
 use crate::cache::{Cache, Entry};
 use crate::dns::{Question, UpstreamError, Upstreams};
 use crate::metrics::QueryResult;
 use crate::policy::{ListIndex, ListMask, Policy, Profile};
+
+/// Extended DNS Error INFO-CODE of a stale answer: Stale Answer (RFC 8914 §4.4).
+const EDE_STALE_ANSWER: u16 = 3;
 
 /// Where a blocked name was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +49,8 @@ pub enum Outcome {
     Answered {
         /// The cached or fresh entry.
         entry: Arc<Entry>,
-        /// Cached or forwarded.
-        fresh: bool,
+        /// Forwarded, cached, or cached and expired.
+        source: Source,
     },
     /// No upstream answered in time.
     ServFail(UpstreamError),
@@ -51,8 +61,15 @@ impl Outcome {
     pub fn result(&self) -> QueryResult {
         match self {
             Self::Blocked { .. } => QueryResult::Blocked,
-            Self::Answered { fresh: true, .. } => QueryResult::Forwarded,
-            Self::Answered { fresh: false, .. } => QueryResult::Cached,
+            Self::Answered {
+                source: Source::Upstream,
+                ..
+            } => QueryResult::Forwarded,
+            // The result label set is fixed; stale answers are counted on their own too.
+            Self::Answered {
+                source: Source::Cache | Source::Stale,
+                ..
+            } => QueryResult::Cached,
             Self::ServFail(_) => QueryResult::ServFail,
         }
     }
@@ -62,23 +79,49 @@ impl Outcome {
         match self {
             Self::Answered {
                 entry,
-                fresh: false,
+                source: Source::Cache,
             } => entry.age(),
             _ => Duration::ZERO,
         }
+    }
+
+    /// The TTL every record of the answer is sent with instead of its aged TTL: a stale
+    /// answer's (RFC 8767 §4).
+    pub fn ttl_override(&self) -> Option<u32> {
+        self.is_stale().then_some(STALE_TTL)
+    }
+
+    /// The Extended DNS Error of a stale answer (RFC 8767 §4, RFC 8914 §4.4); `None` for
+    /// anything else (blocked and SERVFAIL replies get theirs from the DNS service).
+    pub fn stale_ede(&self) -> Option<(u16, String)> {
+        self.is_stale().then(|| {
+            let text = "no upstream answered in time; expired answer".to_owned();
+            (EDE_STALE_ANSWER, text)
+        })
+    }
+
+    fn is_stale(&self) -> bool {
+        matches!(
+            self,
+            Self::Answered {
+                source: Source::Stale,
+                ..
+            }
+        )
     }
 }
 
 /// The stages that hold state: the shared cache and the upstreams.
 pub struct Pipeline {
-    cache: Cache,
-    upstreams: Upstreams,
+    fetcher: Fetcher,
 }
 
 impl Pipeline {
     /// A pipeline over `cache` and `upstreams`.
     pub fn new(cache: Cache, upstreams: Upstreams) -> Self {
-        Self { cache, upstreams }
+        Self {
+            fetcher: Fetcher::new(cache, upstreams),
+        }
     }
 
     /// Answers `question` for a client using `profile`, under the snapshot `policy`.
@@ -97,21 +140,11 @@ impl Pipeline {
                 by: BlockedBy::Question,
             };
         }
-        // cache, then upstream: only upstream answers are cached.
-        let key = question.cache_key();
-        let (entry, fresh) = match self.cache.get(&key) {
-            Some(entry) => (entry, false),
-            None => match self.upstreams.forward(question).await {
-                Ok(mut answer) => {
-                    self.cache.clamp(&mut answer);
-                    let targets = target_lists(policy, answer.targets());
-                    let entry =
-                        Arc::new(Entry::new(Arc::new(answer), policy.generation(), targets));
-                    self.cache.insert(key, entry.clone());
-                    (entry, true)
-                }
-                Err(error) => return Outcome::ServFail(error),
-            },
+        // cache, then upstream: only upstream answers are cached; identical questions share
+        // one fetch, and an expired answer stands in when the upstreams fail (RFC 8767).
+        let (entry, source) = match self.fetcher.answer(question).await {
+            Ok(found) => found,
+            Err(error) => return Outcome::ServFail(error),
         };
         // inspect: after the cache as well, because profiles differ and the cache is shared.
         // A name its profile allows is answered as it is (allow wins, CNAMEs included).
@@ -125,7 +158,7 @@ impl Pipeline {
                 by: BlockedBy::AnswerTarget,
             };
         }
-        Outcome::Answered { entry, fresh }
+        Outcome::Answered { entry, source }
     }
 }
 
@@ -137,12 +170,11 @@ fn target_lists(policy: &Policy, targets: &[Box<str>]) -> Box<[ListMask]> {
         .collect()
 }
 
-/// The first list of `profile` that blocks a name inside the cached answer. The masks stored
-/// with the entry are reused when the entry was made under this policy generation.
+/// The first list of `profile` that blocks a name inside the cached answer. The masks kept
+/// with the entry are reused while the policy generation stays the same.
 fn blocked_target(policy: &Policy, profile: &Profile, entry: &Entry) -> Option<ListIndex> {
-    let find = |masks: &[ListMask]| masks.iter().find_map(|&lists| profile.blocking_list(lists));
-    match entry.target_lists(policy.generation()) {
-        Some(masks) => find(masks),
-        None => find(&target_lists(policy, entry.answer.targets())),
-    }
+    let masks = entry.target_lists(policy.generation(), || {
+        target_lists(policy, entry.answer.targets())
+    });
+    masks.iter().find_map(|&lists| profile.blocking_list(lists))
 }

@@ -5,6 +5,8 @@
 //! - [`upstream`]: [`TestUpstream`], an in-process authoritative DNS server (UDP + TCP on the same
 //!   127.0.0.1 port) that counts the queries it receives, and [`UnresponsiveUpstream`], an address
 //!   where nothing ever answers.
+//! - [`faulty`]: [`FaultyUpstream`], a raw UDP + TCP server that delays, drops, SERVFAILs,
+//!   truncates, sends garbage, replies with the wrong ID, question or port, or resets TCP.
 //! - [`client`]: a tiny stub client (`query_udp`, `query_tcp`, raw `exchange_udp`/`exchange_tcp`).
 //! - [`daemon`]: [`TestDaemon`], the real daemon started in-process from a config text, and an
 //!   HTTP helper for `/metrics`.
@@ -18,6 +20,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod faulty;
 pub mod inspect;
 pub mod list_server;
 pub mod process;
@@ -29,6 +32,8 @@ pub mod upstream;
 pub use client::*;
 #[allow(unused_imports)]
 pub use daemon::*;
+#[allow(unused_imports)]
+pub use faulty::*;
 #[allow(unused_imports)]
 pub use inspect::*;
 #[allow(unused_imports)]

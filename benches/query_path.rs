@@ -1,0 +1,114 @@
+//! The whole in-process query path (request bytes → parse → decide → cache → encode → reply
+//! bytes) without sockets, so a change's cost shows without a network: a blocked question, a
+//! cached one, and a malformed one.
+//!
+//! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
+//! the cache; the measured loops never wait on it.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use hickory_proto::op::{Message, MessageType, Query};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use metasink::cache::Cache;
+use metasink::dns::{DnsService, Transport, Upstreams};
+use metasink::metrics::Metrics;
+use metasink::pipeline::Pipeline;
+use metasink::{config, policy};
+
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Answers every A question with 192.0.2.1, TTL one hour, forever (a background thread).
+fn start_responder() -> std::net::SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind responder");
+    let address = socket.local_addr().expect("responder address");
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1500];
+        while let Ok((length, from)) = socket.recv_from(&mut buffer) {
+            let Ok(mut message) = Message::from_vec(&buffer[..length]) else {
+                continue;
+            };
+            message.metadata.message_type = MessageType::Response;
+            message.metadata.recursion_available = true;
+            if let Some(query) = message.queries.first().cloned() {
+                let data = RData::A(Ipv4Addr::new(192, 0, 2, 1).into());
+                message
+                    .answers
+                    .push(Record::from_rdata(query.name().clone(), 3600, data));
+            }
+            if let Ok(bytes) = message.to_vec() {
+                let _ = socket.send_to(&bytes, from);
+            }
+        }
+    });
+    address
+}
+
+fn query(name: &str) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = 4242;
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::A,
+    ));
+    message.to_vec().expect("encode")
+}
+
+fn service(runtime: &tokio::runtime::Runtime) -> DnsService {
+    let upstream = start_responder();
+    let text = format!("[[upstream]]\naddress = \"{upstream}\"\n");
+    let settings = config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
+    let metrics = Metrics::new();
+    let snapshot = policy::compile(&settings, &metrics, 1);
+    let upstreams = runtime
+        .block_on(async { Upstreams::new(&settings.upstreams, &metrics) })
+        .expect("upstreams");
+    let pipeline = Pipeline::new(Cache::new(&settings.cache, metrics.cache()), upstreams);
+    DnsService::new(
+        Arc::new(ArcSwap::from_pointee(snapshot)),
+        pipeline,
+        metrics.request_durations(),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let service = service(&runtime);
+    let cached = query("www.example.com.");
+    runtime
+        .block_on(service.respond(&cached, CLIENT, Transport::Udp))
+        .expect("warm the cache");
+    let blocked = query("www.meta.ai.");
+    let malformed = cached[..cached.len() - 3].to_vec();
+
+    let mut group = c.benchmark_group("query_path");
+    let mut run = |label: &str, request: &[u8]| {
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let reply = service
+                    .respond(black_box(request), CLIENT, Transport::Udp)
+                    .now_or_never();
+                black_box(reply.flatten().expect("answered without waiting"))
+            })
+        });
+    };
+    run("blocked", &blocked);
+    run("cached", &cached);
+    run("malformed", &malformed);
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,154 @@
+//! The cache and upstream stages: an answer from the cache, else from an upstream, else an
+//! expired one.
+//!
+//! # One fetch per question
+//! Questions with the same [`CacheKey`] asked while one is being forwarded wait for that
+//! one: 200 clients asking the same name at once cause one upstream query. The fetch runs as
+//! a task of its own, so it completes and fills the cache even when every client waiting for
+//! it has been answered stale or has gone. This also ends forwarding loops early: a question
+//! that comes back to us from upstream joins the fetch it caused instead of starting another,
+//! and fails with it at the deadline.
+//!
+//! # Serve-stale (RFC 8767)
+//! When the cache only has an expired answer (kept for [`crate::cache::MAX_STALENESS`]), the
+//! question is forwarded as usual; if no upstream has answered [`STALE_AFTER`] into the query
+//! (§5's client response timer), or all have failed before that, the expired answer is sent
+//! with every TTL set to [`STALE_TTL`] (§4) and EDE 3, Stale Answer (RFC 8914). After a
+//! refresh that failed, the expired answer is sent at once, without asking upstream, for
+//! [`FAILURE_RECHECK`] (§5's failure recheck timer): at most one refresh per question per
+//! 30 s while the upstreams keep failing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
+use crate::cache::{Cache, Entry, Lookup};
+use crate::dns::{CacheKey, Question, UpstreamError, Upstreams};
+
+/// Time a client waits for an upstream before it gets the expired answer, if there is one:
+/// below the 2 s query deadline, so the stale answer beats the SERVFAIL.
+pub const STALE_AFTER: Duration = Duration::from_millis(1800);
+/// The TTL of every record of a stale answer (RFC 8767 §4 recommends 30 s).
+pub const STALE_TTL: u32 = 30;
+/// Time after a failed refresh during which the expired answer is served without asking
+/// upstream again (RFC 8767 §5 recommends 30 s).
+pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Where an answer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An upstream, for this question (or an identical one asked at the same time).
+    Upstream,
+    /// A live cache entry.
+    Cache,
+    /// An expired cache entry: no upstream answered in time.
+    Stale,
+}
+
+/// The result of one fetch, shared by every question waiting for it.
+type Fetched = Result<Arc<Entry>, UpstreamError>;
+type SharedFetch = Shared<BoxFuture<'static, Fetched>>;
+type InFlight = Mutex<HashMap<CacheKey, SharedFetch>>;
+
+/// The cache and the upstreams, and the fetches under way.
+pub struct Fetcher {
+    cache: Arc<Cache>,
+    upstreams: Arc<Upstreams>,
+    in_flight: Arc<InFlight>,
+}
+
+impl Fetcher {
+    /// Fetches through `upstreams` into `cache`.
+    pub fn new(cache: Cache, upstreams: Upstreams) -> Self {
+        Self {
+            cache: Arc::new(cache),
+            upstreams: Arc::new(upstreams),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// The answer to `question` and where it came from.
+    pub async fn answer(&self, question: &Question) -> Result<(Arc<Entry>, Source), UpstreamError> {
+        let key = question.cache_key();
+        let stale = match self.cache.get(&key) {
+            Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),
+            Lookup::Stale(entry) => entry,
+            Lookup::Miss => {
+                let entry = self.fetch(key, question).await?;
+                return Ok((entry, Source::Upstream));
+            }
+        };
+        if stale.refresh_failed_within(FAILURE_RECHECK) {
+            return Ok(self.serve_stale(stale));
+        }
+        match tokio::time::timeout(STALE_AFTER, self.fetch(key, question)).await {
+            Ok(Ok(entry)) => Ok((entry, Source::Upstream)),
+            Ok(Err(_)) | Err(_) => Ok(self.serve_stale(stale)),
+        }
+    }
+
+    fn serve_stale(&self, entry: Arc<Entry>) -> (Arc<Entry>, Source) {
+        self.cache.count_stale_answer();
+        (entry, Source::Stale)
+    }
+
+    /// The fetch under way for `key`, or a new one.
+    fn fetch(&self, key: CacheKey, question: &Question) -> SharedFetch {
+        let mut in_flight = lock(&self.in_flight);
+        if let Some(fetch) = in_flight.get(&key) {
+            return fetch.clone();
+        }
+        let fetch = forward(
+            self.cache.clone(),
+            self.upstreams.clone(),
+            self.in_flight.clone(),
+            key.clone(),
+            question.clone(),
+        )
+        .boxed()
+        .shared();
+        in_flight.insert(key, fetch.clone());
+        drop(in_flight);
+        // The task drives it to the end whoever is still waiting; its result is read
+        // through the shared future.
+        tokio::spawn(fetch.clone());
+        fetch
+    }
+}
+
+/// Forwards `question`, caches the answer, and leaves the in-flight map: after the cache
+/// has the answer, so a question arriving in between finds one or the other.
+async fn forward(
+    cache: Arc<Cache>,
+    upstreams: Arc<Upstreams>,
+    in_flight: Arc<InFlight>,
+    key: CacheKey,
+    question: Question,
+) -> Fetched {
+    let result = match upstreams.forward(&question).await {
+        Ok(mut answer) => {
+            cache.clamp(&mut answer);
+            let entry = Arc::new(Entry::new(Arc::new(answer)));
+            cache.insert(key.clone(), entry.clone());
+            Ok(entry)
+        }
+        Err(error) => {
+            // Only a refresh that went out starts the recheck timer: with every upstream
+            // down nothing was asked, and the next question may well find one back up.
+            if error.was_attempted() {
+                cache.refresh_failed(&key);
+            }
+            Err(error)
+        }
+    };
+    lock(&in_flight).remove(&key);
+    result
+}
+
+fn lock(in_flight: &InFlight) -> MutexGuard<'_, HashMap<CacheKey, SharedFetch>> {
+    // Each update is one insert or remove: nothing is left half-done by a panic.
+    in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+}
