@@ -14,8 +14,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use metasink::admission::Admission;
 use metasink::cache::Cache;
-use metasink::dns::{DnsService, Transport, Upstreams};
+use metasink::dns::{DnsService, ServiceCounters, Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
 use metasink::{config, policy};
@@ -61,7 +62,8 @@ fn query(name: &str) -> Vec<u8> {
 
 fn service(runtime: &tokio::runtime::Runtime) -> DnsService {
     let upstream = start_responder();
-    let text = format!("[[upstream]]\naddress = \"{upstream}\"\n");
+    // One client asks millions of times: no per-client rate limit here.
+    let text = format!("[server]\nrate_limit_qps = 0\n\n[[upstream]]\naddress = \"{upstream}\"\n");
     let settings = config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
     let metrics = Metrics::new();
     let snapshot = policy::compile(&settings, &metrics, 1);
@@ -72,7 +74,8 @@ fn service(runtime: &tokio::runtime::Runtime) -> DnsService {
     DnsService::new(
         Arc::new(ArcSwap::from_pointee(snapshot)),
         pipeline,
-        metrics.request_durations(),
+        Admission::new(&settings.admission),
+        ServiceCounters::new(&metrics),
     )
 }
 

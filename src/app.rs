@@ -12,10 +12,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::admission::Admission;
 use crate::api::{self, ApiState};
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::dns::{DnsServer, DnsService, Upstreams};
+use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
@@ -59,7 +60,13 @@ impl Daemon {
         }
         let cache = Cache::new(&settings.cache, metrics.cache());
         let pipeline = Pipeline::new(cache, upstreams);
-        let service = DnsService::new(policy.clone(), pipeline, metrics.request_durations());
+        let admission = Admission::new(&settings.admission);
+        let service = DnsService::new(
+            policy.clone(),
+            pipeline,
+            admission,
+            ServiceCounters::new(&metrics),
+        );
         let dns = DnsServer::bind(&settings.server.listen, service)
             .await
             .with_context(|| format!("binding DNS listeners {:?}", settings.server.listen))?;

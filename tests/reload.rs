@@ -20,6 +20,8 @@ fn config(upstream: &TestUpstream, tablet_profile: &str) -> String {
 listen = ["127.0.0.1:0"]
 http = "127.0.0.1:0"
 api_token = "{TOKEN}"
+# The client below queries as fast as it can from one address.
+rate_limit_qps = 0
 
 [[upstream]]
 address = "{}"

@@ -20,7 +20,8 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
 use metasink::cache::Cache;
-use metasink::dns::{DnsService, MAX_UDP_PAYLOAD, Transport, Upstreams};
+use metasink::admission::Admission;
+use metasink::dns::{DnsService, MAX_UDP_PAYLOAD, ServiceCounters, Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
 use tokio::runtime::Runtime;
@@ -63,7 +64,8 @@ fn fixture() -> &'static Fixture {
         let service = DnsService::new(
             policy,
             Pipeline::new(cache, upstreams),
-            metrics.request_durations(),
+            Admission::new(&settings.admission),
+            ServiceCounters::new(&metrics),
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()

@@ -20,5 +20,5 @@ pub use blocked::describe_blocked_answer;
 pub use question::{CacheKey, QTYPE_LABELS, Question};
 pub use response::{MAX_UDP_PAYLOAD, Transport};
 pub use server::DnsServer;
-pub use service::DnsService;
+pub use service::{DnsService, ServiceCounters};
 pub use upstream::{ATTEMPT_TIMEOUT, QUERY_DEADLINE, UpstreamError, Upstreams};

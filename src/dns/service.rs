@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -17,7 +17,8 @@ use super::blocked::blocked_plan;
 use super::request::{Rejection, Request};
 use super::response::{Reply, Transport, encode};
 use super::wire::{BlockedReply, question_bytes, write_blocked};
-use crate::metrics::QueryResult;
+use crate::admission::{Admission, Verdict};
+use crate::metrics::{Metrics, QueryResult};
 use crate::pipeline::{Outcome, Pipeline};
 use crate::policy::{PolicyHandle, Profile};
 
@@ -29,20 +30,83 @@ const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 pub struct DnsService {
     policy: PolicyHandle,
     pipeline: Pipeline,
-    durations: [Histogram; QueryResult::ALL.len()],
+    admission: Admission,
+    counters: ServiceCounters,
+}
+
+/// The service's own metric handles.
+pub struct ServiceCounters {
+    /// Time to answer, per result.
+    pub durations: [Histogram; QueryResult::ALL.len()],
+    /// Queries refused by the access list.
+    pub refused: IntCounter,
+    /// Queries dropped by the rate limit.
+    pub rate_limited: IntCounter,
+}
+
+impl ServiceCounters {
+    /// The handles from `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            durations: metrics.request_durations(),
+            refused: metrics.refused(),
+            rate_limited: metrics.rate_limited(),
+        }
+    }
 }
 
 impl DnsService {
-    /// A service answering from the snapshot in `policy` through `pipeline`.
+    /// A service answering the clients `admission` lets in, from the snapshot in `policy`
+    /// through `pipeline`.
     pub fn new(
         policy: PolicyHandle,
         pipeline: Pipeline,
-        durations: [Histogram; QueryResult::ALL.len()],
+        admission: Admission,
+        counters: ServiceCounters,
     ) -> Self {
         Self {
             policy,
             pipeline,
-            durations,
+            admission,
+            counters,
+        }
+    }
+
+    /// Admission comes before anything is decoded: a stranger gets REFUSED (no bigger than
+    /// its question, so useless for amplification) and never reaches an upstream; a client
+    /// over its rate gets nothing at all.
+    fn admit(
+        &self,
+        bytes: &[u8],
+        client: IpAddr,
+        transport: Transport,
+    ) -> Result<(), Option<Vec<u8>>> {
+        match self.admission.check(client) {
+            Verdict::Answer => Ok(()),
+            Verdict::Drop => {
+                self.counters.rate_limited.inc();
+                Err(None)
+            }
+            Verdict::Refuse => {
+                self.counters.refused.inc();
+                let request = Request::parse(bytes).ok();
+                let policy = self.policy.load();
+                let device = policy.client(client);
+                Err(request.map(|request| {
+                    let question = &request.question;
+                    device
+                        .counters
+                        .count_query_row(question.qtype_row(), QueryResult::Refused);
+                    let reply = Reply::code(ResponseCode::Refused);
+                    encode(
+                        &request.metadata,
+                        Some(question),
+                        request.edns_payload,
+                        reply,
+                        transport,
+                    )
+                }))
+            }
         }
     }
 
@@ -54,6 +118,9 @@ impl DnsService {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let started = Instant::now();
+        if let Err(reply) = self.admit(bytes, client, transport) {
+            return reply;
+        }
         let request = match Request::parse(bytes) {
             Ok(request) => request,
             Err(Rejection::Drop) => return None,
@@ -115,7 +182,7 @@ impl DnsService {
                 transport,
             ),
         };
-        self.durations[result as usize].observe(started.elapsed().as_secs_f64());
+        self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
         Some(bytes)
     }
 }

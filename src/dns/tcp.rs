@@ -77,12 +77,13 @@ impl ConnectionLimits {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut per_client) = self.limits.per_client.lock() {
-            if let Some(open) = per_client.get_mut(&self.client) {
-                *open -= 1;
-                if *open == 0 {
-                    per_client.remove(&self.client);
-                }
+        let Ok(mut per_client) = self.limits.per_client.lock() else {
+            return;
+        };
+        if let Some(open) = per_client.get_mut(&self.client) {
+            *open -= 1;
+            if *open == 0 {
+                per_client.remove(&self.client);
             }
         }
     }

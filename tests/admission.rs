@@ -1,0 +1,86 @@
+//! Admission end to end: only allowed networks are answered (others get REFUSED without an
+//! upstream query), and a client over its rate is dropped while others are served.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::*;
+use tokio::net::UdpSocket;
+
+const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+
+async fn upstream() -> TestUpstream {
+    TestUpstream::start(&[TestRecord::A("www.example.com", REAL, 300)]).await
+}
+
+#[tokio::test]
+async fn clients_outside_allow_from_are_refused_and_never_reach_the_upstream() {
+    let upstream = upstream().await;
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nallow_from = [\"127.0.0.2/32\"]\n\n\
+         [[upstream]]\naddress = \"{}\"\n",
+        upstream.addr
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    let refused =
+        query_udp_from(stranger, daemon.dns, "www.example.com", RecordType::A, true).await;
+    assert_eq!(rcode(&refused), ResponseCode::Refused);
+    assert!(refused.answers.is_empty());
+    let over_tcp = query_tcp(daemon.dns, "www.example.com", RecordType::A, true).await;
+    assert_eq!(rcode(&over_tcp), ResponseCode::Refused);
+    assert_eq!(
+        upstream.queries(),
+        0,
+        "a refused query never causes an upstream query"
+    );
+
+    let member = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let answered = query_udp_from(member, daemon.dns, "www.example.com", RecordType::A, true).await;
+    assert_eq!(a_addrs(&answered), vec![REAL]);
+    let metrics = daemon.metrics().await;
+    assert_eq!(metric(&metrics, "metasink_refused_total"), 2.0, "{metrics}");
+}
+
+/// Sends `count` queries from `source` as fast as it can and counts the answers that come
+/// back within half a second after the last one.
+async fn burst(source: IpAddr, server: SocketAddr, count: usize) -> usize {
+    let socket = UdpSocket::bind(SocketAddr::new(source, 0)).await.unwrap();
+    let query = build_query("www.meta.ai", RecordType::A, false)
+        .to_vec()
+        .unwrap();
+    for _ in 0..count {
+        socket.send_to(&query, server).await.unwrap();
+    }
+    let mut answers = 0;
+    let mut buffer = [0u8; 512];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buffer)).await
+    {
+        answers += 1;
+    }
+    answers
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_is_dropped_while_others_are_served() {
+    let config = "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nrate_limit_qps = 5\nrate_limit_burst = 20\n";
+    let daemon = TestDaemon::start(config).await;
+    let greedy = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7));
+    let answered = burst(greedy, daemon.dns, 200).await;
+    assert!(
+        (20..=40).contains(&answered),
+        "the burst and a little refill, not 200: {answered}"
+    );
+    let polite = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 8));
+    assert_eq!(
+        burst(polite, daemon.dns, 10).await,
+        10,
+        "another client is not affected"
+    );
+    let metrics = daemon.metrics().await;
+    let dropped = metric(&metrics, "metasink_rate_limited_total");
+    assert_eq!(dropped as usize, 200 - answered, "{metrics}");
+}
