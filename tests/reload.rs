@@ -152,12 +152,7 @@ async fn the_reload_endpoint_needs_post_and_the_token_and_reports_config_errors(
     let (status, _) = http_request(daemon.http, "POST", "/api/reload", &[], "").await;
     assert_eq!(status, 401, "no token");
     let wrong = [("Authorization", "Bearer reload-token-0123456780")];
-    assert_eq!(
-        http_request(daemon.http, "POST", "/api/reload", &wrong, "")
-            .await
-            .0,
-        401
-    );
+    assert_eq!(post_status(&daemon, "/api/reload", &wrong).await, 401);
     assert_eq!(
         http_get(daemon.http, "/api/reload").await.0,
         405,
@@ -199,22 +194,17 @@ async fn the_reload_endpoint_needs_post_and_the_token_and_reports_config_errors(
     );
 }
 
+/// The status of an empty `POST path` with `headers`.
+async fn post_status(daemon: &TestDaemon, path: &str, headers: &[(&str, &str)]) -> u16 {
+    http_request(daemon.http, "POST", path, headers, "").await.0
+}
+
 #[tokio::test]
 async fn without_a_configured_token_the_mutating_endpoints_are_off() {
     let daemon = TestDaemon::start("").await;
     let any = [("Authorization", "Bearer anything-at-all-123")];
-    assert_eq!(
-        http_request(daemon.http, "POST", "/api/reload", &any, "")
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        http_request(daemon.http, "POST", "/api/lists/refresh", &any, "")
-            .await
-            .0,
-        403
-    );
+    assert_eq!(post_status(&daemon, "/api/reload", &any).await, 403);
+    assert_eq!(post_status(&daemon, "/api/lists/refresh", &any).await, 403);
     assert_eq!(
         http_get(daemon.http, "/metrics").await.0,
         200,

@@ -70,14 +70,7 @@ impl Question {
         checking_disabled: bool,
     ) -> Self {
         let text = normalized_text(&name);
-        Self {
-            name,
-            qtype,
-            qclass,
-            dnssec_ok,
-            checking_disabled,
-            text,
-        }
+        Self::from_wire_parts(name, text, qtype, qclass, dnssec_ok, checking_disabled)
     }
 
     /// A question for `name` of type `qtype` (e.g. "AAAA"), class IN, as `explain` and tests
