@@ -143,3 +143,45 @@ async fn run_serves_until_sigterm_and_exits_cleanly() {
     let status = daemon.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn sigterm_under_load_drains_and_exits_cleanly_within_five_seconds() {
+    let dead = TestUpstream::start_unresponsive();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nrate_limit_qps = 0\n\n[[upstream]]\naddress = \"{}\"\n",
+        dead.addr
+    );
+    std::fs::write(&path, config).unwrap();
+    let mut daemon = DaemonProcess::start(&path);
+    let dns = daemon.dns;
+    // Blocked names answered at once and forwarded ones left waiting on a silent upstream.
+    let load = tokio::spawn(async move {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let blocked = build_query("www.meta.ai", RecordType::A, false)
+            .to_vec()
+            .unwrap();
+        let forwarded = build_query("www.example.com", RecordType::A, false)
+            .to_vec()
+            .unwrap();
+        for round in 0..20_000u32 {
+            let query = if round % 10 == 0 {
+                &forwarded
+            } else {
+                &blocked
+            };
+            if socket.send_to(query, dns).await.is_err() {
+                break;
+            }
+            if round % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status}");
+    load.abort();
+}

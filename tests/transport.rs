@@ -267,3 +267,62 @@ async fn slowloris_connections_are_closed_after_the_first_message_timeout() {
         "{elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let (_upstream, daemon) = setup().await;
+    let (replies, mut stream) = pipeline(
+        daemon.dns,
+        &[build_query("www.meta.ai", RecordType::A, false)],
+        1,
+    )
+    .await;
+    assert_eq!(replies.len(), 1);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(14), stream.read_to_end(&mut rest)).await;
+    let elapsed = started.elapsed();
+    assert!(matches!(read, Ok(Ok(0))), "closed by the server: {read:?}");
+    assert!(
+        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(12),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn at_most_256_connections_are_open_at_once() {
+    let (_upstream, daemon) = setup().await;
+    let mut held = Vec::new();
+    // 16 clients of 16 connections each: the limit per client is never what refuses.
+    for client in 0..16u8 {
+        for _ in 0..16 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(127, 0, 1, client)),
+                    0,
+                ))
+                .unwrap();
+            held.push(socket.connect(daemon.dns).await.unwrap());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1)), 0))
+        .unwrap();
+    let mut extra = socket.connect(daemon.dns).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the 257th is closed at once: {read:?}"
+    );
+    // Closing one makes room again.
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        a_addrs(&query_tcp(daemon.dns, "www.example.com", RecordType::A, false).await),
+        vec![REAL]
+    );
+}
