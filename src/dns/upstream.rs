@@ -27,7 +27,7 @@ mod health;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{DnsRequest, DnsRequestOptions, Query, ResponseCode};
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, MessageType, OpCode, Query, ResponseCode};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::FirstAnswer;
@@ -218,6 +218,14 @@ impl Upstream {
         let answer = match result {
             Ok(response) => {
                 let message = response.into_message();
+                // hickory matches replies by ID and question only; a "reply" that is not a
+                // QUERY response (found by fuzzing: an UPDATE holding prerequisite records)
+                // would be cached and served as if it were one.
+                if message.metadata.op_code != OpCode::Query
+                    || message.metadata.message_type != MessageType::Response
+                {
+                    return Err(Failure::Other);
+                }
                 Answer::new(
                     message.metadata.response_code,
                     message.answers,
