@@ -46,6 +46,8 @@ pub(super) const MAX_SOURCES: usize = 20_000;
 /// Shards of the table: well above the core count of a household box, so that two checks
 /// rarely meet on one lock, and few enough that each shard's map stays a useful size.
 const SHARDS: usize = 32;
+// `shard_index` takes the top bits of a hash: the shard count must be a power of two.
+const _: () = assert!(SHARDS.is_power_of_two());
 
 /// Sources per shard.
 const SHARD_CAPACITY: usize = MAX_SOURCES / SHARDS;
@@ -107,8 +109,10 @@ impl RateLimiter {
 
     /// The shard of `source`.
     fn shard_index(&self, source: Source) -> usize {
-        // The remainder is below SHARDS, so it fits any usize.
-        (self.shard_hasher.hash_one(source) % SHARDS as u64) as usize
+        // The top bits: a multiply-and-fold hash mixes them best (its low bits of nearby
+        // integer keys can correlate under some seeds, crowding a few shards). Below SHARDS,
+        // so it fits any usize.
+        (self.shard_hasher.hash_one(source) >> (64 - SHARDS.trailing_zeros())) as usize
     }
 
     /// The shard at `index` (below [`SHARDS`]), locked.
