@@ -248,9 +248,13 @@ const WATCHDOG_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// A lost loopback datagram (a full socket buffer under a burst) is no reason to restart.
 const WATCHDOG_PROBE_TRIES: usize = 3;
 
-/// Asks the DNS listener at `dns` (a wildcard address probed through loopback) something it
-/// answers without policy, cache or upstream: a header with opcode STATUS, which gets NOTIMP
-/// (any reply with our ID proves the receive loop and the service are running).
+/// Asks the DNS listener at `dns` (a wildcard address probed through loopback) two things it
+/// answers at once, without cache or upstream, and waits for a reply to either (any reply
+/// proves the receive loop and the service are running):
+/// - a header with opcode STATUS, which a client in `allow_from` gets NOTIMP for;
+/// - a question of type ANY over UDP, which such a client gets TC for, and a client outside
+///   `allow_from` (loopback, when the config narrows it) gets REFUSED for; malformed or
+///   non-QUERY messages from such a client get no reply at all.
 async fn probe_dns(dns: SocketAddr, timeout: std::time::Duration) -> std::io::Result<()> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let target = match dns.ip() {
@@ -268,21 +272,30 @@ async fn probe_dns(dns: SocketAddr, timeout: std::time::Duration) -> std::io::Re
     };
     let socket = tokio::net::UdpSocket::bind(local).await?;
     socket.connect(target).await?;
-    let id = fastrand::u16(..);
-    // ID, then QR=0 OPCODE=2 (STATUS), no flags, all counts zero (RFC 1035 §4.1.1).
-    let mut query = [0u8; 12];
-    query[..2].copy_from_slice(&id.to_be_bytes());
-    query[2] = 2 << 3;
+    let status_id = fastrand::u16(..);
+    let any_id = status_id.wrapping_add(1);
+    // RFC 1035 §4.1: ID; QR=0, OPCODE=2 (STATUS), no flags; all counts zero.
+    let mut status = [0u8; 12];
+    status[..2].copy_from_slice(&status_id.to_be_bytes());
+    status[2] = 2 << 3;
+    // ID; a standard query without RD; one question: metasink-watchdog.invalid ANY IN.
+    let mut any = Vec::with_capacity(44);
+    any.extend_from_slice(&any_id.to_be_bytes());
+    any.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    any.extend_from_slice(b"\x11metasink-watchdog\x07invalid\x00\x00\xff\x00\x01");
     let mut reply = [0u8; 512];
     for _ in 0..WATCHDOG_PROBE_TRIES {
-        socket.send(&query).await?;
-        let Ok(received) = tokio::time::timeout(timeout, socket.recv(&mut reply)).await else {
-            continue;
-        };
-        let length = received?;
-        // A reply (QR=1) to this probe: an old reply to an earlier try has another ID.
-        if length >= 12 && reply[..2] == id.to_be_bytes() && reply[2] & 0x80 != 0 {
-            return Ok(());
+        socket.send(&status).await?;
+        socket.send(&any).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Replies to an earlier try may still come in: read until this try's time is up.
+        while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut reply)).await {
+            let length = received?;
+            let id = [reply[0], reply[1]];
+            let ours = id == status_id.to_be_bytes() || id == any_id.to_be_bytes();
+            if length >= 12 && ours && reply[2] & 0x80 != 0 {
+                return Ok(());
+            }
         }
     }
     Err(std::io::Error::new(
@@ -303,6 +316,20 @@ mod watchdog_tests {
         settings.server.listen = vec!["0.0.0.0:0".parse().unwrap()];
         settings.server.http = "127.0.0.1:0".parse().unwrap();
         settings.upstreams.clear();
+        let daemon = Daemon::start(settings).await.unwrap();
+        probe_dns(daemon.dns_addr(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        daemon.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_probe_is_answered_when_allow_from_leaves_loopback_out() {
+        let mut settings = crate::config::builtin_settings();
+        settings.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        settings.server.http = "127.0.0.1:0".parse().unwrap();
+        settings.upstreams.clear();
+        settings.admission.allow_from = vec!["192.0.2.0/24".parse().unwrap()];
         let daemon = Daemon::start(settings).await.unwrap();
         probe_dns(daemon.dns_addr(), Duration::from_secs(2))
             .await

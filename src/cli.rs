@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{self, Settings};
+use crate::config::{self, ListSource, Settings};
 use crate::dns::Question;
 use crate::explain::{Viewpoint, explain};
 use crate::metrics::Metrics;
@@ -176,6 +176,14 @@ fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for list in policy.lists() {
         match &list.load_error {
+            // A URL list without a stored copy is downloaded once the daemon runs: failing
+            // here would keep a fresh install (ExecStartPre=metasink check) from ever starting.
+            Some(error) if matches!(list.source, ListSource::Url(_)) => {
+                println!(
+                    "  list:      {} not loaded yet: {error} (downloaded in the background)",
+                    list.id
+                );
+            }
             Some(error) => {
                 failed = true;
                 println!("  list:      {} NOT LOADED: {error}", list.id);

@@ -185,3 +185,18 @@ async fn sigterm_under_load_drains_and_exits_cleanly_within_five_seconds() {
     assert!(status.success(), "{status}");
     load.abort();
 }
+
+#[test]
+fn check_passes_a_url_list_that_is_not_downloaded_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let config = "[server]\nstate_dir = \"state\"\n\n[[list]]\nid = \"remote\"\nsource = \"https://lists.invalid/hosts.txt\"\n";
+    std::fs::write(&path, config).unwrap();
+    let output = metasink(&["check", "--config", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stdout).contains("remote not loaded yet"),
+        "{}",
+        text(&output.stdout)
+    );
+}

@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(error) => {
             let message = error.to_string();
-            assert!(message.starts_with(PATH), "{message:?} does not name the file");
+            assert!(
+                message.starts_with(PATH),
+                "{message:?} does not name the file"
+            );
         }
     }
 });

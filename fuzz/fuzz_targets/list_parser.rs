@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         seen += 1;
         check_entry(&entry);
     });
-    assert_eq!(report.entries, seen, "the report counts every entry passed on");
+    assert_eq!(
+        report.entries, seen,
+        "the report counts every entry passed on"
+    );
     assert!(report.invalid_samples.len() <= MAX_INVALID_SAMPLES);
     assert!(report.invalid_samples.len() <= report.invalid_count);
     for sample in &report.invalid_samples {
@@ -39,10 +42,21 @@ fn check_entry(entry: &Entry<'_>) {
     let rule = format!("||{}^", entry.name);
     let mut again = Vec::new();
     let result = parse_line(&rule, |entry| again.push(entry.name.into_owned()));
-    assert!(result.is_ok(), "{rule:?} was emitted but re-reads as {result:?}");
-    assert_eq!(again, [entry.name.as_ref()], "{rule:?} re-reads differently");
+    assert!(
+        result.is_ok(),
+        "{rule:?} was emitted but re-reads as {result:?}"
+    );
+    assert_eq!(
+        again,
+        [entry.name.as_ref()],
+        "{rule:?} re-reads differently"
+    );
     if entry.allow {
-        assert_eq!(entry.scope, EntryScope::Subdomains, "only `@@||name^` allows");
+        assert_eq!(
+            entry.scope,
+            EntryScope::Subdomains,
+            "only `@@||name^` allows"
+        );
     }
 }
 

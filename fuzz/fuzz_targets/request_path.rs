@@ -1,14 +1,15 @@
 //! The request path: a client's bytes through `DnsService::respond`, the function both the UDP
 //! and the TCP listener call, with the daemon's policy (bundled lists, preset profiles, two
-//! devices) and no upstream, so every name is either blocked or SERVFAIL and nothing leaves
-//! the process.
+//! devices), its admission control (without the rate limit) and no upstream, so every name
+//! is either blocked or SERVFAIL and nothing leaves the process.
 //!
 //! Input layout: one byte (bit 0: TCP; bits 1-2: the client, see `CLIENTS`), then the
 //! request as it arrives in a datagram or after a TCP length prefix.
 //!
-//! Besides "no panic", the reply must keep the promises of `dns::request` and
-//! `dns::response`: nothing back for runts and responses, otherwise a well-formed response
-//! with the request's ID and opcode, within the UDP size limit.
+//! Besides "no panic", the reply must keep the promises of `dns::request`, `dns::response`
+//! and admission: nothing back for runts and responses, REFUSED or nothing for a stranger,
+//! otherwise a well-formed response with the request's ID and opcode, within the UDP size
+//! limit.
 
 #![no_main]
 
@@ -17,20 +18,26 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Message, MessageType};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
 use libfuzzer_sys::fuzz_target;
-use metasink::cache::Cache;
 use metasink::admission::Admission;
+use metasink::cache::Cache;
 use metasink::dns::{DnsService, MAX_UDP_PAYLOAD, ServiceCounters, Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
 use tokio::runtime::Runtime;
 
-/// The clients bits 1-2 of the first byte choose: no device (default profile), the quest and
-/// the kids' devices of `CONFIG`, and an address of no device.
+/// The clients bits 1-2 of the first byte choose: loopback (no device: the default profile),
+/// the quest and the kids' devices of `CONFIG`, and a stranger outside `allow_from`.
 const CLIENTS: [&str; 4] = ["127.0.0.1", "192.168.1.20", "::1", "203.0.113.9"];
+const STRANGER: usize = 3;
 
+/// No per-client rate limit: every input comes from one of four addresses, and a dropped
+/// query would hide the path behind it.
 const CONFIG: &str = r#"
+[server]
+rate_limit_qps = 0
+
 [[device]]
 name = "quest"
 match = ["192.168.1.20"]
@@ -90,7 +97,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Transport::Tcp
     };
-    let client = fixture.clients[usize::from((selector >> 1) & 3)];
+    let client_index = usize::from((selector >> 1) & 3);
+    let client = fixture.clients[client_index];
     let reply = fixture
         .runtime
         .block_on(fixture.service.respond(request, client, transport));
@@ -98,7 +106,11 @@ fuzz_target!(|data: &[u8]| {
     let is_runt = request.len() < 12;
     let is_response = request.get(2).is_some_and(|flags| flags & 0x80 != 0);
     let Some(reply) = reply else {
-        assert!(is_runt || is_response, "a query got no reply");
+        // A stranger gets REFUSED for a well-formed query and nothing for anything else.
+        assert!(
+            is_runt || is_response || client_index == STRANGER,
+            "a query got no reply"
+        );
         return;
     };
     assert!(!is_runt && !is_response, "a runt or a response got a reply");
@@ -108,6 +120,9 @@ fuzz_target!(|data: &[u8]| {
         Err(error) => panic!("our reply does not decode: {error}"),
     };
     assert_eq!(message.metadata.message_type, MessageType::Response);
+    if client_index == STRANGER {
+        assert_eq!(message.metadata.response_code, ResponseCode::Refused);
+    }
     assert_eq!(
         (reply[2] >> 3) & 0xf,
         (request[2] >> 3) & 0xf,
