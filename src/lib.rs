@@ -4,9 +4,12 @@
 //!
 //! # One query, end to end
 //! ```text
-//!  UDP/TCP listener (hickory-server)                       dns::server
+//!  UDP (recvmmsg batches) / TCP (RFC 7766) listeners       dns::udp, dns::tcp
 //!    ▼
-//!  handler: question, client address → device → profile   dns::handler, policy
+//!  admission: allow_from, per-client rate limit            admission → REFUSED / drop
+//!    ▼
+//!  request: question (fast reader, hickory fallback),      dns::service, dns::wire, policy
+//!           client address → device → profile
 //!    ▼
 //!  decide: lists containing the name; block & !allow       pipeline → blocked answer (stop)
 //!    ▼
@@ -16,7 +19,7 @@
 //!    ▼
 //!  inspect: CNAME / HTTPS / SVCB targets, same profile     pipeline → blocked answer
 //!    ▼
-//!  respond, count                                          dns::handler, metrics
+//!  respond, count                                          dns::service, metrics
 //! ```
 //! The order lives in one function, [`pipeline::Pipeline::resolve`], with the reason for each
 //! stage. Config and lists compile into one immutable [`policy::Policy`] snapshot, read by

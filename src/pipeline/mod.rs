@@ -2,7 +2,7 @@
 //! answer, stage by stage, each with the reason it sits where it does.
 //!
 //! ```text
-//! identify  client address → device → profile            (caller: dns::handler)
+//! identify  client address → device → profile            (caller: dns::service)
 //! decide    lists containing the name, block & !allow     → Blocked (stop)
 //! cache     shared by every profile                       → hit
 //! upstream  forward (one fetch per question), then cache  → answer | stale | ServFail
