@@ -87,7 +87,7 @@ impl DnsServer {
         Ok(server)
     }
 
-    /// Stops accepting, lets queries in flight finish (for up to [`DRAIN_TIMEOUT`]), and
+    /// Stops accepting, lets queries in flight finish (for up to 3 s), and
     /// returns when the listeners are closed.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
