@@ -310,12 +310,16 @@ mod watchdog_tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn the_probe_is_answered_by_a_running_daemon_through_loopback() {
+    /// Starts a daemon listening on `listen` (no upstream; `allow_from` when given) and
+    /// probes it as the watchdog does.
+    async fn probe_a_daemon(listen: &str, allow_from: Option<&str>) {
         let mut settings = crate::config::builtin_settings();
-        settings.server.listen = vec!["0.0.0.0:0".parse().unwrap()];
+        settings.server.listen = vec![listen.parse().unwrap()];
         settings.server.http = "127.0.0.1:0".parse().unwrap();
         settings.upstreams.clear();
+        if let Some(network) = allow_from {
+            settings.admission.allow_from = vec![network.parse().unwrap()];
+        }
         let daemon = Daemon::start(settings).await.unwrap();
         probe_dns(daemon.dns_addr(), Duration::from_secs(2))
             .await
@@ -324,17 +328,13 @@ mod watchdog_tests {
     }
 
     #[tokio::test]
+    async fn the_probe_is_answered_by_a_running_daemon_through_loopback() {
+        probe_a_daemon("0.0.0.0:0", None).await;
+    }
+
+    #[tokio::test]
     async fn the_probe_is_answered_when_allow_from_leaves_loopback_out() {
-        let mut settings = crate::config::builtin_settings();
-        settings.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        settings.server.http = "127.0.0.1:0".parse().unwrap();
-        settings.upstreams.clear();
-        settings.admission.allow_from = vec!["192.0.2.0/24".parse().unwrap()];
-        let daemon = Daemon::start(settings).await.unwrap();
-        probe_dns(daemon.dns_addr(), Duration::from_secs(2))
-            .await
-            .unwrap();
-        daemon.shutdown().await;
+        probe_a_daemon("127.0.0.1:0", Some("192.0.2.0/24")).await;
     }
 
     #[tokio::test]

@@ -148,7 +148,6 @@ async fn sighup_with_a_valid_change_moves_a_device_to_another_profile() {
 async fn the_reload_endpoint_needs_post_and_the_token_and_reports_config_errors() {
     let upstream = upstream().await;
     let daemon = TestDaemon::start(&config(&upstream, "meta-apps")).await;
-    let auth = format!("Bearer {TOKEN}");
     let (status, _) = http_request(daemon.http, "POST", "/api/reload", &[], "").await;
     assert_eq!(status, 401, "no token");
     let wrong = [("Authorization", "Bearer reload-token-0123456780")];
@@ -161,27 +160,13 @@ async fn the_reload_endpoint_needs_post_and_the_token_and_reports_config_errors(
     assert_eq!(daemon.daemon.policy().load().generation(), 1);
 
     std::fs::write(daemon.config_path(), config(&upstream, "open")).unwrap();
-    let (status, body) = http_request(
-        daemon.http,
-        "POST",
-        "/api/reload",
-        &[("Authorization", &auth)],
-        "",
-    )
-    .await;
+    let (status, body) = post_with_token(&daemon, "/api/reload").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""policy_generation":2"#), "{body}");
     assert_eq!(tablet_answer(daemon.dns).await, vec![REAL]);
 
     std::fs::write(daemon.config_path(), config(&upstream, "no-such-profile")).unwrap();
-    let (status, body) = http_request(
-        daemon.http,
-        "POST",
-        "/api/reload",
-        &[("Authorization", &auth)],
-        "",
-    )
-    .await;
+    let (status, body) = post_with_token(&daemon, "/api/reload").await;
     assert_eq!(status, 400);
     assert!(
         body.contains("device[0].profile") && body.contains("valid choices"),
@@ -192,6 +177,12 @@ async fn the_reload_endpoint_needs_post_and_the_token_and_reports_config_errors(
         vec![REAL],
         "the running policy stays"
     );
+}
+
+/// An empty `POST path` with the configured bearer token: (status, body).
+async fn post_with_token(daemon: &TestDaemon, path: &str) -> (u16, String) {
+    let auth = format!("Bearer {TOKEN}");
+    http_request(daemon.http, "POST", path, &[("Authorization", &auth)], "").await
 }
 
 /// The status of an empty `POST path` with `headers`.
