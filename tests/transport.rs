@@ -12,6 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The time a TCP client has to take one answer (`src/dns/tcp.rs`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn setup() -> (TestUpstream, TestDaemon) {
     let text = "t".repeat(200);
@@ -325,4 +327,74 @@ async fn at_most_256_connections_are_open_at_once() {
         a_addrs(&query_tcp(daemon.dns, "www.example.com", RecordType::A, false).await),
         vec![REAL]
     );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+    // 100 answers of about 30 KB each: 3 MB, far more than the daemon's send buffer, our
+    // receive buffer and the answers it holds in memory together.
+    let text = "w".repeat(250);
+    let texts: Vec<String> = (0..120).map(|i| format!("{i:03}{text}")).collect();
+    let mut records = vec![TestRecord::A("www.example.com", REAL, 300)];
+    records.extend(
+        texts
+            .iter()
+            .map(|text| TestRecord::Txt("huge.example.com", text, 300)),
+    );
+    let upstream = TestUpstream::start(&records).await;
+    let daemon =
+        TestDaemon::start(&format!("[[upstream]]\naddress = \"{}\"\n", upstream.addr)).await;
+    let one = query_tcp(daemon.dns, "huge.example.com", RecordType::TXT, false).await;
+    assert_eq!(one.answers.len(), 120, "the answer is as big as planned");
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(daemon.dns).await.unwrap();
+    let mut bytes = Vec::new();
+    for _ in 0..100 {
+        let message = build_query("huge.example.com", RecordType::TXT, false)
+            .to_vec()
+            .unwrap();
+        bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&message);
+    }
+    stream.write_all(&bytes).await.unwrap();
+    let sent = Instant::now();
+
+    // Meanwhile everyone else is answered at once, over UDP and TCP.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let others = Instant::now();
+    let udp = query_udp(daemon.dns, "www.example.com", RecordType::A, false).await;
+    let tcp = query_tcp(daemon.dns, "www.example.com", RecordType::A, false).await;
+    assert_eq!((a_addrs(&udp), a_addrs(&tcp)), (vec![REAL], vec![REAL]));
+    assert!(others.elapsed() < Duration::from_secs(1));
+
+    // Past the write timeout, the stalled connection is given up: reading now yields what
+    // the kernel had buffered, then the end, well short of 100 answers.
+    tokio::time::sleep((WRITE_TIMEOUT + Duration::from_secs(2)).saturating_sub(sent.elapsed()))
+        .await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received))
+        .await
+        .expect("the daemon closed the connection");
+    let answers = count_frames(&received);
+    assert!(
+        answers < 50,
+        "closed after {answers} answers ({read:?}, {} bytes)",
+        received.len()
+    );
+}
+
+/// The complete length-prefixed messages at the start of `bytes`.
+fn count_frames(mut bytes: &[u8]) -> usize {
+    let mut count = 0;
+    while let [high, low, rest @ ..] = bytes {
+        let length = usize::from(u16::from_be_bytes([*high, *low]));
+        let Some(tail) = rest.get(length..) else {
+            break;
+        };
+        count += 1;
+        bytes = tail;
+    }
+    count
 }

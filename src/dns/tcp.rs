@@ -35,6 +35,12 @@ pub const MAX_QUERIES: usize = 100;
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Time the client has to take one answer off our hands.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Kernel send buffer of each connection (Linux doubles it for its bookkeeping). Fixing it
+/// turns off the kernel's autotuning, which on a fast path like loopback grows a buffer to
+/// megabytes: a client that stops reading would pin that much kernel memory per connection,
+/// 256 times over, and hide from [`WRITE_TIMEOUT`] until the buffer filled. One full-size
+/// DNS message still fits.
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// Open connections, in all and per client.
 pub struct ConnectionLimits {
@@ -110,6 +116,9 @@ pub async fn serve(
             tracing::debug!(%client, "TCP connection refused: limit reached");
             continue;
         };
+        if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+            tracing::debug!(%client, %error, "TCP send buffer left as the kernel set it");
+        }
         let connection = Connection {
             service: service.clone(),
             client,
