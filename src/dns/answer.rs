@@ -1,18 +1,33 @@
 //! [`Answer`]: an upstream's answer to one question, as the cache keeps it and as clients get
-//! it back: the response code, the answer and authority records, and the names inside them
-//! that the policy must also check (CNAME targets, HTTPS/SVCB targets).
+//! it back: the response code, the answer and authority records in wire form, how long it
+//! may be kept, and the names inside it that the policy must also check (CNAME targets,
+//! HTTPS/SVCB targets).
+//!
+//! The records are encoded once, when the answer arrives (hickory's encoder, names
+//! compressed against the question at offset 12, as in any reply), and kept as bytes with
+//! the place of every TTL: a reply copies them behind the client's own question and rewrites
+//! the TTLs on the way. A question with the same cache key has the same labels (only ASCII
+//! case may differ), so every compression pointer still lands where it did.
 
 use std::time::Duration;
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{RData, Record};
+
+use super::Question;
+use super::reply::Records;
+use super::wire::{HEADER_LEN, record_ttl_offsets, skip_name};
 
 /// An upstream answer (positive, NXDOMAIN or NODATA).
 #[derive(Clone, Debug)]
 pub struct Answer {
     pub(super) rcode: ResponseCode,
-    pub(super) answers: Vec<Record>,
-    pub(super) authorities: Vec<Record>,
+    /// The answer and authority records as they follow the question in a reply.
+    records: Box<[u8]>,
+    /// Where each record's TTL lies in `records`.
+    ttl_offsets: Box<[u16]>,
+    answer_count: u16,
+    authority_count: u16,
     /// How long the answer may be kept: the smallest TTL of its answer records, or for a
     /// negative answer the SOA's negative TTL (RFC 2308 §5). `None`: not cacheable.
     lifetime: Option<Duration>,
@@ -20,33 +35,89 @@ pub struct Answer {
     targets: Box<[Box<str>]>,
 }
 
+/// How the TTLs of a served answer are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TtlRule {
+    /// Each TTL less the seconds the answer spent in the cache (RFC 1035 §7.3).
+    Aged(u32),
+    /// Every TTL set to one value: a stale answer's (RFC 8767 §4 sends a short TTL, not zero,
+    /// so a client does not ask again at once).
+    Fixed(u32),
+}
+
+impl TtlRule {
+    /// The rule for an answer `age` old, or sent with `fixed` TTLs when given.
+    pub fn new(age: Duration, fixed: Option<u32>) -> Self {
+        match fixed {
+            Some(ttl) => Self::Fixed(ttl),
+            None => Self::Aged(u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
+        }
+    }
+
+    fn apply(self, ttl: u32) -> u32 {
+        match self {
+            Self::Aged(age) => ttl.saturating_sub(age),
+            Self::Fixed(fixed) => fixed,
+        }
+    }
+}
+
 impl Answer {
-    pub(super) fn new(rcode: ResponseCode, answers: Vec<Record>, authorities: Vec<Record>) -> Self {
+    /// The answer to `question` made of these sections; `None` when hickory cannot encode a
+    /// record it decoded, or the records would not fit one message.
+    pub(super) fn new(
+        question: &Question,
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+    ) -> Option<Self> {
         let lifetime = lifetime(rcode, &answers, &authorities);
         let targets = answers.iter().filter_map(target_name).collect();
-        Self {
+        let answer_count = u16::try_from(answers.len()).ok()?;
+        let authority_count = u16::try_from(authorities.len()).ok()?;
+
+        let mut message = Message::new(0, MessageType::Response, OpCode::Query);
+        let mut query = Query::query(question.name.clone(), question.qtype);
+        query.query_class = question.qclass;
+        message.add_query(query);
+        message.answers = answers;
+        message.authorities = authorities;
+        let bytes = message.to_vec().ok()?;
+
+        let start = skip_name(&bytes, HEADER_LEN)? + 4;
+        let count = usize::from(answer_count) + usize::from(authority_count);
+        let (offsets, end) = record_ttl_offsets(&bytes, start, count)?;
+        let ttl_offsets = offsets
+            .into_iter()
+            .map(|offset| u16::try_from(offset - start).ok())
+            .collect::<Option<_>>()?;
+        Some(Self {
             rcode,
-            answers,
-            authorities,
+            records: bytes.get(start..end)?.into(),
+            ttl_offsets,
+            answer_count,
+            authority_count,
             lifetime,
             targets,
-        }
+        })
     }
 
     /// Clamps every TTL into `[min, max]` (the `[cache]` bounds), so what we send and how long
     /// we keep it agree.
     pub fn clamp_ttls(&mut self, min: Duration, max: Duration) {
+        let max = max.max(min);
         let clamp = |ttl: u32| {
-            let secs = u64::from(ttl).clamp(min.as_secs(), max.as_secs().max(min.as_secs()));
+            let secs = u64::from(ttl).clamp(min.as_secs(), max.as_secs());
             u32::try_from(secs).unwrap_or(u32::MAX)
         };
-        for record in self.answers.iter_mut().chain(self.authorities.iter_mut()) {
-            record.ttl = clamp(record.ttl);
+        for at in self.ttl_offsets.iter().map(|&at| usize::from(at)) {
+            let ttl = clamp(ttl_at(&self.records, at));
+            self.records[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
         }
-        // A negative answer lives for the SOA's MINIMUM field too (RFC 2308 §5), which is not
-        // a TTL the loop above rewrites: the lifetime itself is clamped as well.
-        self.lifetime = lifetime(self.rcode, &self.answers, &self.authorities)
-            .map(|lifetime| lifetime.clamp(min, max.max(min)));
+        // Clamping is monotonic, so clamping the lifetime equals computing it again from the
+        // clamped TTLs, a negative answer's SOA MINIMUM included (which no TTL rewrite
+        // touches).
+        self.lifetime = self.lifetime.map(|lifetime| lifetime.clamp(min, max));
     }
 
     /// How long this answer may be cached; `None` when it must not be.
@@ -59,44 +130,37 @@ impl Answer {
         &self.targets
     }
 
-    /// The response code as a short word for logs.
-    pub fn rcode_name(&self) -> String {
-        self.rcode.to_string()
+    /// The records as a reply writes them, TTLs per `ttl`.
+    pub(super) fn served(&self, ttl: TtlRule) -> ServedAnswer<'_> {
+        ServedAnswer { answer: self, ttl }
     }
+}
 
-    /// The records as sent: with `age` taken off every TTL, or with every TTL set to
-    /// `fixed_ttl` when given (a stale answer: RFC 8767 §4 sends a short TTL, not zero, so a
-    /// client does not ask again at once).
-    pub(super) fn records(
-        &self,
-        age: Duration,
-        fixed_ttl: Option<u32>,
-    ) -> (Vec<Record>, Vec<Record>) {
-        match fixed_ttl {
-            Some(ttl) => self.records_with_ttls(|_| ttl),
-            None => self.aged_records(age),
+/// An answer's records with the TTLs one reply gives them.
+pub(super) struct ServedAnswer<'a> {
+    answer: &'a Answer,
+    ttl: TtlRule,
+}
+
+impl Records for ServedAnswer<'_> {
+    fn write(&self, out: &mut Vec<u8>) -> (u16, u16) {
+        let answer = self.answer;
+        let start = out.len();
+        out.extend_from_slice(&answer.records);
+        let records = &mut out[start..];
+        for at in answer.ttl_offsets.iter().map(|&at| usize::from(at)) {
+            let ttl = self.ttl.apply(ttl_at(records, at));
+            records[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
         }
+        (answer.answer_count, answer.authority_count)
     }
+}
 
-    /// The records with `age` taken off every TTL (RFC 1035 §7.3: a cached answer's TTL
-    /// counts down).
-    pub(super) fn aged_records(&self, age: Duration) -> (Vec<Record>, Vec<Record>) {
-        let age = u32::try_from(age.as_secs()).unwrap_or(u32::MAX);
-        self.records_with_ttls(|ttl| ttl.saturating_sub(age))
-    }
-
-    /// Copies of the answer and authority records, each TTL replaced by `ttl(TTL)`.
-    fn records_with_ttls(&self, ttl: impl Fn(u32) -> u32) -> (Vec<Record>, Vec<Record>) {
-        let copy = |record: &Record| {
-            let mut record = record.clone();
-            record.ttl = ttl(record.ttl);
-            record
-        };
-        (
-            self.answers.iter().map(copy).collect(),
-            self.authorities.iter().map(copy).collect(),
-        )
-    }
+/// The TTL at `at` (an offset the encoder's walk found, so within `records`).
+fn ttl_at(records: &[u8], at: usize) -> u32 {
+    let mut ttl = [0; 4];
+    ttl.copy_from_slice(&records[at..at + 4]);
+    u32::from_be_bytes(ttl)
 }
 
 fn lifetime(rcode: ResponseCode, answers: &[Record], authorities: &[Record]) -> Option<Duration> {
@@ -140,28 +204,38 @@ fn target_name(record: &Record) -> Option<Box<str>> {
 /// the file so the code above can change without touching them.
 impl Answer {
     /// Decodes a DNS message and builds the [`Answer`] of its response code, answer and
-    /// authority sections; `None` when the bytes are not a DNS message.
+    /// authority sections to its first question; `None` when the bytes are not a DNS message
+    /// with a question, or the answer cannot be kept.
     #[doc(hidden)]
-    pub fn from_message_bytes(bytes: &[u8]) -> Option<Answer> {
-        let message = hickory_proto::op::Message::from_vec(bytes).ok()?;
-        Some(Answer::new(
+    pub fn from_message_bytes(bytes: &[u8]) -> Option<(Question, Answer)> {
+        let message = Message::from_vec(bytes).ok()?;
+        let question = Question::from_wire_query(message.queries.first()?, false, false);
+        let answer = Answer::new(
+            &question,
             message.metadata.response_code,
             message.answers,
             message.authorities,
-        ))
+        )?;
+        Some((question, answer))
     }
 
-    /// Encodes this answer as a response with id `id`, its TTLs aged by `age`; `None` when
-    /// hickory cannot encode a record it decoded.
+    /// The reply a client asking `question` over TCP gets from this answer with id `id`,
+    /// TTLs per `ttl`.
     #[doc(hidden)]
-    pub fn to_message_bytes(&self, id: u16, age: Duration) -> Option<Vec<u8>> {
-        use hickory_proto::op::{Message, OpCode};
-        let (answers, authorities) = self.aged_records(age);
-        let mut message = Message::response(id, OpCode::Query);
-        message.metadata.response_code = self.rcode;
-        message.insert_answers(answers);
-        message.insert_authorities(authorities);
-        message.to_vec().ok()
+    pub fn to_message_bytes(&self, question: &Question, id: u16, ttl: TtlRule) -> Vec<u8> {
+        use super::reply::{Echo, Reply, Transport, write_reply};
+        let request = super::request::Request {
+            metadata: hickory_proto::op::Metadata::new(id, MessageType::Query, OpCode::Query),
+            question: question.clone(),
+            edns_payload: None,
+            question_range: None,
+        };
+        let served = self.served(ttl);
+        let reply = Reply {
+            records: Some(&served),
+            ..Reply::code(self.rcode)
+        };
+        write_reply(&Echo::of(&request, &[]), &reply, Transport::Tcp)
     }
 }
 
@@ -169,8 +243,8 @@ impl Answer {
 mod tests {
     use std::str::FromStr;
 
-    use hickory_proto::rr::Name;
-    use hickory_proto::rr::rdata::{A, CNAME, SOA};
+    use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
+    use hickory_proto::rr::{Name, RecordType};
 
     use super::*;
 
@@ -183,6 +257,22 @@ mod tests {
         Record::from_rdata(name("test."), ttl, RData::SOA(data))
     }
 
+    fn a(owner: &str, ttl: u32) -> Record {
+        Record::from_rdata(name(owner), ttl, RData::A(A::new(192, 0, 2, 1)))
+    }
+
+    fn answer(rcode: ResponseCode, answers: Vec<Record>, authorities: Vec<Record>) -> Answer {
+        let question = Question::parse("www.example.com", "A").unwrap();
+        Answer::new(&question, rcode, answers, authorities).unwrap()
+    }
+
+    /// The reply to `asked` (same name in any case), decoded by hickory.
+    fn reply(answer: &Answer, asked: &str, ttl: TtlRule) -> Message {
+        let query = Query::query(Name::from_ascii(asked).unwrap(), RecordType::A);
+        let question = Question::from_wire_query(&query, false, false);
+        Message::from_vec(&answer.to_message_bytes(&question, 7, ttl)).unwrap()
+    }
+
     #[test]
     fn positive_lifetime_is_the_smallest_ttl_and_targets_are_collected() {
         let cname = Record::from_rdata(
@@ -190,40 +280,83 @@ mod tests {
             300,
             RData::CNAME(CNAME(name("Edge.CDN.net."))),
         );
-        let a = Record::from_rdata(name("edge.cdn.net."), 60, RData::A(A::new(192, 0, 2, 1)));
-        let answer = Answer::new(ResponseCode::NoError, vec![cname, a], vec![]);
+        let answer = answer(
+            ResponseCode::NoError,
+            vec![cname, a("edge.cdn.net.", 60)],
+            vec![],
+        );
         assert_eq!(answer.lifetime(), Some(Duration::from_secs(60)));
         assert_eq!(answer.targets(), &["edge.cdn.net".into()]);
     }
 
     #[test]
     fn negative_lifetime_follows_the_soa_and_needs_one() {
-        let answer = Answer::new(ResponseCode::NXDomain, vec![], vec![soa(3600, 120)]);
-        assert_eq!(answer.lifetime(), Some(Duration::from_secs(120)));
-        let no_soa = Answer::new(ResponseCode::NXDomain, vec![], vec![]);
+        let nxdomain = answer(ResponseCode::NXDomain, vec![], vec![soa(3600, 120)]);
+        assert_eq!(nxdomain.lifetime(), Some(Duration::from_secs(120)));
+        let no_soa = answer(ResponseCode::NXDomain, vec![], vec![]);
         assert_eq!(no_soa.lifetime(), None);
     }
 
     #[test]
+    fn served_records_are_the_upstream_records_behind_the_clients_own_question() {
+        let cname = Record::from_rdata(
+            name("www.example.com."),
+            300,
+            RData::CNAME(CNAME(name("edge.cdn.net."))),
+        );
+        let text = Record::from_rdata(
+            name("www.example.com."),
+            300,
+            RData::TXT(TXT::new(vec!["v=spf1 -all".into()])),
+        );
+        let sent = vec![cname, a("edge.cdn.net.", 60), text];
+        let authorities = vec![soa(3600, 120)];
+        let answer = answer(ResponseCode::NoError, sent.clone(), authorities.clone());
+        // Asked in another case (0x20 randomisation): the names point into that question.
+        let message = reply(&answer, "WwW.ExAmPlE.cOm", TtlRule::Aged(0));
+        assert_eq!(message.metadata.id, 7);
+        assert_eq!(message.queries[0].name().to_ascii(), "WwW.ExAmPlE.cOm.");
+        assert_eq!(message.answers.len(), 3);
+        // Names compare without case; the owner shows the compression pointer at work.
+        assert_eq!(message.answers[0].name.to_ascii(), "WwW.ExAmPlE.cOm.");
+        for (got, want) in message.answers.iter().zip(&sent) {
+            assert_eq!(
+                (&got.name, &got.data, got.ttl),
+                (&want.name, &want.data, want.ttl)
+            );
+        }
+        assert_eq!(message.authorities, authorities);
+    }
+
+    #[test]
     fn clamping_and_ageing_rewrite_ttls() {
-        let a = Record::from_rdata(name("a.test."), 5, RData::A(A::new(192, 0, 2, 1)));
-        let mut answer = Answer::new(ResponseCode::NoError, vec![a], vec![]);
+        let mut answer = answer(
+            ResponseCode::NoError,
+            vec![a("www.example.com.", 5)],
+            vec![],
+        );
         answer.clamp_ttls(Duration::from_secs(30), Duration::from_secs(86_400));
         assert_eq!(answer.lifetime(), Some(Duration::from_secs(30)));
-        let (aged, _) = answer.aged_records(Duration::from_secs(12));
-        assert_eq!(aged[0].ttl, 18);
-        let (expired, _) = answer.aged_records(Duration::from_secs(99));
-        assert_eq!(expired[0].ttl, 0);
+        let aged = reply(&answer, "www.example.com", TtlRule::Aged(12));
+        assert_eq!(aged.answers[0].ttl, 18);
+        let expired = reply(&answer, "www.example.com", TtlRule::Aged(99));
+        assert_eq!(expired.answers[0].ttl, 0);
+        // The cached bytes keep the clamped TTL: ageing is per reply.
+        let again = reply(&answer, "www.example.com", TtlRule::Aged(0));
+        assert_eq!(again.answers[0].ttl, 30);
     }
 
     #[test]
     fn a_fixed_ttl_replaces_every_ttl_of_both_sections() {
-        let a = Record::from_rdata(name("a.test."), 5, RData::A(A::new(192, 0, 2, 1)));
-        let answer = Answer::new(ResponseCode::NoError, vec![a], vec![soa(3600, 120)]);
-        let (answers, authorities) = answer.records(Duration::from_secs(99), Some(30));
-        assert_eq!((answers[0].ttl, authorities[0].ttl), (30, 30));
-        let (answers, authorities) = answer.records(Duration::from_secs(2), None);
-        assert_eq!((answers[0].ttl, authorities[0].ttl), (3, 3598));
+        let answer = answer(
+            ResponseCode::NoError,
+            vec![a("www.example.com.", 5)],
+            vec![soa(3600, 120)],
+        );
+        let stale = reply(&answer, "www.example.com", TtlRule::Fixed(30));
+        assert_eq!((stale.answers[0].ttl, stale.authorities[0].ttl), (30, 30));
+        let aged = reply(&answer, "www.example.com", TtlRule::Aged(2));
+        assert_eq!((aged.answers[0].ttl, aged.authorities[0].ttl), (3, 3598));
     }
 }
 
@@ -244,7 +377,8 @@ mod fuzz_regressions {
         let name = |text: &str| Name::from_ascii(text).unwrap();
         let soa = SOA::new(name("ns.test."), name("host.test."), 1, 60, 60, 60, 0);
         let soa = Record::from_rdata(name("test."), 60, RData::SOA(soa));
-        let mut answer = Answer::new(ResponseCode::NoError, vec![], vec![soa]);
+        let question = super::Question::parse("test", "A").unwrap();
+        let mut answer = Answer::new(&question, ResponseCode::NoError, vec![], vec![soa]).unwrap();
         answer.clamp_ttls(Duration::from_secs(30), Duration::from_secs(86_400));
         assert_eq!(answer.lifetime(), Some(Duration::from_secs(30)));
     }

@@ -8,8 +8,9 @@
 //! | `refused` | REFUSED              | REFUSED                                   |
 //!
 //! The SOA lets resolvers behind us cache the negative answer for the blocked TTL (RFC 2308
-//! §5). [`BlockedPlan`] is the one description of that table: [`super::wire`] writes it as
-//! bytes (with the Extended DNS Error naming the list) and `explain` puts it in words.
+//! §5). [`BlockedPlan`] is the one description of that table: [`BlockedRecords`] writes it as
+//! bytes (the service adds the Extended DNS Error naming the list) and `explain` puts it in
+//! words.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -18,7 +19,15 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use super::Question;
+use super::reply::{Records, record_head};
 use crate::config::BlockAnswer;
+
+/// The blocked SOA's MNAME and RNAME, uncompressed: `blocked.metasink.invalid.` and
+/// `hostmaster.metasink.invalid.` (names under `.invalid`, RFC 2606).
+const SOA_NAMES: &[u8] =
+    b"\x07blocked\x08metasink\x07invalid\x00\x0ahostmaster\x08metasink\x07invalid\x00";
+/// The blocked SOA's SERIAL, REFRESH, RETRY and EXPIRE (MINIMUM is the blocked TTL).
+const SOA_TIMERS: [u32; 4] = [1, 3600, 600, 86_400];
 
 /// What a blocked answer holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +56,41 @@ pub(super) fn blocked_plan(qtype: RecordType, answer: BlockAnswer) -> BlockedPla
         rcode,
         address,
         soa: address.is_none() && answer != BlockAnswer::Refused,
+    }
+}
+
+/// The records of a blocked answer, owned by the question's name.
+pub(super) struct BlockedRecords {
+    pub plan: BlockedPlan,
+    /// TTL of the records (and the SOA's MINIMUM).
+    pub ttl: u32,
+}
+
+impl Records for BlockedRecords {
+    fn write(&self, out: &mut Vec<u8>) -> (u16, u16) {
+        match self.plan.address {
+            Some(IpAddr::V4(address)) => {
+                record_head(out, RecordType::A, self.ttl, 4);
+                out.extend_from_slice(&address.octets());
+            }
+            Some(IpAddr::V6(address)) => {
+                record_head(out, RecordType::AAAA, self.ttl, 16);
+                out.extend_from_slice(&address.octets());
+            }
+            None => {}
+        }
+        if self.plan.soa {
+            let rdata_len = SOA_NAMES.len() + 20;
+            record_head(out, RecordType::SOA, self.ttl, rdata_len as u16);
+            out.extend_from_slice(SOA_NAMES);
+            for timer in SOA_TIMERS.into_iter().chain([self.ttl]) {
+                out.extend_from_slice(&timer.to_be_bytes());
+            }
+        }
+        (
+            u16::from(self.plan.address.is_some()),
+            u16::from(self.plan.soa),
+        )
     }
 }
 

@@ -6,8 +6,8 @@
 mod answer;
 mod blocked;
 mod question;
+mod reply;
 mod request;
-mod response;
 mod server;
 mod service;
 mod tcp;
@@ -15,10 +15,10 @@ mod udp;
 mod upstream;
 mod wire;
 
-pub use answer::Answer;
+pub use answer::{Answer, TtlRule};
 pub use blocked::describe_blocked_answer;
 pub use question::{CacheKey, QTYPE_LABELS, Question};
-pub use response::{MAX_UDP_PAYLOAD, Transport};
+pub use reply::{MAX_UDP_PAYLOAD, Transport};
 pub use server::DnsServer;
 pub use service::{DnsService, ServiceCounters};
 pub use upstream::{ATTEMPT_TIMEOUT, QUERY_DEADLINE, UpstreamError, Upstreams};

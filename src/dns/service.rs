@@ -13,14 +13,14 @@ use prometheus::{Histogram, IntCounter};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::blocked::blocked_plan;
+use super::blocked::{BlockedRecords, blocked_plan};
+use super::reply::{Echo, Ede, MAX_UDP_PAYLOAD, Reply, Transport, write_reply};
 use super::request::{Rejection, Request};
-use super::response::{Reply, Transport, encode};
-use super::wire::{BlockedReply, question_bytes, write_blocked};
+use super::{Question, TtlRule};
 use crate::admission::{Admission, Verdict};
 use crate::metrics::{Metrics, QueryResult};
 use crate::pipeline::{Outcome, Pipeline};
-use crate::policy::{PolicyHandle, Profile};
+use crate::policy::{Policy, PolicyHandle, Profile};
 
 /// Extended DNS Error codes we send (RFC 8914 §4).
 pub(super) const EDE_BLOCKED: u16 = 15;
@@ -93,18 +93,11 @@ impl DnsService {
                 let policy = self.policy.load();
                 let device = policy.client(client);
                 Err(request.map(|request| {
-                    let question = &request.question;
                     device
                         .counters
-                        .count_query_row(question.qtype_row(), QueryResult::Refused);
+                        .count_query_row(request.question.qtype_row(), QueryResult::Refused);
                     let reply = Reply::code(ResponseCode::Refused);
-                    encode(
-                        &request.metadata,
-                        Some(question),
-                        request.edns_payload,
-                        reply,
-                        transport,
-                    )
+                    write_reply(&Echo::of(&request, bytes), &reply, transport)
                 }))
             }
         }
@@ -129,31 +122,20 @@ impl DnsService {
                 rcode,
                 edns,
             }) => {
-                let payload = edns.then_some(super::response::MAX_UDP_PAYLOAD);
-                return Some(encode(
-                    &metadata,
-                    None,
-                    payload,
-                    Reply::code(rcode),
-                    transport,
-                ));
+                let echo = Echo::without_question(&metadata, edns.then_some(MAX_UDP_PAYLOAD));
+                return Some(write_reply(&echo, &Reply::code(rcode), transport));
             }
         };
         let question = &request.question;
+        let echo = Echo::of(&request, bytes);
         // ANY over UDP is an amplification favourite: the full answer only over TCP
         // (RFC 8482 §4.3 allows refusing it; TC keeps honest clients working).
         if transport == Transport::Udp && question.qtype == RecordType::ANY {
             let reply = Reply {
                 truncate: true,
-                ..Reply::default()
+                ..Reply::code(ResponseCode::NoError)
             };
-            return Some(encode(
-                &request.metadata,
-                Some(question),
-                request.edns_payload,
-                reply,
-                transport,
-            ));
+            return Some(write_reply(&echo, &reply, transport));
         }
 
         // One snapshot for the whole query, even if a reload swaps in another meanwhile.
@@ -170,77 +152,66 @@ impl DnsService {
             device.counters.count_block(usize::from(*list));
             debug!(name = question.name(), device = %device.name, profile = %profile.name, list = %policy.list(*list).id, ?by, "blocked");
         }
-        let bytes = match &outcome {
-            Outcome::Blocked { list, .. } => {
-                write_blocked_reply(bytes, &request, profile, &policy.list(*list).id, transport)
-            }
-            _ => encode(
-                &request.metadata,
-                Some(question),
-                request.edns_payload,
-                reply_for(&outcome),
-                transport,
-            ),
-        };
+        let bytes = write_outcome(&echo, question, &outcome, profile, &policy, transport);
         self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
         Some(bytes)
     }
 }
 
-/// The blocked answer to `request` (whose bytes are `bytes`) under `profile`, naming the
-/// list `list_id`, written straight to bytes.
-fn write_blocked_reply(
-    bytes: &[u8],
-    request: &Request,
+/// The reply to `question` (whose request `echo` describes), from what the pipeline decided.
+fn write_outcome(
+    echo: &Echo<'_>,
+    question: &Question,
+    outcome: &Outcome,
     profile: &Profile,
-    list_id: &str,
+    policy: &Policy,
     transport: Transport,
 ) -> Vec<u8> {
-    let question = &request.question;
-    let owned;
-    let echoed = match super::wire::slice(bytes, request.question_range.as_ref()) {
-        Some(echoed) => echoed,
-        None => {
-            owned = question_bytes(question);
-            &owned
-        }
-    };
-    let reply = BlockedReply {
-        id: request.metadata.id,
-        recursion_desired: request.metadata.recursion_desired,
-        checking_disabled: request.metadata.checking_disabled,
-        question: echoed,
-        edns_payload: request.edns_payload,
-        dnssec_ok: question.dnssec_ok,
-        plan: blocked_plan(question.qtype, profile.answer),
-        ttl: u32::try_from(profile.blocked_ttl.as_secs()).unwrap_or(u32::MAX),
-        list_id,
-    };
-    write_blocked(&reply, transport)
-}
-
-/// The reply to an outcome other than a block.
-fn reply_for(outcome: &Outcome) -> Reply {
     match outcome {
+        Outcome::Blocked { list, .. } => {
+            let records = BlockedRecords {
+                plan: blocked_plan(question.qtype, profile.answer),
+                ttl: u32::try_from(profile.blocked_ttl.as_secs()).unwrap_or(u32::MAX),
+            };
+            let reply = Reply {
+                records: Some(&records),
+                ede: Some(Ede {
+                    code: EDE_BLOCKED,
+                    prefix: "blocked by ",
+                    text: &policy.list(*list).id,
+                }),
+                ..Reply::code(records.plan.rcode)
+            };
+            write_reply(echo, &reply, transport)
+        }
         Outcome::Answered { entry, .. } => {
             // Serve-stale (RFC 8767 §4): a stale answer gets a fixed TTL and EDE 3.
-            let (answers, authorities) =
-                entry.answer.records(outcome.age(), outcome.ttl_override());
-            Reply {
-                rcode: entry.answer.rcode,
-                answers,
-                authorities,
-                ede: outcome.stale_ede(),
-                truncate: false,
-            }
+            let served = entry
+                .answer
+                .served(TtlRule::new(outcome.age(), outcome.ttl_override()));
+            let reply = Reply {
+                records: Some(&served),
+                ede: outcome.stale_ede().map(|(code, text)| Ede {
+                    code,
+                    prefix: "",
+                    text,
+                }),
+                ..Reply::code(entry.answer.rcode)
+            };
+            write_reply(echo, &reply, transport)
         }
-        Outcome::ServFail(error) => Reply {
-            rcode: ResponseCode::ServFail,
-            ede: Some((EDE_NO_REACHABLE_AUTHORITY, error.to_string())),
-            ..Reply::default()
-        },
-        // Written by `write_blocked_reply`; never reached.
-        Outcome::Blocked { .. } => Reply::code(ResponseCode::Refused),
+        Outcome::ServFail(error) => {
+            let text = error.to_string();
+            let reply = Reply {
+                ede: Some(Ede {
+                    code: EDE_NO_REACHABLE_AUTHORITY,
+                    prefix: "",
+                    text: &text,
+                }),
+                ..Reply::code(ResponseCode::ServFail)
+            };
+            write_reply(echo, &reply, transport)
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::response::Transport;
+use super::reply::Transport;
 use super::service::SharedService;
 
 /// Connections open at once, all clients together.

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::response::Transport;
+use super::reply::Transport;
 use super::service::SharedService;
 
 /// Datagrams taken (and replies sent) per system call.

@@ -227,13 +227,17 @@ impl Upstream {
                     return Err(Failure::Other);
                 }
                 Answer::new(
+                    question,
                     message.metadata.response_code,
                     message.answers,
                     message.authorities,
                 )
             }
-            Err(error) => negative_answer(error)?,
+            Err(error) => negative_answer(question, error)?,
         };
+        // A record hickory decoded but cannot encode again (or an answer past 64 KB) cannot
+        // be served: as good as no answer.
+        let answer = answer.ok_or(Failure::Other)?;
         self.counters
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -243,7 +247,7 @@ impl Upstream {
 
 /// hickory reports NXDOMAIN and NODATA as errors; they are answers to us. Everything else is
 /// a failed attempt.
-fn negative_answer(error: NetError) -> Result<Answer, Failure> {
+fn negative_answer(question: &Question, error: NetError) -> Result<Option<Answer>, Failure> {
     match error {
         NetError::Dns(DnsError::NoRecordsFound(NoRecords {
             response_code: rcode @ (ResponseCode::NXDomain | ResponseCode::NoError),
@@ -256,7 +260,7 @@ fn negative_answer(error: NetError) -> Result<Answer, Failure> {
                 (None, Some(soa)) => vec![soa.into_record_of_rdata()],
                 (None, None) => Vec::new(),
             };
-            Ok(Answer::new(rcode, Vec::new(), authorities))
+            Ok(Answer::new(question, rcode, Vec::new(), authorities))
         }
         NetError::Dns(DnsError::NoRecordsFound(_))
         | NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Err(Failure::ServFail),

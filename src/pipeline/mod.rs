@@ -93,11 +93,11 @@ impl Outcome {
 
     /// The Extended DNS Error of a stale answer (RFC 8767 §4, RFC 8914 §4.4); `None` for
     /// anything else (blocked and SERVFAIL replies get theirs from the DNS service).
-    pub fn stale_ede(&self) -> Option<(u16, String)> {
-        self.is_stale().then(|| {
-            let text = "no upstream answered in time; expired answer".to_owned();
-            (EDE_STALE_ANSWER, text)
-        })
+    pub fn stale_ede(&self) -> Option<(u16, &'static str)> {
+        self.is_stale().then_some((
+            EDE_STALE_ANSWER,
+            "no upstream answered in time; expired answer",
+        ))
     }
 
     fn is_stale(&self) -> bool {
