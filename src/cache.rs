@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::CacheSettings;
-use crate::dns::{Answer, CacheKey};
+use crate::dns::{Answer, CacheKey, CacheKeyRef};
 use crate::metrics::CacheCounters;
 use crate::policy::ListMask;
 
@@ -125,6 +125,13 @@ pub enum Lookup {
     Miss,
 }
 
+/// A borrowed key finds an owned one in the map (both hash alike: see [`CacheKeyRef`]).
+impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self == key
+    }
+}
+
 /// The shared cache.
 pub struct Cache {
     entries: Option<quick_cache::sync::Cache<CacheKey, Arc<Entry>>>,
@@ -145,7 +152,7 @@ impl Cache {
 
     /// The entry for `key`, live or stale. Entries too stale to serve are dropped on the
     /// way. Only a live entry counts as a hit.
-    pub fn get(&self, key: &CacheKey) -> Lookup {
+    pub fn get(&self, key: &CacheKeyRef<'_>) -> Lookup {
         let Some(entries) = &self.entries else {
             return Lookup::Miss;
         };

@@ -17,7 +17,7 @@ mod wire;
 
 pub use answer::{Answer, TtlRule};
 pub use blocked::describe_blocked_answer;
-pub use question::{CacheKey, QTYPE_LABELS, Question};
+pub use question::{CacheKey, CacheKeyRef, QTYPE_LABELS, Question};
 pub use reply::{MAX_UDP_PAYLOAD, Transport};
 pub use server::DnsServer;
 pub use service::{DnsService, ServiceCounters};

@@ -104,14 +104,45 @@ impl Question {
         self.qtype.to_string()
     }
 
-    /// The key of this question's answer in the cache.
-    pub fn cache_key(&self) -> CacheKey {
-        CacheKey {
-            name: self.text.clone(),
+    /// The key of this question's answer in the cache, borrowed from the question: a cache
+    /// hit allocates nothing; [`CacheKeyRef::to_key`] makes the owned key when one is stored.
+    pub fn cache_key(&self) -> CacheKeyRef<'_> {
+        CacheKeyRef {
+            name: &self.text,
             qtype: u16::from(self.qtype),
             qclass: u16::from(self.qclass),
             flags: u8::from(self.dnssec_ok) | (u8::from(self.checking_disabled) << 1),
         }
+    }
+}
+
+/// A [`CacheKey`] borrowing its name. It hashes exactly as the owned key does (the same
+/// fields in the same order, `&str` hashing as `Box<str>`), so a map of owned keys can be
+/// searched with it.
+#[derive(Clone, Copy, Debug, Hash)]
+pub struct CacheKeyRef<'a> {
+    name: &'a str,
+    qtype: u16,
+    qclass: u16,
+    flags: u8,
+}
+
+impl CacheKeyRef<'_> {
+    /// The owned key.
+    pub fn to_key(&self) -> CacheKey {
+        CacheKey {
+            name: self.name.into(),
+            qtype: self.qtype,
+            qclass: self.qclass,
+            flags: self.flags,
+        }
+    }
+}
+
+impl PartialEq<CacheKey> for CacheKeyRef<'_> {
+    fn eq(&self, key: &CacheKey) -> bool {
+        *self.name == *key.name
+            && (self.qtype, self.qclass, self.flags) == (key.qtype, key.qclass, key.flags)
     }
 }
 
@@ -156,7 +187,23 @@ fn qtype_row(qtype: RecordType) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::{BuildHasher, RandomState};
+
     use super::*;
+
+    #[test]
+    fn a_borrowed_key_hashes_and_compares_as_the_owned_one() {
+        let question = Question::parse("WWW.Example.com", "AAAA").unwrap();
+        let key = question.cache_key();
+        let owned = key.to_key();
+        let hasher = RandomState::new();
+        assert_eq!(hasher.hash_one(key), hasher.hash_one(&owned));
+        assert!(key == owned);
+        let other_type = Question::parse("www.example.com", "A").unwrap();
+        assert!(other_type.cache_key() != owned);
+        let other_name = Question::parse("www.example.org", "AAAA").unwrap();
+        assert!(other_name.cache_key() != owned);
+    }
 
     #[test]
     fn name_is_lowercase_without_trailing_dot() {
@@ -192,11 +239,9 @@ mod tests {
         let aaaa = Question::parse("example.com", "AAAA").unwrap();
         let mut a_do = a.clone();
         a_do.dnssec_ok = true;
-        assert_ne!(a.cache_key(), aaaa.cache_key());
-        assert_ne!(a.cache_key(), a_do.cache_key());
-        assert_eq!(
-            a.cache_key(),
-            Question::parse("EXAMPLE.com.", "a").unwrap().cache_key()
-        );
+        let key = a.cache_key().to_key();
+        assert!(aaaa.cache_key() != key);
+        assert!(a_do.cache_key() != key);
+        assert!(Question::parse("EXAMPLE.com.", "a").unwrap().cache_key() == key);
     }
 }

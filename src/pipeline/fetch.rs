@@ -77,14 +77,14 @@ impl Fetcher {
             Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),
             Lookup::Stale(entry) => entry,
             Lookup::Miss => {
-                let entry = self.fetch(key, question).await?;
+                let entry = self.fetch(key.to_key(), question).await?;
                 return Ok((entry, Source::Upstream));
             }
         };
         if stale.refresh_failed_within(FAILURE_RECHECK) {
             return Ok(self.serve_stale(stale));
         }
-        match tokio::time::timeout(STALE_AFTER, self.fetch(key, question)).await {
+        match tokio::time::timeout(STALE_AFTER, self.fetch(key.to_key(), question)).await {
             Ok(Ok(entry)) => Ok((entry, Source::Upstream)),
             Ok(Err(_)) | Err(_) => Ok(self.serve_stale(stale)),
         }
