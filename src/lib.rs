@@ -19,7 +19,7 @@
 //!    ▼
 //!  inspect: CNAME / HTTPS / SVCB targets, same profile     pipeline → blocked answer
 //!    ▼
-//!  respond, count                                          dns::service, metrics
+//!  respond (records in wire form), count                   dns::reply, dns::service, metrics
 //! ```
 //! The order lives in one function, [`pipeline::Pipeline::resolve`], with the reason for each
 //! stage. Config and lists compile into one immutable [`policy::Policy`] snapshot, read by
