@@ -16,16 +16,22 @@ const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn setup() -> (TestUpstream, TestDaemon) {
-    let text = "t".repeat(200);
+    setup_with_txt("big.example.com", 10, 200).await
+}
+
+/// An upstream with `www.example.com` and `other.example.com` (A) and `count` TXT strings of
+/// about `length` bytes at `txt_name`, and a daemon forwarding to it.
+async fn setup_with_txt(txt_name: &str, count: usize, length: usize) -> (TestUpstream, TestDaemon) {
+    let text = "t".repeat(length);
     let mut records = vec![
         TestRecord::A("www.example.com", REAL, 300),
         TestRecord::A("other.example.com", REAL, 300),
     ];
-    let texts: Vec<String> = (0..10).map(|i| format!("{i}{text}")).collect();
+    let texts: Vec<String> = (0..count).map(|i| format!("{i:03}{text}")).collect();
     records.extend(
         texts
             .iter()
-            .map(|text| TestRecord::Txt("big.example.com", text, 300)),
+            .map(|text| TestRecord::Txt(txt_name, text, 300)),
     );
     let upstream = TestUpstream::start(&records).await;
     let daemon =
@@ -333,17 +339,7 @@ async fn at_most_256_connections_are_open_at_once() {
 async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
     // 100 answers of about 30 KB each: 3 MB, far more than the daemon's send buffer, our
     // receive buffer and the answers it holds in memory together.
-    let text = "w".repeat(250);
-    let texts: Vec<String> = (0..120).map(|i| format!("{i:03}{text}")).collect();
-    let mut records = vec![TestRecord::A("www.example.com", REAL, 300)];
-    records.extend(
-        texts
-            .iter()
-            .map(|text| TestRecord::Txt("huge.example.com", text, 300)),
-    );
-    let upstream = TestUpstream::start(&records).await;
-    let daemon =
-        TestDaemon::start(&format!("[[upstream]]\naddress = \"{}\"\n", upstream.addr)).await;
+    let (_upstream, daemon) = setup_with_txt("huge.example.com", 120, 250).await;
     let one = query_tcp(daemon.dns, "huge.example.com", RecordType::TXT, false).await;
     assert_eq!(one.answers.len(), 120, "the answer is as big as planned");
 

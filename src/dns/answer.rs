@@ -257,6 +257,15 @@ mod tests {
         Record::from_rdata(name("test."), ttl, RData::SOA(data))
     }
 
+    /// `www.example.com. 300 CNAME target`.
+    fn cname_to(target: &str) -> Record {
+        Record::from_rdata(
+            name("www.example.com."),
+            300,
+            RData::CNAME(CNAME(name(target))),
+        )
+    }
+
     fn a(owner: &str, ttl: u32) -> Record {
         Record::from_rdata(name(owner), ttl, RData::A(A::new(192, 0, 2, 1)))
     }
@@ -275,14 +284,9 @@ mod tests {
 
     #[test]
     fn positive_lifetime_is_the_smallest_ttl_and_targets_are_collected() {
-        let cname = Record::from_rdata(
-            name("www.example.com."),
-            300,
-            RData::CNAME(CNAME(name("Edge.CDN.net."))),
-        );
         let answer = answer(
             ResponseCode::NoError,
-            vec![cname, a("edge.cdn.net.", 60)],
+            vec![cname_to("Edge.CDN.net."), a("edge.cdn.net.", 60)],
             vec![],
         );
         assert_eq!(answer.lifetime(), Some(Duration::from_secs(60)));
@@ -299,17 +303,12 @@ mod tests {
 
     #[test]
     fn served_records_are_the_upstream_records_behind_the_clients_own_question() {
-        let cname = Record::from_rdata(
-            name("www.example.com."),
-            300,
-            RData::CNAME(CNAME(name("edge.cdn.net."))),
-        );
         let text = Record::from_rdata(
             name("www.example.com."),
             300,
             RData::TXT(TXT::new(vec!["v=spf1 -all".into()])),
         );
-        let sent = vec![cname, a("edge.cdn.net.", 60), text];
+        let sent = vec![cname_to("edge.cdn.net."), a("edge.cdn.net.", 60), text];
         let authorities = vec![soa(3600, 120)];
         let answer = answer(ResponseCode::NoError, sent.clone(), authorities.clone());
         // Asked in another case (0x20 randomisation): the names point into that question.
