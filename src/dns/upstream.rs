@@ -7,7 +7,7 @@
 //! upstream and [`QUERY_DEADLINE`] in all, so a client sees SERVFAIL well before it gives up
 //! on us. hickory checks every reply before we see it: one from another address or port,
 //! with another ID or for another question is ignored and the wait goes on (RFC 5452's
-//! query matching).
+//! query matching). The UDP sockets those queries use are kept open and reused ([`sockets`]).
 //!
 //! # In order, not raced
 //! Upstreams are tried one after another in the configured order and the first answer wins.
@@ -23,18 +23,19 @@
 //! wait for an answer that will not come.
 
 mod health;
+mod sockets;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, MessageType, OpCode, Query, ResponseCode};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::FirstAnswer;
 use hickory_resolver::net::{DnsError, DnsHandle, NetError, NoRecords};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
 use self::health::{Health, Turn};
+use self::sockets::ReusingProvider;
 use super::{Answer, Question};
 use crate::config::UpstreamSettings;
 use crate::metrics::{Metrics, UpstreamCounters};
@@ -71,7 +72,7 @@ pub struct Upstreams {
 }
 
 struct Upstream {
-    pool: NameServerPool<TokioRuntimeProvider>,
+    pool: NameServerPool<ReusingProvider>,
     counters: UpstreamCounters,
     health: Health,
 }
@@ -168,7 +169,7 @@ impl Upstream {
         options.num_concurrent_reqs = 1;
         let tls = TlsConfig::new().map_err(|error| format!("upstream {address}: {error}"))?;
         let context = Arc::new(PoolContext::new(options, tls));
-        let pool = NameServerPool::from_config([server], context, TokioRuntimeProvider::default());
+        let pool = NameServerPool::from_config([server], context, ReusingProvider::default());
         let label = address.to_string();
         let counters = metrics.upstream(&label);
         let health = Health::new(&label, counters.healthy.clone());

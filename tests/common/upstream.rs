@@ -27,6 +27,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, SOA, SVCB, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::Server;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
@@ -106,6 +107,8 @@ fn count_key(name: &str) -> String {
 struct Counters {
     total: AtomicUsize,
     per_query: Mutex<HashMap<(String, RecordType), usize>>,
+    /// The source address of every request that came over UDP, in order.
+    udp_sources: Mutex<Vec<SocketAddr>>,
 }
 
 /// Counts every request, then lets the catalog answer it.
@@ -131,6 +134,13 @@ impl RequestHandler for CountingHandler {
     {
         Box::pin(async move {
             self.counters.total.fetch_add(1, Ordering::SeqCst);
+            if request.protocol() == Protocol::Udp {
+                self.counters
+                    .udp_sources
+                    .lock()
+                    .unwrap()
+                    .push(request.src());
+            }
             {
                 let mut per_query = self.counters.per_query.lock().unwrap();
                 for query in request.queries.queries() {
@@ -204,6 +214,12 @@ impl TestUpstream {
             .get(&(count_key(name), rtype))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The source ports of the requests received over UDP so far, in order.
+    pub fn udp_source_ports(&self) -> Vec<u16> {
+        let sources = self.counters.udp_sources.lock().unwrap();
+        sources.iter().map(SocketAddr::port).collect()
     }
 
     /// Sets both counters back to zero.
