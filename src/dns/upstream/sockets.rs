@@ -33,8 +33,9 @@ use tokio::net::UdpSocket;
 
 /// Queries one socket carries before it is closed.
 const MAX_USES: u32 = 64;
-/// Idle sockets kept per upstream; more are closed when returned.
-const MAX_IDLE: usize = 256;
+/// Idle sockets kept per upstream (each is an open file); more are closed when returned.
+/// Far above what one upstream has in flight at a household's rates.
+const MAX_IDLE: usize = 64;
 
 /// hickory's Tokio runtime, with UDP sockets from a [`SocketPool`].
 #[derive(Clone, Default)]
