@@ -163,6 +163,7 @@ impl Cache {
                 Freshness::TooStale => {
                     // Only this entry: a fresh one stored meanwhile stays.
                     entries.remove_if(key, |current| Arc::ptr_eq(current, &entry));
+                    self.count_entries(entries);
                     Lookup::Miss
                 }
             },
@@ -172,7 +173,6 @@ impl Cache {
             Lookup::Fresh(_) => self.counters.hits.inc(),
             Lookup::Stale(_) | Lookup::Miss => self.counters.misses.inc(),
         }
-        self.count_entries(entries);
         lookup
     }
 
@@ -207,6 +207,8 @@ impl Cache {
         self.count_entries(entries);
     }
 
+    /// Sets the entries gauge. Only where the count changes (an insert, which may also evict,
+    /// or a removal): counting reads every shard under its lock, too much for every lookup.
     fn count_entries(&self, entries: &quick_cache::sync::Cache<CacheKey, Arc<Entry>>) {
         self.counters
             .entries
