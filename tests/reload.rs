@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -71,14 +71,21 @@ async fn query_continuously(
     sent
 }
 
-#[tokio::test]
-async fn sighup_with_a_broken_config_keeps_the_running_policy_without_losing_a_query() {
+/// The daemon as a process, reading a config file (in a temporary directory that lives as long
+/// as the returned handle) that gives the tablet `meta-apps`: its Meta AI name is blocked.
+async fn start_with_tablet_blocked() -> (TestUpstream, tempfile::TempDir, PathBuf, DaemonProcess) {
     let upstream = upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     write(&path, &config(&upstream, "meta-apps"));
     let daemon = DaemonProcess::start(&path);
     assert_eq!(tablet_answer(daemon.dns).await, vec![Ipv4Addr::UNSPECIFIED]);
+    (upstream, dir, path, daemon)
+}
+
+#[tokio::test]
+async fn sighup_with_a_broken_config_keeps_the_running_policy_without_losing_a_query() {
+    let (upstream, _dir, path, daemon) = start_with_tablet_blocked().await;
 
     write(
         &path,
@@ -112,12 +119,7 @@ async fn sighup_with_a_broken_config_keeps_the_running_policy_without_losing_a_q
 
 #[tokio::test]
 async fn sighup_with_a_valid_change_moves_a_device_to_another_profile() {
-    let upstream = upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    write(&path, &config(&upstream, "meta-apps"));
-    let daemon = DaemonProcess::start(&path);
-    assert_eq!(tablet_answer(daemon.dns).await, vec![Ipv4Addr::UNSPECIFIED]);
+    let (upstream, _dir, path, daemon) = start_with_tablet_blocked().await;
 
     write(&path, &config(&upstream, "open"));
     daemon.signal("HUP");

@@ -156,8 +156,8 @@ pub(super) fn write_reply(echo: &Echo<'_>, reply: &Reply<'_>, transport: Transpo
     let question_end = out.len();
     if let Some(records) = reply.records.filter(|_| !reply.truncate) {
         let (answers, authorities) = records.write(&mut out);
-        set_count(&mut out, ANCOUNT, answers);
-        set_count(&mut out, NSCOUNT, authorities);
+        put_u16(&mut out, ANCOUNT, answers);
+        put_u16(&mut out, NSCOUNT, authorities);
     }
     write_opt(&mut out, echo, reply.rcode, reply.ede);
     if out.len() <= limit {
@@ -166,15 +166,15 @@ pub(super) fn write_reply(echo: &Echo<'_>, reply: &Reply<'_>, transport: Transpo
     // Partial answers would be cached by some stubs as if complete: send none at all.
     out.truncate(question_end);
     out[2] |= 0x02; // TC
-    set_count(&mut out, ANCOUNT, 0);
-    set_count(&mut out, NSCOUNT, 0);
+    put_u16(&mut out, ANCOUNT, 0);
+    put_u16(&mut out, NSCOUNT, 0);
     write_opt(&mut out, echo, reply.rcode, reply.ede);
     if out.len() <= limit {
         return out;
     }
     out.truncate(HEADER_LEN);
-    set_count(&mut out, QDCOUNT, 0);
-    set_count(&mut out, ARCOUNT, 0);
+    put_u16(&mut out, QDCOUNT, 0);
+    put_u16(&mut out, ARCOUNT, 0);
     out
 }
 
@@ -195,8 +195,9 @@ fn write_header(out: &mut Vec<u8>, echo: &Echo<'_>, rcode: ResponseCode, truncat
     }
 }
 
-fn set_count(out: &mut [u8], at: usize, count: u16) {
-    out[at..at + 2].copy_from_slice(&count.to_be_bytes());
+/// Overwrites the 16-bit field at `at` (a count or a length written before it was known).
+fn put_u16(out: &mut [u8], at: usize, value: u16) {
+    out[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
 
 /// Our OPT (RFC 6891 §6.1.2), when the request had one: payload size clamped, the upper bits
@@ -230,10 +231,10 @@ fn write_opt(out: &mut Vec<u8>, echo: &Echo<'_>, rcode: ResponseCode, ede: Optio
             room -= piece.len();
         }
         let option_length = (out.len() - option_length_at - 2) as u16;
-        set_count(out, option_length_at, option_length);
+        put_u16(out, option_length_at, option_length);
     }
     let rdlength = (out.len() - rdlength_at - 2) as u16;
-    set_count(out, rdlength_at, rdlength);
+    put_u16(out, rdlength_at, rdlength);
 }
 
 /// Starts a record owned by the question's name (a pointer to offset 12), class IN.

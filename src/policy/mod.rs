@@ -126,10 +126,7 @@ impl Policy {
 
     /// The device `address` belongs to, or the unknown-client stand-in.
     pub fn client(&self, address: IpAddr) -> &Device {
-        self.device_index
-            .find(address)
-            .and_then(|index| self.devices.get(index))
-            .unwrap_or(&self.unknown)
+        self.known_device(address).unwrap_or(&self.unknown)
     }
 
     /// The device a configured address belongs to, if any (for `explain`).
