@@ -46,12 +46,9 @@ pub enum TtlRule {
 }
 
 impl TtlRule {
-    /// The rule for an answer `age` old, or sent with `fixed` TTLs when given.
-    pub fn new(age: Duration, fixed: Option<u32>) -> Self {
-        match fixed {
-            Some(ttl) => Self::Fixed(ttl),
-            None => Self::Aged(u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
-        }
+    /// The rule for an answer `age` old.
+    pub fn aged(age: Duration) -> Self {
+        Self::Aged(u32::try_from(age.as_secs()).unwrap_or(u32::MAX))
     }
 
     fn apply(self, ttl: u32) -> u32 {

@@ -13,10 +13,10 @@ use prometheus::{Histogram, IntCounter};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::Question;
 use super::blocked::{BlockedRecords, blocked_plan};
 use super::reply::{Echo, Ede, MAX_UDP_PAYLOAD, Reply, Transport, write_reply};
 use super::request::{Rejection, Request};
-use super::{Question, TtlRule};
 use crate::admission::{Admission, Verdict};
 use crate::metrics::{Metrics, QueryResult};
 use crate::pipeline::{Outcome, Pipeline};
@@ -186,9 +186,7 @@ fn write_outcome(
         }
         Outcome::Answered { entry, .. } => {
             // Serve-stale (RFC 8767 §4): a stale answer gets a fixed TTL and EDE 3.
-            let served = entry
-                .answer
-                .served(TtlRule::new(outcome.age(), outcome.ttl_override()));
+            let served = entry.answer.served(outcome.ttl_rule());
             let reply = Reply {
                 records: Some(&served),
                 ede: outcome.stale_ede().map(|(code, text)| Ede {

@@ -15,12 +15,11 @@
 mod fetch;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use self::fetch::Fetcher;
 pub use self::fetch::{STALE_AFTER, STALE_TTL, Source};
 use crate::cache::{Cache, Entry};
-use crate::dns::{Question, UpstreamError, Upstreams};
+use crate::dns::{Question, TtlRule, UpstreamError, Upstreams};
 use crate::metrics::QueryResult;
 use crate::policy::{ListIndex, ListMask, Policy, Profile};
 
@@ -74,21 +73,20 @@ impl Outcome {
         }
     }
 
-    /// Time the answer spent in the cache (zero for anything else).
-    pub fn age(&self) -> Duration {
+    /// How the answer's TTLs are sent: less the time it spent in the cache (RFC 1035 §7.3),
+    /// or all set to [`STALE_TTL`] for a stale answer (RFC 8767 §4).
+    pub fn ttl_rule(&self) -> TtlRule {
         match self {
+            Self::Answered {
+                source: Source::Stale,
+                ..
+            } => TtlRule::Fixed(STALE_TTL),
             Self::Answered {
                 entry,
                 source: Source::Cache,
-            } => entry.age(),
-            _ => Duration::ZERO,
+            } => TtlRule::aged(entry.age()),
+            _ => TtlRule::Aged(0),
         }
-    }
-
-    /// The TTL every record of the answer is sent with instead of its aged TTL: a stale
-    /// answer's (RFC 8767 §4).
-    pub fn ttl_override(&self) -> Option<u32> {
-        self.is_stale().then_some(STALE_TTL)
     }
 
     /// The Extended DNS Error of a stale answer (RFC 8767 §4, RFC 8914 §4.4); `None` for
