@@ -60,16 +60,14 @@ fn query(name: &str) -> Vec<u8> {
     message.to_vec().expect("encode")
 }
 
-fn service(runtime: &tokio::runtime::Runtime) -> DnsService {
+fn service() -> DnsService {
     let upstream = start_responder();
     // One client asks millions of times: no per-client rate limit here.
     let text = format!("[server]\nrate_limit_qps = 0\n\n[[upstream]]\naddress = \"{upstream}\"\n");
     let settings = config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
     let metrics = Metrics::new();
     let snapshot = policy::compile(&settings, &metrics, 1);
-    let upstreams = runtime
-        .block_on(async { Upstreams::new(&settings.upstreams, &metrics) })
-        .expect("upstreams");
+    let upstreams = Upstreams::new(&settings.upstreams, &metrics);
     let pipeline = Pipeline::new(Cache::new(&settings.cache, metrics.cache()), upstreams);
     DnsService::new(
         Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -84,7 +82,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let service = service(&runtime);
+    let service = service();
     let cached = query("www.example.com.");
     runtime
         .block_on(service.respond(&cached, CLIENT, Transport::Udp))

@@ -53,8 +53,7 @@ impl Daemon {
             metrics.clone(),
         ));
         let refresher = Arc::new(Refresher::new(&settings, reloader.clone(), metrics.clone()));
-        let upstreams =
-            Upstreams::new(&settings.upstreams, &metrics).map_err(anyhow::Error::msg)?;
+        let upstreams = Upstreams::new(&settings.upstreams, &metrics);
         if settings.upstreams.is_empty() {
             tracing::warn!("no upstream configured: every name that is not blocked gets SERVFAIL");
         }

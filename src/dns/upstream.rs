@@ -1,13 +1,21 @@
-//! Forwarding to the configured upstream resolvers through hickory-resolver's name-server
-//! connections (UDP, retried over TCP when an answer comes back truncated).
+//! Forwarding to the configured upstream resolvers over UDP, again over TCP when an answer
+//! comes back truncated, through hickory's client streams (`hickory_resolver::net`).
 //!
-//! Each upstream gets its own single-server pool so that we choose the order, bound the time
-//! and label metrics per upstream; hickory-resolver's cache and hosts file are not involved
-//! (answers are cached once, by [`crate::cache`]). A query gets [`ATTEMPT_TIMEOUT`] per
-//! upstream and [`QUERY_DEADLINE`] in all, so a client sees SERVFAIL well before it gives up
-//! on us. hickory checks every reply before we see it: one from another address or port,
-//! with another ID or for another question is ignored and the wait goes on (RFC 5452's
-//! query matching). The UDP sockets those queries use are kept open and reused ([`sockets`]).
+//! Each query is one exchange on a [`UdpClientStream`], driven by the query's own task;
+//! hickory-resolver's name-server pool is not used. The pool sends each request to a
+//! background task over a channel and back (two task switches a query), keeps a map of
+//! questions in flight (the pipeline already merges those) and ranks servers by round-trip
+//! time (we keep the configured order, below): all of that cost a fifth of the forwarded
+//! throughput and 20–40 µs a query (BENCHMARKS.md). hickory still sends, matches and retries:
+//! a reply from another address or port, with another ID or for another question is ignored
+//! and the wait goes on (RFC 5452's query matching). The UDP sockets those queries use are
+//! kept open and reused ([`sockets`]). A truncated answer is asked again on a TCP connection
+//! of its own, closed when the answer is in (truncation is rare; Unbound and dnsmasq open
+//! one per query too).
+//!
+//! A query gets [`ATTEMPT_TIMEOUT`] per upstream and [`QUERY_DEADLINE`] in all, so a client
+//! sees SERVFAIL well before it gives up on us. Answers are cached once, by
+//! [`crate::cache`].
 //!
 //! # In order, not raced
 //! Upstreams are tried one after another in the configured order and the first answer wins.
@@ -25,14 +33,16 @@
 mod health;
 mod sockets;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{DnsRequest, DnsRequestOptions, MessageType, OpCode, Query, ResponseCode};
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts};
-use hickory_resolver::net::xfer::FirstAnswer;
-use hickory_resolver::net::{DnsError, DnsHandle, NetError, NoRecords};
-use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
+use hickory_proto::op::{
+    DnsRequest, DnsRequestOptions, DnsResponse, Message, MessageType, OpCode, Query, ResponseCode,
+};
+use hickory_resolver::net::tcp::TcpClientStream;
+use hickory_resolver::net::udp::UdpClientStream;
+use hickory_resolver::net::xfer::{DnsRequestSender, FirstAnswer};
+use hickory_resolver::net::{DnsHandle, NetError};
 
 use self::health::{Health, Turn};
 use self::sockets::ReusingProvider;
@@ -72,7 +82,9 @@ pub struct Upstreams {
 }
 
 struct Upstream {
-    pool: NameServerPool<ReusingProvider>,
+    address: SocketAddr,
+    /// hickory's sockets and timers, with UDP sockets reused.
+    provider: ReusingProvider,
     counters: UpstreamCounters,
     health: Health,
 }
@@ -107,13 +119,13 @@ impl Failure {
 }
 
 impl Upstreams {
-    /// Prepares a connection pool per upstream (connections open on first use).
-    pub fn new(settings: &[UpstreamSettings], metrics: &Metrics) -> Result<Self, String> {
+    /// Prepares each upstream (sockets open on first use).
+    pub fn new(settings: &[UpstreamSettings], metrics: &Metrics) -> Self {
         let servers = settings
             .iter()
             .map(|upstream| Upstream::new(upstream, metrics))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { servers })
+            .collect();
+        Self { servers }
     }
 
     /// Forwards `question` to each upstream in order, skipping those that are down, until
@@ -150,34 +162,17 @@ impl Upstreams {
 }
 
 impl Upstream {
-    fn new(settings: &UpstreamSettings, metrics: &Metrics) -> Result<Self, String> {
+    fn new(settings: &UpstreamSettings, metrics: &Metrics) -> Self {
         let address = settings.address;
-        let connection = |mut config: ConnectionConfig| {
-            config.port = address.port();
-            config
-        };
-        let server = NameServerConfig::new(
-            address.ip(),
-            true,
-            vec![
-                connection(ConnectionConfig::udp()),
-                connection(ConnectionConfig::tcp()),
-            ],
-        );
-        let mut options = ResolverOpts::default();
-        options.timeout = ATTEMPT_TIMEOUT;
-        options.num_concurrent_reqs = 1;
-        let tls = TlsConfig::new().map_err(|error| format!("upstream {address}: {error}"))?;
-        let context = Arc::new(PoolContext::new(options, tls));
-        let pool = NameServerPool::from_config([server], context, ReusingProvider::default());
         let label = address.to_string();
         let counters = metrics.upstream(&label);
         let health = Health::new(&label, counters.healthy.clone());
-        Ok(Self {
-            pool,
+        Self {
+            address,
+            provider: ReusingProvider::default(),
             counters,
             health,
-        })
+        }
     }
 
     /// One attempt within `limit`, made in `turn`; counts a failure and tells the health
@@ -205,69 +200,82 @@ impl Upstream {
 
     /// Sends the question and reads the reply.
     async fn ask(&self, question: &Question) -> Result<Answer, Failure> {
-        let mut query = Query::query(question.name.clone(), question.qtype);
-        query.query_class = question.qclass;
-        let mut options = DnsRequestOptions::default();
-        options.use_edns = true;
-        options.edns_set_dnssec_ok = question.dnssec_ok;
-        options.recursion_desired = true;
-        let mut request = DnsRequest::from_query(query, options);
-        // CD is part of the cache key: the upstream must see it to answer accordingly.
-        request.metadata.checking_disabled = question.checking_disabled;
         let started = Instant::now();
-        let result = self.pool.send(request).first_answer().await;
-        let answer = match result {
-            Ok(response) => {
-                let message = response.into_message();
-                // hickory matches replies by ID and question only; a "reply" that is not a
-                // QUERY response (found by fuzzing: an UPDATE holding prerequisite records)
-                // would be cached and served as if it were one.
-                if message.metadata.op_code != OpCode::Query
-                    || message.metadata.message_type != MessageType::Response
-                {
-                    return Err(Failure::Other);
-                }
-                Answer::new(
-                    question,
-                    message.metadata.response_code,
-                    message.answers,
-                    message.authorities,
-                )
-            }
-            Err(error) => negative_answer(question, error)?,
-        };
-        // A record hickory decoded but cannot encode again (or an answer past 64 KB) cannot
-        // be served: as good as no answer.
-        let answer = answer.ok_or(Failure::Other)?;
+        let message = self
+            .exchange(question)
+            .await
+            .map_err(|error| failure_of(&error))?;
+        let answer = answer_of(question, message)?;
         self.counters
             .duration
             .observe(started.elapsed().as_secs_f64());
         Ok(answer)
     }
+
+    /// One exchange over UDP, and again over TCP if the UDP answer was truncated.
+    async fn exchange(&self, question: &Question) -> Result<Message, NetError> {
+        let mut udp = UdpClientStream::builder(self.address, self.provider.clone())
+            .with_timeout(Some(ATTEMPT_TIMEOUT))
+            .build();
+        let response = udp.send_message(request(question)).first_answer().await?;
+        if !response.metadata.truncation {
+            return Ok(response.into_message());
+        }
+        let tcp = TcpClientStream::exchange(
+            self.address,
+            None,
+            ATTEMPT_TIMEOUT,
+            None,
+            self.provider.clone(),
+        )
+        .await?;
+        let response: DnsResponse = tcp.send(request(question)).first_answer().await?;
+        Ok(response.into_message())
+    }
 }
 
-/// hickory reports NXDOMAIN and NODATA as errors; they are answers to us. Everything else is
-/// a failed attempt.
-fn negative_answer(question: &Question, error: NetError) -> Result<Option<Answer>, Failure> {
-    match error {
-        NetError::Dns(DnsError::NoRecordsFound(NoRecords {
-            response_code: rcode @ (ResponseCode::NXDomain | ResponseCode::NoError),
-            soa,
-            authorities,
-            ..
-        })) => {
-            let authorities = match (authorities, soa) {
-                (Some(records), _) => records.to_vec(),
-                (None, Some(soa)) => vec![soa.into_record_of_rdata()],
-                (None, None) => Vec::new(),
-            };
-            Ok(Answer::new(question, rcode, Vec::new(), authorities))
+/// The query for `question`, as hickory sends it (with a fresh random ID).
+fn request(question: &Question) -> DnsRequest {
+    let mut query = Query::query(question.name.clone(), question.qtype);
+    query.query_class = question.qclass;
+    let mut options = DnsRequestOptions::default();
+    options.use_edns = true;
+    options.edns_set_dnssec_ok = question.dnssec_ok;
+    options.recursion_desired = true;
+    let mut request = DnsRequest::from_query(query, options);
+    // CD is part of the cache key: the upstream must see it to answer accordingly.
+    request.metadata.checking_disabled = question.checking_disabled;
+    request
+}
+
+/// What an upstream's reply means to us: an answer to cache and serve (records, NXDOMAIN,
+/// NODATA) or a failed attempt.
+fn answer_of(question: &Question, message: Message) -> Result<Answer, Failure> {
+    // hickory matches replies by ID and question only; a "reply" that is not a QUERY
+    // response (found by fuzzing: an UPDATE holding prerequisite records) would be cached
+    // and served as if it were one.
+    if message.metadata.op_code != OpCode::Query
+        || message.metadata.message_type != MessageType::Response
+    {
+        return Err(Failure::Other);
+    }
+    match message.metadata.response_code {
+        rcode @ (ResponseCode::NoError | ResponseCode::NXDomain) => {
+            // A record hickory decoded but cannot encode again (or an answer past 64 KB)
+            // cannot be served: as good as no answer.
+            Answer::new(question, rcode, message.answers, message.authorities).ok_or(Failure::Other)
         }
-        NetError::Dns(DnsError::NoRecordsFound(_))
-        | NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Err(Failure::ServFail),
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => Err(Failure::Refused),
-        NetError::Timeout => Err(Failure::Timeout),
-        NetError::Io(_) | NetError::NoConnections => Err(Failure::Io),
+        ResponseCode::ServFail => Err(Failure::ServFail),
+        ResponseCode::Refused => Err(Failure::Refused),
         _ => Err(Failure::Other),
+    }
+}
+
+/// Why an exchange that produced no reply failed.
+fn failure_of(error: &NetError) -> Failure {
+    match error {
+        NetError::Timeout => Failure::Timeout,
+        NetError::Io(_) | NetError::NoConnections => Failure::Io,
+        _ => Failure::Other,
     }
 }
