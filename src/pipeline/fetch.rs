@@ -101,51 +101,69 @@ impl Fetcher {
         if let Some(fetch) = in_flight.get(&key) {
             return fetch.clone();
         }
-        let fetch = forward(
+        // Spawned under the lock: the task leaves the map when done, which must come after
+        // it is entered.
+        let task = tokio::spawn(forward(
             self.cache.clone(),
             self.upstreams.clone(),
-            self.in_flight.clone(),
-            key.clone(),
+            InFlightEntry {
+                in_flight: self.in_flight.clone(),
+                key: key.clone(),
+            },
             question.clone(),
-        )
-        .boxed()
-        .shared();
+        ));
+        // Waiters share the task's result, not the fetch itself: only the task polls the
+        // upstream exchange, so its sockets and timers belong to the runtime that runs it
+        // (each UDP listener has its own, see `crate::dns::udp`), and it completes whoever
+        // is still waiting. A task that did not finish (the runtime stopping) failed.
+        let fetch = async move { task.await.unwrap_or(Err(UpstreamError::AllFailed)) }
+            .boxed()
+            .shared();
         in_flight.insert(key, fetch.clone());
-        drop(in_flight);
-        // The task drives it to the end whoever is still waiting; its result is read
-        // through the shared future.
-        tokio::spawn(fetch.clone());
         fetch
     }
 }
 
-/// Forwards `question`, caches the answer, and leaves the in-flight map: after the cache
-/// has the answer, so a question arriving in between finds one or the other.
+/// Forwards `question` and caches the answer. The fetch leaves the in-flight map when
+/// `entry` is dropped: after the cache has the answer, so a question arriving in between
+/// finds one or the other.
 async fn forward(
     cache: Arc<Cache>,
     upstreams: Arc<Upstreams>,
-    in_flight: Arc<InFlight>,
-    key: CacheKey,
+    entry: InFlightEntry,
     question: Question,
 ) -> Fetched {
-    let result = match upstreams.forward(&question).await {
+    let key = &entry.key;
+    match upstreams.forward(&question).await {
         Ok(mut answer) => {
             cache.clamp(&mut answer);
-            let entry = Arc::new(Entry::new(Arc::new(answer)));
-            cache.insert(key.clone(), entry.clone());
-            Ok(entry)
+            let fetched = Arc::new(Entry::new(Arc::new(answer)));
+            cache.insert(key.clone(), fetched.clone());
+            Ok(fetched)
         }
         Err(error) => {
             // Only a refresh that went out starts the recheck timer: with every upstream
             // down nothing was asked, and the next question may well find one back up.
             if error.was_attempted() {
-                cache.refresh_failed(&key);
+                cache.refresh_failed(key);
             }
             Err(error)
         }
-    };
-    lock(&in_flight).remove(&key);
-    result
+    }
+}
+
+/// A fetch's place in the in-flight map, given up when the fetch ends however it ends
+/// (answered, failed, or dropped with its runtime), so a question is never left waiting
+/// on a fetch that is gone.
+struct InFlightEntry {
+    in_flight: Arc<InFlight>,
+    key: CacheKey,
+}
+
+impl Drop for InFlightEntry {
+    fn drop(&mut self) {
+        lock(&self.in_flight).remove(&self.key);
+    }
 }
 
 fn lock(in_flight: &InFlight) -> MutexGuard<'_, HashMap<CacheKey, SharedFetch>> {

@@ -15,7 +15,13 @@
 //!   but odd cases). One whose query timed out or was abandoned is closed instead, so a late
 //!   reply never reaches the next query on that socket (hickory would ignore it, by ID, but
 //!   log a warning).
+//!
+//! Idle sockets are kept per tokio runtime: a socket's readiness is reported by the I/O
+//! driver of the runtime it was opened on, and a UDP listener's runtime does not poll its
+//! driver while it has nothing waiting (it blocks in the kernel instead, see
+//! [`crate::dns::udp`]). A query on another runtime could wait on such a socket forever.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -30,11 +36,12 @@ use hickory_resolver::net::runtime::{
 };
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
+use tokio::runtime::{self, Handle};
 
 /// Queries one socket carries before it is closed.
 const MAX_USES: u32 = 64;
-/// Idle sockets kept per upstream (each is an open file); more are closed when returned.
-/// Far above what one upstream has in flight at a household's rates.
+/// Idle sockets kept per upstream and runtime (each is an open file); more are closed when
+/// returned. Far above what one upstream has in flight at a household's rates.
 const MAX_IDLE: usize = 64;
 
 /// hickory's Tokio runtime, with UDP sockets from a [`SocketPool`].
@@ -45,35 +52,38 @@ pub(super) struct ReusingProvider {
 }
 
 impl ReusingProvider {
-    /// The idle sockets, for tests.
+    /// The idle sockets of `runtime`, for tests.
     #[cfg(test)]
-    fn idle(&self) -> usize {
-        self.pool.lock().len()
+    fn idle(&self, runtime: runtime::Id) -> usize {
+        self.pool.lock().get(&runtime).map_or(0, Vec::len)
     }
 }
 
-/// Idle sockets and how many queries each has carried.
+/// Idle sockets, by the runtime they were opened on, and how many queries each has carried.
 #[derive(Default)]
 struct SocketPool {
-    idle: Mutex<Vec<(UdpSocket, u32)>>,
+    idle: Mutex<HashMap<runtime::Id, Vec<(UdpSocket, u32)>>>,
 }
 
 impl SocketPool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(UdpSocket, u32)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<runtime::Id, Vec<(UdpSocket, u32)>>> {
         // Each update is one push or one removal: nothing is left half-done by a panic.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A random idle socket, if any.
-    fn take(&self) -> Option<(UdpSocket, u32)> {
-        let mut idle = self.lock();
+    /// A random idle socket of `runtime`, if any.
+    fn take(&self, runtime: runtime::Id) -> Option<(UdpSocket, u32)> {
+        let mut pool = self.lock();
+        let idle = pool.get_mut(&runtime)?;
         let count = idle.len();
         (count > 0).then(|| idle.swap_remove(fastrand::usize(..count)))
     }
 
-    /// Keeps `socket` for another query, unless it has carried enough or there are enough.
-    fn give_back(&self, socket: UdpSocket, uses: u32) {
-        let mut idle = self.lock();
+    /// Keeps `socket` of `runtime` for another query, unless it has carried enough or there
+    /// are enough.
+    fn give_back(&self, runtime: runtime::Id, socket: UdpSocket, uses: u32) {
+        let mut pool = self.lock();
+        let idle = pool.entry(runtime).or_default();
         if uses < MAX_USES && idle.len() < MAX_IDLE {
             idle.push((socket, uses));
         }
@@ -84,6 +94,8 @@ impl SocketPool {
 /// something.
 pub(super) struct PooledSocket {
     socket: Option<UdpSocket>,
+    /// The runtime whose I/O driver reports the socket's readiness.
+    runtime: runtime::Id,
     uses: u32,
     received: AtomicBool,
     pool: Arc<SocketPool>,
@@ -102,7 +114,7 @@ impl Drop for PooledSocket {
         if let Some(socket) = self.socket.take()
             && self.received.load(Ordering::Relaxed)
         {
-            self.pool.give_back(socket, self.uses);
+            self.pool.give_back(self.runtime, socket, self.uses);
         }
     }
 }
@@ -150,7 +162,8 @@ impl RuntimeProvider for ReusingProvider {
         self.tokio.connect_tcp(server_addr, bind_addr, timeout)
     }
 
-    /// An idle socket, or a new one bound to `local_addr` (hickory's random port).
+    /// An idle socket of the calling task's runtime, or a new one bound to `local_addr`
+    /// (hickory's random port).
     fn bind_udp(
         &self,
         local_addr: SocketAddr,
@@ -158,12 +171,15 @@ impl RuntimeProvider for ReusingProvider {
     ) -> Pin<Box<dyn Send + Future<Output = io::Result<Self::Udp>>>> {
         let pool = self.pool.clone();
         Box::pin(async move {
-            let (socket, uses) = match pool.take() {
+            // Polled by the query's task: this is the runtime a new socket registers with.
+            let runtime = Handle::current().id();
+            let (socket, uses) = match pool.take(runtime) {
                 Some(idle) => idle,
                 None => (UdpSocket::bind(local_addr).await?, 0),
             };
             Ok(PooledSocket {
                 socket: Some(socket),
+                runtime,
                 uses: uses + 1,
                 received: AtomicBool::new(false),
                 pool,
@@ -195,22 +211,27 @@ mod tests {
         port
     }
 
+    /// The idle sockets of the test's own runtime.
+    fn idle_here(provider: &ReusingProvider) -> usize {
+        provider.idle(Handle::current().id())
+    }
+
     #[tokio::test]
     async fn answered_sockets_are_reused_up_to_their_limit_and_unanswered_ones_closed() {
         let provider = ReusingProvider::default();
         let peer = UdpSocket::bind(ANY_PORT).await.unwrap();
         let first = exchange(&provider, &peer, true).await;
-        assert_eq!(provider.idle(), 1, "an answered socket goes back");
+        assert_eq!(idle_here(&provider), 1, "an answered socket goes back");
         for _ in 1..MAX_USES {
             assert_eq!(exchange(&provider, &peer, true).await, first, "reused");
         }
-        assert_eq!(provider.idle(), 0, "closed after {MAX_USES} queries");
+        assert_eq!(idle_here(&provider), 0, "closed after {MAX_USES} queries");
         let next = exchange(&provider, &peer, true).await;
         assert_ne!(next, first, "a new socket, a new port");
         let unanswered = exchange(&provider, &peer, false).await;
         assert_eq!(unanswered, next, "the idle socket is taken");
         assert_eq!(
-            provider.idle(),
+            idle_here(&provider),
             0,
             "a socket without a reply is closed, not kept"
         );
@@ -223,5 +244,29 @@ mod tests {
         let two = provider.bind_udp(ANY_PORT, ANY_PORT).await.unwrap();
         let port = |socket: &PooledSocket| socket.socket().unwrap().local_addr().unwrap().port();
         assert_ne!(port(&one), port(&two));
+    }
+
+    #[tokio::test]
+    async fn a_socket_is_reused_only_on_the_runtime_it_was_opened_on() {
+        let provider = ReusingProvider::default();
+        let peer = UdpSocket::bind(ANY_PORT).await.unwrap();
+        let here = exchange(&provider, &peer, true).await;
+        assert_eq!(idle_here(&provider), 1);
+        // A query on another runtime (a UDP listener's) gets a socket of its own.
+        let (other_provider, target) = (provider.clone(), peer.local_addr().unwrap());
+        let there = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let socket = other_provider.bind_udp(ANY_PORT, target).await.unwrap();
+                socket.socket().unwrap().local_addr().unwrap().port()
+            })
+        })
+        .join()
+        .unwrap();
+        assert_ne!(there, here, "not the idle socket of the test's runtime");
+        assert_eq!(idle_here(&provider), 1, "which stays idle for this runtime");
     }
 }
