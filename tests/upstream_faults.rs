@@ -92,6 +92,31 @@ async fn a_slow_upstream_within_the_attempt_timeout_still_answers() {
 }
 
 #[tokio::test]
+async fn a_udp_question_waiting_on_its_upstream_when_the_daemon_stops_is_still_answered() {
+    let delay = Duration::from_millis(500);
+    let slow = FaultyUpstream::start(Fault::Delay(delay)).await;
+    let daemon = TestDaemon::start(&config(&[slow.addr])).await;
+    let dns = daemon.dns;
+    let asked =
+        tokio::spawn(async move { query_udp(dns, "draining.example", RecordType::A, true).await });
+    // Stop once the question is at the upstream, well inside its delay.
+    let deadline = Instant::now() + delay / 2;
+    while slow.udp_queries() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(slow.udp_queries(), 1, "the question reached the upstream");
+    let stopping = Instant::now();
+    daemon.stop().await;
+    let stopped_after = stopping.elapsed();
+    let reply = asked.await.expect("the client task");
+    assert_eq!(a_addrs(&reply), [FAULTY_ANSWER]);
+    assert!(
+        stopped_after < delay + Duration::from_secs(1),
+        "the stop waited for the answer, not the whole drain timeout: {stopped_after:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_silent_upstream_is_passed_over_for_the_next_one_after_the_attempt_timeout() {
     let silent = FaultyUpstream::start(Fault::Drop).await;
     let next = FaultyUpstream::start(Fault::None).await;

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -22,22 +21,26 @@ use super::service::{DnsService, SharedService};
 use super::{tcp, udp};
 
 /// Time queries in flight get to finish when the daemon stops.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often a UDP receive loop, blocked in the kernel, wakes to see if it must stop.
 const UDP_WAKE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Time, after the TCP drain, the UDP threads get to end (their own drain ran meanwhile).
+const UDP_JOIN_GRACE: Duration = Duration::from_secs(1);
 
 /// The running DNS listeners.
 pub struct DnsServer {
     shutdown: CancellationToken,
     /// Listener loops (TCP).
     listeners: TaskTracker,
-    /// The UDP receive loops, one OS thread per socket ([`udp`]).
+    /// The UDP receive loops, one OS thread (and runtime) per socket ([`udp`]); each drains
+    /// its own queries in flight.
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     /// Stops the UDP threads when the server is dropped without [`DnsServer::shutdown`]:
     /// unlike tasks, they would outlive the runtime.
     _stop_udp_on_drop: DropGuard,
-    /// Queries and connections in flight.
+    /// TCP connections and their queries in flight.
     tasks: TaskTracker,
     /// The addresses actually bound (port 0 resolved), UDP and TCP alike.
     pub local_addrs: Vec<SocketAddr>,
@@ -66,13 +69,7 @@ impl DnsServer {
             info!("listening for UDP on {local}");
             info!("listening for TCP on {local}");
             for socket in udp {
-                let thread = udp::spawn(
-                    socket,
-                    service.clone(),
-                    stop_udp.clone(),
-                    server.tasks.clone(),
-                    Handle::current(),
-                )?;
+                let thread = udp::spawn(socket, service.clone(), stop_udp.clone())?;
                 server.udp_threads.push(thread);
             }
             let task = tcp::serve(
@@ -93,7 +90,8 @@ impl DnsServer {
         self.shutdown.cancel();
         self.listeners.close();
         self.listeners.wait().await;
-        // Each UDP thread notices within UDP_WAKE_INTERVAL; joining blocks, so off the runtime.
+        // Each UDP thread drains its own queries (for up to DRAIN_TIMEOUT, in parallel with
+        // the TCP drain below); joining blocks, so off the runtime.
         let threads = std::mem::take(&mut self.udp_threads);
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -102,15 +100,13 @@ impl DnsServer {
                 }
             }
         });
-        if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
-            warn!("UDP listeners still running after {DRAIN_TIMEOUT:?}; stopping anyway");
-        }
         self.tasks.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!("queries still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+        let tcp_drained = tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait());
+        if tcp_drained.await.is_err() {
+            warn!("TCP queries still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
+        if tokio::time::timeout(UDP_JOIN_GRACE, joined).await.is_err() {
+            warn!("UDP listeners still running after their drain; stopping anyway");
         }
     }
 }
@@ -149,7 +145,7 @@ fn socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Soc
     Ok(socket)
 }
 
-/// A blocking socket for a [`udp`] thread, whose receives time out so it can stop.
+/// A socket for a [`udp`] thread, whose blocking receives time out so it can stop.
 fn bind_udp(address: SocketAddr) -> io::Result<Socket> {
     let socket = socket(address, Type::DGRAM, Protocol::UDP)?;
     // Several sockets on one port, one receive loop each: the kernel spreads clients.

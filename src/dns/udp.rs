@@ -1,40 +1,44 @@
 //! The UDP listener: one receive loop per socket (one socket per core, sharing the port with
-//! SO_REUSEPORT so the kernel spreads clients across them), each on an OS thread of its own.
+//! SO_REUSEPORT so the kernel spreads clients across them), each on an OS thread of its own
+//! with a single-threaded tokio runtime that also drives that socket's waiting questions.
 //!
-//! Why a thread and not a tokio task: a question answered from memory (blocked, cached,
+//! Why not tasks on the shared runtime: a question answered from memory (blocked, cached,
 //! malformed) costs the service about 1–2 µs, so per-datagram overhead decides the rate.
-//! A tokio loop pays for readiness tracking, one `recvfrom` and one `sendto` per query, and
-//! a copy plus a boxed future per datagram. Here a blocking `recvmmsg` takes up to
-//! [`BATCH`] datagrams per system call, every answer ready without waiting goes back in one
-//! `sendmmsg`, and the buffers and the boxed future are reused: nothing is allocated per
-//! datagram on that path except the reply the service builds.
+//! A plain tokio loop pays for one `recvfrom` and one `sendto` per query, and a copy plus a
+//! boxed future per datagram. Here one `recvmmsg` takes up to [`BATCH`] datagrams, every
+//! answer ready without waiting goes back in one `sendmmsg`, and the buffers and the boxed
+//! future are reused: nothing is allocated per datagram on that path except the reply the
+//! service builds.
 //!
 //! A question that must wait for an upstream is not answered twice: the same unfinished
-//! future (with the request buffer it owns) continues as a task on the tokio runtime, which
-//! sends its reply with a plain non-blocking `sendto` on the same socket, so a slow upstream
-//! never holds up the loop. The loop polls the service inside the runtime's context, so
-//! timers and spawns made during that first poll belong to the runtime.
+//! future (with the request buffer it owns) continues as a task on this thread's runtime,
+//! which sends its reply with a plain non-blocking `sendto` on the same socket. Its upstream
+//! exchange, timers and wake-ups all stay on this thread: no hand-off to another thread and
+//! back, which cost forwarded queries a cross-thread wake-up each way. The loop yields
+//! after every batch so waiting questions and the I/O driver get their turn.
 //!
-//! Stopping: the socket has a receive timeout ([`super::server`] sets it), so the blocking
-//! receive wakes at least that often to look at the cancellation token.
+//! Stopping: the loop ends when `shutdown` is cancelled; the questions still waiting get
+//! [`DRAIN_TIMEOUT`] to finish before the runtime (and with it the thread) ends.
 
 use std::future::Future;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
 use socket2::{SockAddr, Socket};
-use tokio::runtime::Handle;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::reply::Transport;
+use super::server::DRAIN_TIMEOUT;
 use super::service::SharedService;
 
 /// Datagrams taken (and replies sent) per system call.
@@ -47,50 +51,89 @@ const MAX_REQUEST: usize = 4096;
 /// What a question's future gives back: the reply, and the request buffer for reuse.
 type Answered = (Option<Vec<u8>>, Vec<u8>);
 
-/// Starts the receive loop for `socket` on a thread of its own; it returns once `shutdown`
-/// is cancelled. Questions that wait for an upstream run as tasks in `tasks` on `runtime`.
+/// Starts the receive loop for `socket` (non-blocking) on a thread of its own; the thread
+/// ends once `shutdown` is cancelled and the questions it was waiting on are done.
 pub fn spawn(
     socket: Socket,
     service: SharedService,
     shutdown: CancellationToken,
-    tasks: TaskTracker,
-    runtime: Handle,
 ) -> io::Result<JoinHandle<()>> {
     let name = match socket.local_addr()?.as_socket() {
         Some(address) => format!("udp {address}"),
         None => "udp".to_owned(),
     };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered with this runtime's I/O driver, so readiness is reported on its thread.
+    let socket = {
+        let _runtime = runtime.enter();
+        // SAFETY: the AsyncFd owns an Arc of the socket, so the descriptor stays open (and
+        // the same) for as long as the AsyncFd lives.
+        unsafe { AsyncFd::register_with_interest(Arc::new(socket), Interest::READABLE) }?
+    };
     let listener = Listener {
-        socket: Arc::new(socket),
+        socket,
         service,
-        shutdown,
-        tasks,
-        runtime,
+        tasks: TaskTracker::new(),
     };
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || listener.run())
+        .spawn(move || runtime.block_on(listener.run(shutdown)))
 }
 
-/// One socket's loop and what it hands to the questions that wait.
+/// One socket's loop and the questions it left waiting.
 struct Listener {
-    socket: Arc<Socket>,
+    socket: AsyncFd<Arc<Socket>>,
     service: SharedService,
-    shutdown: CancellationToken,
     tasks: TaskTracker,
-    runtime: Handle,
 }
 
 impl Listener {
-    fn run(self) {
-        let _runtime = self.runtime.enter();
+    async fn run(self, shutdown: CancellationToken) {
+        let mut stopped = pin!(shutdown.cancelled());
+        let runtime = tokio::runtime::Handle::current().metrics();
         let mut batch = Batch::new();
         // One boxed future, reused for every question answered without waiting.
         let mut spare = None;
-        while !self.shutdown.is_cancelled() {
-            let received = match batch.receive(&self.socket) {
+        loop {
+            let received = if runtime.num_alive_tasks() == 0 {
+                // Nothing on this runtime waits: block in the kernel for the next datagrams,
+                // the cheapest wait there is (one system call a batch, where waiting through
+                // the runtime adds an `epoll_wait` and the scheduler's turn). The receive
+                // times out now and then so the loop sees `shutdown`.
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                batch.receive(self.socket.get_ref(), Wait::Blocking)
+            } else {
+                // Questions wait for upstreams: wait through the runtime, which also wakes
+                // for their replies and timers.
+                let mut ready = tokio::select! {
+                    biased;
+                    () = &mut stopped => break,
+                    ready = self.socket.readable() => match ready {
+                        Ok(ready) => ready,
+                        Err(error) => {
+                            warn!(%error, "UDP socket failed; this listener stops");
+                            break;
+                        }
+                    },
+                };
+                let received = batch.receive(self.socket.get_ref(), Wait::No);
+                // Fewer than asked for, or none: the queue is empty, and the next datagram
+                // raises a new readiness event.
+                match &received {
+                    Ok(count) if *count == BATCH => {}
+                    Ok(_) => ready.clear_ready(),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                    Err(_) => {}
+                }
+                received
+            };
+            let received = match received {
                 Ok(received) => received,
-                // The receive timeout: look at the token again.
+                // Nothing yet (the receive timeout, or an empty queue), or a signal.
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -114,7 +157,19 @@ impl Listener {
                 let future = respond(self.service.clone(), request, batch.length(slot), client);
                 self.answer(&mut batch, slot, client, future, &mut spare);
             }
-            batch.send_replies(&self.socket);
+            batch.send_replies(self.socket.get_ref());
+            // Let the questions that wait, and the I/O driver behind their upstream
+            // replies, run before the next batch.
+            if runtime.num_alive_tasks() > 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("UDP queries still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
     }
 
@@ -138,6 +193,7 @@ impl Listener {
             }
             None => Box::pin(future),
         };
+        // Not the loop's own waker: a question that waits must not wake the loop.
         let mut context = Context::from_waker(Waker::noop());
         match reply.as_mut().poll(&mut context) {
             Poll::Ready((reply_bytes, request)) => {
@@ -149,13 +205,12 @@ impl Listener {
             }
             Poll::Pending => {
                 batch.buffers[slot] = vec![0; MAX_REQUEST];
-                let socket = self.socket.clone();
-                let task = async move {
+                let socket = self.socket.get_ref().clone();
+                self.tasks.spawn(async move {
                     if let (Some(reply), _) = reply.await {
                         send_one(&socket, &reply, client);
                     }
-                };
-                self.tasks.spawn_on(task, &self.runtime);
+                });
             }
         }
     }
@@ -185,6 +240,13 @@ fn send_one(socket: &Socket, reply: &[u8], client: SocketAddr) {
     }
 }
 
+/// Whether a receive waits for the first datagram.
+#[derive(Clone, Copy)]
+enum Wait {
+    Blocking,
+    No,
+}
+
 /// The buffers of one `recvmmsg`/`sendmmsg` round, reused from round to round.
 struct Batch {
     /// One request buffer per slot, [`MAX_REQUEST`] bytes each.
@@ -210,9 +272,10 @@ impl Batch {
         }
     }
 
-    /// Waits for at least one datagram (up to the socket's receive timeout) and takes all
-    /// that are queued, up to [`BATCH`]; returns how many.
-    fn receive(&mut self, socket: &Socket) -> io::Result<usize> {
+    /// Takes the datagrams queued on `socket`, up to [`BATCH`]; returns how many, or
+    /// `WouldBlock` when there are none (after the socket's receive timeout, if `wait` is
+    /// [`Wait::Blocking`]).
+    fn receive(&mut self, socket: &Socket, wait: Wait) -> io::Result<usize> {
         let mut iovecs: [libc::iovec; BATCH] = std::array::from_fn(|slot| {
             let buffer = &mut self.buffers[slot];
             libc::iovec {
@@ -240,7 +303,11 @@ impl Batch {
                 socket.as_raw_fd(),
                 self.received.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                match wait {
+                    // Returns as soon as one datagram is in, with the others queued by then.
+                    Wait::Blocking => libc::MSG_WAITFORONE,
+                    Wait::No => libc::MSG_DONTWAIT,
+                },
                 std::ptr::null_mut(),
             )
         };
