@@ -1,12 +1,12 @@
 //! Forwarding to the configured upstream resolvers over UDP, again over TCP when an answer
 //! comes back truncated, through hickory's client streams (`hickory_resolver::net`).
 //!
-//! Each query is one exchange on a [`UdpClientStream`], driven by the query's own task;
+//! Each query is one exchange on a [`UdpClientStream`], driven by the task that asks it;
 //! hickory-resolver's name-server pool is not used. The pool sends each request to a
 //! background task over a channel and back (two task switches a query), keeps a map of
 //! questions in flight (the pipeline already merges those) and ranks servers by round-trip
-//! time (we keep the configured order, below): all of that cost a fifth of the forwarded
-//! throughput and 20–40 µs a query (BENCHMARKS.md). hickory still sends, matches and retries:
+//! time (we keep the configured order, below): all of that cost a quarter of the forwarded
+//! throughput and 10–40 µs a query (BENCHMARKS.md). hickory still sends, matches and retries:
 //! a reply from another address or port, with another ID or for another question is ignored
 //! and the wait goes on (RFC 5452's query matching). The UDP sockets those queries use are
 //! kept open and reused ([`sockets`]). A truncated answer is asked again on a TCP connection
@@ -33,7 +33,9 @@
 mod health;
 mod sockets;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{
@@ -85,6 +87,8 @@ struct Upstream {
     address: SocketAddr,
     /// hickory's sockets and timers, with UDP sockets reused.
     provider: ReusingProvider,
+    /// Source ports never used: every upstream's port (see [`Upstreams::new`]).
+    avoided_ports: Arc<HashSet<u16>>,
     counters: UpstreamCounters,
     health: Health,
 }
@@ -121,9 +125,19 @@ impl Failure {
 impl Upstreams {
     /// Prepares each upstream (sockets open on first use).
     pub fn new(settings: &[UpstreamSettings], metrics: &Metrics) -> Self {
+        // A source port is picked at random and kept for up to 64 queries. Were it the port
+        // of an upstream on this host that is down (restarting), our socket would take its
+        // place: the upstream could not bind it again, and our queries to it would reach our
+        // own socket (seen in the soak, with nsd restarted on loopback).
+        let avoided_ports: Arc<HashSet<u16>> = Arc::new(
+            settings
+                .iter()
+                .map(|upstream| upstream.address.port())
+                .collect(),
+        );
         let servers = settings
             .iter()
-            .map(|upstream| Upstream::new(upstream, metrics))
+            .map(|upstream| Upstream::new(upstream, avoided_ports.clone(), metrics))
             .collect();
         Self { servers }
     }
@@ -162,7 +176,11 @@ impl Upstreams {
 }
 
 impl Upstream {
-    fn new(settings: &UpstreamSettings, metrics: &Metrics) -> Self {
+    fn new(
+        settings: &UpstreamSettings,
+        avoided_ports: Arc<HashSet<u16>>,
+        metrics: &Metrics,
+    ) -> Self {
         let address = settings.address;
         let label = address.to_string();
         let counters = metrics.upstream(&label);
@@ -170,6 +188,7 @@ impl Upstream {
         Self {
             address,
             provider: ReusingProvider::default(),
+            avoided_ports,
             counters,
             health,
         }
@@ -216,6 +235,7 @@ impl Upstream {
     async fn exchange(&self, question: &Question) -> Result<Message, NetError> {
         let mut udp = UdpClientStream::builder(self.address, self.provider.clone())
             .with_timeout(Some(ATTEMPT_TIMEOUT))
+            .avoid_local_ports(self.avoided_ports.clone())
             .build();
         let response = udp.send_message(request(question)).first_answer().await?;
         if !response.metadata.truncation {
@@ -277,5 +297,27 @@ fn failure_of(error: &NetError) -> Failure {
         NetError::Timeout => Failure::Timeout,
         NetError::Io(_) | NetError::NoConnections => Failure::Io,
         _ => Failure::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_upstream_port_is_ever_a_source_port() {
+        let settings =
+            ["127.0.0.1:5300", "127.0.0.1:5301", "[::1]:53"].map(|address| UpstreamSettings {
+                address: address.parse().unwrap(),
+            });
+        let upstreams = Upstreams::new(&settings, &Metrics::new());
+        for upstream in &upstreams.servers {
+            assert_eq!(
+                *upstream.avoided_ports,
+                HashSet::from([5300, 5301, 53]),
+                "{}",
+                upstream.address
+            );
+        }
     }
 }
