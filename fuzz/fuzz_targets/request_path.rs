@@ -66,7 +66,7 @@ fn fixture() -> &'static Fixture {
         let policy = Arc::new(ArcSwap::from_pointee(metasink::policy::compile(
             &settings, &metrics, 1,
         )));
-        let upstreams = Upstreams::new(&settings.upstreams, &metrics).expect("no upstreams");
+        let upstreams = Upstreams::new(&settings.upstreams, &metrics);
         let cache = Cache::new(&settings.cache, metrics.cache());
         let service = DnsService::new(
             policy,

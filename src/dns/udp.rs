@@ -14,11 +14,22 @@
 //! future (with the request buffer it owns) continues as a task on this thread's runtime,
 //! which sends its reply with a plain non-blocking `sendto` on the same socket. Its upstream
 //! exchange, timers and wake-ups all stay on this thread: no hand-off to another thread and
-//! back, which cost forwarded queries a cross-thread wake-up each way. The loop yields
-//! after every batch so waiting questions and the I/O driver get their turn.
+//! back, which cost forwarded queries a cross-thread wake-up each way.
 //!
-//! Stopping: the loop ends when `shutdown` is cancelled; the questions still waiting get
-//! [`DRAIN_TIMEOUT`] to finish before the runtime (and with it the thread) ends.
+//! # Two ways to wait
+//! While no task is alive on the runtime, the loop blocks in `recvmmsg` itself, the
+//! cheapest wait (one system call a batch). While questions wait, it waits through the
+//! runtime instead (readiness from `epoll`, like any tokio socket), so their upstream
+//! replies and timers wake it too, and it yields after every batch so they get their turn.
+//! The catch: while blocked in the kernel the runtime's I/O driver is not polled, so a task
+//! of another runtime must never wait on a socket or timer of this one; the upstream
+//! sockets are therefore kept per runtime ([`super::upstream`]), and a fetch shared by
+//! questions of several runtimes is driven only by its own task
+//! ([`crate::pipeline`]).
+//!
+//! Stopping: the loop ends when `shutdown` is cancelled (a blocked receive times out every
+//! so often to look); the questions still waiting get [`DRAIN_TIMEOUT`] to finish before
+//! the runtime (and with it the thread) ends.
 
 use std::future::Future;
 use std::io;
@@ -51,8 +62,9 @@ const MAX_REQUEST: usize = 4096;
 /// What a question's future gives back: the reply, and the request buffer for reuse.
 type Answered = (Option<Vec<u8>>, Vec<u8>);
 
-/// Starts the receive loop for `socket` (non-blocking) on a thread of its own; the thread
-/// ends once `shutdown` is cancelled and the questions it was waiting on are done.
+/// Starts the receive loop for `socket` (blocking, with a receive timeout) on a thread of
+/// its own; the thread ends once `shutdown` is cancelled and the questions it was waiting
+/// on are done.
 pub fn spawn(
     socket: Socket,
     service: SharedService,
