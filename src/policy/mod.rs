@@ -3,7 +3,7 @@
 //!
 //! A snapshot answers two questions fast: which device (and so which profile and metric
 //! handles) is this client, and which lists contain this name. Everything else (parsing,
-//! reference checks, label resolution) happened when it was built ([`compile`]).
+//! reference checks, label resolution) happened when it was built ([`compile()`]).
 
 mod compile;
 mod devices;
