@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record};
 
 use super::Question;
@@ -74,9 +74,7 @@ impl Answer {
         let authority_count = u16::try_from(authorities.len()).ok()?;
 
         let mut message = Message::new(0, MessageType::Response, OpCode::Query);
-        let mut query = Query::query(question.name.clone(), question.qtype);
-        query.query_class = question.qclass;
-        message.add_query(query);
+        message.add_query(question.to_query());
         message.answers = answers;
         message.authorities = authorities;
         let bytes = message.to_vec().ok()?;
@@ -107,10 +105,7 @@ impl Answer {
             let secs = u64::from(ttl).clamp(min.as_secs(), max.as_secs());
             u32::try_from(secs).unwrap_or(u32::MAX)
         };
-        for at in self.ttl_offsets.iter().map(|&at| usize::from(at)) {
-            let ttl = clamp(ttl_at(&self.records, at));
-            self.records[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
-        }
+        rewrite_ttls(&mut self.records, &self.ttl_offsets, clamp);
         // Clamping is monotonic, so clamping the lifetime equals computing it again from the
         // clamped TTLs, a negative answer's SOA MINIMUM included (which no TTL rewrite
         // touches).
@@ -144,20 +139,21 @@ impl Records for ServedAnswer<'_> {
         let answer = self.answer;
         let start = out.len();
         out.extend_from_slice(&answer.records);
-        let records = &mut out[start..];
-        for at in answer.ttl_offsets.iter().map(|&at| usize::from(at)) {
-            let ttl = self.ttl.apply(ttl_at(records, at));
-            records[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
-        }
+        rewrite_ttls(&mut out[start..], &answer.ttl_offsets, |ttl| {
+            self.ttl.apply(ttl)
+        });
         (answer.answer_count, answer.authority_count)
     }
 }
 
-/// The TTL at `at` (an offset the encoder's walk found, so within `records`).
-fn ttl_at(records: &[u8], at: usize) -> u32 {
-    let mut ttl = [0; 4];
-    ttl.copy_from_slice(&records[at..at + 4]);
-    u32::from_be_bytes(ttl)
+/// Replaces each TTL in `records` (at `offsets`, found by the encoder's walk, so within
+/// `records`) with `new(ttl)`.
+fn rewrite_ttls(records: &mut [u8], offsets: &[u16], new: impl Fn(u32) -> u32) {
+    for at in offsets.iter().map(|&at| usize::from(at)) {
+        let field = &mut records[at..at + 4];
+        let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+        field.copy_from_slice(&new(ttl).to_be_bytes());
+    }
 }
 
 fn lifetime(rcode: ResponseCode, answers: &[Record], authorities: &[Record]) -> Option<Duration> {
@@ -240,6 +236,7 @@ impl Answer {
 mod tests {
     use std::str::FromStr;
 
+    use hickory_proto::op::Query;
     use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
     use hickory_proto::rr::{Name, RecordType};
 

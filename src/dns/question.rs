@@ -104,6 +104,13 @@ impl Question {
         self.qtype.to_string()
     }
 
+    /// The question as hickory's [`Query`]: name, type and class.
+    pub fn to_query(&self) -> Query {
+        let mut query = Query::query(self.name.clone(), self.qtype);
+        query.query_class = self.qclass;
+        query
+    }
+
     /// The key of this question's answer in the cache, borrowed from the question: a cache
     /// hit allocates nothing; [`CacheKeyRef::to_key`] makes the owned key when one is stored.
     pub fn cache_key(&self) -> CacheKeyRef<'_> {

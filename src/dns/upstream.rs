@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{
-    DnsRequest, DnsRequestOptions, DnsResponse, Message, MessageType, OpCode, Query, ResponseCode,
+    DnsRequest, DnsRequestOptions, DnsResponse, Message, MessageType, OpCode, ResponseCode,
 };
 use hickory_resolver::net::tcp::TcpClientStream;
 use hickory_resolver::net::udp::UdpClientStream;
@@ -256,13 +256,11 @@ impl Upstream {
 
 /// The query for `question`, as hickory sends it (with a fresh random ID).
 fn request(question: &Question) -> DnsRequest {
-    let mut query = Query::query(question.name.clone(), question.qtype);
-    query.query_class = question.qclass;
     let mut options = DnsRequestOptions::default();
     options.use_edns = true;
     options.edns_set_dnssec_ok = question.dnssec_ok;
     options.recursion_desired = true;
-    let mut request = DnsRequest::from_query(query, options);
+    let mut request = DnsRequest::from_query(question.to_query(), options);
     // CD is part of the cache key: the upstream must see it to answer accordingly.
     request.metadata.checking_disabled = question.checking_disabled;
     request
@@ -295,7 +293,7 @@ fn answer_of(question: &Question, message: Message) -> Result<Answer, Failure> {
 fn failure_of(error: &NetError) -> Failure {
     match error {
         NetError::Timeout => Failure::Timeout,
-        NetError::Io(_) | NetError::NoConnections => Failure::Io,
+        NetError::Io(_) => Failure::Io,
         _ => Failure::Other,
     }
 }
