@@ -156,3 +156,38 @@ async fn https_targets_are_inspected_as_well() {
         vec![(1, "api.tracker.example".to_owned())]
     );
 }
+
+/// Minimal responses: a positive answer comes without the upstream's authority section (the
+/// zone's NS records), cache hit or not, unless the client asked for DNSSEC records; a
+/// negative answer keeps its SOA (checked above).
+#[tokio::test]
+async fn a_positive_answer_comes_without_the_upstreams_ns_records_unless_dnssec_is_asked() {
+    let ns = hickory_proto::rr::Record::from_rdata(
+        fqdn("."),
+        300,
+        hickory_proto::rr::RData::NS(hickory_proto::rr::rdata::NS(fqdn("ns.example.com"))),
+    );
+    let upstream = TestUpstream::start(&[TestRecord::Raw(Box::new(ns))]).await;
+    let authority_types = |msg: &Message| -> Vec<RecordType> {
+        msg.authorities.iter().map(|r| r.record_type()).collect()
+    };
+    // The upstream itself puts the NS records behind its positive answer for the apex SOA.
+    let direct = query_udp(upstream.addr, ".", RecordType::SOA, true).await;
+    assert_eq!(answer_types(&direct), vec![RecordType::SOA]);
+    assert_eq!(authority_types(&direct), vec![RecordType::NS]);
+
+    let daemon =
+        TestDaemon::start(&format!("[[upstream]]\naddress = \"{}\"\n", upstream.addr)).await;
+    for round in ["forwarded", "cached"] {
+        let reply = query_udp(daemon.dns, ".", RecordType::SOA, true).await;
+        assert_eq!(answer_types(&reply), vec![RecordType::SOA], "{round}");
+        assert_eq!(authority_types(&reply), vec![], "{round}");
+    }
+    // Asked directly once, forwarded once: the second answer came from the cache.
+    assert_eq!(upstream.queries_for(".", RecordType::SOA), 2);
+    let mut with_do = build_query(".", RecordType::SOA, true);
+    with_do.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let reply = send_udp(daemon.dns, &with_do).await;
+    assert_eq!(answer_types(&reply), vec![RecordType::SOA]);
+    assert_eq!(authority_types(&reply), vec![RecordType::NS]);
+}

@@ -1,7 +1,8 @@
 //! [`Answer`]: an upstream's answer to one question, as the cache keeps it and as clients get
 //! it back: the response code, the answer and authority records in wire form, how long it
 //! may be kept, and the names inside it that the policy must also check (CNAME targets,
-//! HTTPS/SVCB targets).
+//! HTTPS/SVCB targets). A positive answer keeps no authority records unless the client asked
+//! for DNSSEC ([`keeps_authority`]).
 //!
 //! The records are encoded once, when the answer arrives (hickory's encoder, names
 //! compressed against the question at offset 12, as in any reply), and kept as bytes with
@@ -68,6 +69,11 @@ impl Answer {
         answers: Vec<Record>,
         authorities: Vec<Record>,
     ) -> Option<Self> {
+        let authorities = if keeps_authority(question, rcode, &answers) {
+            authorities
+        } else {
+            Vec::new()
+        };
         let lifetime = lifetime(rcode, &answers, &authorities);
         let targets = answers.iter().filter_map(target_name).collect();
         let answer_count = u16::try_from(answers.len()).ok()?;
@@ -154,6 +160,16 @@ fn rewrite_ttls(records: &mut [u8], offsets: &[u16], new: impl Fn(u32) -> u32) {
         let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
         field.copy_from_slice(&new(ttl).to_be_bytes());
     }
+}
+
+/// Whether the answer keeps the upstream's authority section. Minimal responses, as Unbound
+/// and dnsmasq (so Pi-hole) give: the zone's NS records behind a positive answer tell a stub
+/// client nothing it uses, yet cost bytes in every reply and in the cache, and push big
+/// answers towards truncation. Kept where they mean something: the SOA of a negative answer
+/// (the client's negative-caching TTL, RFC 2308), and everything when the client asked for
+/// DNSSEC records (a wildcard answer's NSEC/NSEC3 proof travels there, RFC 4035 §3.1.3.3).
+fn keeps_authority(question: &Question, rcode: ResponseCode, answers: &[Record]) -> bool {
+    answers.is_empty() || rcode != ResponseCode::NoError || question.dnssec_ok
 }
 
 fn lifetime(rcode: ResponseCode, answers: &[Record], authorities: &[Record]) -> Option<Duration> {
@@ -269,6 +285,17 @@ mod tests {
         Answer::new(&question, rcode, answers, authorities).unwrap()
     }
 
+    /// The answer to a client that set the DNSSEC OK bit: every section kept.
+    fn dnssec_answer(
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+    ) -> Answer {
+        let query = Query::query(name("www.example.com."), RecordType::A);
+        let question = Question::from_wire_query(&query, true, false);
+        Answer::new(&question, rcode, answers, authorities).unwrap()
+    }
+
     /// The reply to `asked` (same name in any case), decoded by hickory.
     fn reply(answer: &Answer, asked: &str, ttl: TtlRule) -> Message {
         let query = Query::query(Name::from_ascii(asked).unwrap(), RecordType::A);
@@ -304,7 +331,7 @@ mod tests {
         );
         let sent = vec![cname_to("edge.cdn.net."), a("edge.cdn.net.", 60), text];
         let authorities = vec![soa(3600, 120)];
-        let answer = answer(ResponseCode::NoError, sent.clone(), authorities.clone());
+        let answer = dnssec_answer(ResponseCode::NoError, sent.clone(), authorities.clone());
         // Asked in another case (0x20 randomisation): the names point into that question.
         let message = reply(&answer, "WwW.ExAmPlE.cOm", TtlRule::Aged(0));
         assert_eq!(message.metadata.id, 7);
@@ -319,6 +346,30 @@ mod tests {
             );
         }
         assert_eq!(message.authorities, authorities);
+    }
+
+    #[test]
+    fn a_positive_answer_keeps_its_authority_records_only_for_dnssec() {
+        let positive = || (vec![a("www.example.com.", 60)], vec![soa(3600, 120)]);
+        let (answers, authorities) = positive();
+        let minimal = answer(ResponseCode::NoError, answers, authorities);
+        let message = reply(&minimal, "www.example.com", TtlRule::Aged(0));
+        assert_eq!((message.answers.len(), message.authorities.len()), (1, 0));
+        let (answers, authorities) = positive();
+        let whole = dnssec_answer(ResponseCode::NoError, answers, authorities);
+        let message = reply(&whole, "www.example.com", TtlRule::Aged(0));
+        assert_eq!((message.answers.len(), message.authorities.len()), (1, 1));
+        // Negative answers keep their SOA: NODATA, and NXDOMAIN at the end of a CNAME.
+        let nodata = answer(ResponseCode::NoError, vec![], vec![soa(3600, 120)]);
+        let message = reply(&nodata, "www.example.com", TtlRule::Aged(0));
+        assert_eq!(message.authorities.len(), 1);
+        let dangling = answer(
+            ResponseCode::NXDomain,
+            vec![cname_to("gone.example.net.")],
+            vec![soa(3600, 120)],
+        );
+        let message = reply(&dangling, "www.example.com", TtlRule::Aged(0));
+        assert_eq!((message.answers.len(), message.authorities.len()), (1, 1));
     }
 
     #[test]
@@ -341,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_fixed_ttl_replaces_every_ttl_of_both_sections() {
-        let answer = answer(
+        let answer = dnssec_answer(
             ResponseCode::NoError,
             vec![a("www.example.com.", 5)],
             vec![soa(3600, 120)],
