@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{RData, Record};
+use hickory_proto::rr::{RData, Record, RecordType};
 
 use super::Question;
 use super::reply::Records;
@@ -69,7 +69,7 @@ impl Answer {
         answers: Vec<Record>,
         authorities: Vec<Record>,
     ) -> Option<Self> {
-        let authorities = if keeps_authority(question, rcode, &answers) {
+        let authorities = if keeps_authority(question, rcode, &answers, &authorities) {
             authorities
         } else {
             Vec::new()
@@ -166,10 +166,21 @@ fn rewrite_ttls(records: &mut [u8], offsets: &[u16], new: impl Fn(u32) -> u32) {
 /// and dnsmasq (so Pi-hole) give: the zone's NS records behind a positive answer tell a stub
 /// client nothing it uses, yet cost bytes in every reply and in the cache, and push big
 /// answers towards truncation. Kept where they mean something: the SOA of a negative answer
-/// (the client's negative-caching TTL, RFC 2308), and everything when the client asked for
-/// DNSSEC records (a wildcard answer's NSEC/NSEC3 proof travels there, RFC 4035 §3.1.3.3).
-fn keeps_authority(question: &Question, rcode: ResponseCode, answers: &[Record]) -> bool {
-    answers.is_empty() || rcode != ResponseCode::NoError || question.dnssec_ok
+/// (the client's negative-caching TTL, RFC 2308), a CNAME chain ending in NODATA or
+/// NXDOMAIN included, and everything when the client asked for DNSSEC records (a wildcard
+/// answer's NSEC/NSEC3 proof travels there, RFC 4035 §3.1.3.3).
+fn keeps_authority(
+    question: &Question,
+    rcode: ResponseCode,
+    answers: &[Record],
+    authorities: &[Record],
+) -> bool {
+    answers.is_empty()
+        || rcode != ResponseCode::NoError
+        || question.dnssec_ok
+        || authorities
+            .iter()
+            .any(|record| record.record_type() == RecordType::SOA)
 }
 
 fn lifetime(rcode: ResponseCode, answers: &[Record], authorities: &[Record]) -> Option<Duration> {
@@ -253,7 +264,7 @@ mod tests {
     use std::str::FromStr;
 
     use hickory_proto::op::Query;
-    use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
+    use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, TXT};
     use hickory_proto::rr::{Name, RecordType};
 
     use super::*;
@@ -349,8 +360,13 @@ mod tests {
     }
 
     #[test]
-    fn a_positive_answer_keeps_its_authority_records_only_for_dnssec() {
-        let positive = || (vec![a("www.example.com.", 60)], vec![soa(3600, 120)]);
+    fn a_positive_answer_keeps_its_ns_records_only_for_dnssec() {
+        let ns = Record::from_rdata(
+            name("example.com."),
+            3600,
+            RData::NS(NS(name("ns.example.com."))),
+        );
+        let positive = || (vec![a("www.example.com.", 60)], vec![ns.clone()]);
         let (answers, authorities) = positive();
         let minimal = answer(ResponseCode::NoError, answers, authorities);
         let message = reply(&minimal, "www.example.com", TtlRule::Aged(0));
@@ -369,6 +385,14 @@ mod tests {
             vec![soa(3600, 120)],
         );
         let message = reply(&dangling, "www.example.com", TtlRule::Aged(0));
+        assert_eq!((message.answers.len(), message.authorities.len()), (1, 1));
+        // NODATA at the end of a CNAME (NOERROR, the CNAME alone: common for AAAA).
+        let cname_nodata = answer(
+            ResponseCode::NoError,
+            vec![cname_to("v4only.example.net.")],
+            vec![soa(3600, 120)],
+        );
+        let message = reply(&cname_nodata, "www.example.com", TtlRule::Aged(0));
         assert_eq!((message.answers.len(), message.authorities.len()), (1, 1));
     }
 
