@@ -97,7 +97,8 @@ impl QueryResult {
 }
 
 /// Kinds of upstream failure: the `kind` label.
-pub const UPSTREAM_ERROR_KINDS: &[&str] = &["timeout", "io", "servfail", "refused", "other"];
+pub const UPSTREAM_ERROR_KINDS: &[&str] =
+    &["timeout", "io", "servfail", "refused", "unusable", "other"];
 
 /// Buckets for answers that never leave the machine (cache hits, blocks): 10 µs to 100 ms.
 const LOCAL_BUCKETS: &[f64] = &[

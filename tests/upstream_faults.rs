@@ -147,7 +147,7 @@ async fn silent_upstreams_give_servfail_with_a_reason_within_three_seconds() {
 
 #[tokio::test]
 async fn servfail_moves_on_to_the_next_upstream_at_once() {
-    let failing = FaultyUpstream::start(Fault::ServFail).await;
+    let failing = FaultyUpstream::start(Fault::Rcode(ResponseCode::ServFail)).await;
     let next = FaultyUpstream::start(Fault::None).await;
     let daemon = TestDaemon::start(&config(&[failing.addr, next.addr])).await;
     let (reply, elapsed) = timed_query(&daemon, "servfail.example").await;
@@ -164,6 +164,27 @@ async fn servfail_moves_on_to_the_next_upstream_at_once() {
         1.0,
         "a SERVFAIL is a reply"
     );
+}
+
+#[tokio::test]
+async fn an_upstream_answering_with_an_odd_response_code_stays_in_service() {
+    // NOTIMP (or FORMERR) is the upstream's answer to the question, not a sign it is gone: a
+    // client asking odd questions must not take it out of service for everyone.
+    let odd = FaultyUpstream::start(Fault::Rcode(ResponseCode::NotImp)).await;
+    let next = FaultyUpstream::start(Fault::None).await;
+    let daemon = TestDaemon::start(&config(&[odd.addr, next.addr])).await;
+    for n in 1..=4 {
+        let (reply, _) = timed_query(&daemon, &format!("odd{n}.example")).await;
+        assert_eq!(a_addrs(&reply), [FAULTY_ANSWER]);
+    }
+    assert_eq!(
+        (odd.udp_queries(), next.udp_queries()),
+        (4, 4),
+        "asked every time"
+    );
+    let metrics = daemon.metrics().await;
+    assert_eq!(upstream_errors(&metrics, odd.addr, "unusable"), 4.0);
+    assert_eq!(healthy(&metrics, odd.addr), 1.0);
 }
 
 #[tokio::test]

@@ -100,6 +100,10 @@ enum Failure {
     Io,
     ServFail,
     Refused,
+    /// A reply we cannot serve: another response code (FORMERR, NOTIMP...), not a response
+    /// to a query, or records we cannot encode again. The upstream is there; the question
+    /// is the trouble, and clients can ask odd ones.
+    Unusable,
     /// Anything else, e.g. a reply with the right ID that does not decode.
     Other,
 }
@@ -111,12 +115,15 @@ impl Failure {
             Self::Io => "io",
             Self::ServFail => "servfail",
             Self::Refused => "refused",
+            Self::Unusable => "unusable",
             Self::Other => "other",
         }
     }
 
     /// Whether it says the upstream itself is unreachable, rather than that it could not
-    /// answer this one name (see [`health`]).
+    /// answer this one name (see [`health`]). Every well-formed reply says it is reachable:
+    /// otherwise three odd questions in a row from one client would take it out of service
+    /// for everyone.
     fn is_unreachable(self) -> bool {
         matches!(self, Self::Timeout | Self::Io | Self::Other)
     }
@@ -275,17 +282,18 @@ fn answer_of(question: &Question, message: Message) -> Result<Answer, Failure> {
     if message.metadata.op_code != OpCode::Query
         || message.metadata.message_type != MessageType::Response
     {
-        return Err(Failure::Other);
+        return Err(Failure::Unusable);
     }
     match message.metadata.response_code {
         rcode @ (ResponseCode::NoError | ResponseCode::NXDomain) => {
             // A record hickory decoded but cannot encode again (or an answer past 64 KB)
             // cannot be served: as good as no answer.
-            Answer::new(question, rcode, message.answers, message.authorities).ok_or(Failure::Other)
+            Answer::new(question, rcode, message.answers, message.authorities)
+                .ok_or(Failure::Unusable)
         }
         ResponseCode::ServFail => Err(Failure::ServFail),
         ResponseCode::Refused => Err(Failure::Refused),
-        _ => Err(Failure::Other),
+        _ => Err(Failure::Unusable),
     }
 }
 

@@ -39,8 +39,8 @@ pub enum Fault {
     Delay(Duration),
     /// Never reply: datagrams are read and dropped, TCP connections stay open and silent.
     Drop,
-    /// Reply SERVFAIL.
-    ServFail,
+    /// Reply with this response code and no records (SERVFAIL, NOTIMP, FORMERR...).
+    Rcode(ResponseCode),
     /// Over UDP, reply with TC set and no records; over TCP, answer in full.
     Truncate,
     /// Over UDP, reply with bytes that are not a DNS message: first a short datagram with
@@ -177,7 +177,7 @@ async fn reply_udp(socket: Arc<UdpSocket>, client: SocketAddr, query: Message, s
             send(answer(&query, state.ttl)).await;
         }
         Fault::Drop => {}
-        Fault::ServFail => send(servfail(&query)).await,
+        Fault::Rcode(code) => send(with_rcode(&query, code)).await,
         Fault::Truncate | Fault::ResetTcp => send(truncated(&query)).await,
         Fault::Garbage => {
             send(vec![!(id >> 8) as u8, 0x01, 0xff]).await;
@@ -245,7 +245,7 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
                 let _ = stream.set_zero_linger();
                 return;
             }
-            Fault::ServFail => servfail(&query),
+            Fault::Rcode(code) => with_rcode(&query, code),
             Fault::Delay(delay) => {
                 tokio::time::sleep(delay).await;
                 answer(&query, state.ttl)
@@ -281,10 +281,12 @@ fn answer(query: &Message, ttl: u32) -> Vec<u8> {
     reply.to_vec().expect("encode answer")
 }
 
-fn servfail(query: &Message) -> Vec<u8> {
+fn with_rcode(query: &Message, code: ResponseCode) -> Vec<u8> {
     let mut reply = response(query);
-    reply.metadata.response_code = ResponseCode::ServFail;
-    reply.to_vec().expect("encode SERVFAIL")
+    reply.metadata.response_code = code;
+    reply
+        .to_vec()
+        .expect("encode a reply with only a response code")
 }
 
 fn truncated(query: &Message) -> Vec<u8> {

@@ -8,10 +8,11 @@
 //! that recovers becomes the preferred one again.
 //!
 //! Only failures that say the upstream is unreachable count (no reply in time, a broken
-//! connection, a reply that cannot be read): SERVFAIL and REFUSED are replies from a live
-//! server about one name (a recursive upstream answers SERVFAIL when that name's own servers
-//! are broken), and counting them would let one broken domain that a client keeps retrying
-//! take the whole house offline. The caller decides which is which.
+//! connection, a reply that cannot be read): SERVFAIL, REFUSED and any other well-formed
+//! reply (NOTIMP, FORMERR...) come from a live server about one question (a recursive
+//! upstream answers SERVFAIL when that name's own servers are broken), and counting them
+//! would let one broken domain, or one odd question, that a client keeps retrying take the
+//! whole house offline. The caller decides which is which.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
