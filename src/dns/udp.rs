@@ -36,6 +36,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -46,7 +47,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::reply::Transport;
 use super::server::DRAIN_TIMEOUT;
@@ -187,7 +188,8 @@ impl Listener {
 
     /// Runs `future`, the answer to the datagram in `slot`, in `spare`'s box if there is one.
     /// When the service answers without waiting, the reply joins the batch's and the request
-    /// buffer and the box are kept; else the same unfinished answer continues as a task.
+    /// buffer and the box are kept; else the same unfinished answer continues as a task. An
+    /// answer that panics is dropped unanswered, like any other bad datagram.
     fn answer<F>(
         &self,
         batch: &mut Batch,
@@ -205,17 +207,20 @@ impl Listener {
             }
             None => Box::pin(future),
         };
-        // Not the loop's own waker: a question that waits must not wake the loop.
-        let mut context = Context::from_waker(Waker::noop());
-        match reply.as_mut().poll(&mut context) {
-            Poll::Ready((reply_bytes, request)) => {
+        match poll_inline(reply.as_mut()) {
+            None => {
+                // The request buffer went down with the future.
+                batch.buffers[slot] = vec![0; MAX_REQUEST];
+                error!(%client, "answering a UDP question panicked: it is dropped, the listener goes on");
+            }
+            Some(Poll::Ready((reply_bytes, request))) => {
                 batch.buffers[slot] = request;
                 if let Some(reply_bytes) = reply_bytes {
                     batch.replies.push((reply_bytes, slot));
                 }
                 *spare = Some(reply);
             }
-            Poll::Pending => {
+            Some(Poll::Pending) => {
                 batch.buffers[slot] = vec![0; MAX_REQUEST];
                 let socket = self.socket.get_ref().clone();
                 self.tasks.spawn(async move {
@@ -226,6 +231,15 @@ impl Listener {
             }
         }
     }
+}
+
+/// Polls `future` once, on this thread, with a waker that does nothing (a question that
+/// waits must not wake the loop; as a task it registers its own); `None` if it panicked.
+/// A panic in a task only ends that task, but here it would unwind the listener's thread and
+/// take the socket's share of the clients with it.
+fn poll_inline<F: Future>(future: Pin<&mut F>) -> Option<Poll<F::Output>> {
+    let mut context = Context::from_waker(Waker::noop());
+    std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(&mut context))).ok()
 }
 
 /// The service's answer to the first `length` bytes of `request`. The future owns what it
@@ -426,5 +440,24 @@ fn socket_addr(storage: &libc::sockaddr_storage, length: libc::socklen_t) -> Opt
             Some(SocketAddrV6::new(ip, port, v6.sin6_flowinfo, v6.sin6_scope_id).into())
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn buggy_service() -> u8 {
+        panic!("a bug in the service (expected by this test)")
+    }
+
+    #[test]
+    fn a_panic_while_answering_inline_is_caught_and_other_answers_are_untouched() {
+        let mut ready = pin!(async { 7 });
+        assert_eq!(poll_inline(ready.as_mut()), Some(Poll::Ready(7)));
+        let mut waiting = pin!(std::future::pending::<u8>());
+        assert_eq!(poll_inline(waiting.as_mut()), Some(Poll::Pending));
+        let mut panicking = pin!(buggy_service());
+        assert_eq!(poll_inline(panicking.as_mut()), None);
     }
 }
