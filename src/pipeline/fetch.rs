@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use tokio::sync::oneshot;
 
 use crate::cache::{Cache, Entry, Lookup};
 use crate::dns::{CacheKey, Question, UpstreamError, Upstreams};
@@ -97,44 +98,52 @@ impl Fetcher {
 
     /// The fetch under way for `key`, or a new one.
     fn fetch(&self, key: CacheKey, question: &Question) -> SharedFetch {
-        let mut in_flight = lock(&self.in_flight);
-        if let Some(fetch) = in_flight.get(&key) {
-            return fetch.clone();
-        }
-        // Spawned under the lock: the task leaves the map when done, which must come after
-        // it is entered.
-        let task = tokio::spawn(forward(
+        let (fetch, done) = {
+            let mut in_flight = lock(&self.in_flight);
+            if let Some(fetch) = in_flight.get(&key) {
+                return fetch.clone();
+            }
+            // Waiters share the task's result, not the fetch itself: only the task polls the
+            // upstream exchange, so its sockets and timers belong to the runtime that runs it
+            // (each UDP listener has its own, see `crate::dns::udp`), and it completes
+            // whoever is still waiting. A task that did not finish (its runtime stopping)
+            // drops the sender: failed.
+            let (done, result) = oneshot::channel();
+            let fetch = async move { result.await.unwrap_or(Err(UpstreamError::AllFailed)) }
+                .boxed()
+                .shared();
+            in_flight.insert(key.clone(), fetch.clone());
+            (fetch, done)
+        };
+        // Spawned once in the map (the task leaves it when done, which must come after) but
+        // not under the lock: a runtime that is shutting down drops a new task at once, and
+        // its `InFlightEntry` takes the lock to leave the map.
+        tokio::spawn(forward(
             self.cache.clone(),
             self.upstreams.clone(),
             InFlightEntry {
                 in_flight: self.in_flight.clone(),
-                key: key.clone(),
+                key,
             },
             question.clone(),
+            done,
         ));
-        // Waiters share the task's result, not the fetch itself: only the task polls the
-        // upstream exchange, so its sockets and timers belong to the runtime that runs it
-        // (each UDP listener has its own, see `crate::dns::udp`), and it completes whoever
-        // is still waiting. A task that did not finish (the runtime stopping) failed.
-        let fetch = async move { task.await.unwrap_or(Err(UpstreamError::AllFailed)) }
-            .boxed()
-            .shared();
-        in_flight.insert(key, fetch.clone());
         fetch
     }
 }
 
-/// Forwards `question` and caches the answer. The fetch leaves the in-flight map when
-/// `entry` is dropped: after the cache has the answer, so a question arriving in between
-/// finds one or the other.
+/// Forwards `question`, caches the answer and hands the result to the waiters through
+/// `done`. The fetch leaves the in-flight map when `entry` is dropped: after the cache has
+/// the answer, so a question arriving in between finds one or the other.
 async fn forward(
     cache: Arc<Cache>,
     upstreams: Arc<Upstreams>,
     entry: InFlightEntry,
     question: Question,
-) -> Fetched {
+    done: oneshot::Sender<Fetched>,
+) {
     let key = &entry.key;
-    match upstreams.forward(&question).await {
+    let fetched = match upstreams.forward(&question).await {
         Ok(mut answer) => {
             cache.clamp(&mut answer);
             let fetched = Arc::new(Entry::new(Arc::new(answer)));
@@ -149,7 +158,9 @@ async fn forward(
             }
             Err(error)
         }
-    }
+    };
+    // Everyone may have gone (answered stale, or left): then nobody needs it.
+    let _ = done.send(fetched);
 }
 
 /// A fetch's place in the in-flight map, given up when the fetch ends however it ends
@@ -169,4 +180,63 @@ impl Drop for InFlightEntry {
 fn lock(in_flight: &InFlight) -> MutexGuard<'_, HashMap<CacheKey, SharedFetch>> {
     // Each update is one insert or remove: nothing is left half-done by a panic.
     in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::sync::mpsc;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::config::{CacheSettings, UpstreamSettings};
+    use crate::metrics::Metrics;
+
+    /// A question asked while its runtime shuts down (tokio drops a task spawned then at
+    /// once, inside `spawn`) fails at once and leaves no fetch behind, instead of the task's
+    /// drop guard waiting for the in-flight lock its own spawn still held.
+    #[test]
+    fn a_fetch_spawned_on_a_runtime_that_has_stopped_fails_at_once() {
+        let metrics = Metrics::new();
+        let settings = CacheSettings {
+            size: 16,
+            min_ttl: Duration::ZERO,
+            max_ttl: Duration::from_secs(60),
+        };
+        // Nothing is sent: the task is dropped before it runs.
+        let upstream = UpstreamSettings {
+            address: "127.0.0.1:9".parse().unwrap(),
+        };
+        let fetcher = Arc::new(Fetcher::new(
+            Cache::new(&settings, metrics.cache()),
+            Upstreams::new(&[upstream], &metrics),
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        drop(runtime);
+
+        let (sent, outcome) = mpsc::channel();
+        let asking = fetcher.clone();
+        std::thread::spawn(move || {
+            let _runtime = handle.enter();
+            let question = Question::parse("www.example.com", "A").unwrap();
+            let mut answer = pin!(asking.answer(&question));
+            let polled = answer
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()));
+            sent.send(matches!(polled, Poll::Ready(Err(UpstreamError::AllFailed))))
+                .unwrap();
+        });
+        let failed = outcome
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the question is stuck: spawning deadlocked on the in-flight lock");
+        assert!(failed, "the question fails with AllFailed");
+        assert!(
+            lock(&fetcher.in_flight).is_empty(),
+            "no fetch is left behind"
+        );
+    }
 }
