@@ -117,6 +117,36 @@ async fn a_udp_question_waiting_on_its_upstream_when_the_daemon_stops_is_still_a
 }
 
 #[tokio::test]
+async fn stopping_waits_for_a_udp_question_that_needs_more_than_a_second() {
+    // A silent first upstream (1 s) and a slow second one: answered 1.4 s in, with no TCP
+    // query to drain meanwhile.
+    let silent = FaultyUpstream::start(Fault::Drop).await;
+    let slow = FaultyUpstream::start(Fault::Delay(Duration::from_millis(400))).await;
+    let daemon = TestDaemon::start(&config(&[silent.addr, slow.addr])).await;
+    let dns = daemon.dns;
+    let asked =
+        tokio::spawn(async move { query_udp(dns, "patient.example", RecordType::A, true).await });
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while silent.udp_queries() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        silent.udp_queries(),
+        1,
+        "the question reached the first upstream"
+    );
+    daemon.stop().await;
+    assert!(
+        asked.is_finished(),
+        "the stop returned before the answer went out"
+    );
+    assert_eq!(
+        a_addrs(&asked.await.expect("the client task")),
+        [FAULTY_ANSWER]
+    );
+}
+
+#[tokio::test]
 async fn a_silent_upstream_is_passed_over_for_the_next_one_after_the_attempt_timeout() {
     let silent = FaultyUpstream::start(Fault::Drop).await;
     let next = FaultyUpstream::start(Fault::None).await;

@@ -26,7 +26,7 @@ pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a UDP receive loop, blocked in the kernel, wakes to see if it must stop.
 const UDP_WAKE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Time, after the TCP drain, the UDP threads get to end (their own drain ran meanwhile).
+/// Time the UDP threads get to end beyond their own drain (counted from the stop, like it).
 const UDP_JOIN_GRACE: Duration = Duration::from_secs(1);
 
 /// The running DNS listeners.
@@ -88,6 +88,11 @@ impl DnsServer {
     /// returns when the listeners are closed.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
+        // Each UDP thread sees the stop within one wake interval and drains from there, while
+        // the TCP drain runs: its join deadline counts from now, not from the end of a TCP
+        // drain that may take no time at all.
+        let udp_deadline =
+            tokio::time::Instant::now() + UDP_WAKE_INTERVAL + DRAIN_TIMEOUT + UDP_JOIN_GRACE;
         self.listeners.close();
         self.listeners.wait().await;
         // Each UDP thread drains its own queries (for up to DRAIN_TIMEOUT, in parallel with
@@ -105,7 +110,7 @@ impl DnsServer {
         if tcp_drained.await.is_err() {
             warn!("TCP queries still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
-        if tokio::time::timeout(UDP_JOIN_GRACE, joined).await.is_err() {
+        if tokio::time::timeout_at(udp_deadline, joined).await.is_err() {
             warn!("UDP listeners still running after their drain; stopping anyway");
         }
     }
