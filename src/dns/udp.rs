@@ -45,6 +45,7 @@ use std::thread::JoinHandle;
 use socket2::{SockAddr, Socket};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
@@ -65,34 +66,41 @@ type Answered = (Option<Vec<u8>>, Vec<u8>);
 
 /// Starts the receive loop for `socket` (blocking, with a receive timeout) on a thread of
 /// its own; the thread ends once `shutdown` is cancelled and the questions it was waiting
-/// on are done.
+/// on are done. The thread builds its runtime itself and reports whether the socket could
+/// be watched: a runtime dropped inside another runtime makes tokio panic, so it never
+/// leaves its thread, even when starting fails.
 pub fn spawn(
     socket: Socket,
     service: SharedService,
     shutdown: CancellationToken,
 ) -> io::Result<JoinHandle<()>> {
-    let name = match socket.local_addr()?.as_socket() {
+    let name = match socket
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_socket())
+    {
         Some(address) => format!("udp {address}"),
         None => "udp".to_owned(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    // Registered with this runtime's I/O driver, so readiness is reported on its thread.
-    let socket = {
-        let _runtime = runtime.enter();
-        // SAFETY: the AsyncFd owns an Arc of the socket, so the descriptor stays open (and
-        // the same) for as long as the AsyncFd lives.
-        unsafe { AsyncFd::register_with_interest(Arc::new(socket), Interest::READABLE) }?
-    };
-    let listener = Listener {
-        socket,
-        service,
-        tasks: TaskTracker::new(),
-    };
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || runtime.block_on(listener.run(shutdown)))
+    let (report, started) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        match Listener::start(socket, service) {
+            Ok((runtime, listener)) => {
+                // The caller waits for this; it cannot have gone.
+                let _ = report.send(Ok(()));
+                runtime.block_on(listener.run(shutdown));
+            }
+            Err(error) => {
+                let _ = report.send(Err(error));
+            }
+        }
+    })?;
+    // Blocks the caller for the few microseconds it takes to build a runtime and register a
+    // socket, once per socket at startup.
+    started
+        .recv()
+        .unwrap_or_else(|_| Err(io::Error::other("the UDP listener thread died starting")))?;
+    Ok(thread)
 }
 
 /// One socket's loop and the questions it left waiting.
@@ -103,6 +111,26 @@ struct Listener {
 }
 
 impl Listener {
+    /// A single-threaded runtime for the calling thread, and the listener of `socket`,
+    /// registered with that runtime's I/O driver so readiness is reported on this thread.
+    fn start(socket: Socket, service: SharedService) -> io::Result<(Runtime, Self)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let socket = {
+            let _runtime = runtime.enter();
+            // SAFETY: the AsyncFd owns an Arc of the socket, so the descriptor stays open
+            // (and the same) for as long as the AsyncFd lives.
+            unsafe { AsyncFd::register_with_interest(Arc::new(socket), Interest::READABLE) }?
+        };
+        let listener = Self {
+            socket,
+            service,
+            tasks: TaskTracker::new(),
+        };
+        Ok((runtime, listener))
+    }
+
     async fn run(self, shutdown: CancellationToken) {
         let mut stopped = pin!(shutdown.cancelled());
         let runtime = tokio::runtime::Handle::current().metrics();
@@ -445,7 +473,44 @@ fn socket_addr(storage: &libc::sockaddr_storage, length: libc::socklen_t) -> Opt
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+
+    use arc_swap::ArcSwap;
+
     use super::*;
+    use crate::admission::Admission;
+    use crate::cache::Cache;
+    use crate::dns::{DnsService, ServiceCounters, Upstreams};
+    use crate::metrics::Metrics;
+    use crate::pipeline::Pipeline;
+
+    /// The service on built-in settings, forwarding nowhere.
+    fn service() -> SharedService {
+        let settings = crate::config::builtin_settings();
+        let metrics = Metrics::new();
+        let policy = crate::policy::compile(&settings, &metrics, 1);
+        let pipeline = Pipeline::new(
+            Cache::new(&settings.cache, metrics.cache()),
+            Upstreams::new(&[], &metrics),
+        );
+        Arc::new(DnsService::new(
+            Arc::new(ArcSwap::from_pointee(policy)),
+            pipeline,
+            Admission::new(&settings.admission),
+            ServiceCounters::new(&metrics),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_socket_the_runtime_cannot_watch_is_an_error_not_a_panic() {
+        // epoll refuses regular files (EPERM): a registration that fails, as one could when
+        // the process runs out of memory or watches.
+        let file = tempfile::tempfile().unwrap();
+        // SAFETY: the descriptor is open and owned by nobody else once taken from `file`.
+        let socket = unsafe { Socket::from_raw_fd(file.into_raw_fd()) };
+        let error = spawn(socket, service(), CancellationToken::new()).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EPERM), "{error}");
+    }
 
     async fn buggy_service() -> u8 {
         panic!("a bug in the service (expected by this test)")
