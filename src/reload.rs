@@ -25,6 +25,15 @@ pub enum ReloadError {
     /// Building the snapshot panicked or was cancelled (a bug; the old policy stays).
     #[error("building the new policy failed: {0}")]
     Build(String),
+    /// A list the running policy has could not be read for the new one (a file removed, or
+    /// caught half-written): swapping would drop a good list.
+    #[error("list {id} could not be read ({reason}); it stays as it was")]
+    ListUnreadable {
+        /// The list's id.
+        id: String,
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 /// Rebuilds and swaps the policy.
@@ -65,10 +74,14 @@ impl Reloader {
             Origin::BuiltIn => Ok(current.clone()),
         };
         let outcome = match result {
-            Ok(settings) => {
-                warn_about_restart_only_changes(&current, &settings);
+            Ok(mut settings) => {
+                keep_restart_only_settings(&current, &mut settings);
                 let generation = self.swap(&settings).await;
-                *current = settings;
+                // Only settings a snapshot was built from become the ones in force: a list
+                // refresh rebuilds from them next.
+                if generation.is_ok() {
+                    *current = settings;
+                }
                 generation
             }
             Err(error) => Err(error),
@@ -100,6 +113,9 @@ impl Reloader {
             tokio::task::spawn_blocking(move || policy::compile(&settings, &metrics, generation))
                 .await
                 .map_err(|error| ReloadError::Build(error.to_string()))?;
+        if let Some(lost) = lost_list(&self.policy.load(), &built) {
+            return Err(lost);
+        }
         // The previous snapshot is freed when the last query holding it finishes, usually at
         // once; hand its memory back to the system rather than keep it for the next rebuild.
         drop(self.policy.swap(Arc::new(built)));
@@ -109,29 +125,69 @@ impl Reloader {
     }
 }
 
-/// Listeners, upstreams, the cache and the state directory are set up once at start; a reload
-/// applies lists, profiles and devices. Say so when the file changed the others.
-fn warn_about_restart_only_changes(old: &Settings, new: &Settings) {
-    let changed = [
-        ("server.listen", old.server.listen != new.server.listen),
-        ("server.http", old.server.http != new.server.http),
-        (
-            "server.state_dir",
-            old.server.state_dir != new.server.state_dir,
-        ),
-        (
-            "server.api_token",
-            old.server.api_token != new.server.api_token,
-        ),
-        ("upstream", old.upstreams != new.upstreams),
-        (
-            "cache",
-            old.cache.size != new.cache.size
-                || old.cache.min_ttl != new.cache.min_ttl
-                || old.cache.max_ttl != new.cache.max_ttl,
-        ),
-    ];
-    for (key, _) in changed.iter().filter(|(_, changed)| *changed) {
-        warn!("{key} changed: it takes effect after a restart");
+/// Listeners, upstreams, the cache, the state directory, admission and downloads are set up
+/// once at start; a reload applies lists, profiles and devices. A loaded file that changes
+/// the others gets a warning and the values in force: the new snapshot must read the lists
+/// from the state directory the downloads go to, and the settings in force must say what
+/// runs (so the next reload warns again while the file still differs).
+fn keep_restart_only_settings(running: &Settings, loaded: &mut Settings) {
+    fn keep<T: PartialEq + Clone>(key: &str, running: &T, loaded: &mut T) {
+        if running != loaded {
+            warn!("{key} changed: it takes effect after a restart");
+            loaded.clone_from(running);
+        }
+    }
+    let (old, new) = (&running.server, &mut loaded.server);
+    keep("server.listen", &old.listen, &mut new.listen);
+    keep("server.http", &old.http, &mut new.http);
+    keep("server.state_dir", &old.state_dir, &mut new.state_dir);
+    keep("server.api_token", &old.api_token, &mut new.api_token);
+    keep(
+        "server.allow_from / rate_limit_qps / rate_limit_burst",
+        &running.admission,
+        &mut loaded.admission,
+    );
+    keep("upstream", &running.upstreams, &mut loaded.upstreams);
+    keep("cache", &running.cache, &mut loaded.cache);
+    keep("download", &running.download, &mut loaded.download);
+}
+
+/// The first list loaded in `running` that `next` has under the same id but could not read.
+fn lost_list(running: &policy::Policy, next: &policy::Policy) -> Option<ReloadError> {
+    next.lists().iter().find_map(|list| {
+        let reason = list.load_error.as_ref()?;
+        let loaded_now = running
+            .lists()
+            .iter()
+            .any(|old| old.id == list.id && old.load_error.is_none());
+        loaded_now.then(|| ReloadError::ListUnreadable {
+            id: list.id.clone(),
+            reason: reason.clone(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_keeps_the_restart_only_settings_in_force_and_applies_the_rest() {
+        let running = config::builtin_settings();
+        let mut loaded = running.clone();
+        loaded.server.state_dir = "/somewhere/else".into();
+        loaded.server.listen = vec!["127.0.0.1:5354".parse().unwrap()];
+        loaded.admission.rate_limit_qps += 1;
+        loaded.download.attempts += 1;
+        loaded.cache.size += 1;
+        loaded.default_profile = "strict".to_owned();
+        keep_restart_only_settings(&running, &mut loaded);
+        // The snapshot must read lists from the directory the downloads go to.
+        assert_eq!(loaded.server.state_dir, running.server.state_dir);
+        assert_eq!(loaded.server.listen, running.server.listen);
+        assert_eq!(loaded.admission, running.admission);
+        assert_eq!(loaded.download, running.download);
+        assert_eq!(loaded.cache, running.cache);
+        assert_eq!(loaded.default_profile, "strict", "policy settings apply");
     }
 }

@@ -204,3 +204,52 @@ async fn without_a_configured_token_the_mutating_endpoints_are_off() {
         "metrics stay open"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_cannot_read_a_loaded_list_file_is_refused_and_the_list_stays() {
+    let upstream = TestUpstream::start(&[TestRecord::A("pixel.tracker.example", REAL, 60)]).await;
+    let config = format!(
+        r#"
+default_profile = "kids"
+
+[server]
+api_token = "{TOKEN}"
+
+[[upstream]]
+address = "{}"
+
+[[list]]
+id = "trackers"
+source = "trackers.txt"
+
+[[profile]]
+name = "kids"
+block = ["trackers"]
+"#,
+        upstream.addr
+    );
+    let daemon =
+        TestDaemon::start_with_files(&config, &[("trackers.txt", "tracker.example\n")]).await;
+    let answer = || async {
+        a_addrs(&query_udp(daemon.dns, "pixel.tracker.example", RecordType::A, true).await)
+    };
+    assert_eq!(answer().await, vec![Ipv4Addr::UNSPECIFIED], "blocked");
+
+    // The file is gone (or being rewritten) when the reload comes.
+    let list = daemon.config_path().with_file_name("trackers.txt");
+    std::fs::remove_file(&list).unwrap();
+    let (status, body) = post_with_token(&daemon, "/api/reload").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("trackers") && body.contains("could not be read"),
+        "{body}"
+    );
+    assert_eq!(answer().await, vec![Ipv4Addr::UNSPECIFIED], "still blocked");
+    assert_eq!(daemon.daemon.policy().load().generation(), 1);
+
+    // Back, and the reload goes through.
+    write(&list, "tracker.example\n");
+    let (status, body) = post_with_token(&daemon, "/api/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(answer().await, vec![Ipv4Addr::UNSPECIFIED]);
+}

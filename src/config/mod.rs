@@ -88,7 +88,7 @@ pub struct AdmissionSettings {
 }
 
 /// `[download]`: how URL lists are fetched and refreshed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DownloadSettings {
     /// Time between refreshes of a list (a random jitter of up to a tenth is added).
     pub interval: Duration,
@@ -110,7 +110,7 @@ pub struct UpstreamSettings {
 }
 
 /// `[cache]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheSettings {
     /// Maximum number of cached answers.
     pub size: usize,
