@@ -58,6 +58,8 @@ impl Refresher {
     /// still runs, every refresh reports why, and lists keep their stored copies.
     pub fn new(settings: &Settings, reloader: Arc<Reloader>, metrics: Arc<Metrics>) -> Self {
         let store = ListStore::new(&settings.server.state_dir);
+        // Before any download starts, so none of them loses its temporary file.
+        store.remove_unfinished_writes();
         for (id, url) in url_lists(settings) {
             if let Some(meta) = store.meta(&url) {
                 metrics.record_stored_list(&id, meta.bytes, meta.fetched_at);

@@ -9,9 +9,15 @@
 //!
 //! When to refresh, and what to do with the result (metrics, recompiling the policy), is the
 //! caller's business; this module only logs one line per refresh.
+//!
+//! Refreshes of one URL take turns (two lists may share a source, and the API's refresh may
+//! overlap the timer's): the second then asks with the validators the first stored, and the
+//! two never write the copy at the same time, which could pair one's body with the other's
+//! ETag.
 
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{
@@ -68,6 +74,9 @@ pub struct Downloader {
     store: ListStore,
     /// One permit per download running at once, across every clone.
     limit: Arc<Semaphore>,
+    /// A lock per URL, held for a whole refresh, across every clone. Entries stay: one per URL
+    /// ever refreshed, and URLs come from the config file.
+    turns: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Time one attempt may take, body included.
     timeout: Duration,
     /// Attempts per refresh, at least one.
@@ -188,6 +197,7 @@ impl Downloader {
             limit: Arc::new(Semaphore::new(
                 settings.concurrency.clamp(1, Semaphore::MAX_PERMITS),
             )),
+            turns: Arc::default(),
             timeout: settings.timeout,
             attempts: settings.attempts.max(1),
             max_bytes: settings.max_bytes,
@@ -198,13 +208,18 @@ impl Downloader {
     /// Fetch `url` for list `id` now: a conditional GET (If-None-Match / If-Modified-Since from
     /// the stored meta), with `download.timeout` per attempt (whole body included), up to
     /// `download.attempts` attempts with a doubling delay (1 s, 2 s, 4 s …), and at most
-    /// `download.concurrency` downloads at once across the `Downloader` and its clones.
+    /// `download.concurrency` downloads at once across the `Downloader` and its clones. A
+    /// refresh of a URL that is already being refreshed waits for that one to finish first.
     ///
     /// On 200 the body is checked, then stored with its validators. On 304 the stored copy is
     /// kept and only its fetch time is updated (the caller need not re-read it). Only timeouts,
     /// network errors and 5xx answers are retried. Logs one line with the outcome.
     pub async fn refresh(&self, id: &str, url: &str) -> Result<Refreshed, RefreshError> {
-        let result = self.refresh_with_retries(id, url).await;
+        let turn = self.turn(url);
+        let result = {
+            let _turn = turn.lock().await;
+            self.refresh_with_retries(id, url).await
+        };
         match &result {
             Ok(Refreshed::Updated {
                 bytes,
@@ -223,6 +238,13 @@ impl Downloader {
             Err(error) => warn!(list = id, reason = error.reason(), %error, "list download failed"),
         }
         result
+    }
+
+    /// The lock refreshes of `url` take turns with.
+    fn turn(&self, url: &str) -> Arc<tokio::sync::Mutex<()>> {
+        // Nothing panics while holding the map, but if something did, the map is still sound.
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(turns.entry(url.to_owned()).or_default())
     }
 
     async fn refresh_with_retries(&self, id: &str, url: &str) -> Result<Refreshed, RefreshError> {
@@ -1011,6 +1033,37 @@ mod tests {
             assert_eq!(seen.requests(), 2);
             assert_eq!(seen.max_in_flight.load(Ordering::SeqCst), expected);
         }
+    }
+
+    #[tokio::test]
+    async fn refreshes_of_one_url_take_turns() {
+        let (url, seen) = serve(
+            Duration::from_millis(100),
+            Box::new(|_, headers| match headers.get("if-none-match") {
+                Some(tag) if tag == "\"v1\"" => StatusCode::NOT_MODIFIED.into_response(),
+                _ => ([("etag", "\"v1\"")], GOOD_LIST).into_response(),
+            }),
+        )
+        .await;
+        // Room for both at once, so only the per-URL turn can keep them apart.
+        let (downloader, store, _dir) = default_downloader();
+        let other = downloader.clone();
+
+        let (a, b) = tokio::join!(downloader.refresh("a", &url), other.refresh("b", &url));
+        let mut results = [a.unwrap(), b.unwrap()];
+        results.sort_by_key(|result| *result == Refreshed::NotModified);
+        assert!(
+            matches!(results[0], Refreshed::Updated { .. }),
+            "{results:?}"
+        );
+        assert_eq!(results[1], Refreshed::NotModified);
+        assert_eq!(seen.max_in_flight.load(Ordering::SeqCst), 1);
+        assert_eq!(seen.headers(1)["if-none-match"], "\"v1\"");
+        assert_eq!(
+            store.load(&url).unwrap().as_deref(),
+            Some(GOOD_LIST.as_bytes())
+        );
+        assert_eq!(store.meta(&url).unwrap().etag.as_deref(), Some("\"v1\""));
     }
 
     #[test]

@@ -4,10 +4,14 @@
 //! Each URL has two files named after it: the body as downloaded, and a small JSON record of
 //! its validators (ETag, Last-Modified) for conditional refreshes. Both are written to a
 //! temporary file first and renamed into place, so a crash mid-write never leaves a torn copy.
+//! Every write has a temporary file of its own: two writes sharing one could rename each
+//! other's bytes into place (a list body holding JSON).
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +54,24 @@ impl ListStore {
     pub fn new(state_dir: &Path) -> Self {
         Self {
             dir: state_dir.join("lists"),
+        }
+    }
+
+    /// Removes the temporary files of writes that never finished (the process died between
+    /// writing and renaming). Each write names its own, so nothing else would ever replace
+    /// them; call it only while nothing writes to the store, i.e. at start-up.
+    pub fn remove_unfinished_writes(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let leftovers = entries.flatten().map(|entry| entry.path()).filter(|path| {
+            path.extension()
+                .is_some_and(|end| end == TEMPORARY_EXTENSION)
+        });
+        for path in leftovers {
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot remove an unfinished write");
+            }
         }
     }
 
@@ -128,10 +150,33 @@ fn file_stem(url: &str) -> String {
     format!("{readable}-{hash:016x}")
 }
 
+/// How the temporary files of unfinished writes end.
+const TEMPORARY_EXTENSION: &str = "tmp";
+
+/// Writes `bytes` to a temporary file beside `path` (the same directory, so the rename is
+/// atomic) and renames it into place: readers see the old copy or the new one, never a part.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    fs::write(&temporary, bytes)?;
-    fs::rename(&temporary, path)
+    let temporary = temporary_path(path);
+    let written = fs::write(&temporary, bytes).and_then(|()| fs::rename(&temporary, path));
+    if written.is_err() {
+        // Best effort: a full disk is the usual cause, and the leftover would only add to it.
+        let _ = fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// A temporary name for a write to `path` that no other write uses: the file name, this
+/// process's id (another process on the same state directory) and a counter (another write in
+/// this one, such as the body and the meta of one URL, or two refreshes of it at once).
+fn temporary_path(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().map(OsString::from).unwrap_or_default();
+    name.push(format!(
+        ".{}.{write}.{TEMPORARY_EXTENSION}",
+        std::process::id()
+    ));
+    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -160,6 +205,91 @@ mod tests {
         assert!(store.has_body(url));
         assert_eq!(store.meta(url), Some(meta));
         assert_eq!(store.load("https://lists.example/other").unwrap(), None);
+    }
+
+    #[test]
+    fn every_write_has_a_temporary_file_of_its_own() {
+        let dir = Path::new("/state/lists");
+        let body = temporary_path(&dir.join("x-1.txt"));
+        let meta = temporary_path(&dir.join("x-1.json"));
+        let again = temporary_path(&dir.join("x-1.txt"));
+        assert_ne!(body, meta);
+        assert_ne!(body, again);
+        for path in [&body, &meta, &again] {
+            assert_eq!(path.parent(), Some(dir), "{path:?}");
+            assert_eq!(path.extension().unwrap(), TEMPORARY_EXTENSION, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn writes_of_one_url_at_once_never_mix_body_and_meta() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ListStore::new(dir.path());
+        let url = "https://lists.example/hosts";
+        let writers: Vec<_> = (0..4_u64)
+            .map(|writer| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let body = format!("ads-{writer}.example\n").repeat(500);
+                    let meta = StoredMeta {
+                        etag: Some(format!("\"{writer}\"")),
+                        bytes: body.len() as u64,
+                        ..StoredMeta::default()
+                    };
+                    for _ in 0..100 {
+                        store.save(url, body.as_bytes(), &meta).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        // Whichever write won, the body is one writer's, whole.
+        let body = String::from_utf8(store.load(url).unwrap().unwrap()).unwrap();
+        let first = body.lines().next().unwrap().to_owned();
+        assert!(first.starts_with("ads-"), "{first}");
+        assert_eq!(body, format!("{first}\n").repeat(500));
+        assert!(store.meta(url).is_some());
+        let stem = file_stem(url);
+        assert_eq!(
+            file_names(&store),
+            [format!("{stem}.json"), format!("{stem}.txt")]
+        );
+    }
+
+    #[test]
+    fn unfinished_writes_are_removed_and_copies_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ListStore::new(dir.path());
+        store.remove_unfinished_writes(); // no directory yet: nothing to do
+        let url = "https://lists.example/hosts";
+        store
+            .save(url, b"ads.example\n", &StoredMeta::default())
+            .unwrap();
+        let stem = file_stem(url);
+        for leftover in [format!("{stem}.txt.17.3.tmp"), format!("{stem}.tmp")] {
+            fs::write(dir.path().join("lists").join(leftover), b"half a li").unwrap();
+        }
+        store.remove_unfinished_writes();
+        assert_eq!(
+            file_names(&store),
+            [format!("{stem}.json"), format!("{stem}.txt")]
+        );
+        assert_eq!(
+            store.load(url).unwrap().as_deref(),
+            Some(&b"ads.example\n"[..])
+        );
+    }
+
+    /// The names in the store's directory, sorted.
+    fn file_names(store: &ListStore) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(&store.dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
