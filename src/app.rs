@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admission::Admission;
 use crate::api::{self, ApiState};
@@ -136,13 +136,27 @@ impl Daemon {
     }
 
     /// Stops the DNS listeners (letting queries in flight finish), then the HTTP listener,
-    /// then background tasks.
-    pub async fn shutdown(self) {
+    /// then background tasks. DNS is already down by then, and a restart waits for this: an
+    /// HTTP client that never finishes its request, or a download that would take minutes,
+    /// gets [`STOP_GRACE`] and no more.
+    pub async fn shutdown(mut self) {
         self.dns.shutdown().await;
         self.http_shutdown.cancel();
-        let _ = self.http.await;
+        if tokio::time::timeout(STOP_GRACE, &mut self.http)
+            .await
+            .is_err()
+        {
+            warn!("HTTP connections still open after {STOP_GRACE:?}; closing them");
+            self.http.abort();
+        }
         self.background.cancel();
-        let _ = self.refresh_task.await;
+        if tokio::time::timeout(STOP_GRACE, &mut self.refresh_task)
+            .await
+            .is_err()
+        {
+            warn!("list downloads still running after {STOP_GRACE:?}; abandoning them");
+            self.refresh_task.abort();
+        }
         info!("stopped");
     }
 }
@@ -241,6 +255,9 @@ impl Drop for Watchdog {
         self.0.abort();
     }
 }
+
+/// Time the HTTP server and the list refresher each get to finish once DNS has stopped.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long one watchdog probe waits for each of its [`WATCHDOG_PROBE_TRIES`] datagrams.
 const WATCHDOG_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -123,3 +123,26 @@ async fn healthz_reports_ok_and_names_lists_that_failed_to_load() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn stopping_does_not_wait_for_a_half_sent_http_request() {
+    use tokio::io::AsyncWriteExt;
+    let daemon = TestDaemon::start("").await;
+    // Headers never finished: the HTTP server holds the connection open, waiting for them.
+    let mut stalled = tokio::net::TcpStream::connect(daemon.http).await.unwrap();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metasink\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(20), daemon.stop())
+        .await
+        .expect("the stop waited for the stalled HTTP client");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}
