@@ -113,7 +113,7 @@ impl Refresher {
             let (due, later): (Vec<_>, Vec<_>) = url_lists(&settings)
                 .into_iter()
                 .map(|(id, url)| {
-                    let when = self.next_due(&url);
+                    let when = self.next_due(&url, now);
                     ((id, url), when)
                 })
                 .partition(|(_, when)| *when <= now);
@@ -135,23 +135,34 @@ impl Refresher {
         }
     }
 
-    /// When `url` should next be fetched.
-    fn next_due(&self, url: &str) -> SystemTime {
+    /// When `url` should next be fetched, seen at `now`.
+    fn next_due(&self, url: &str, now: SystemTime) -> SystemTime {
         let failed = self
             .failures
             .lock()
             .ok()
             .and_then(|failures| failures.get(url).copied());
-        let fetched = self.store.meta(url).map(|meta| meta.fetched_time());
-        match (fetched, failed) {
+        // A fetch time no clock can show, or one still to come (a corrupt meta file, or a clock
+        // that was wrong when it was written), says nothing: the list counts as never fetched,
+        // so it is refreshed now rather than never, and that refresh stores a sound time.
+        let fetched = self
+            .store
+            .meta(url)
+            .and_then(|meta| meta.fetched_time())
+            .filter(|fetched| *fetched <= now);
+        let due = match (fetched, failed) {
             (_, Some(failed)) if fetched.is_none_or(|fetched| failed > fetched) => {
-                failed + RETRY_AFTER_FAILURE.min(self.interval)
+                failed.checked_add(RETRY_AFTER_FAILURE.min(self.interval))
             }
-            (Some(fetched), _) => {
-                fetched + self.interval + jitter(self.interval, url, self.jitter_seed)
-            }
-            (None, _) => SystemTime::UNIX_EPOCH,
-        }
+            (Some(fetched), _) => fetched.checked_add(self.interval.saturating_add(jitter(
+                self.interval,
+                url,
+                self.jitter_seed,
+            ))),
+            (None, _) => None,
+        };
+        // `None` past the end of time too: due now beats a panic that ends the refresher.
+        due.unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     /// Refreshes `lists` (id, url) concurrently, records the outcomes, and rebuilds the
@@ -243,4 +254,70 @@ fn jitter(interval: Duration, url: &str, seed: u64) -> Duration {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     });
     interval.mul_f64((hash % 1000) as f64 / 10_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::lists::store::StoredMeta;
+    use crate::policy::{self, PolicyHandle};
+
+    const LIST: &[u8] = b"ads.example\n";
+
+    /// A refresher for one list, `remote`, downloaded from `url` into the state directory
+    /// `dir`, with `download` as its `[download]` table.
+    fn refresher(dir: &Path, url: &str, download: &str) -> Arc<Refresher> {
+        let text = format!(
+            "[[list]]\nid = \"remote\"\nsource = \"{url}\"\n\n[download]\n{download}\n\n\
+             [[upstream]]\naddress = \"127.0.0.1:9\"\n\n[server]\nstate_dir = '{}'\n",
+            dir.display()
+        );
+        let settings = crate::config::parse(&text, &dir.join("config.toml")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let policy: PolicyHandle = Arc::new(ArcSwap::from_pointee(policy::compile(
+            &settings, &metrics, 1,
+        )));
+        let reloader = Arc::new(Reloader::new(settings.clone(), policy, metrics.clone()));
+        Arc::new(Refresher::new(&settings, reloader, metrics))
+    }
+
+    fn stored(fetched_at: u64) -> StoredMeta {
+        StoredMeta {
+            fetched_at,
+            bytes: LIST.len() as u64,
+            ..StoredMeta::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_fetch_time_makes_a_list_due_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "http://127.0.0.1:9/list.txt";
+        let refresher = refresher(dir.path(), url, "");
+        let store = ListStore::new(dir.path());
+        let now = SystemTime::now();
+
+        // Past what a clock can show, past what the next due time can be, and far ahead: the
+        // first two used to panic (ending the refresher), the last to put the list off for years.
+        let ten_years = 10 * 365 * 86_400;
+        for fetched_at in [u64::MAX, i64::MAX as u64, unix_now() + ten_years] {
+            store.save(url, LIST, &stored(fetched_at)).unwrap();
+            assert!(refresher.next_due(url, now) <= now, "{fetched_at}");
+        }
+
+        // After a failure it waits for the retry like a list never fetched: no tight loop.
+        refresher.failures.lock().unwrap().insert(url.into(), now);
+        assert_eq!(refresher.next_due(url, now), now + RETRY_AFTER_FAILURE);
+
+        // A sound fetch time an hour ago: due a day after it, plus up to a tenth.
+        refresher.forget_failure(url);
+        store.save(url, LIST, &stored(unix_now() - 3600)).unwrap();
+        let wait = refresher.next_due(url, now).duration_since(now).unwrap();
+        let day = Duration::from_secs(86_400);
+        assert!(wait > day * 9 / 10 && wait < day * 11 / 10, "{wait:?}");
+    }
 }

@@ -30,9 +30,9 @@ pub struct StoredMeta {
 }
 
 impl StoredMeta {
-    /// `fetched_at` as a time.
-    pub fn fetched_time(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.fetched_at)
+    /// `fetched_at` as a time, or `None` when no clock can show it (a corrupt meta file).
+    pub fn fetched_time(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.fetched_at))
     }
 }
 
@@ -205,6 +205,19 @@ mod tests {
         assert!(store.has_body(url));
         assert_eq!(store.meta(url), Some(meta));
         assert_eq!(store.load("https://lists.example/other").unwrap(), None);
+    }
+
+    #[test]
+    fn fetch_times_past_any_clock_are_none() {
+        let meta = |fetched_at| StoredMeta {
+            fetched_at,
+            ..StoredMeta::default()
+        };
+        assert_eq!(
+            meta(42).fetched_time(),
+            Some(UNIX_EPOCH + Duration::from_secs(42))
+        );
+        assert_eq!(meta(u64::MAX).fetched_time(), None);
     }
 
     #[test]
