@@ -394,3 +394,29 @@ fn count_frames(mut bytes: &[u8]) -> usize {
     }
     count
 }
+
+#[tokio::test]
+async fn pipelining_past_the_limit_costs_no_answer_and_the_connection_ends_cleanly() {
+    // 101 queries for answers of about 30 KB to a client with a small receive buffer: when
+    // the daemon stops reading, the last answers still sit in its send buffer and the 101st
+    // query is unread. Closing right then would reset the connection and drop those answers.
+    let (_upstream, daemon) = setup_with_txt("huge.example.com", 120, 250).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(daemon.dns).await.unwrap();
+    let mut bytes = Vec::new();
+    for _ in 0..101 {
+        let message = build_query("huge.example.com", RecordType::TXT, false)
+            .to_vec()
+            .unwrap();
+        bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&message);
+    }
+    stream.write_all(&bytes).await.unwrap();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+        .await
+        .expect("the daemon ended the connection");
+    assert!(read.is_ok(), "a clean end, not a reset: {read:?}");
+    assert_eq!(count_frames(&received), 100);
+}

@@ -35,6 +35,8 @@ pub const MAX_QUERIES: usize = 100;
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Time the client has to take one answer off our hands.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a connection we ended waits for the client to end its side (see `Connection::run`).
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Kernel send buffer of each connection (Linux doubles it for its bookkeeping). Fixing it
 /// turns off the kernel's autotuning, which on a fast path like loopback grows a buffer to
 /// megabytes: a client that stops reading would pin that much kernel memory per connection,
@@ -172,7 +174,16 @@ impl Connection {
         }
         // The writer ends once every answer in flight has been sent (or the client is gone).
         drop(replies);
-        let _ = writer.await;
+        let kept_up = writer.await.unwrap_or(false);
+        // Closing a socket with bytes still unread (queries pipelined past our limit) makes
+        // the kernel reset the connection and throw away answers it has not delivered yet.
+        // Our end of the stream follows the last answer: read, and discard, until the client
+        // closes its end too, for a little while. Not for a client that stopped reading, nor
+        // when the daemon is stopping.
+        if kept_up && !self.shutdown.is_cancelled() {
+            let mut discarded = tokio::io::sink();
+            let _ = timeout(CLOSE_LINGER, tokio::io::copy(&mut reader, &mut discarded)).await;
+        }
     }
 }
 
@@ -187,12 +198,14 @@ async fn read_frame(reader: &mut OwnedReadHalf) -> Option<Vec<u8>> {
     Some(message)
 }
 
-/// Sends answers as they come; gives up on a client that does not read them in time.
+/// Sends answers as they come, then ends our side of the stream; gives up on a client that
+/// does not read them in time. Whether every answer went out.
 async fn write_replies(
     mut writer: OwnedWriteHalf,
     mut queue: mpsc::Receiver<Vec<u8>>,
     closed: CancellationToken,
-) {
+) -> bool {
+    let mut kept_up = true;
     while let Some(reply) = queue.recv().await {
         let Ok(length) = u16::try_from(reply.len()) else {
             continue;
@@ -204,9 +217,11 @@ async fn write_replies(
             timeout(WRITE_TIMEOUT, writer.write_all(&framed)).await,
             Ok(Ok(()))
         ) {
+            kept_up = false;
             break;
         }
     }
     closed.cancel();
     let _ = writer.shutdown().await;
+    kept_up
 }
