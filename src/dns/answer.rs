@@ -184,15 +184,19 @@ fn keeps_authority(
 }
 
 fn lifetime(rcode: ResponseCode, answers: &[Record], authorities: &[Record]) -> Option<Duration> {
+    // RFC 2308 §5: the negative part of an answer is cached for min(SOA TTL, SOA MINIMUM).
+    let negative = authorities.iter().find_map(|record| match &record.data {
+        RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
+        _ => None,
+    });
     let ttl = if answers.is_empty() {
-        // RFC 2308 §5: a negative answer is cached for min(SOA TTL, SOA MINIMUM); without
-        // an SOA it is not cached at all.
-        authorities.iter().find_map(|record| match &record.data {
-            RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
-            _ => None,
-        })?
+        // Wholly negative: without an SOA it is not cached at all.
+        negative?
     } else if matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
-        answers.iter().map(|record| record.ttl).min()?
+        // A CNAME chain that ends in NXDOMAIN or no data is negative too, for its last
+        // name: kept no longer than the SOA allows, so a name created meanwhile shows up.
+        let positive = answers.iter().map(|record| record.ttl).min()?;
+        negative.map_or(positive, |negative| positive.min(negative))
     } else {
         return None;
     };
@@ -331,6 +335,13 @@ mod tests {
         assert_eq!(nxdomain.lifetime(), Some(Duration::from_secs(120)));
         let no_soa = answer(ResponseCode::NXDomain, vec![], vec![]);
         assert_eq!(no_soa.lifetime(), None);
+        // A CNAME (300 s) to a name that does not exist: the SOA's 120 s bound it.
+        let dangling = answer(
+            ResponseCode::NXDomain,
+            vec![cname_to("gone.example.net.")],
+            vec![soa(3600, 120)],
+        );
+        assert_eq!(dangling.lifetime(), Some(Duration::from_secs(120)));
     }
 
     #[test]
