@@ -37,6 +37,8 @@ pub const MAX_IN_FLIGHT: usize = 16;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection we ended waits for the client to end its side (see `Connection::run`).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Pause after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Kernel send buffer of each connection (Linux doubles it for its bookkeeping). Fixing it
 /// turns off the kernel's autotuning, which on a fast path like loopback grows a buffer to
 /// megabytes: a client that stops reading would pin that much kernel memory per connection,
@@ -109,7 +111,13 @@ pub async fn serve(
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                Err(error) => { tracing::debug!(%error, "TCP accept failed"); continue; }
+                Err(error) => {
+                    // Out of descriptors or memory, the listener stays ready: retrying at
+                    // once would spin a core until a connection closes.
+                    tracing::warn!(%error, "TCP accept failed; retrying shortly");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
             },
             () = shutdown.cancelled() => return,
         };
