@@ -105,7 +105,8 @@ impl Refresher {
         Ok(self.refresh(chosen).await)
     }
 
-    /// Refreshes lists as they fall due until `shutdown`.
+    /// Refreshes lists as they fall due until `shutdown`, which also stops a refresh under
+    /// way (the daemon is not held up by a slow list server).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let settings = self.reloader.settings().await;
@@ -118,8 +119,13 @@ impl Refresher {
                 })
                 .partition(|(_, when)| *when <= now);
             if !due.is_empty() {
-                self.refresh(due.into_iter().map(|(list, _)| list).collect())
-                    .await;
+                // A refresh can take attempts × timeout plus the back-off: minutes. Shutdown
+                // drops it where it is. What is on disk stays whole: every file is replaced by
+                // a rename, and a write already on the blocking pool runs to its end.
+                tokio::select! {
+                    _ = self.refresh(due.into_iter().map(|(list, _)| list).collect()) => {}
+                    () = shutdown.cancelled() => return,
+                }
                 continue;
             }
             // Wake at the next due time, and at least hourly to notice lists a reload added.
@@ -319,5 +325,38 @@ mod tests {
         let wait = refresher.next_due(url, now).duration_since(now).unwrap();
         let day = Duration::from_secs(86_400);
         assert!(wait > day * 9 / 10 && wait < day * 11 / 10, "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_a_refresh_under_way_and_keeps_the_stored_copy() {
+        // A list server that takes requests and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/list.txt", listener.local_addr().unwrap());
+        let (connected, mut requested) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+                let _ = connected.send(());
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let store = ListStore::new(dir.path());
+        store.save(&url, LIST, &stored(7)).unwrap();
+        // With these, the refresh alone would take over three minutes.
+        let refresher = refresher(dir.path(), &url, "timeout = \"60s\"\nattempts = 3");
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(refresher.run(shutdown.clone()));
+
+        tokio::time::timeout(Duration::from_secs(5), requested.recv())
+            .await
+            .expect("the due list is requested");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(2), run)
+            .await
+            .expect("the refresher stops promptly")
+            .unwrap();
+        assert_eq!(store.load(&url).unwrap().as_deref(), Some(LIST));
+        assert_eq!(store.meta(&url), Some(stored(7)));
     }
 }
