@@ -6,7 +6,11 @@
 //! when no token is configured. Request bodies are capped; no CORS headers are ever sent, so
 //! a web page in a household browser cannot drive the API. Kept apart from binding (`router`
 //! builds the routes, `serve` runs them) so tests can drive the routes directly.
+//!
+//! A state change, once accepted, runs to the end even if the client hangs up: see
+//! [`run_to_completion`].
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -137,16 +141,40 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Denied> {
     }
 }
 
+/// Runs the state change `work` on its own task and waits for it.
+///
+/// hyper drops a handler's future when the client's connection closes. Dropped halfway, a
+/// refresh would have stored a new list copy but never rebuilt the policy from it (and the
+/// next refresh gets 304, so it would stay unapplied until a reload), and a reload would
+/// leave its compile running after releasing the reloader's lock, so a retry could build a
+/// second snapshot alongside it. A spawned task is not dropped with the connection: the work
+/// finishes, and only its answer is lost.
+async fn run_to_completion<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> Result<T, Response> {
+    tokio::spawn(work).await.map_err(|failure| {
+        // The task panicked (a bug; the panic hook has printed it) or the runtime is shutting
+        // down. Either way no new snapshot was swapped in: the policy in force stays.
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request failed: {failure}"),
+        )
+    })
+}
+
 /// `POST /api/reload`: re-read the config and every list, as SIGHUP does.
 async fn reload(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(denied) = authorize(&state, &headers) {
         return denied.into_response();
     }
-    match state.reloader.reload_config().await {
-        Ok(generation) => {
+    let reloader = state.reloader.clone();
+    let outcome = run_to_completion(async move { reloader.reload_config().await }).await;
+    match outcome {
+        Err(failed) => failed,
+        Ok(Ok(generation)) => {
             Json(json!({ "result": "reloaded", "policy_generation": generation })).into_response()
         }
-        Err(failure) => error(StatusCode::BAD_REQUEST, format!("{failure:#}")),
+        Ok(Err(failure)) => error(StatusCode::BAD_REQUEST, format!("{failure:#}")),
     }
 }
 
@@ -169,8 +197,12 @@ async fn refresh_lists(
     let Ok(Query(params)) = params else {
         return error(StatusCode::BAD_REQUEST, "the only parameter is list=ID");
     };
-    match state.refresher.refresh_now(params.list.as_deref()).await {
-        Ok(results) => Json(json!({ "lists": results })).into_response(),
-        Err(message) => error(StatusCode::NOT_FOUND, message),
+    let refresher = state.refresher.clone();
+    let outcome =
+        run_to_completion(async move { refresher.refresh_now(params.list.as_deref()).await }).await;
+    match outcome {
+        Err(failed) => failed,
+        Ok(Ok(results)) => Json(json!({ "lists": results })).into_response(),
+        Ok(Err(message)) => error(StatusCode::NOT_FOUND, message),
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use metasink::lists::store::{ListStore, StoredMeta};
+use tokio::net::TcpStream;
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -51,8 +52,13 @@ async fn upstream() -> TestUpstream {
 }
 
 async fn refresh(daemon: &TestDaemon) -> (u16, String) {
+    http_response(send_refresh(daemon).await).await
+}
+
+/// Sends `POST /api/lists/refresh` with the token, without reading the response.
+async fn send_refresh(daemon: &TestDaemon) -> TcpStream {
     let auth = format!("Bearer {TOKEN}");
-    http_request(
+    http_send(
         daemon.http,
         "POST",
         "/api/lists/refresh",
@@ -199,4 +205,32 @@ async fn with_the_server_down_a_stored_copy_keeps_blocking_from_the_start() {
     assert!(metric(&metrics, errors) >= 1.0, "{metrics}");
     let reply = query_udp(daemon.dns, "ads.example", RecordType::A, true).await;
     assert_eq!(a_addrs(&reply), vec![Ipv4Addr::UNSPECIFIED]);
+}
+
+#[tokio::test]
+async fn a_refresh_whose_client_hangs_up_still_applies_the_new_copy() {
+    let upstream = upstream().await;
+    let server = ListServer::start("ads.example\n").await;
+    let daemon = TestDaemon::start(&config(&server.url, &upstream)).await;
+    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+
+    server.set_body("ads.example\ntracker.example\n");
+    // The list server holds its answer, so the client hangs up while the download is in flight.
+    server.set_delay(Duration::from_millis(300));
+    let seen = server.requests();
+    let stream = send_refresh(&daemon).await;
+    let started = Instant::now();
+    while server.requests() == seen {
+        assert!(started.elapsed() < Duration::from_secs(5), "no download");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Hang up before the answer: the handler's future is dropped with the connection.
+    drop(stream);
+
+    wait_for_answer(&daemon, "tracker.example", Ipv4Addr::UNSPECIFIED).await;
+    assert_eq!(
+        server.requests(),
+        seen + 1,
+        "applied without another download"
+    );
 }

@@ -3,11 +3,15 @@
 
 mod common;
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tokio::net::TcpStream;
 
 const TABLET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 8);
@@ -183,8 +187,68 @@ async fn the_reload_endpoint_needs_post_and_the_token_and_reports_config_errors(
 
 /// An empty `POST path` with the configured bearer token: (status, body).
 async fn post_with_token(daemon: &TestDaemon, path: &str) -> (u16, String) {
+    http_response(send_with_token(daemon, path).await).await
+}
+
+/// Sends an empty `POST path` with the configured bearer token, without reading the response.
+async fn send_with_token(daemon: &TestDaemon, path: &str) -> TcpStream {
     let auth = format!("Bearer {TOKEN}");
-    http_request(daemon.http, "POST", path, &[("Authorization", &auth)], "").await
+    http_send(daemon.http, "POST", path, &[("Authorization", &auth)], "").await
+}
+
+#[tokio::test]
+async fn a_reload_whose_client_hangs_up_still_swaps_the_policy() {
+    let upstream = upstream().await;
+    let daemon = TestDaemon::start(&config(&upstream, "meta-apps")).await;
+    assert_eq!(tablet_answer(daemon.dns).await, vec![Ipv4Addr::UNSPECIFIED]);
+
+    // The config file becomes a FIFO: the reload's read of it waits for the test, so the test
+    // knows the reload is under way and hangs up right then.
+    let path = daemon.config_path();
+    std::fs::remove_file(&path).unwrap();
+    let made = Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+    assert!(made.success());
+    let stream = send_with_token(&daemon, "/api/reload").await;
+    let mut config_writer = open_fifo_writer(&path).await;
+    drop(stream);
+    // Time for the HTTP server to see the hang-up and drop the handler's future.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    config_writer
+        .write_all(config(&upstream, "open").as_bytes())
+        .unwrap();
+    drop(config_writer);
+
+    let started = Instant::now();
+    while tablet_answer(daemon.dns).await != vec![REAL] {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the reload was abandoned with its request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(daemon.daemon.policy().load().generation(), 2);
+}
+
+/// Opens the FIFO at `path` for writing once a reader has it open. Non-blocking (the open
+/// fails until there is a reader), so a reader that never comes fails the test rather than
+/// leaving a thread stuck in `open`.
+async fn open_fifo_writer(path: &Path) -> std::fs::File {
+    let started = Instant::now();
+    loop {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        match opened {
+            Ok(file) => return file,
+            Err(error) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "nobody read {}: {error}",
+                path.display()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The status of an empty `POST path` with `headers`.

@@ -100,6 +100,34 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    http_response(http_send(server, method, path, headers, body).await).await
+}
+
+/// Reads the response to a request sent with [`http_send`]: (status code, body).
+pub async fn http_response(mut stream: TcpStream) -> (u16, String) {
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read HTTP response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` and returns the connection without
+/// reading anything: a test can read the response, or drop the stream to hang up early.
+pub async fn http_send(
+    server: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> TcpStream {
     let mut stream = TcpStream::connect(server).await.expect("connect HTTP");
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -114,18 +142,7 @@ pub async fn http_request(
         .write_all(request.as_bytes())
         .await
         .expect("send HTTP request");
-    let mut response = String::new();
     stream
-        .read_to_string(&mut response)
-        .await
-        .expect("read HTTP response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (status, body.to_owned())
 }
 
 /// The value of the sample `series` (name with its labels exactly as exposed, e.g.

@@ -1,10 +1,11 @@
 //! A list server for download tests: plain HTTP on 127.0.0.1 serving one list whose body the
-//! test can change, with an ETag so refreshes can be answered `304 Not Modified`, and a count
-//! of the requests it received.
+//! test can change, with an ETag so refreshes can be answered `304 Not Modified`, a count
+//! of the requests it received, and an optional delay before each answer.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +20,8 @@ struct Shared {
     version: AtomicUsize,
     requests: AtomicUsize,
     not_modified: AtomicUsize,
+    /// Milliseconds each answer waits after its request was counted.
+    delay_ms: AtomicU64,
 }
 
 /// The running server; stops when dropped.
@@ -55,6 +58,13 @@ impl ListServer {
         self.shared.version.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Makes every later answer wait `delay` after the request was counted, so a test can act
+    /// while a download is known to be in flight.
+    pub fn set_delay(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).expect("delay in range");
+        self.shared.delay_ms.store(millis, Ordering::SeqCst);
+    }
+
     /// Requests received.
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
@@ -74,6 +84,10 @@ impl Drop for ListServer {
 
 async fn serve(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let etag = format!("\"v{}\"", shared.version.load(Ordering::SeqCst));
     if headers
         .get(IF_NONE_MATCH)
