@@ -38,6 +38,7 @@
 //! - [`dns`] — everything that touches hickory: questions, answers, blocked answers,
 //!   upstreams, listeners.
 //! - [`metrics`], [`api`] — Prometheus metrics and the HTTP listener.
+//! - [`net`] — address forms shared by the access list and device matching.
 //! - [`explain`] — why a name is blocked for a client.
 
 pub mod admission;
@@ -52,6 +53,7 @@ pub mod explain;
 pub mod lists;
 pub mod memory;
 pub mod metrics;
+pub mod net;
 pub mod pipeline;
 pub mod policy;
 pub mod refresh;

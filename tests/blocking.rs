@@ -11,6 +11,10 @@ const UNKNOWN: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const TABLET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const PARENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 const NX_DEVICE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+/// Given to its device in the IPv4-mapped form `::ffff:127.0.0.5`.
+const MAPPED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
+/// Inside the device network given as `::ffff:127.0.1.0/120`.
+const IN_MAPPED_NETWORK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 9));
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 const LISTS: &[(&str, &str)] = &[
@@ -70,6 +74,11 @@ profile = "open"
 name = "nx-device"
 match = ["127.0.0.4"]
 profile = "nx"
+
+[[device]]
+name = "mapped"
+match = ["::ffff:127.0.0.5", "::ffff:127.0.1.0/120"]
+profile = "open"
 "#,
         upstream.addr
     )
@@ -188,6 +197,14 @@ async fn devices_get_their_own_profile_and_unknown_clients_the_default() {
         vec![Ipv4Addr::UNSPECIFIED],
         "default profile kids"
     );
+}
+
+#[tokio::test]
+async fn a_device_given_as_ipv4_mapped_matches_its_ipv4_clients() {
+    let (_upstream, daemon) = setup().await;
+    let ask = |source| query_udp_from(source, daemon.dns, "www.meta.ai", RecordType::A, true);
+    assert_eq!(a_addrs(&ask(MAPPED).await), vec![REAL], "profile open");
+    assert_eq!(a_addrs(&ask(IN_MAPPED_NETWORK).await), vec![REAL]);
 }
 
 #[tokio::test]

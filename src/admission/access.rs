@@ -10,7 +10,9 @@
 
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
+
+use crate::net::canonical_network;
 
 /// The networks allowed to query, by family.
 #[derive(Debug)]
@@ -28,7 +30,12 @@ impl AccessList {
             v4: Vec::new(),
             v6: Vec::new(),
         };
-        for network in networks.iter().map(|&network| as_ipv4(network.trunc())) {
+        // Clients from `::ffff:0:0/96` are judged as IPv4, so only the IPv4 form of a network
+        // there could ever match them.
+        for network in networks
+            .iter()
+            .map(|&network| canonical_network(network.trunc()))
+        {
             match network {
                 IpNet::V4(net) => list
                     .v4
@@ -57,19 +64,6 @@ impl AccessList {
                 self.v6.iter().any(|&(network, mask)| ip & mask == network)
             }
         }
-    }
-}
-
-/// `network` as the IPv4 network it maps when it lies inside `::ffff:0:0/96`, otherwise as it
-/// is: clients from there are judged as IPv4, so only the IPv4 form could ever match them.
-fn as_ipv4(network: IpNet) -> IpNet {
-    match network {
-        IpNet::V6(net) if net.prefix_len() >= 96 => net
-            .addr()
-            .to_ipv4_mapped()
-            .and_then(|ip| Ipv4Net::new(ip, net.prefix_len() - 96).ok())
-            .map_or(network, IpNet::V4),
-        _ => network,
     }
 }
 

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
 use crate::lists::MatchMode;
+use crate::net::canonical_network;
 use crate::policy::mask::MAX_LISTS;
 
 /// Every `answer` a profile may give.
@@ -474,9 +475,10 @@ fn device_addresses<'a>(
             Entry::Occupied(owner) if owner.get().0 != index => {
                 let (other_index, other) = *owner.get();
                 let message = format!(
-                    "`{}` is claimed by both device `{other}` (device[{other_index}]) and \
+                    "`{}`{} is claimed by both device `{other}` (device[{other_index}]) and \
                      device `{name}`: an address or network may belong to one device only",
-                    value.get_ref()
+                    value.get_ref(),
+                    mapped_note(value.get_ref(), network),
                 );
                 Err(at.invalid(value.span(), key, message))
             }
@@ -490,13 +492,29 @@ fn device_addresses<'a>(
     values.get_ref().iter().map(&mut claim).collect()
 }
 
-/// An IP address (as a /32 or /128) or a CIDR network (host bits cleared).
+/// ` (the same as IPv4 `…`)` when `text` was written in the IPv4-mapped form, so the clash
+/// with a claim written as IPv4 is explained; empty otherwise.
+fn mapped_note(text: &str, network: IpNet) -> String {
+    if !(network.addr().is_ipv4() && text.contains(':')) {
+        return String::new();
+    }
+    let ipv4 = if network.prefix_len() == network.max_prefix_len() {
+        network.addr().to_string()
+    } else {
+        network.to_string()
+    };
+    format!(" (the same as IPv4 `{ipv4}`)")
+}
+
+/// An IP address (as a /32 or /128) or a CIDR network (host bits cleared), IPv4-mapped ones
+/// (`::ffff:a.b.c.d`) as the IPv4 address or network they map: clients are matched as IPv4,
+/// and the two spellings of one address must be one address when claims are compared.
 fn ip_network(text: &str) -> Result<IpNet, String> {
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
+        return Ok(canonical_network(IpNet::from(ip)));
     }
     if let Ok(network) = text.parse::<IpNet>() {
-        return Ok(network.trunc());
+        return Ok(canonical_network(network.trunc()));
     }
     Err(match text.split_once('/') {
         Some((ip, prefix)) if ip.parse::<IpAddr>().is_ok() => {
@@ -912,6 +930,39 @@ mod tests {
         ]);
         assert_eq!(check(&nested).expect("more specific wins").devices.len(), 2);
         assert!(check(&devices_config(&["[\"10.0.0.1\", \"10.0.0.1\"]"])).is_ok());
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_read_as_ipv4() {
+        let settings = check(&devices_config(&[
+            "[\"::ffff:192.168.1.20\", \"::ffff:192.168.2.0/120\", \"::ffff:10.1.2.3/104\"]",
+        ]))
+        .expect("valid");
+        let addresses: Vec<String> = settings.devices[0]
+            .addresses
+            .iter()
+            .map(IpNet::to_string)
+            .collect();
+        assert_eq!(
+            addresses,
+            ["192.168.1.20/32", "192.168.2.0/24", "10.0.0.0/8"]
+        );
+        assert_eq!(
+            error(&devices_config(&[
+                "[\"192.168.1.20\"]",
+                "[\"::ffff:192.168.1.20\"]"
+            ])),
+            "/etc/metasink/config.toml:7: device[1].match: `::ffff:192.168.1.20` (the same as \
+             IPv4 `192.168.1.20`) is claimed by both device `d0` (device[0]) and device `d1`: an \
+             address or network may belong to one device only"
+        );
+        assert!(
+            error(&devices_config(&[
+                "[\"::ffff:192.168.2.0/120\"]",
+                "[\"192.168.2.0/24\"]"
+            ]))
+            .contains("`192.168.2.0/24` is claimed by both device `d0`")
+        );
     }
 
     /// Asserts that each (config, `line: key`, message start) case fails as described.

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::net::canonical_network;
+
 /// Index of a device in its policy snapshot.
 pub type DeviceIndex = usize;
 
@@ -19,14 +21,17 @@ pub struct DeviceIndexMap {
 
 impl DeviceIndexMap {
     /// Builds the map from each device's addresses (a /32 or /128 is an exact address).
+    ///
+    /// IPv4-mapped addresses and networks are kept as IPv4: [`Self::find`] looks clients up
+    /// as IPv4, so the mapped form would never match.
     pub fn new<'a>(devices: impl IntoIterator<Item = (DeviceIndex, &'a [IpNet])>) -> Self {
         let mut map = Self::default();
         for (device, addresses) in devices {
-            for net in addresses {
+            for net in addresses.iter().map(|&net| canonical_network(net)) {
                 if net.prefix_len() == net.max_prefix_len() {
                     map.exact.insert(net.addr(), device);
                 } else {
-                    map.networks.push((*net, device));
+                    map.networks.push((net, device));
                 }
             }
         }
@@ -79,5 +84,17 @@ mod tests {
         assert_eq!(find("192.168.7.7"), Some(1));
         assert_eq!(find("::ffff:192.168.1.20"), Some(0));
         assert_eq!(find("10.0.0.1"), None);
+    }
+
+    #[test]
+    fn mapped_addresses_and_networks_match_ipv4_clients() {
+        let tv = nets(&["::ffff:192.168.1.30"]);
+        let guests = nets(&["::ffff:192.168.9.0/120"]);
+        let map = DeviceIndexMap::new([(0, &tv[..]), (1, &guests[..])]);
+        let find = |text: &str| map.find(text.parse().unwrap());
+        assert_eq!(find("192.168.1.30"), Some(0));
+        assert_eq!(find("::ffff:192.168.1.30"), Some(0));
+        assert_eq!(find("192.168.9.77"), Some(1));
+        assert_eq!(find("192.168.8.77"), None);
     }
 }
