@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,6 +56,18 @@ const ALLOW_FROM_KEY: &str = "server.allow_from";
 
 /// The longest list id, profile name or device name (they become metric label values).
 const MAX_NAME_LEN: usize = 64;
+
+/// The shortest `download.interval`: list servers publish a few times a day at most, and every
+/// refresh that brings a change rebuilds the policy; seconds would re-download all day long.
+const MIN_DOWNLOAD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The longest `download.timeout`: a stalled server holds up the next round of refreshes, of
+/// every list, for up to `download.attempts` times this.
+const MAX_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// The most `download.attempts`: the delay between attempts doubles from one second, so ten
+/// already wait 8½ minutes in all (1 + 2 + … + 256 s), and forty would wait 17,000 years.
+const MAX_DOWNLOAD_ATTEMPTS: u32 = 10;
 
 /// Checks `raw`, read from `text` at `path`, and turns it into [`Settings`].
 pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settings, ConfigError> {
@@ -183,11 +197,31 @@ fn relative_to(config_path: &Path, text: &str) -> PathBuf {
     config_path.parent().unwrap_or(Path::new("")).join(text)
 }
 
-/// `[download]`: every value must be above zero.
+/// `[download]`: every value above zero, and the interval, timeout and attempts within bounds
+/// that keep list servers from being polled without pause and one refresh (attempts × timeout
+/// plus the doubling delays) from holding up the next for hours.
 fn download(raw: &RawDownload, at: &Locator<'_>) -> Result<DownloadSettings, ConfigError> {
-    let interval = positive_duration(&raw.interval, DOWNLOAD.interval, "download.interval", at)?;
-    let timeout = positive_duration(&raw.timeout, DOWNLOAD.timeout, "download.timeout", at)?;
-    let attempts = positive(&raw.attempts, DOWNLOAD.attempts, "download.attempts", at)?;
+    let interval = duration_within(
+        &raw.interval,
+        DOWNLOAD.interval,
+        MIN_DOWNLOAD_INTERVAL..=MAX_TTL,
+        "download.interval",
+        at,
+    )?;
+    let timeout = duration_within(
+        &raw.timeout,
+        DOWNLOAD.timeout,
+        Duration::ZERO..=MAX_DOWNLOAD_TIMEOUT,
+        "download.timeout",
+        at,
+    )?;
+    let attempts = count_within(
+        &raw.attempts,
+        DOWNLOAD.attempts,
+        MAX_DOWNLOAD_ATTEMPTS,
+        "download.attempts",
+        at,
+    )?;
     let max_bytes = positive(&raw.max_bytes, DOWNLOAD.max_bytes, "download.max_bytes", at)?;
     let concurrency = positive(
         &raw.concurrency,
@@ -204,19 +238,47 @@ fn download(raw: &RawDownload, at: &Locator<'_>) -> Result<DownloadSettings, Con
     })
 }
 
-/// A duration that must be longer than zero.
-fn positive_duration(
+/// A duration longer than zero and within `bounds`.
+fn duration_within(
     value: &Option<Text>,
     default: Duration,
+    bounds: RangeInclusive<Duration>,
     key: &str,
     at: &Locator<'_>,
 ) -> Result<Duration, ConfigError> {
     let duration = optional_ttl(value.as_ref(), default, key, at)?;
+    let Some(value) = value else {
+        return Ok(duration);
+    };
+    let text = value.get_ref();
+    let problem = if duration.is_zero() {
+        "must be longer than zero".to_owned()
+    } else if duration < *bounds.start() {
+        let min = humantime::format_duration(*bounds.start());
+        format!("`{text}` is shorter than {min}, the shortest allowed")
+    } else if duration > *bounds.end() {
+        let max = humantime::format_duration(*bounds.end());
+        format!("`{text}` is longer than {max}, the longest allowed")
+    } else {
+        return Ok(duration);
+    };
+    Err(at.invalid(value.span(), key, problem))
+}
+
+/// A count of at least one and at most `max`.
+fn count_within<T: Copy + PartialOrd + Default + Display>(
+    value: &Option<Spanned<T>>,
+    default: T,
+    max: T,
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<T, ConfigError> {
+    let count = positive(value, default, key, at)?;
     match value {
-        Some(value) if duration.is_zero() => {
-            Err(at.invalid(value.span(), key, "must be longer than zero"))
+        Some(value) if count > max => {
+            Err(at.invalid(value.span(), key, format!("must be at most {max}")))
         }
-        _ => Ok(duration),
+        _ => Ok(count),
     }
 }
 
@@ -1039,6 +1101,47 @@ mod tests {
                 "`[::]:53` is listed twice",
             ),
         ]);
+    }
+
+    #[test]
+    fn download_settings_are_bounded() {
+        assert_errors(&[
+            (
+                "[download]\ninterval = \"1s\"\n",
+                "2: download.interval",
+                "`1s` is shorter than 1m, the shortest allowed",
+            ),
+            (
+                "[download]\ninterval = \"0s\"\n",
+                "2: download.interval",
+                "must be longer than zero",
+            ),
+            (
+                "[download]\ntimeout = \"90m\"\n",
+                "2: download.timeout",
+                "`90m` is longer than 1h, the longest allowed",
+            ),
+            (
+                "[download]\ntimeout = \"0s\"\n",
+                "2: download.timeout",
+                "must be longer than zero",
+            ),
+            (
+                "[download]\n\nattempts = 40\n",
+                "3: download.attempts",
+                "must be at most 10",
+            ),
+            (
+                "[download]\nattempts = 0\n",
+                "2: download.attempts",
+                "must be at least 1",
+            ),
+        ]);
+        let settings = check("[download]\ninterval = \"1m\"\ntimeout = \"1h\"\nattempts = 10\n")
+            .expect("the bounds themselves are allowed");
+        assert_eq!(settings.download.interval, MIN_DOWNLOAD_INTERVAL);
+        assert_eq!(settings.download.timeout, MAX_DOWNLOAD_TIMEOUT);
+        assert_eq!(settings.download.attempts, MAX_DOWNLOAD_ATTEMPTS);
     }
 
     #[test]
