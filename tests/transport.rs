@@ -343,18 +343,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
     let one = query_tcp(daemon.dns, "huge.example.com", RecordType::TXT, false).await;
     assert_eq!(one.answers.len(), 120, "the answer is as big as planned");
 
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(daemon.dns).await.unwrap();
-    let mut bytes = Vec::new();
-    for _ in 0..100 {
-        let message = build_query("huge.example.com", RecordType::TXT, false)
-            .to_vec()
-            .unwrap();
-        bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
-        bytes.extend_from_slice(&message);
-    }
-    stream.write_all(&bytes).await.unwrap();
+    let mut stream = ask_for_huge_answers(daemon.dns, 100).await;
     let sent = Instant::now();
 
     // Meanwhile everyone else is answered at once, over UDP and TCP.
@@ -381,6 +370,24 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
     );
 }
 
+/// Opens a connection with a 4 KB receive buffer and writes `count` pipelined questions for
+/// `huge.example.com` TXT (see `setup_with_txt`) without reading anything.
+async fn ask_for_huge_answers(server: SocketAddr, count: usize) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server).await.unwrap();
+    let mut bytes = Vec::new();
+    for _ in 0..count {
+        let message = build_query("huge.example.com", RecordType::TXT, false)
+            .to_vec()
+            .unwrap();
+        bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&message);
+    }
+    stream.write_all(&bytes).await.unwrap();
+    stream
+}
+
 /// The complete length-prefixed messages at the start of `bytes`.
 fn count_frames(mut bytes: &[u8]) -> usize {
     let mut count = 0;
@@ -401,18 +408,7 @@ async fn pipelining_past_the_limit_costs_no_answer_and_the_connection_ends_clean
     // the daemon stops reading, the last answers still sit in its send buffer and the 101st
     // query is unread. Closing right then would reset the connection and drop those answers.
     let (_upstream, daemon) = setup_with_txt("huge.example.com", 120, 250).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(daemon.dns).await.unwrap();
-    let mut bytes = Vec::new();
-    for _ in 0..101 {
-        let message = build_query("huge.example.com", RecordType::TXT, false)
-            .to_vec()
-            .unwrap();
-        bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
-        bytes.extend_from_slice(&message);
-    }
-    stream.write_all(&bytes).await.unwrap();
+    let mut stream = ask_for_huge_answers(daemon.dns, 101).await;
     let mut received = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
         .await

@@ -386,25 +386,20 @@ mod tests {
         let whole = dnssec_answer(ResponseCode::NoError, answers, authorities);
         let message = reply(&whole, "www.example.com", TtlRule::Aged(0));
         assert_eq!((message.answers.len(), message.authorities.len()), (1, 1));
-        // Negative answers keep their SOA: NODATA, and NXDOMAIN at the end of a CNAME.
-        let nodata = answer(ResponseCode::NoError, vec![], vec![soa(3600, 120)]);
-        let message = reply(&nodata, "www.example.com", TtlRule::Aged(0));
-        assert_eq!(message.authorities.len(), 1);
-        let dangling = answer(
-            ResponseCode::NXDomain,
-            vec![cname_to("gone.example.net.")],
-            vec![soa(3600, 120)],
-        );
-        let message = reply(&dangling, "www.example.com", TtlRule::Aged(0));
-        assert_eq!((message.answers.len(), message.authorities.len()), (1, 1));
-        // NODATA at the end of a CNAME (NOERROR, the CNAME alone: common for AAAA).
-        let cname_nodata = answer(
-            ResponseCode::NoError,
-            vec![cname_to("v4only.example.net.")],
-            vec![soa(3600, 120)],
-        );
-        let message = reply(&cname_nodata, "www.example.com", TtlRule::Aged(0));
-        assert_eq!((message.answers.len(), message.authorities.len()), (1, 1));
+        // Negative answers keep their SOA: NODATA, NXDOMAIN at the end of a CNAME, and NODATA
+        // at the end of one (NOERROR with the CNAME alone: common for AAAA).
+        let negatives = [
+            (ResponseCode::NoError, vec![]),
+            (ResponseCode::NXDomain, vec![cname_to("gone.example.net.")]),
+            (ResponseCode::NoError, vec![cname_to("v4only.example.net.")]),
+        ];
+        for (rcode, answers) in negatives {
+            let count = answers.len();
+            let negative = answer(rcode, answers, vec![soa(3600, 120)]);
+            let message = reply(&negative, "www.example.com", TtlRule::Aged(0));
+            let sections = (message.answers.len(), message.authorities.len());
+            assert_eq!(sections, (count, 1), "{rcode:?} with {count} answers");
+        }
     }
 
     #[test]
