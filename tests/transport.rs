@@ -137,15 +137,19 @@ async fn malformed_input_gets_no_reply_or_formerr_and_never_disturbs_a_normal_cl
 #[tokio::test]
 async fn opcodes_other_than_query_get_notimp() {
     let (_upstream, daemon) = setup().await;
-    let mut notify = build_query("www.example.com", RecordType::SOA, false);
-    notify.metadata.op_code = hickory_proto::op::OpCode::Notify;
-    let reply = Message::from_vec(
-        &exchange_udp(daemon.dns, &notify.to_vec().unwrap())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(rcode(&reply), ResponseCode::NotImp);
+    // With EDNS, the reply carries an OPT too (RFC 6891 §7).
+    for edns in [false, true] {
+        let mut notify = build_query("www.example.com", RecordType::SOA, edns);
+        notify.metadata.op_code = hickory_proto::op::OpCode::Notify;
+        let reply = Message::from_vec(
+            &exchange_udp(daemon.dns, &notify.to_vec().unwrap())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rcode(&reply), ResponseCode::NotImp);
+        assert_eq!(reply.edns.is_some(), edns, "OPT in the reply");
+    }
 }
 
 /// Writes `queries` on one TCP connection without waiting, then reads `expect` answers.

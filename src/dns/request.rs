@@ -70,7 +70,9 @@ impl Request {
             })
         };
         if metadata.op_code != OpCode::Query {
-            return reply(ResponseCode::NotImp, false);
+            // A request with an OPT gets one back whatever the answer (RFC 6891 §7).
+            let edns = Message::from_vec(bytes).is_ok_and(|message| message.edns.is_some());
+            return reply(ResponseCode::NotImp, edns);
         }
         let Ok(message) = Message::from_vec(bytes) else {
             return reply(ResponseCode::FormErr, false);
