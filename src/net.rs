@@ -1,7 +1,27 @@
 //! Address forms shared by everything that matches client addresses against configured
-//! networks (the access list, device matching).
+//! networks (the access list, device matching) or counts clients (the rate limit, TCP
+//! connection limits).
+
+use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
+
+/// One client as the per-client limits count it (the rate limit, TCP connections): an IPv4
+/// address, or an IPv6 /64. A household device rotates temporary addresses inside its /64
+/// (RFC 8981), and whoever holds a /64 can use any address in it. IPv4 comes as its
+/// IPv4-mapped form (low 64 bits never zero), so the two never collide.
+pub type ClientSource = u128;
+
+/// The host bits of an IPv6 address, cleared to get its /64.
+const IPV6_PREFIX_64: u128 = !0 << 64;
+
+/// The source `client` counts as.
+pub fn client_source(client: IpAddr) -> ClientSource {
+    match client.to_canonical() {
+        IpAddr::V4(ip) => u128::from(ip.to_ipv6_mapped()),
+        IpAddr::V6(ip) => u128::from(ip) & IPV6_PREFIX_64,
+    }
+}
 
 /// `network` as the IPv4 network it maps when it lies inside `::ffff:0:0/96` (IPv4-mapped
 /// addresses, RFC 4291 §2.5.5.2), otherwise as it is.

@@ -40,6 +40,8 @@ use std::time::Instant;
 
 use foldhash::fast::RandomState;
 
+use crate::net::{ClientSource, client_source as source};
+
 /// Most sources tracked at once.
 pub(super) const MAX_SOURCES: usize = 20_000;
 
@@ -65,12 +67,8 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// Time between two sweeps of a shard, in nanoseconds.
 const SWEEP_INTERVAL: u64 = NANOS_PER_SECOND;
 
-/// The host bits of an IPv6 address, cleared to get its /64.
-const IPV6_PREFIX_64: u128 = !0 << 64;
-
-/// One source: an IPv6 /64 (its low 64 bits zero), or an IPv4 address in its IPv4-mapped form
-/// (low 64 bits never zero), so the two never collide.
-type Source = u128;
+/// One source: see [`crate::net::client_source`].
+type Source = ClientSource;
 
 /// Token buckets for every recent source.
 pub(super) struct RateLimiter {
@@ -128,14 +126,6 @@ impl RateLimiter {
     fn nanos(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.epoch).as_nanos();
         u64::try_from(elapsed).unwrap_or(u64::MAX)
-    }
-}
-
-/// The source `client` counts as.
-fn source(client: IpAddr) -> Source {
-    match client.to_canonical() {
-        IpAddr::V4(ip) => u128::from(ip.to_ipv6_mapped()),
-        IpAddr::V6(ip) => u128::from(ip) & IPV6_PREFIX_64,
     }
 }
 

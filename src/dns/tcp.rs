@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::reply::Transport;
 use super::service::SharedService;
+use crate::net::{ClientSource, client_source};
 
 /// Connections open at once, all clients together.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -46,10 +47,11 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// DNS message still fits.
 const SEND_BUFFER: usize = 64 * 1024;
 
-/// Open connections, in all and per client.
+/// Open connections, in all and per client (an IPv4 address or an IPv6 /64, as the rate
+/// limit counts them: one host holds every address of its /64).
 pub struct ConnectionLimits {
     total: Arc<Semaphore>,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    per_client: Mutex<HashMap<ClientSource, usize>>,
 }
 
 impl Default for ConnectionLimits {
@@ -65,11 +67,12 @@ impl Default for ConnectionLimits {
 struct Slot {
     _permit: OwnedSemaphorePermit,
     limits: Arc<ConnectionLimits>,
-    client: IpAddr,
+    client: ClientSource,
 }
 
 impl ConnectionLimits {
     fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+        let client = client_source(client);
         let permit = self.total.clone().try_acquire_owned().ok()?;
         let mut per_client = self.per_client.lock().ok()?;
         let open = per_client.entry(client).or_default();
@@ -232,4 +235,32 @@ async fn write_replies(
     closed.cancel();
     let _ = writer.shutdown().await;
     kept_up
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_64_count_as_one_client() {
+        let limits = Arc::new(ConnectionLimits::default());
+        let held: Vec<Slot> = (1..=MAX_PER_CLIENT)
+            .map(|host| limits.admit(ip(&format!("2001:db8:0:1::{host:x}"))))
+            .collect::<Option<_>>()
+            .expect("within the limit");
+        assert!(
+            limits.admit(ip("2001:db8:0:1::ffff")).is_none(),
+            "another address of the same /64"
+        );
+        assert!(limits.admit(ip("2001:db8:0:2::1")).is_some(), "another /64");
+        drop(held);
+        assert!(
+            limits.admit(ip("2001:db8:0:1::ffff")).is_some(),
+            "slots given back"
+        );
+    }
 }
