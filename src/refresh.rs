@@ -1,7 +1,8 @@
 //! Keeping downloaded lists fresh: a background task that refreshes each URL list when it is
 //! due (its last fetch plus `[download] interval`, plus jitter so households don't hit list
 //! servers in step), the same refresh on demand for the API, and a policy rebuild whenever a
-//! refresh brought a new copy.
+//! refresh brought a new copy. A config reload wakes the task, so a list it adds (or points
+//! at a new URL) is downloaded at once rather than at the task's next timer.
 //!
 //! Start-up never waits for any of this: the policy is built from the stored copies first,
 //! and a list without one is reported as not loaded until its first download lands.
@@ -128,7 +129,11 @@ impl Refresher {
                 }
                 continue;
             }
-            // Wake at the next due time, and at least hourly to notice lists a reload added.
+            // Wake at the next due time, or when a reload may have brought lists without a
+            // copy yet (the loop then downloads only those: the others are not due). The
+            // sleep runs on the monotonic clock and due times are wall-clock ones, so wake at
+            // least hourly too: a clock set forward (a Pi without a battery-backed clock
+            // getting NTP time after boot) delays a refresh by an hour at most.
             let next = later.iter().map(|(_, when)| *when).min();
             let wait = next
                 .and_then(|when| when.duration_since(now).ok())
@@ -136,6 +141,7 @@ impl Refresher {
                 .min(Duration::from_secs(3600));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                () = self.reloader.config_changed() => {}
                 () = shutdown.cancelled() => return,
             }
         }

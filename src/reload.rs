@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
 use crate::config::{self, ConfigError, Origin, Settings};
@@ -42,6 +42,8 @@ pub struct Reloader {
     settings: Mutex<Settings>,
     policy: PolicyHandle,
     metrics: Arc<Metrics>,
+    /// Poked by every config reload that took effect, for [`Self::config_changed`].
+    config_changed: Notify,
 }
 
 impl Reloader {
@@ -51,7 +53,16 @@ impl Reloader {
             settings: Mutex::new(settings),
             policy,
             metrics,
+            config_changed: Notify::new(),
         }
+    }
+
+    /// Returns once a config reload has taken effect: at once if one did since the last
+    /// call returned. The refresher sleeps on this besides its timer, because the new
+    /// settings may name URL lists it has no copy of (added, or given a new URL), and those
+    /// are not loaded until downloaded. One waiter only: the refresher's loop.
+    pub async fn config_changed(&self) {
+        self.config_changed.notified().await;
     }
 
     /// The settings in force.
@@ -81,6 +92,10 @@ impl Reloader {
                 // refresh rebuilds from them next.
                 if generation.is_ok() {
                     *current = settings;
+                    // `notify_one` keeps a permit while the refresher is busy downloading
+                    // (not waiting), so a reload then is not missed: it re-reads the settings
+                    // when it next goes to sleep.
+                    self.config_changed.notify_one();
                 }
                 generation
             }

@@ -13,6 +13,16 @@ use tokio::net::TcpStream;
 const TOKEN: &str = "test-token-0123456789";
 
 fn config(list_url: &str, upstream: &TestUpstream) -> String {
+    config_with_lists(&[("remote", list_url)], upstream)
+}
+
+/// A config whose `family` profile (the default) blocks every list of `lists` (id, URL).
+fn config_with_lists(lists: &[(&str, &str)], upstream: &TestUpstream) -> String {
+    let tables: String = lists
+        .iter()
+        .map(|(id, url)| format!("[[list]]\nid = \"{id}\"\nsource = \"{url}\"\n\n"))
+        .collect();
+    let ids: Vec<String> = lists.iter().map(|(id, _)| format!("{id:?}")).collect();
     format!(
         r#"
 default_profile = "family"
@@ -20,13 +30,9 @@ default_profile = "family"
 [[upstream]]
 address = "{}"
 
-[[list]]
-id = "remote"
-source = "{list_url}"
-
-[[profile]]
+{tables}[[profile]]
 name = "family"
-block = ["remote"]
+block = [{}]
 
 [download]
 attempts = 1
@@ -37,7 +43,8 @@ http = "127.0.0.1:0"
 state_dir = "state"
 api_token = "{TOKEN}"
 "#,
-        upstream.addr
+        upstream.addr,
+        ids.join(", ")
     )
 }
 
@@ -57,15 +64,13 @@ async fn refresh(daemon: &TestDaemon) -> (u16, String) {
 
 /// Sends `POST /api/lists/refresh` with the token, without reading the response.
 async fn send_refresh(daemon: &TestDaemon) -> TcpStream {
+    send_with_token(daemon, "/api/lists/refresh").await
+}
+
+/// Sends an empty `POST path` with the token, without reading the response.
+async fn send_with_token(daemon: &TestDaemon, path: &str) -> TcpStream {
     let auth = format!("Bearer {TOKEN}");
-    http_send(
-        daemon.http,
-        "POST",
-        "/api/lists/refresh",
-        &[("Authorization", &auth)],
-        "",
-    )
-    .await
+    http_send(daemon.http, "POST", path, &[("Authorization", &auth)], "").await
 }
 
 /// Polls until `name` gets `expected` (the first download runs in the background).
@@ -233,4 +238,32 @@ async fn a_refresh_whose_client_hangs_up_still_applies_the_new_copy() {
         seen + 1,
         "applied without another download"
     );
+}
+
+#[tokio::test]
+async fn a_url_list_a_reload_adds_is_downloaded_at_once_and_a_fresh_one_is_not_fetched_again() {
+    let upstream = upstream().await;
+    let first = ListServer::start("ads.example\n").await;
+    let added = ListServer::start("tracker.example\n").await;
+    let daemon = TestDaemon::start(&config(&first.url, &upstream)).await;
+    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+
+    // The first list is now due again in a day: the refresher sleeps (an hour at most), and
+    // only the reload can tell it about the new list in time.
+    let lists = [
+        ("remote", first.url.as_str()),
+        ("added", added.url.as_str()),
+    ];
+    std::fs::write(daemon.config_path(), config_with_lists(&lists, &upstream)).unwrap();
+    let (status, body) = http_response(send_with_token(&daemon, "/api/reload").await).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_answer(&daemon, "tracker.example", Ipv4Addr::UNSPECIFIED).await;
+    assert_eq!(added.requests(), 1);
+    assert_eq!(
+        first.requests(),
+        1,
+        "the fresh list is not downloaded again"
+    );
+    let (_, health) = http_get(daemon.http, "/healthz").await;
+    assert!(health.contains(r#""status":"ok""#), "{health}");
 }
