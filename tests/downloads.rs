@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use common::*;
+use metasink::config::DownloadSettings;
+use metasink::lists::download::{Downloader, Refreshed};
 use metasink::lists::store::{ListStore, StoredMeta};
 use tokio::net::TcpStream;
 
@@ -266,4 +268,60 @@ async fn a_url_list_a_reload_adds_is_downloaded_at_once_and_a_fresh_one_is_not_f
     );
     let (_, health) = http_get(daemon.http, "/healthz").await;
     assert!(health.contains(r#""status":"ok""#), "{health}");
+}
+
+#[tokio::test]
+async fn a_stored_copy_cut_short_is_downloaded_whole_not_kept_by_a_304() {
+    const FIRST_LINE: &str = "ads.example\n";
+    let upstream = upstream().await;
+    let server = ListServer::start(&format!("{FIRST_LINE}tracker.example\n")).await;
+    // The first download, stored as the daemon stores it: the body, and a meta holding the
+    // server's ETag and the body's size.
+    let dir = tempfile::tempdir().unwrap();
+    let store = ListStore::new(&dir.path().join("state"));
+    let settings = DownloadSettings {
+        interval: Duration::from_secs(86_400),
+        timeout: Duration::from_secs(5),
+        attempts: 1,
+        max_bytes: 1024 * 1024,
+        concurrency: 1,
+    };
+    let downloader = Downloader::new(&settings, store.clone()).unwrap();
+    let first = downloader.refresh("remote", &server.url).await.unwrap();
+    assert!(matches!(first, Refreshed::Updated { .. }), "{first:?}");
+    assert!(store.meta(&server.url).unwrap().etag.is_some());
+    // A power cut left the meta whole and the body cut after its first line.
+    let lists = dir.path().join("state").join("lists");
+    let body = std::fs::read_dir(&lists)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|end| end == "txt"))
+        .expect("a stored body");
+    let cut = std::fs::OpenOptions::new().write(true).open(&body).unwrap();
+    cut.set_len(FIRST_LINE.len() as u64).unwrap();
+    drop(cut);
+
+    let daemon = TestDaemon::start_in(dir, &config(&server.url, &upstream), &[]).await;
+    let tracker = query_udp(daemon.dns, "tracker.example", RecordType::A, true).await;
+    assert_eq!(
+        a_addrs(&tracker),
+        vec![Ipv4Addr::new(192, 0, 2, 5)],
+        "the cut copy lacks the last name"
+    );
+    let (status, reply) = refresh(&daemon).await;
+    assert_eq!(status, 200, "{reply}");
+    // The server's ETag still matches: only a request without it gets the list again.
+    assert!(reply.contains(r#""result":"updated""#), "{reply}");
+    assert_eq!(server.not_modified(), 0);
+    assert_eq!(server.requests(), 2);
+    let tracker = query_udp(daemon.dns, "tracker.example", RecordType::A, true).await;
+    assert_eq!(
+        a_addrs(&tracker),
+        vec![Ipv4Addr::UNSPECIFIED],
+        "whole again"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&body).unwrap(),
+        format!("{FIRST_LINE}tracker.example\n")
+    );
 }

@@ -249,7 +249,7 @@ impl Downloader {
 
     async fn refresh_with_retries(&self, id: &str, url: &str) -> Result<Refreshed, RefreshError> {
         let parsed = parse_url(url)?;
-        let condition = Condition::for_stored(&self.store, url);
+        let condition = Condition::for_stored(&self.store, id, url);
         let mut attempt = 1;
         loop {
             match self.attempt(&parsed, url, condition.as_ref()).await {
@@ -286,10 +286,11 @@ impl Downloader {
             .unwrap_or(Err(RefreshError::Timeout))?;
         match fetched {
             Fetched::NotModified(meta) => {
-                // A few hundred bytes of JSON: not worth a trip to the blocking pool.
-                self.store
-                    .save_meta(key, &meta)
-                    .map_err(RefreshError::Store)?;
+                // Only a few hundred bytes, but synced to the disk: that can take a while on
+                // an SD card, and the DNS listeners share the runtime's worker threads.
+                let (store, key) = (self.store.clone(), key.to_owned());
+                on_blocking_pool(move || store.save_meta(&key, &meta).map_err(RefreshError::Store))
+                    .await?;
                 Ok(Refreshed::NotModified)
             }
             Fetched::Body(download) => {
@@ -352,13 +353,11 @@ struct Condition {
 }
 
 impl Condition {
-    /// `None` when there is nothing to keep (no body, or no usable validator): then the GET is
-    /// unconditional, so a 304 cannot leave the list without a copy.
-    fn for_stored(store: &ListStore, url: &str) -> Option<Self> {
+    /// `None` when there is nothing to keep (no usable validator, or no body of the size the
+    /// meta records): then the GET is unconditional, so a 304 cannot leave the list without a
+    /// copy, or with a cut one.
+    fn for_stored(store: &ListStore, id: &str, url: &str) -> Option<Self> {
         let meta = store.meta(url)?;
-        if !store.has_body(url) {
-            return None;
-        }
         let mut headers = HeaderMap::new();
         for (name, value) in [
             (IF_NONE_MATCH, &meta.etag),
@@ -369,7 +368,26 @@ impl Condition {
                 headers.insert(name, value);
             }
         }
-        (!headers.is_empty()).then_some(Self { meta, headers })
+        if headers.is_empty() {
+            return None;
+        }
+        // The body is stored before its meta, so this only fails when the disk lost part of
+        // it (a power cut before the store synced its files, a disk error) or someone edited
+        // it. Asking with the validators would get a 304 and keep it like that for good.
+        let problem = match store.body_len(url) {
+            Ok(Some(bytes)) if bytes == meta.bytes => return Some(Self { meta, headers }),
+            Ok(Some(bytes)) => format!(
+                "the stored copy has {bytes} bytes where its download had {}",
+                meta.bytes
+            ),
+            Ok(None) => "the stored copy is missing".to_owned(),
+            Err(error) => format!("cannot read the stored copy: {error}"),
+        };
+        warn!(
+            list = id,
+            "{problem}; downloading the whole list instead of asking whether it changed"
+        );
+        None
     }
 }
 
@@ -429,7 +447,7 @@ async fn check_and_store(
     url: String,
     download: Download,
 ) -> Result<ParseReport, RefreshError> {
-    tokio::task::spawn_blocking(move || {
+    on_blocking_pool(move || {
         let report = check_list(&download.body)?;
         store
             .save(&url, &download.body, &download.meta)
@@ -437,8 +455,17 @@ async fn check_and_store(
         Ok(report)
     })
     .await
-    // Only a panic or a runtime shutting down gets here; either way nothing was stored.
-    .unwrap_or_else(|error| Err(RefreshError::Store(io::Error::other(error))))
+}
+
+/// Runs `work` on the blocking pool, away from the worker threads the DNS listeners share.
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RefreshError> + Send + 'static,
+) -> Result<T, RefreshError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        // Only a panic or a runtime shutting down gets here; the store's renames leave each
+        // file old or new either way.
+        .unwrap_or_else(|error| Err(RefreshError::Store(io::Error::other(error))))
 }
 
 /// Whether `body` reads as a list: text, not a web page, at least half of its lines good.
@@ -746,22 +773,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn validators_without_a_stored_body_are_not_sent() {
-        let (url, seen) = serve(
-            Duration::ZERO,
-            Box::new(|_, _| plain(StatusCode::OK, GOOD_LIST)),
-        )
-        .await;
-        let (downloader, store, _dir) = default_downloader();
-        let meta = StoredMeta {
-            etag: Some("\"gone\"".into()),
-            ..StoredMeta::default()
-        };
-        store.save_meta(&url, &meta).unwrap();
+    async fn validators_without_the_whole_stored_body_are_not_sent() {
+        // No body at all, then one a byte short of what the meta records (a power cut).
+        for body in [None, Some(&GOOD_LIST.as_bytes()[..GOOD_LIST.len() - 1])] {
+            let (url, seen) = serve(
+                Duration::ZERO,
+                Box::new(|_, headers| match headers.get("if-none-match") {
+                    Some(_) => StatusCode::NOT_MODIFIED.into_response(),
+                    None => plain(StatusCode::OK, GOOD_LIST),
+                }),
+            )
+            .await;
+            let (downloader, store, _dir) = default_downloader();
+            let meta = StoredMeta {
+                etag: Some("\"v1\"".into()),
+                last_modified: Some("Tue, 01 Apr 2025 10:00:00 GMT".into()),
+                fetched_at: 7,
+                bytes: GOOD_LIST.len() as u64,
+            };
+            match body {
+                Some(body) => store.save(&url, body, &meta).unwrap(),
+                None => store.save_meta(&url, &meta).unwrap(),
+            }
 
-        let result = downloader.refresh("test", &url).await.unwrap();
-        assert!(matches!(result, Refreshed::Updated { .. }), "{result:?}");
-        assert!(!seen.headers(0).contains_key("if-none-match"));
+            let result = downloader.refresh("test", &url).await.unwrap();
+            assert!(
+                matches!(result, Refreshed::Updated { .. }),
+                "{body:?}: {result:?}"
+            );
+            assert!(!seen.headers(0).contains_key("if-none-match"), "{body:?}");
+            assert!(
+                !seen.headers(0).contains_key("if-modified-since"),
+                "{body:?}"
+            );
+            assert_eq!(
+                store.load(&url).unwrap().as_deref(),
+                Some(GOOD_LIST.as_bytes())
+            );
+        }
     }
 
     #[tokio::test]

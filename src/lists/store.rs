@@ -2,14 +2,15 @@
 //! from the last good copy without waiting for the network.
 //!
 //! Each URL has two files named after it: the body as downloaded, and a small JSON record of
-//! its validators (ETag, Last-Modified) for conditional refreshes. Both are written to a
-//! temporary file first and renamed into place, so a crash mid-write never leaves a torn copy.
+//! its validators (ETag, Last-Modified) and size for conditional refreshes. Both are written to
+//! a temporary file first, synced to the disk and renamed into place, body first, so a crash or
+//! a power cut never leaves a torn copy, nor a meta file describing a body the disk never got.
 //! Every write has a temporary file of its own: two writes sharing one could rename each
 //! other's bytes into place (a list body holding JSON).
 
 use std::ffi::OsString;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -77,11 +78,7 @@ impl ListStore {
 
     /// The stored body of `url`, if there is one.
     pub fn load(&self, url: &str) -> io::Result<Option<Vec<u8>>> {
-        match fs::read(self.body_path(url)) {
-            Ok(body) => Ok(Some(body)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
-        }
+        if_found(fs::read(self.body_path(url)))
     }
 
     /// Whether a body of `url` is stored, without reading it.
@@ -91,11 +88,12 @@ impl ListStore {
 
     /// The stored body of `url` opened for reading, if there is one (big lists are streamed).
     pub fn open(&self, url: &str) -> io::Result<Option<fs::File>> {
-        match fs::File::open(self.body_path(url)) {
-            Ok(file) => Ok(Some(file)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
-        }
+        if_found(fs::File::open(self.body_path(url)))
+    }
+
+    /// The size of the stored body of `url`, if there is one, without reading it.
+    pub fn body_len(&self, url: &str) -> io::Result<Option<u64>> {
+        if_found(fs::metadata(self.body_path(url)).map(|metadata| metadata.len()))
     }
 
     /// The validators of the stored copy of `url`, if there is one.
@@ -107,6 +105,8 @@ impl ListStore {
     /// Replaces the stored copy of `url`.
     pub fn save(&self, url: &str, body: &[u8], meta: &StoredMeta) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
+        // The body is on the disk before the meta is written: a meta that survives a power
+        // cut describes a whole body, so its validators never keep a cut one (a 304 would).
         write_atomically(&self.body_path(url), body)?;
         self.save_meta(url, meta)
     }
@@ -153,16 +153,56 @@ fn file_stem(url: &str) -> String {
 /// How the temporary files of unfinished writes end.
 const TEMPORARY_EXTENSION: &str = "tmp";
 
+/// `Ok(None)` for a file that is not there, the result otherwise.
+fn if_found<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Writes `bytes` to a temporary file beside `path` (the same directory, so the rename is
-/// atomic) and renames it into place: readers see the old copy or the new one, never a part.
+/// atomic), syncs it, renames it into place and syncs the directory: readers see the old copy
+/// or the new one, never a part, and so does the next start after a power cut.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temporary = temporary_path(path);
-    let written = fs::write(&temporary, bytes).and_then(|()| fs::rename(&temporary, path));
+    // Without the sync the rename may reach the disk before the data: after a power cut the
+    // name would hold an empty or cut file, and the old copy would be gone.
+    let written = write_synced(&temporary, bytes).and_then(|()| fs::rename(&temporary, path));
     if written.is_err() {
         // Best effort: a full disk is the usual cause, and the leftover would only add to it.
         let _ = fs::remove_file(&temporary);
     }
-    written
+    written?;
+    sync_directory(path);
+    Ok(())
+}
+
+/// Creates `path` holding `bytes`, and returns once the disk has them.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Syncs the directory holding `path`, so a rename into it is on the disk before the next
+/// write starts (the body's rename before the meta's).
+///
+/// A failure is logged, not returned: the new file is already in place for every reader, so
+/// calling the write failed would be untrue (and would leave a new body beside the old meta),
+/// and on a file system that cannot sync directories no list could ever be updated. Should a
+/// power cut then pair a meta with the wrong body, the size check before a conditional
+/// refresh catches it.
+fn sync_directory(path: &Path) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Err(error) = fs::File::open(dir).and_then(|dir| dir.sync_all()) {
+        tracing::warn!(
+            path = %dir.display(),
+            %error,
+            "cannot sync the list store's directory; a power cut may undo the last write"
+        );
+    }
 }
 
 /// A temporary name for a write to `path` that no other write uses: the file name, this
@@ -190,6 +230,7 @@ mod tests {
         let url = "https://lists.example/hosts?x=1";
         assert_eq!(store.load(url).unwrap(), None);
         assert!(!store.has_body(url));
+        assert_eq!(store.body_len(url).unwrap(), None);
         assert_eq!(store.meta(url), None);
         let meta = StoredMeta {
             etag: Some("\"v1\"".into()),
@@ -203,6 +244,7 @@ mod tests {
             Some(&b"ads.example\n"[..])
         );
         assert!(store.has_body(url));
+        assert_eq!(store.body_len(url).unwrap(), Some(12));
         assert_eq!(store.meta(url), Some(meta));
         assert_eq!(store.load("https://lists.example/other").unwrap(), None);
     }
