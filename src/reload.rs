@@ -12,7 +12,8 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
-use crate::config::{self, ConfigError, Origin, Settings};
+use crate::config::{self, ConfigError, ListSource, Origin, Settings};
+use crate::lists::store::ListStore;
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicyHandle};
 
@@ -122,12 +123,15 @@ impl Reloader {
 
     /// Builds the next snapshot on a blocking thread and swaps it in.
     async fn swap(&self, settings: &Settings) -> Result<u64, ReloadError> {
-        let generation = self.policy.load().generation() + 1;
-        let (settings, metrics) = (settings.clone(), self.metrics.clone());
-        let built =
-            tokio::task::spawn_blocking(move || policy::compile(&settings, &metrics, generation))
-                .await
-                .map_err(|error| ReloadError::Build(error.to_string()))?;
+        let running = self.policy.load_full();
+        let generation = running.generation() + 1;
+        let (mut settings, metrics) = (settings.clone(), self.metrics.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            keep_copies_until_downloaded(&running, &mut settings);
+            policy::compile(&settings, &metrics, generation)
+        })
+        .await
+        .map_err(|error| ReloadError::Build(error.to_string()))?;
         if let Some(lost) = lost_list(&self.policy.load(), &built) {
             return Err(lost);
         }
@@ -165,6 +169,35 @@ fn keep_restart_only_settings(running: &Settings, loaded: &mut Settings) {
     keep("upstream", &running.upstreams, &mut loaded.upstreams);
     keep("cache", &running.cache, &mut loaded.cache);
     keep("download", &running.download, &mut loaded.download);
+}
+
+/// Points each loaded list that `settings` gives a URL with no stored copy yet back at the
+/// source `running` loaded it from, for the snapshot only.
+///
+/// Built from the new URL at once, the list would not load, and [`lost_list`] would refuse
+/// the whole reload: every other change held back, and the new URL never downloaded, since
+/// the refresher fetches the lists of the settings in force. So the snapshot keeps the old
+/// copy while the settings in force name the new URL; the refresher, woken by the reload,
+/// downloads it, and the rebuild after that download reads it.
+fn keep_copies_until_downloaded(running: &policy::Policy, settings: &mut Settings) {
+    let store = ListStore::new(&settings.server.state_dir);
+    for list in &mut settings.lists {
+        let ListSource::Url(url) = &list.source else {
+            continue;
+        };
+        if store.has_body(url) {
+            continue;
+        }
+        let loaded = running
+            .lists()
+            .iter()
+            .find(|old| old.id == list.id && old.load_error.is_none());
+        // Same source: its stored copy vanished, and `lost_list` refuses the swap.
+        if let Some(old) = loaded.filter(|old| old.source != list.source) {
+            info!(list = %list.id, "{url} is not downloaded yet: {} stays in force until it is", old.origin);
+            list.source = old.source.clone();
+        }
+    }
 }
 
 /// The first list loaded in `running` that `next` has under the same id but could not read.

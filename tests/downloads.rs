@@ -69,6 +69,11 @@ async fn send_refresh(daemon: &TestDaemon) -> TcpStream {
     send_with_token(daemon, "/api/lists/refresh").await
 }
 
+/// `POST /api/reload` with the token: (status, body).
+async fn reload(daemon: &TestDaemon) -> (u16, String) {
+    http_response(send_with_token(daemon, "/api/reload").await).await
+}
+
 /// Sends an empty `POST path` with the token, without reading the response.
 async fn send_with_token(daemon: &TestDaemon, path: &str) -> TcpStream {
     let auth = format!("Bearer {TOKEN}");
@@ -257,7 +262,7 @@ async fn a_url_list_a_reload_adds_is_downloaded_at_once_and_a_fresh_one_is_not_f
         ("added", added.url.as_str()),
     ];
     std::fs::write(daemon.config_path(), config_with_lists(&lists, &upstream)).unwrap();
-    let (status, body) = http_response(send_with_token(&daemon, "/api/reload").await).await;
+    let (status, body) = reload(&daemon).await;
     assert_eq!(status, 200, "{body}");
     wait_for_answer(&daemon, "tracker.example", Ipv4Addr::UNSPECIFIED).await;
     assert_eq!(added.requests(), 1);
@@ -268,6 +273,32 @@ async fn a_url_list_a_reload_adds_is_downloaded_at_once_and_a_fresh_one_is_not_f
     );
     let (_, health) = http_get(daemon.http, "/healthz").await;
     assert!(health.contains(r#""status":"ok""#), "{health}");
+}
+
+#[tokio::test]
+async fn a_list_a_reload_points_at_a_new_url_keeps_its_copy_until_the_new_one_is_downloaded() {
+    let upstream = upstream().await;
+    let old = ListServer::start("ads.example\n").await;
+    let new = ListServer::start("tracker.example\n").await;
+    let daemon = TestDaemon::start(&config(&old.url, &upstream)).await;
+    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+
+    // The new server holds its answer, so the test sees the time between reload and download.
+    new.set_delay(Duration::from_secs(1));
+    std::fs::write(daemon.config_path(), config(&new.url, &upstream)).unwrap();
+    let (status, body) = reload(&daemon).await;
+    assert_eq!(status, 200, "{body}");
+    let ads = query_udp(daemon.dns, "ads.example", RecordType::A, true).await;
+    assert_eq!(
+        a_addrs(&ads),
+        vec![Ipv4Addr::UNSPECIFIED],
+        "the old copy blocks until the new one lands"
+    );
+    wait_for_answer(&daemon, "tracker.example", Ipv4Addr::UNSPECIFIED).await;
+    wait_for_answer(&daemon, "ads.example", Ipv4Addr::new(192, 0, 2, 5)).await;
+    let (_, health) = http_get(daemon.http, "/healthz").await;
+    assert!(health.contains(r#""status":"ok""#), "{health}");
+    assert_eq!((old.requests(), new.requests()), (1, 1));
 }
 
 #[tokio::test]
