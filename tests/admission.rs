@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
+use hickory_proto::op::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
@@ -83,4 +85,52 @@ async fn a_client_over_its_rate_is_dropped_while_others_are_served() {
     let metrics = daemon.metrics().await;
     let dropped = metric(&metrics, "metasink_rate_limited_total");
     assert_eq!(dropped as usize, 200 - answered, "{metrics}");
+}
+
+#[tokio::test]
+async fn strangers_share_a_few_tcp_connections_and_cannot_take_the_houses() {
+    let upstream = upstream().await;
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nallow_from = [\"127.0.0.2/32\"]\n\n\
+         [[upstream]]\naddress = \"{}\"\n",
+        upstream.addr
+    );
+    let daemon = TestDaemon::start(&config).await;
+    // Four strangers open five connections each and send nothing: 20, over the 16 they share.
+    let mut strangers = Vec::new();
+    for host in 10..14 {
+        for _ in 0..5 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
+                .unwrap();
+            strangers.push(socket.connect(daemon.dns).await.unwrap());
+        }
+    }
+    // Time to accept them all; then the ones past the share have been closed already.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for stream in &mut strangers {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(10), stream.read(&mut byte)).await;
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 20 - 16, "closed at once past the strangers' share");
+    // The house still gets in.
+    let member = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((member, 0))).unwrap();
+    let mut stream = socket.connect(daemon.dns).await.unwrap();
+    let query = build_query("www.example.com", RecordType::A, false)
+        .to_vec()
+        .unwrap();
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    stream.write_all(&framed).await.unwrap();
+    let length = stream.read_u16().await.unwrap();
+    let mut reply = vec![0; usize::from(length)];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(a_addrs(&Message::from_vec(&reply).unwrap()), vec![REAL]);
 }

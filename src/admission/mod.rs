@@ -66,6 +66,11 @@ impl Admission {
         }
     }
 
+    /// Whether `client` is inside `allow_from` (the access list alone, no rate limit).
+    pub fn allows(&self, client: IpAddr) -> bool {
+        self.access.allows(client)
+    }
+
     /// The verdict on a query from `client`, now (on the monotonic clock).
     pub fn check(&self, client: IpAddr) -> Verdict {
         self.verdict(client, Instant::now)

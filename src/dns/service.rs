@@ -72,6 +72,12 @@ impl DnsService {
         }
     }
 
+    /// Whether `client` is one of the house's (inside `allow_from`); strangers are only ever
+    /// answered REFUSED.
+    pub fn serves(&self, client: IpAddr) -> bool {
+        self.admission.allows(client)
+    }
+
     /// Admission comes before anything is decoded: a stranger gets REFUSED (no bigger than
     /// its question, so useless for amplification) and never reaches an upstream; a client
     /// over its rate gets nothing at all.

@@ -1,5 +1,6 @@
 //! The TCP listener (RFC 7766), with the limits that keep one client from starving the house:
-//! at most [`MAX_CONNECTIONS`] connections in all and [`MAX_PER_CLIENT`] per client address,
+//! at most [`MAX_CONNECTIONS`] connections in all, [`MAX_PER_CLIENT`] per client and
+//! [`MAX_STRANGER_CONNECTIONS`] for all clients outside `allow_from` together,
 //! [`FIRST_MESSAGE_TIMEOUT`] to send the first query and [`IDLE_TIMEOUT`] between queries, at
 //! most [`MAX_QUERIES`] queries per connection, up to [`MAX_IN_FLIGHT`] answered concurrently
 //! and sent back as they complete (out of order, RFC 7766 §6.2.1.1), and a client that stops
@@ -26,6 +27,9 @@ use crate::net::{ClientSource, client_source};
 pub const MAX_CONNECTIONS: usize = 256;
 /// Connections open at once from one client address.
 pub const MAX_PER_CLIENT: usize = 16;
+/// Connections open at once from clients outside `allow_from`, all together: they only ever
+/// get REFUSED, and must not be able to take the house's connections.
+pub const MAX_STRANGER_CONNECTIONS: usize = 16;
 /// Time a new connection has to deliver its first query.
 pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection may sit idle between queries.
@@ -51,6 +55,7 @@ const SEND_BUFFER: usize = 64 * 1024;
 /// limit counts them: one host holds every address of its /64).
 pub struct ConnectionLimits {
     total: Arc<Semaphore>,
+    strangers: Arc<Semaphore>,
     per_client: Mutex<HashMap<ClientSource, usize>>,
 }
 
@@ -58,6 +63,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            strangers: Arc::new(Semaphore::new(MAX_STRANGER_CONNECTIONS)),
             per_client: Mutex::new(HashMap::new()),
         }
     }
@@ -66,13 +72,20 @@ impl Default for ConnectionLimits {
 /// A connection's place within the limits, given back when it closes.
 struct Slot {
     _permit: OwnedSemaphorePermit,
+    _stranger_permit: Option<OwnedSemaphorePermit>,
     limits: Arc<ConnectionLimits>,
     client: ClientSource,
 }
 
 impl ConnectionLimits {
-    fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+    /// A place for a connection from `client`, one of the house's (`served`) or a stranger.
+    fn admit(self: &Arc<Self>, client: IpAddr, served: bool) -> Option<Slot> {
         let client = client_source(client);
+        let stranger_permit = if served {
+            None
+        } else {
+            Some(self.strangers.clone().try_acquire_owned().ok()?)
+        };
         let permit = self.total.clone().try_acquire_owned().ok()?;
         let mut per_client = self.per_client.lock().ok()?;
         let open = per_client.entry(client).or_default();
@@ -82,6 +95,7 @@ impl ConnectionLimits {
         *open += 1;
         Some(Slot {
             _permit: permit,
+            _stranger_permit: stranger_permit,
             limits: self.clone(),
             client,
         })
@@ -125,7 +139,7 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         // Over a limit: close at once; the client retries elsewhere or later.
-        let Some(slot) = limits.admit(client.ip()) else {
+        let Some(slot) = limits.admit(client.ip(), service.serves(client.ip())) else {
             tracing::debug!(%client, "TCP connection refused: limit reached");
             continue;
         };
@@ -249,17 +263,20 @@ mod tests {
     fn the_addresses_of_one_ipv6_64_count_as_one_client() {
         let limits = Arc::new(ConnectionLimits::default());
         let held: Vec<Slot> = (1..=MAX_PER_CLIENT)
-            .map(|host| limits.admit(ip(&format!("2001:db8:0:1::{host:x}"))))
+            .map(|host| limits.admit(ip(&format!("2001:db8:0:1::{host:x}")), true))
             .collect::<Option<_>>()
             .expect("within the limit");
         assert!(
-            limits.admit(ip("2001:db8:0:1::ffff")).is_none(),
+            limits.admit(ip("2001:db8:0:1::ffff"), true).is_none(),
             "another address of the same /64"
         );
-        assert!(limits.admit(ip("2001:db8:0:2::1")).is_some(), "another /64");
+        assert!(
+            limits.admit(ip("2001:db8:0:2::1"), true).is_some(),
+            "another /64"
+        );
         drop(held);
         assert!(
-            limits.admit(ip("2001:db8:0:1::ffff")).is_some(),
+            limits.admit(ip("2001:db8:0:1::ffff"), true).is_some(),
             "slots given back"
         );
     }
