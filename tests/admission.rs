@@ -17,15 +17,19 @@ async fn upstream() -> TestUpstream {
     TestUpstream::start(&[TestRecord::A("www.example.com", REAL, 300)]).await
 }
 
-#[tokio::test]
-async fn clients_outside_allow_from_are_refused_and_never_reach_the_upstream() {
-    let upstream = upstream().await;
-    let config = format!(
+/// A config that serves 127.0.0.2 alone: every other loopback address is a stranger.
+fn only_127_0_0_2(upstream: &TestUpstream) -> String {
+    format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nallow_from = [\"127.0.0.2/32\"]\n\n\
          [[upstream]]\naddress = \"{}\"\n",
         upstream.addr
-    );
-    let daemon = TestDaemon::start(&config).await;
+    )
+}
+
+#[tokio::test]
+async fn clients_outside_allow_from_are_refused_and_never_reach_the_upstream() {
+    let upstream = upstream().await;
+    let daemon = TestDaemon::start(&only_127_0_0_2(&upstream)).await;
     let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
     let refused =
         query_udp_from(stranger, daemon.dns, "www.example.com", RecordType::A, true).await;
@@ -90,12 +94,7 @@ async fn a_client_over_its_rate_is_dropped_while_others_are_served() {
 #[tokio::test]
 async fn strangers_share_a_few_tcp_connections_and_cannot_take_the_houses() {
     let upstream = upstream().await;
-    let config = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nallow_from = [\"127.0.0.2/32\"]\n\n\
-         [[upstream]]\naddress = \"{}\"\n",
-        upstream.addr
-    );
-    let daemon = TestDaemon::start(&config).await;
+    let daemon = TestDaemon::start(&only_127_0_0_2(&upstream)).await;
     // Four strangers open five connections each and send nothing: 20, over the 16 they share.
     let mut strangers = Vec::new();
     for host in 10..14 {
