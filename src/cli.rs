@@ -29,7 +29,7 @@ enum Command {
     /// Run the daemon (built-in defaults without --config: 127.0.0.1:5053, bundled lists).
     Run(ConfigArg),
     /// Validate a config and every list it uses; print a summary. Exit 1 on any error.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Explain why NAME is or is not blocked for a client or a profile.
     Explain(ExplainArgs),
     /// Print the bundled catalogue (or the lists of --config).
@@ -41,6 +41,17 @@ struct ConfigArg {
     /// Config file (TOML); without it the built-in defaults are used.
     #[arg(long, short)]
     config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Exit 0 when the daemon would start: a list file that cannot be read is reported but
+    /// not an error (the daemon runs without it). For systemd's ExecStartPre, so a list file
+    /// gone missing does not keep the house's DNS from coming back after a restart.
+    #[arg(long)]
+    lists_optional: bool,
 }
 
 #[derive(Args, Debug)]
@@ -121,10 +132,11 @@ fn compile(settings: &Settings) -> Policy {
     policy::compile(settings, &Metrics::new(), 1)
 }
 
-fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
-    let settings = args.settings()?;
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.config.settings()?;
     let policy = compile(&settings);
     let origin = args
+        .config
         .config
         .as_ref()
         .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
@@ -185,7 +197,7 @@ fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
                 );
             }
             Some(error) => {
-                failed = true;
+                failed |= !args.lists_optional;
                 println!("  list:      {} NOT LOADED: {error}", list.id);
             }
             None => println!(

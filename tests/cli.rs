@@ -63,17 +63,26 @@ fn check_rejects_a_broken_config_naming_file_line_and_key() {
 }
 
 #[test]
-fn check_fails_when_a_list_file_cannot_be_read() {
+fn check_fails_when_a_list_file_cannot_be_read_unless_lists_are_optional() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, "[[list]]\nid = \"mine\"\nsource = \"missing.txt\"\n").unwrap();
-    let output = metasink(&["check", "--config", path.to_str().unwrap()]);
+    let path = path.to_str().unwrap();
+    let output = metasink(&["check", "--config", path]);
     assert!(!output.status.success());
     assert!(
         text(&output.stdout).contains("mine NOT LOADED"),
         "{}",
         text(&output.stdout)
     );
+    // What systemd's ExecStartPre runs: the daemon would start (without the list).
+    let output = metasink(&["check", "--config", path, "--lists-optional"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("mine NOT LOADED"));
+    // A config error still fails it.
+    std::fs::write(path, "[[list]]\nid = \"mine\"\nsorce = \"missing.txt\"\n").unwrap();
+    let output = metasink(&["check", "--config", path, "--lists-optional"]);
+    assert!(!output.status.success());
 }
 
 #[test]
