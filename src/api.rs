@@ -8,7 +8,7 @@
 //! builds the routes, `serve` runs them) so tests can drive the routes directly.
 //!
 //! A state change, once accepted, runs to the end even if the client hangs up: see
-//! [`run_to_completion`].
+//! `run_to_completion`.
 
 use std::future::Future;
 use std::sync::Arc;

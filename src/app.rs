@@ -138,7 +138,7 @@ impl Daemon {
     /// Stops the DNS listeners (letting queries in flight finish), then the HTTP listener,
     /// then background tasks. DNS is already down by then, and a restart waits for this: an
     /// HTTP client that never finishes its request, or a download that would take minutes,
-    /// gets [`STOP_GRACE`] and no more.
+    /// gets `STOP_GRACE` (2 s) and no more.
     pub async fn shutdown(mut self) {
         self.dns.shutdown().await;
         self.http_shutdown.cancel();
