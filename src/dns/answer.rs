@@ -233,7 +233,12 @@ impl Answer {
     #[doc(hidden)]
     pub fn from_message_bytes(bytes: &[u8]) -> Option<(Question, Answer)> {
         let message = Message::from_vec(bytes).ok()?;
-        let question = Question::from_wire_query(message.queries.first()?, false, false);
+        // An upstream echoes the DO bit it was asked with: the answer to a client that set it.
+        let dnssec_ok = message
+            .edns
+            .as_ref()
+            .is_some_and(|edns| edns.flags().dnssec_ok);
+        let question = Question::from_wire_query(message.queries.first()?, dnssec_ok, false);
         let answer = Answer::new(
             &question,
             message.metadata.response_code,
