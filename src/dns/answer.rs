@@ -1,8 +1,8 @@
 //! [`Answer`]: an upstream's answer to one question, as the cache keeps it and as clients get
 //! it back: the response code, the answer and authority records in wire form, how long it
 //! may be kept, and the names inside it that the policy must also check (CNAME targets,
-//! HTTPS/SVCB targets). A positive answer keeps no authority records unless the client asked
-//! for DNSSEC ([`keeps_authority`]).
+//! HTTPS/SVCB targets). A positive answer keeps its authority records only when they hold
+//! an SOA or the client asked for DNSSEC ([`keeps_authority`]).
 //!
 //! The records are encoded once, when the answer arrives (hickory's encoder, names
 //! compressed against the question at offset 12, as in any reply), and kept as bytes with
@@ -311,8 +311,8 @@ mod tests {
         answers: Vec<Record>,
         authorities: Vec<Record>,
     ) -> Answer {
-        let query = Query::query(name("www.example.com."), RecordType::A);
-        let question = Question::from_wire_query(&query, true, false);
+        let mut question = Question::parse("www.example.com", "A").unwrap();
+        question.dnssec_ok = true;
         Answer::new(&question, rcode, answers, authorities).unwrap()
     }
 

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::Shared;
 use tokio::sync::oneshot;
 
 use crate::cache::{Cache, Entry, Lookup};
@@ -51,7 +51,9 @@ pub enum Source {
 
 /// The result of one fetch, shared by every question waiting for it.
 type Fetched = Result<Arc<Entry>, UpstreamError>;
-type SharedFetch = Shared<BoxFuture<'static, Fetched>>;
+/// A fetch's result as its waiters share it: the task's channel (closed without a result if
+/// the task was dropped).
+type SharedFetch = Shared<oneshot::Receiver<Fetched>>;
 type InFlight = Mutex<HashMap<CacheKey, SharedFetch>>;
 
 /// The cache and the upstreams, and the fetches under way.
@@ -78,14 +80,14 @@ impl Fetcher {
             Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),
             Lookup::Stale(entry) => entry,
             Lookup::Miss => {
-                let entry = self.fetch(key.to_key(), question).await?;
+                let entry = self.fetched(key.to_key(), question).await?;
                 return Ok((entry, Source::Upstream));
             }
         };
         if stale.refresh_failed_within(FAILURE_RECHECK) {
             return Ok(self.serve_stale(stale));
         }
-        match tokio::time::timeout(STALE_AFTER, self.fetch(key.to_key(), question)).await {
+        match tokio::time::timeout(STALE_AFTER, self.fetched(key.to_key(), question)).await {
             Ok(Ok(entry)) => Ok((entry, Source::Upstream)),
             Ok(Err(_)) | Err(_) => Ok(self.serve_stale(stale)),
         }
@@ -94,6 +96,13 @@ impl Fetcher {
     fn serve_stale(&self, entry: Arc<Entry>) -> (Arc<Entry>, Source) {
         self.cache.count_stale_answer();
         (entry, Source::Stale)
+    }
+
+    /// The result of the fetch under way for `key`, or of a new one. A task that did not
+    /// finish (its runtime stopping) drops its sender: failed.
+    async fn fetched(&self, key: CacheKey, question: &Question) -> Fetched {
+        let fetch = self.fetch(key, question);
+        fetch.await.unwrap_or(Err(UpstreamError::AllFailed))
     }
 
     /// The fetch under way for `key`, or a new one.
@@ -106,12 +115,9 @@ impl Fetcher {
             // Waiters share the task's result, not the fetch itself: only the task polls the
             // upstream exchange, so its sockets and timers belong to the runtime that runs it
             // (each UDP listener has its own, see `crate::dns::udp`), and it completes
-            // whoever is still waiting. A task that did not finish (its runtime stopping)
-            // drops the sender: failed.
+            // whoever is still waiting.
             let (done, result) = oneshot::channel();
-            let fetch = async move { result.await.unwrap_or(Err(UpstreamError::AllFailed)) }
-                .boxed()
-                .shared();
+            let fetch = result.shared();
             in_flight.insert(key.clone(), fetch.clone());
             (fetch, done)
         };
