@@ -142,22 +142,18 @@ impl Daemon {
     pub async fn shutdown(mut self) {
         self.dns.shutdown().await;
         self.http_shutdown.cancel();
-        if tokio::time::timeout(STOP_GRACE, &mut self.http)
-            .await
-            .is_err()
-        {
-            warn!("HTTP connections still open after {STOP_GRACE:?}; closing them");
-            self.http.abort();
-        }
+        finish_within_grace(&mut self.http, "HTTP connections").await;
         self.background.cancel();
-        if tokio::time::timeout(STOP_GRACE, &mut self.refresh_task)
-            .await
-            .is_err()
-        {
-            warn!("list downloads still running after {STOP_GRACE:?}; abandoning them");
-            self.refresh_task.abort();
-        }
+        finish_within_grace(&mut self.refresh_task, "list downloads").await;
         info!("stopped");
+    }
+}
+
+/// Waits [`STOP_GRACE`] for `task` to end, then aborts it (`what` names it in the warning).
+async fn finish_within_grace(task: &mut JoinHandle<()>, what: &str) {
+    if tokio::time::timeout(STOP_GRACE, &mut *task).await.is_err() {
+        warn!("{what} still running after {STOP_GRACE:?}; abandoning them");
+        task.abort();
     }
 }
 

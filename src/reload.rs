@@ -125,14 +125,15 @@ impl Reloader {
     async fn swap(&self, settings: &Settings) -> Result<u64, ReloadError> {
         let running = self.policy.load_full();
         let generation = running.generation() + 1;
-        let (mut settings, metrics) = (settings.clone(), self.metrics.clone());
+        let (mut settings, metrics, base) =
+            (settings.clone(), self.metrics.clone(), running.clone());
         let built = tokio::task::spawn_blocking(move || {
-            keep_copies_until_downloaded(&running, &mut settings);
+            keep_copies_until_downloaded(&base, &mut settings);
             policy::compile(&settings, &metrics, generation)
         })
         .await
         .map_err(|error| ReloadError::Build(error.to_string()))?;
-        if let Some(lost) = lost_list(&self.policy.load(), &built) {
+        if let Some(lost) = lost_list(&running, &built) {
             return Err(lost);
         }
         // The previous snapshot is freed when the last query holding it finishes, usually at
@@ -188,27 +189,27 @@ fn keep_copies_until_downloaded(running: &policy::Policy, settings: &mut Setting
         if store.has_body(url) {
             continue;
         }
-        let loaded = running
-            .lists()
-            .iter()
-            .find(|old| old.id == list.id && old.load_error.is_none());
         // Same source: its stored copy vanished, and `lost_list` refuses the swap.
-        if let Some(old) = loaded.filter(|old| old.source != list.source) {
+        if let Some(old) = loaded_in(running, &list.id).filter(|old| old.source != list.source) {
             info!(list = %list.id, "{url} is not downloaded yet: {} stays in force until it is", old.origin);
             list.source = old.source.clone();
         }
     }
 }
 
+/// The list `id` of `running`, if it loaded there.
+fn loaded_in<'a>(running: &'a policy::Policy, id: &str) -> Option<&'a policy::ListInfo> {
+    running
+        .lists()
+        .iter()
+        .find(|list| list.id == id && list.load_error.is_none())
+}
+
 /// The first list loaded in `running` that `next` has under the same id but could not read.
 fn lost_list(running: &policy::Policy, next: &policy::Policy) -> Option<ReloadError> {
     next.lists().iter().find_map(|list| {
         let reason = list.load_error.as_ref()?;
-        let loaded_now = running
-            .lists()
-            .iter()
-            .any(|old| old.id == list.id && old.load_error.is_none());
-        loaded_now.then(|| ReloadError::ListUnreadable {
+        loaded_in(running, &list.id).map(|_| ReloadError::ListUnreadable {
             id: list.id.clone(),
             reason: reason.clone(),
         })

@@ -168,9 +168,6 @@ async fn a_positive_answer_comes_without_the_upstreams_ns_records_unless_dnssec_
         hickory_proto::rr::RData::NS(hickory_proto::rr::rdata::NS(fqdn("ns.example.com"))),
     );
     let upstream = TestUpstream::start(&[TestRecord::Raw(Box::new(ns))]).await;
-    let authority_types = |msg: &Message| -> Vec<RecordType> {
-        msg.authorities.iter().map(|r| r.record_type()).collect()
-    };
     // The upstream itself puts the NS records behind its positive answer for the apex SOA.
     let direct = query_udp(upstream.addr, ".", RecordType::SOA, true).await;
     assert_eq!(answer_types(&direct), vec![RecordType::SOA]);

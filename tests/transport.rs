@@ -159,13 +159,7 @@ async fn pipeline(
     expect: usize,
 ) -> (Vec<Message>, TcpStream) {
     let mut stream = TcpStream::connect(server).await.unwrap();
-    let mut bytes = Vec::new();
-    for query in queries {
-        let message = query.to_vec().unwrap();
-        bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
-        bytes.extend_from_slice(&message);
-    }
-    stream.write_all(&bytes).await.unwrap();
+    stream.write_all(&framed(queries)).await.unwrap();
     let mut replies = Vec::new();
     for _ in 0..expect {
         let length = tokio::time::timeout(Duration::from_secs(3), stream.read_u16())
@@ -380,16 +374,22 @@ async fn ask_for_huge_answers(server: SocketAddr, count: usize) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(server).await.unwrap();
+    let queries: Vec<_> = (0..count)
+        .map(|_| build_query("huge.example.com", RecordType::TXT, false))
+        .collect();
+    stream.write_all(&framed(&queries)).await.unwrap();
+    stream
+}
+
+/// `queries` as TCP frames (RFC 1035 §4.2.2: a 2-byte length before each), back to back.
+fn framed(queries: &[Message]) -> Vec<u8> {
     let mut bytes = Vec::new();
-    for _ in 0..count {
-        let message = build_query("huge.example.com", RecordType::TXT, false)
-            .to_vec()
-            .unwrap();
+    for query in queries {
+        let message = query.to_vec().unwrap();
         bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
         bytes.extend_from_slice(&message);
     }
-    stream.write_all(&bytes).await.unwrap();
-    stream
+    bytes
 }
 
 /// The complete length-prefixed messages at the start of `bytes`.

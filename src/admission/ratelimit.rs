@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use foldhash::fast::RandomState;
 
-use crate::net::{ClientSource, client_source as source};
+use crate::net::{ClientSource, client_source};
 
 /// Most sources tracked at once.
 pub(super) const MAX_SOURCES: usize = 20_000;
@@ -67,9 +67,6 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// Time between two sweeps of a shard, in nanoseconds.
 const SWEEP_INTERVAL: u64 = NANOS_PER_SECOND;
 
-/// One source: see [`crate::net::client_source`].
-type Source = ClientSource;
-
 /// Token buckets for every recent source.
 pub(super) struct RateLimiter {
     rate: Rate,
@@ -94,7 +91,7 @@ impl RateLimiter {
 
     /// Takes a token from `client`'s bucket at `now`; false when it is empty.
     pub(super) fn admit(&self, client: IpAddr, now: Instant) -> bool {
-        let source = source(client);
+        let source = client_source(client);
         let now = self.nanos(now);
         self.lock(self.shard_index(source))
             .admit(source, now, self.rate)
@@ -106,7 +103,7 @@ impl RateLimiter {
     }
 
     /// The shard of `source`.
-    fn shard_index(&self, source: Source) -> usize {
+    fn shard_index(&self, source: ClientSource) -> usize {
         // The top bits: a multiply-and-fold hash mixes them best (its low bits of nearby
         // integer keys can correlate under some seeds, crowding a few shards). Below SHARDS,
         // so it fits any usize.
@@ -162,14 +159,14 @@ impl Rate {
 #[derive(Default)]
 struct Shard {
     /// Source → when its bucket is full again.
-    full_at: HashMap<Source, u64, RandomState>,
+    full_at: HashMap<ClientSource, u64, RandomState>,
     /// When this shard is next swept.
     next_sweep: u64,
 }
 
 impl Shard {
     /// Takes a token from `source`'s bucket at `now`, tracking the source if it is new.
-    fn admit(&mut self, source: Source, now: u64, rate: Rate) -> bool {
+    fn admit(&mut self, source: ClientSource, now: u64, rate: Rate) -> bool {
         if now >= self.next_sweep {
             self.sweep(now);
         }
@@ -237,11 +234,14 @@ mod tests {
 
     #[test]
     fn sources_of_both_families_never_collide() {
-        assert_eq!(source("10.0.0.1".parse().unwrap()), 0xffff_0a00_0001);
-        assert_eq!(source("::ffff:10.0.0.1".parse().unwrap()), 0xffff_0a00_0001);
-        assert_eq!(source("::a00:1".parse().unwrap()), 0, "in ::/64");
+        assert_eq!(client_source("10.0.0.1".parse().unwrap()), 0xffff_0a00_0001);
         assert_eq!(
-            source("2001:db8:1:2:3:4:5:6".parse().unwrap()),
+            client_source("::ffff:10.0.0.1".parse().unwrap()),
+            0xffff_0a00_0001
+        );
+        assert_eq!(client_source("::a00:1".parse().unwrap()), 0, "in ::/64");
+        assert_eq!(
+            client_source("2001:db8:1:2:3:4:5:6".parse().unwrap()),
             0x2001_0db8_0001_0002 << 64
         );
     }
@@ -310,7 +310,7 @@ mod tests {
         // One client per shard, found by trying addresses.
         let mut per_shard: Vec<Option<u32>> = vec![None; SHARDS];
         for i in 0..10_000 {
-            let slot = &mut per_shard[limiter.shard_index(source(client(i)))];
+            let slot = &mut per_shard[limiter.shard_index(client_source(client(i)))];
             slot.get_or_insert(i);
         }
         let per_shard: Vec<u32> = per_shard.into_iter().map(|i| i.expect("hit")).collect();

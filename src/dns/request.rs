@@ -69,12 +69,13 @@ impl Request {
                 edns,
             })
         };
+        let message = Message::from_vec(bytes);
         if metadata.op_code != OpCode::Query {
             // A request with an OPT gets one back whatever the answer (RFC 6891 §7).
-            let edns = Message::from_vec(bytes).is_ok_and(|message| message.edns.is_some());
+            let edns = message.is_ok_and(|message| message.edns.is_some());
             return reply(ResponseCode::NotImp, edns);
         }
-        let Ok(message) = Message::from_vec(bytes) else {
+        let Ok(message) = message else {
             return reply(ResponseCode::FormErr, false);
         };
         let edns = message.edns.as_ref();

@@ -107,6 +107,11 @@ pub fn answer_types(msg: &Message) -> Vec<RecordType> {
     msg.answers.iter().map(|r| r.record_type()).collect()
 }
 
+/// Types of the authority section's records, in order.
+pub fn authority_types(msg: &Message) -> Vec<RecordType> {
+    msg.authorities.iter().map(|r| r.record_type()).collect()
+}
+
 /// The smallest TTL in the answer section, `None` when it is empty.
 pub fn min_answer_ttl(msg: &Message) -> Option<u32> {
     msg.answers.iter().map(|r| r.ttl).min()
