@@ -45,6 +45,7 @@ impl Daemon {
         // Built from bundled lists, files and stored downloads only: start-up never waits on
         // the network.
         let first = policy::compile(&settings, &metrics, 1);
+        first.record_list_metrics(&metrics);
         let policy: PolicyHandle = Arc::new(ArcSwap::from_pointee(first));
         metrics.set_policy_generation(1);
         let reloader = Arc::new(Reloader::new(

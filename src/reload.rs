@@ -138,6 +138,7 @@ impl Reloader {
         }
         // The previous snapshot is freed when the last query holding it finishes, usually at
         // once; hand its memory back to the system rather than keep it for the next rebuild.
+        built.record_list_metrics(&self.metrics);
         drop(self.policy.swap(Arc::new(built)));
         crate::memory::release_free_memory();
         self.metrics.set_policy_generation(generation);

@@ -310,6 +310,9 @@ block = ["trackers"]
     );
     assert_eq!(answer().await, vec![Ipv4Addr::UNSPECIFIED], "still blocked");
     assert_eq!(daemon.daemon.policy().load().generation(), 1);
+    // The refused rebuild reports nothing: the metrics describe the lists in force.
+    let loaded = r#"metasink_list_loaded{list="trackers"}"#;
+    assert_eq!(metric(&daemon.metrics().await, loaded), 1.0);
 
     // Back, and the reload goes through.
     write(&list, "tracker.example\n");

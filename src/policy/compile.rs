@@ -30,14 +30,6 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         .enumerate()
         .map(|(index, list)| load_list(list, list_index(index), &store, &mut matcher))
         .collect();
-    for list in &lists {
-        metrics.record_list_load(
-            &list.id,
-            list.load_error.is_none(),
-            list.entries,
-            list.invalid_lines,
-        );
-    }
     let profiles: Vec<Profile> = settings
         .profiles
         .iter()

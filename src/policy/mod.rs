@@ -24,7 +24,7 @@ pub use profile::Profile;
 use crate::config::{ListSettings, ListSource};
 use crate::lists::MatchMode;
 use crate::lists::parse::{InvalidLine, ParseReport};
-use crate::metrics::ClientCounters;
+use crate::metrics::{ClientCounters, Metrics};
 use matcher::Matcher;
 
 /// One snapshot.
@@ -122,6 +122,19 @@ impl Policy {
     /// Its number: each reload builds the next one.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Publishes how each list loaded (`metasink_list_*`). Called for the snapshot in force
+    /// once it is in force: a rebuild that is refused must not report its lists.
+    pub fn record_list_metrics(&self, metrics: &Metrics) {
+        for list in &self.lists {
+            metrics.record_list_load(
+                &list.id,
+                list.load_error.is_none(),
+                list.entries,
+                list.invalid_lines,
+            );
+        }
     }
 
     /// The device `address` belongs to, or the unknown-client stand-in.
