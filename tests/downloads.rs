@@ -66,18 +66,12 @@ async fn refresh(daemon: &TestDaemon) -> (u16, String) {
 
 /// Sends `POST /api/lists/refresh` with the token, without reading the response.
 async fn send_refresh(daemon: &TestDaemon) -> TcpStream {
-    send_with_token(daemon, "/api/lists/refresh").await
+    daemon.post_with(TOKEN, "/api/lists/refresh").await
 }
 
 /// `POST /api/reload` with the token: (status, body).
 async fn reload(daemon: &TestDaemon) -> (u16, String) {
-    http_response(send_with_token(daemon, "/api/reload").await).await
-}
-
-/// Sends an empty `POST path` with the token, without reading the response.
-async fn send_with_token(daemon: &TestDaemon, path: &str) -> TcpStream {
-    let auth = format!("Bearer {TOKEN}");
-    http_send(daemon.http, "POST", path, &[("Authorization", &auth)], "").await
+    http_response(daemon.post_with(TOKEN, "/api/reload").await).await
 }
 
 /// Polls until `name` gets `expected` (the first download runs in the background).

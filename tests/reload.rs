@@ -11,7 +11,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::net::TcpStream;
 
 const TABLET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 8);
@@ -187,13 +186,7 @@ async fn the_reload_endpoint_needs_post_and_the_token_and_reports_config_errors(
 
 /// An empty `POST path` with the configured bearer token: (status, body).
 async fn post_with_token(daemon: &TestDaemon, path: &str) -> (u16, String) {
-    http_response(send_with_token(daemon, path).await).await
-}
-
-/// Sends an empty `POST path` with the configured bearer token, without reading the response.
-async fn send_with_token(daemon: &TestDaemon, path: &str) -> TcpStream {
-    let auth = format!("Bearer {TOKEN}");
-    http_send(daemon.http, "POST", path, &[("Authorization", &auth)], "").await
+    http_response(daemon.post_with(TOKEN, path).await).await
 }
 
 #[tokio::test]
@@ -208,7 +201,7 @@ async fn a_reload_whose_client_hangs_up_still_swaps_the_policy() {
     std::fs::remove_file(&path).unwrap();
     let made = Command::new("mkfifo").arg(&path).status().expect("mkfifo");
     assert!(made.success());
-    let stream = send_with_token(&daemon, "/api/reload").await;
+    let stream = daemon.post_with(TOKEN, "/api/reload").await;
     let mut config_writer = open_fifo_writer(&path).await;
     drop(stream);
     // Time for the HTTP server to see the hang-up and drop the handler's future.

@@ -81,6 +81,13 @@ impl TestDaemon {
         http_get(self.http, "/metrics").await.1
     }
 
+    /// Sends an empty `POST path` to the API with bearer `token`, without reading the
+    /// response (see [`http_send`]).
+    pub async fn post_with(&self, token: &str, path: &str) -> TcpStream {
+        let auth = format!("Bearer {token}");
+        http_send(self.http, "POST", path, &[("Authorization", &auth)], "").await
+    }
+
     /// Stops the daemon.
     pub async fn stop(self) {
         self.daemon.shutdown().await;
