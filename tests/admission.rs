@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
@@ -99,11 +99,8 @@ async fn strangers_share_a_few_tcp_connections_and_cannot_take_the_houses() {
     let mut strangers = Vec::new();
     for host in 10..14 {
         for _ in 0..5 {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket
-                .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
-                .unwrap();
-            strangers.push(socket.connect(daemon.dns).await.unwrap());
+            let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, host));
+            strangers.push(connect_tcp_from(stranger, daemon.dns).await.unwrap());
         }
     }
     // Time to accept them all; then the ones past the share have been closed already.
@@ -119,17 +116,11 @@ async fn strangers_share_a_few_tcp_connections_and_cannot_take_the_houses() {
     assert_eq!(closed, 20 - 16, "closed at once past the strangers' share");
     // The house still gets in.
     let member = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((member, 0))).unwrap();
-    let mut stream = socket.connect(daemon.dns).await.unwrap();
     let query = build_query("www.example.com", RecordType::A, false)
         .to_vec()
         .unwrap();
-    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&query);
-    stream.write_all(&framed).await.unwrap();
-    let length = stream.read_u16().await.unwrap();
-    let mut reply = vec![0; usize::from(length)];
-    stream.read_exact(&mut reply).await.unwrap();
+    let reply = exchange_tcp_from(member, daemon.dns, &query)
+        .await
+        .expect("an answer over TCP");
     assert_eq!(a_addrs(&Message::from_vec(&reply).unwrap()), vec![REAL]);
 }

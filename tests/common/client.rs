@@ -5,13 +5,14 @@
 //! (failing the test) on timeout, on a reply that does not decode, and on a reply whose ID differs
 //! from the query's; use `exchange_*` to see raw bytes or the absence of a reply.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, Query};
 use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::timeout;
 
 use super::upstream::fqdn;
@@ -123,9 +124,29 @@ pub async fn exchange_udp_from(
 /// Opens a TCP connection, sends `bytes` with a 2-byte length prefix and returns the first framed
 /// message read back, or `None` on refusal, close, or timeout (all within [`CLIENT_TIMEOUT`]).
 pub async fn exchange_tcp(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    exchange_tcp_from(loopback_like(server), server, bytes).await
+}
+
+/// A TCP connection to `server` from the source address `source` (another 127.0.0.x stands in
+/// for another device of the house).
+pub async fn connect_tcp_from(source: IpAddr, server: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(server).await
+}
+
+/// [`exchange_tcp`] from the source address `source`.
+pub async fn exchange_tcp_from(
+    source: IpAddr,
+    server: SocketAddr,
+    bytes: &[u8],
+) -> Option<Vec<u8>> {
     let len = u16::try_from(bytes.len()).expect("DNS message over 65535 bytes");
     let exchange = async {
-        let mut stream = TcpStream::connect(server).await.ok()?;
+        let mut stream = connect_tcp_from(source, server).await.ok()?;
         let mut framed = Vec::with_capacity(bytes.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(bytes);
