@@ -7,7 +7,6 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use metasink::config::DownloadSettings;
 use metasink::lists::download::{Downloader, Refreshed};
 use metasink::lists::store::{ListStore, StoredMeta};
 use tokio::net::TcpStream;
@@ -304,13 +303,7 @@ async fn a_stored_copy_cut_short_is_downloaded_whole_not_kept_by_a_304() {
     // server's ETag and the body's size.
     let dir = tempfile::tempdir().unwrap();
     let store = ListStore::new(&dir.path().join("state"));
-    let settings = DownloadSettings {
-        interval: Duration::from_secs(86_400),
-        timeout: Duration::from_secs(5),
-        attempts: 1,
-        max_bytes: 1024 * 1024,
-        concurrency: 1,
-    };
+    let settings = metasink::config::builtin_settings().download;
     let downloader = Downloader::new(&settings, store.clone()).unwrap();
     let first = downloader.refresh("remote", &server.url).await.unwrap();
     assert!(matches!(first, Refreshed::Updated { .. }), "{first:?}");
