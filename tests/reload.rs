@@ -50,6 +50,16 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Polls until the tablet gets the real address (its new profile is in force); panics with
+/// `why` after 3 s.
+async fn await_tablet_unblocked(dns: std::net::SocketAddr, why: &str) {
+    let started = Instant::now();
+    while tablet_answer(dns).await != vec![REAL] {
+        assert!(started.elapsed() < Duration::from_secs(3), "{why}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn tablet_answer(dns: std::net::SocketAddr) -> Vec<Ipv4Addr> {
     a_addrs(&query_udp_from(TABLET, dns, "www.meta.ai", RecordType::A, true).await)
 }
@@ -126,14 +136,7 @@ async fn sighup_with_a_valid_change_moves_a_device_to_another_profile() {
 
     write(&path, &config(&upstream, "open"));
     daemon.signal("HUP");
-    let started = Instant::now();
-    while tablet_answer(daemon.dns).await != vec![REAL] {
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "the tablet never moved to `open`"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_tablet_unblocked(daemon.dns, "the tablet never moved to `open`").await;
     // Once moved it stays moved: the swap is one atomic step, not a mix of old and new.
     for _ in 0..20 {
         assert_eq!(tablet_answer(daemon.dns).await, vec![REAL]);
@@ -211,14 +214,7 @@ async fn a_reload_whose_client_hangs_up_still_swaps_the_policy() {
         .unwrap();
     drop(config_writer);
 
-    let started = Instant::now();
-    while tablet_answer(daemon.dns).await != vec![REAL] {
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "the reload was abandoned with its request"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_tablet_unblocked(daemon.dns, "the reload was abandoned with its request").await;
     assert_eq!(daemon.daemon.policy().load().generation(), 2);
 }
 
