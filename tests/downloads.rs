@@ -13,6 +13,14 @@ use tokio::net::TcpStream;
 
 const TOKEN: &str = "test-token-0123456789";
 
+/// A daemon blocking with the one list at `list_url`, once its first download is in force
+/// (`ads.example` is on every list these tests serve first).
+async fn start_blocking_ads(list_url: &str, upstream: &TestUpstream) -> TestDaemon {
+    let daemon = TestDaemon::start(&config(list_url, upstream)).await;
+    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    daemon
+}
+
 fn config(list_url: &str, upstream: &TestUpstream) -> String {
     config_with_lists(&[("remote", list_url)], upstream)
 }
@@ -93,8 +101,7 @@ async fn wait_for_answer(daemon: &TestDaemon, name: &str, expected: Ipv4Addr) {
 async fn a_downloaded_list_blocks_and_a_refresh_that_changes_it_flips_a_name() {
     let upstream = upstream().await;
     let server = ListServer::start("ads.example\n").await;
-    let daemon = TestDaemon::start(&config(&server.url, &upstream)).await;
-    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    let daemon = start_blocking_ads(&server.url, &upstream).await;
     let tracker = query_udp(daemon.dns, "tracker.example", RecordType::A, true).await;
     assert_eq!(
         a_addrs(&tracker),
@@ -130,8 +137,7 @@ async fn a_downloaded_list_blocks_and_a_refresh_that_changes_it_flips_a_name() {
 async fn an_unchanged_list_is_answered_304_and_not_parsed_again() {
     let upstream = upstream().await;
     let server = ListServer::start("ads.example\n").await;
-    let daemon = TestDaemon::start(&config(&server.url, &upstream)).await;
-    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    let daemon = start_blocking_ads(&server.url, &upstream).await;
     let generation = daemon.daemon.policy().load().generation();
 
     let (status, body) = refresh(&daemon).await;
@@ -216,8 +222,7 @@ async fn with_the_server_down_a_stored_copy_keeps_blocking_from_the_start() {
 async fn a_refresh_whose_client_hangs_up_still_applies_the_new_copy() {
     let upstream = upstream().await;
     let server = ListServer::start("ads.example\n").await;
-    let daemon = TestDaemon::start(&config(&server.url, &upstream)).await;
-    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    let daemon = start_blocking_ads(&server.url, &upstream).await;
 
     server.set_body("ads.example\ntracker.example\n");
     // The list server holds its answer, so the client hangs up while the download is in flight.
@@ -245,8 +250,7 @@ async fn a_url_list_a_reload_adds_is_downloaded_at_once_and_a_fresh_one_is_not_f
     let upstream = upstream().await;
     let first = ListServer::start("ads.example\n").await;
     let added = ListServer::start("tracker.example\n").await;
-    let daemon = TestDaemon::start(&config(&first.url, &upstream)).await;
-    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    let daemon = start_blocking_ads(&first.url, &upstream).await;
 
     // The first list is now due again in a day: the refresher sleeps (an hour at most), and
     // only the reload can tell it about the new list in time.
@@ -273,8 +277,7 @@ async fn a_list_a_reload_points_at_a_new_url_keeps_its_copy_until_the_new_one_is
     let upstream = upstream().await;
     let old = ListServer::start("ads.example\n").await;
     let new = ListServer::start("tracker.example\n").await;
-    let daemon = TestDaemon::start(&config(&old.url, &upstream)).await;
-    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    let daemon = start_blocking_ads(&old.url, &upstream).await;
 
     // The new server holds its answer, so the test sees the time between reload and download.
     new.set_delay(Duration::from_secs(1));
