@@ -1,8 +1,10 @@
 //! Address forms shared by everything that matches client addresses against configured
 //! networks (the access list, device matching) or counts clients (the rate limit, TCP
-//! connection limits).
+//! connection limits), and the MAC addresses devices may be matched by.
 
+use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net};
 
@@ -41,9 +43,73 @@ pub fn canonical_network(network: IpNet) -> IpNet {
     }
 }
 
+/// A device's hardware (MAC) address: how a `[[device]]` can be matched when a forwarding
+/// router names the client it forwards for (dnsmasq `--add-mac`), whatever IP address the
+/// device has today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddress(pub [u8; 6]);
+
+impl FromStr for MacAddress {
+    type Err = ();
+
+    /// Six two-digit hex groups separated by `:` or by `-` (one kind throughout), in either
+    /// case: `aa:bb:cc:dd:ee:ff`, `AA-BB-CC-DD-EE-FF`.
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let separator = if text.contains('-') { '-' } else { ':' };
+        let mut octets = [0u8; 6];
+        let mut groups = text.split(separator);
+        for octet in &mut octets {
+            let group = groups.next().ok_or(())?;
+            // `from_str_radix` would also take a sign ("+a").
+            if group.len() != 2 || !group.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+                return Err(());
+            }
+            *octet = u8::from_str_radix(group, 16).map_err(|_| ())?;
+        }
+        match groups.next() {
+            None => Ok(Self(octets)),
+            Some(_) => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for MacAddress {
+    /// The colon form, lower case (`aa:bb:cc:dd:ee:ff`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mac_addresses_read_both_separators_and_print_one_form() {
+        for text in [
+            "aa:bb:cc:0d:ee:ff",
+            "AA-BB-CC-0D-EE-FF",
+            "aA:Bb:cC:0d:EE:ff",
+        ] {
+            let mac: MacAddress = text.parse().expect(text);
+            assert_eq!(mac, MacAddress([0xaa, 0xbb, 0xcc, 0x0d, 0xee, 0xff]));
+            assert_eq!(mac.to_string(), "aa:bb:cc:0d:ee:ff");
+        }
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb:cc-dd:ee:ff",
+            "a:bb:cc:dd:ee:fff",
+            "aa:bb:cc:dd:ee:gg",
+            "+a:bb:cc:dd:ee:ff",
+            "aabb.ccdd.eeff",
+            "192.168.1.20",
+        ] {
+            assert!(bad.parse::<MacAddress>().is_err(), "{bad}");
+        }
+    }
 
     fn canonical(text: &str) -> String {
         canonical_network(text.parse().expect("network")).to_string()

@@ -1,11 +1,13 @@
 //! Per-profile blocking end to end: the real daemon on loopback, a real upstream, queries over
-//! UDP and TCP from several 127.0.0.x "devices".
+//! UDP and TCP from several 127.0.0.x "devices", directly or through a forwarding "router"
+//! that names them in EDNS options.
 
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::*;
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 
 const UNKNOWN: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const TABLET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -16,6 +18,10 @@ const MAPPED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
 /// Inside the device network given as `::ffff:127.0.1.0/120`.
 const IN_MAPPED_NETWORK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 9));
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// A trusted forwarder (a router running dnsmasq) that is no device itself.
+const ROUTER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10));
+/// The MAC address of the device "phone" (profile open), which has no IP address configured.
+const PHONE_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x07];
 
 const LISTS: &[(&str, &str)] = &[
     ("ai.txt", "# plain entries of a subdomains list\nmeta.ai\n"),
@@ -27,6 +33,11 @@ fn config(upstream: &TestUpstream) -> String {
     format!(
         r#"
 default_profile = "kids"
+
+[server]
+listen = ["127.0.0.1:0"]
+http = "127.0.0.1:0"
+trusted_forwarders = ["127.0.0.10"]
 
 [[upstream]]
 address = "{}"
@@ -78,6 +89,11 @@ profile = "nx"
 [[device]]
 name = "mapped"
 match = ["::ffff:127.0.0.5", "::ffff:127.0.1.0/120"]
+profile = "open"
+
+[[device]]
+name = "phone"
+match = ["02-00-5E-10-00-07"]
 profile = "open"
 "#,
         upstream.addr
@@ -205,6 +221,98 @@ async fn a_device_given_as_ipv4_mapped_matches_its_ipv4_clients() {
     let ask = |source| query_udp_from(source, daemon.dns, "www.meta.ai", RecordType::A, true);
     assert_eq!(a_addrs(&ask(MAPPED).await), vec![REAL], "profile open");
     assert_eq!(a_addrs(&ask(IN_MAPPED_NETWORK).await), vec![REAL]);
+}
+
+/// Asks for www.meta.ai from `source`, with `options` in the query's EDNS record.
+async fn ask_naming(daemon: &TestDaemon, source: IpAddr, options: &[EdnsOption]) -> Message {
+    let mut query = build_query("www.meta.ai", RecordType::A, true);
+    let edns = query.edns.as_mut().expect("an EDNS query");
+    for option in options {
+        edns.options_mut().insert(option.clone());
+    }
+    send_udp_from(source, daemon.dns, &query).await
+}
+
+#[tokio::test]
+async fn a_trusted_forwarder_names_devices_by_client_subnet_and_mac_address() {
+    let (_upstream, daemon) = setup().await;
+    let subnet =
+        |ip: &str, prefix| EdnsOption::Subnet(ClientSubnet::new(ip.parse().unwrap(), prefix, 0));
+    let blocked = vec![Ipv4Addr::UNSPECIFIED];
+    let open = vec![REAL];
+
+    let router_alone = ask_naming(&daemon, ROUTER, &[]).await;
+    assert_eq!(
+        a_addrs(&router_alone),
+        blocked,
+        "the router itself: default profile kids"
+    );
+    let parent = ask_naming(&daemon, ROUTER, &[subnet("127.0.0.3", 32)]).await;
+    assert_eq!(
+        a_addrs(&parent),
+        open,
+        "ECS names the parent (profile open)"
+    );
+    let in_network = ask_naming(&daemon, ROUTER, &[subnet("127.0.1.0", 24)]).await;
+    assert_eq!(
+        a_addrs(&in_network),
+        open,
+        "a /24 inside the device network 127.0.1.0/24"
+    );
+    let nobody = ask_naming(&daemon, ROUTER, &[subnet("0.0.0.0", 0)]).await;
+    assert_eq!(
+        a_addrs(&nobody),
+        blocked,
+        "dnsmasq's default /0 names nobody"
+    );
+
+    // dnsmasq --add-mac (six bytes), --add-mac=text and --add-mac=base64.
+    for (code, bytes) in [
+        (65001, PHONE_MAC.to_vec()),
+        (65073, b"02:00:5e:10:00:07".to_vec()),
+        (65073, b"AgBeEAAH".to_vec()),
+    ] {
+        let phone = ask_naming(&daemon, ROUTER, &[EdnsOption::Unknown(code, bytes.clone())]).await;
+        assert_eq!(
+            a_addrs(&phone),
+            open,
+            "option {code} {bytes:?} names the phone"
+        );
+    }
+    let stranger_mac = EdnsOption::Unknown(65001, vec![0x02, 0, 0, 0, 0, 0x99]);
+    let stranger = ask_naming(&daemon, ROUTER, &[stranger_mac]).await;
+    assert_eq!(
+        a_addrs(&stranger),
+        blocked,
+        "a MAC that is no device: default profile"
+    );
+
+    // The metrics count each query against the device it was for, not the router.
+    let text = daemon.metrics().await;
+    let unknown_blocked = r#"metasink_blocked_total{device="unknown",list="ai",profile="kids"}"#;
+    assert_eq!(metric(&text, unknown_blocked), 3.0, "{text}");
+    let phone = |result| {
+        let series = format!(
+            r#"metasink_queries_total{{device="phone",profile="open",qtype="A",result="{result}"}}"#
+        );
+        metric(&text, &series)
+    };
+    assert_eq!(phone("forwarded") + phone("cached"), 3.0, "{text}");
+}
+
+#[tokio::test]
+async fn a_client_that_is_no_trusted_forwarder_cannot_name_another_device() {
+    let (_upstream, daemon) = setup().await;
+    let as_parent = EdnsOption::Subnet(ClientSubnet::new(PARENT, 32, 0));
+    let as_phone = EdnsOption::Unknown(65001, PHONE_MAC.to_vec());
+    for option in [as_parent, as_phone] {
+        let reply = ask_naming(&daemon, TABLET, &[option]).await;
+        assert_eq!(
+            a_addrs(&reply),
+            vec![Ipv4Addr::UNSPECIFIED],
+            "the tablet stays kids"
+        );
+    }
 }
 
 #[tokio::test]

@@ -128,6 +128,7 @@ pub fn builtin_settings() -> Settings {
         lists: bundled_lists(),
         profiles: presets(),
         devices: Vec::new(),
+        trusted_forwarders: Vec::new(),
         default_profile: DEFAULT_PROFILE.to_owned(),
     }
 }

@@ -24,6 +24,7 @@ pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings};
 pub use error::ConfigError;
 
 use crate::lists::MatchMode;
+use crate::net::MacAddress;
 
 /// A validated configuration: what the daemon runs with.
 #[derive(Clone, Debug)]
@@ -46,8 +47,12 @@ pub struct Settings {
     pub lists: Vec<ListSettings>,
     /// Every profile: presets, then those the config adds or replaces. Names are unique.
     pub profiles: Vec<ProfileSettings>,
-    /// Devices, each naming a profile. No address is claimed twice.
+    /// Devices, each naming a profile. No address, network or MAC address is claimed twice.
     pub devices: Vec<DeviceSettings>,
+    /// `[server] trusted_forwarders`: the forwarders (a router running dnsmasq, say) whose
+    /// queries may name the client they forward for, by MAC address or EDNS Client Subnet.
+    /// Part of each policy snapshot, so a reload applies it. Empty: nobody is believed.
+    pub trusted_forwarders: Vec<IpNet>,
     /// Profile used for clients that match no device.
     pub default_profile: String,
 }
@@ -192,6 +197,8 @@ pub struct DeviceSettings {
     pub name: String,
     /// Addresses and networks that identify it (a bare address is a /32 or /128).
     pub addresses: Vec<IpNet>,
+    /// MAC addresses that identify it, when a trusted forwarder names them.
+    pub macs: Vec<MacAddress>,
     /// The profile it uses.
     pub profile: String,
 }

@@ -66,6 +66,8 @@ pub(super) struct RawServer {
     pub rate_limit_qps: Option<u32>,
     /// Queries per client at once.
     pub rate_limit_burst: Option<Spanned<u32>>,
+    /// Forwarders (IP addresses and CIDR networks) whose EDNS client options are believed.
+    pub trusted_forwarders: Option<Vec<Text>>,
 }
 
 /// `[download]`.
@@ -143,9 +145,10 @@ pub(super) struct RawProfile {
 pub(super) struct RawDevice {
     /// Unique name.
     pub name: Text,
-    /// IP addresses and CIDR networks (the span of the array is kept to point at an empty one).
+    /// IP addresses, CIDR networks and MAC addresses (the span of the array is kept to point
+    /// at an empty one).
     #[serde(rename = "match")]
-    pub addresses: Spanned<Vec<Text>>,
+    pub matches: Spanned<Vec<Text>>,
     /// Profile name.
     pub profile: Text,
 }

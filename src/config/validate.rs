@@ -31,7 +31,7 @@ use super::{
 };
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
 use crate::lists::MatchMode;
-use crate::net::canonical_network;
+use crate::net::{MacAddress, canonical_network};
 use crate::policy::mask::MAX_LISTS;
 
 /// Every `answer` a profile may give.
@@ -53,6 +53,9 @@ const LISTEN_KEY: &str = "server.listen";
 
 /// Key of the networks allowed to query.
 const ALLOW_FROM_KEY: &str = "server.allow_from";
+
+/// Key of the forwarders whose EDNS client options are believed.
+const TRUSTED_FORWARDERS_KEY: &str = "server.trusted_forwarders";
 
 /// The longest list id, profile name or device name (they become metric label values).
 const MAX_NAME_LEN: usize = 64;
@@ -81,6 +84,10 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
     let profiles = profiles(&raw.profiles, &lists, &at)?;
     let profile_names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
     let devices = devices(&raw.devices, &profile_names, &at)?;
+    let trusted_forwarders = match &raw.server.trusted_forwarders {
+        None => Vec::new(),
+        Some(values) => networks(values, TRUSTED_FORWARDERS_KEY, &at)?,
+    };
     let default_profile = match &raw.default_profile {
         None => DEFAULT_PROFILE.to_owned(),
         Some(name) => reference(name, &profile_names, "profile", "default_profile", &at)?,
@@ -95,6 +102,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         lists,
         profiles,
         devices,
+        trusted_forwarders,
         default_profile,
     })
 }
@@ -138,7 +146,7 @@ fn admission(raw: &RawServer, at: &Locator<'_>) -> Result<AdmissionSettings, Con
                            networks, or leave the key out to allow the local and private ones";
             return Err(at.invalid(values.span(), ALLOW_FROM_KEY, message));
         }
-        Some(values) => allowed_networks(values.get_ref(), at)?,
+        Some(values) => networks(values.get_ref(), ALLOW_FROM_KEY, at)?,
     };
     let burst_key = "server.rate_limit_burst";
     Ok(AdmissionSettings {
@@ -148,13 +156,12 @@ fn admission(raw: &RawServer, at: &Locator<'_>) -> Result<AdmissionSettings, Con
     })
 }
 
-/// The `server.allow_from` networks (a bare address is a /32 or /128).
-fn allowed_networks(values: &[Text], at: &Locator<'_>) -> Result<Vec<IpNet>, ConfigError> {
+/// The networks of a `[server]` array (`key`); a bare address is a /32 or /128.
+fn networks(values: &[Text], key: &str, at: &Locator<'_>) -> Result<Vec<IpNet>, ConfigError> {
     values
         .iter()
         .map(|value| {
-            ip_network(value.get_ref())
-                .map_err(|message| at.invalid(value.span(), ALLOW_FROM_KEY, message))
+            ip_network(value.get_ref()).map_err(|message| at.invalid(value.span(), key, message))
         })
         .collect()
 }
@@ -490,7 +497,8 @@ fn profile_settings(
     })
 }
 
-/// `[[device]]`s: unique names, known profiles, and no address or network in two devices.
+/// `[[device]]`s: unique names, known profiles, and no address, network or MAC address in two
+/// devices.
 fn devices(
     raw: &[RawDevice],
     profile_names: &[&str],
@@ -503,55 +511,86 @@ fn devices(
         .map(|(index, device)| {
             let key = |field: &str| entry_key("device", index, field);
             declare(&mut seen, &device.name, "device name", &key("name"), at)?;
-            let addresses = device_addresses(device, &key("match"), index, &mut owners, at)?;
+            let (addresses, macs) = device_matches(device, &key("match"), index, &mut owners, at)?;
             let profile = &device.profile;
             Ok(DeviceSettings {
                 name: device.name.get_ref().clone(),
                 addresses,
+                macs,
                 profile: reference(profile, profile_names, "profile", &key("profile"), at)?,
             })
         })
         .collect()
 }
 
-/// The `match` networks of `device`, recording in `owners` which device claimed each.
+/// What a `[[device]] match` entry identifies a device by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Identifier {
+    Network(IpNet),
+    Mac(MacAddress),
+}
+
+/// The `match` networks and MAC addresses of `device`, recording in `owners` which device
+/// claimed each.
 ///
-/// Only the same network claimed twice is refused: an address inside another device's
-/// network is fine, the more specific one wins.
-fn device_addresses<'a>(
+/// Only the same network (or MAC address) claimed twice is refused: an address inside another
+/// device's network is fine, the more specific one wins.
+fn device_matches<'a>(
     device: &'a RawDevice,
     key: &str,
     index: usize,
-    owners: &mut HashMap<IpNet, (usize, &'a str)>,
+    owners: &mut HashMap<Identifier, (usize, &'a str)>,
     at: &Locator<'_>,
-) -> Result<Vec<IpNet>, ConfigError> {
-    let values = &device.addresses;
+) -> Result<(Vec<IpNet>, Vec<MacAddress>), ConfigError> {
+    let values = &device.matches;
     if values.get_ref().is_empty() {
-        let message = "needs at least one IP address or network";
+        let message = "needs at least one IP address, network or MAC address";
         return Err(at.invalid(values.span(), key, message));
     }
     let name = device.name.get_ref().as_str();
-    let mut claim = |value: &Text| {
-        let network = ip_network(value.get_ref()).map_err(|m| at.invalid(value.span(), key, m))?;
-        match owners.entry(network) {
+    let (mut addresses, mut macs) = (Vec::new(), Vec::new());
+    for value in values.get_ref() {
+        let text = value.get_ref();
+        let identifier = match text.parse::<MacAddress>() {
+            Ok(mac) => Identifier::Mac(mac),
+            Err(()) => Identifier::Network(ip_network(text).map_err(|message| {
+                // Without a `/` it may as well have been meant as a MAC address.
+                let message = if text.contains('/') {
+                    message
+                } else {
+                    format!(
+                        "`{text}` is not an IP address, CIDR network or MAC address, like \
+                         `192.168.1.20`, `192.168.1.64/28` or `aa:bb:cc:dd:ee:ff`"
+                    )
+                };
+                at.invalid(value.span(), key, message)
+            })?),
+        };
+        match owners.entry(identifier) {
             Entry::Occupied(owner) if owner.get().0 != index => {
                 let (other_index, other) = *owner.get();
+                let note = match identifier {
+                    Identifier::Network(network) => mapped_note(text, network),
+                    Identifier::Mac(_) => String::new(),
+                };
                 let message = format!(
-                    "`{}`{} is claimed by both device `{other}` (device[{other_index}]) and \
-                     device `{name}`: an address or network may belong to one device only",
-                    value.get_ref(),
-                    mapped_note(value.get_ref(), network),
+                    "`{text}`{note} is claimed by both device `{other}` (device[{other_index}]) \
+                     and device `{name}`: an address, network or MAC address may belong to one \
+                     device only",
                 );
-                Err(at.invalid(value.span(), key, message))
+                return Err(at.invalid(value.span(), key, message));
             }
-            Entry::Occupied(_) => Ok(network),
+            Entry::Occupied(_) => {}
             Entry::Vacant(slot) => {
                 slot.insert((index, name));
-                Ok(network)
             }
         }
-    };
-    values.get_ref().iter().map(&mut claim).collect()
+        match identifier {
+            Identifier::Network(network) => addresses.push(network),
+            Identifier::Mac(mac) => macs.push(mac),
+        }
+    }
+    Ok((addresses, macs))
 }
 
 /// ` (the same as IPv4 `…`)` when `text` was written in the IPv4-mapped form, so the clash
@@ -864,7 +903,7 @@ mod tests {
         assert_eq!(
             error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
             "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `state_dir`, `api_token`, `api_token_file`, \
-             `allow_from`, `rate_limit_qps`, `rate_limit_burst`"
+             `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`"
         );
         assert_eq!(
             error(
@@ -980,7 +1019,17 @@ mod tests {
                 "[\"fd00::20\"]"
             ])),
             "/etc/metasink/config.toml:7: device[1].match: `fd00::20` is claimed by both device \
-             `d0` (device[0]) and device `d1`: an address or network may belong to one device only"
+             `d0` (device[0]) and device `d1`: an address, network or MAC address may belong to one \
+             device only"
+        );
+        assert_eq!(
+            error(&devices_config(&[
+                "[\"aa:bb:cc:dd:ee:01\"]",
+                "[\"10.0.0.2\", \"AA-BB-CC-DD-EE-01\"]"
+            ])),
+            "/etc/metasink/config.toml:7: device[1].match: `AA-BB-CC-DD-EE-01` is claimed by both \
+             device `d0` (device[0]) and device `d1`: an address, network or MAC address may belong \
+             to one device only"
         );
         assert!(
             error(&devices_config(&["[\"192.168.1.64/28\"]", "[\"192.168.1.70/28\"]"]))
@@ -992,6 +1041,32 @@ mod tests {
         ]);
         assert_eq!(check(&nested).expect("more specific wins").devices.len(), 2);
         assert!(check(&devices_config(&["[\"10.0.0.1\", \"10.0.0.1\"]"])).is_ok());
+    }
+
+    #[test]
+    fn devices_match_mac_addresses_and_forwarders_are_trusted_by_network() {
+        let text = format!(
+            "[server]\ntrusted_forwarders = [\"192.168.1.1\", \"::ffff:10.0.0.0/104\"]\n{}",
+            devices_config(&["[\"192.168.1.20\", \"AA-BB-CC-DD-EE-01\", \"aa:bb:cc:dd:ee:02\"]"])
+        );
+        let settings = check(&text).expect("valid");
+        let forwarders: Vec<String> = settings
+            .trusted_forwarders
+            .iter()
+            .map(IpNet::to_string)
+            .collect();
+        assert_eq!(forwarders, ["192.168.1.1/32", "10.0.0.0/8"]);
+        let device = &settings.devices[0];
+        assert_eq!(
+            device.addresses,
+            ["192.168.1.20/32".parse::<IpNet>().unwrap()]
+        );
+        let macs: Vec<String> = device.macs.iter().map(MacAddress::to_string).collect();
+        assert_eq!(macs, ["aa:bb:cc:dd:ee:01", "aa:bb:cc:dd:ee:02"]);
+        assert!(
+            check("").unwrap().trusted_forwarders.is_empty(),
+            "nobody by default"
+        );
     }
 
     #[test]
@@ -1016,7 +1091,7 @@ mod tests {
             ])),
             "/etc/metasink/config.toml:7: device[1].match: `::ffff:192.168.1.20` (the same as \
              IPv4 `192.168.1.20`) is claimed by both device `d0` (device[0]) and device `d1`: an \
-             address or network may belong to one device only"
+             address, network or MAC address may belong to one device only"
         );
         assert!(
             error(&devices_config(&[
@@ -1067,7 +1142,17 @@ mod tests {
             (
                 "[[device]]\nname = \"d\"\nmatch = [\"192.168.1\"]\nprofile = \"quest\"\n",
                 "3: device[0].match",
-                "`192.168.1` is not an IP address or CIDR network, like `192.168.1.20`, `fd00::20` or `192.168.1.64/28`",
+                "`192.168.1` is not an IP address, CIDR network or MAC address, like `192.168.1.20`, `192.168.1.64/28` or `aa:bb:cc:dd:ee:ff`",
+            ),
+            (
+                "[[device]]\nname = \"d\"\nmatch = [\"aa:bb:cc:dd:ee\"]\nprofile = \"quest\"\n",
+                "3: device[0].match",
+                "`aa:bb:cc:dd:ee` is not an IP address, CIDR network or MAC address",
+            ),
+            (
+                "[server]\ntrusted_forwarders = [\"192.168.1.1\", \"router\"]\n",
+                "2: server.trusted_forwarders",
+                "`router` is not an IP address or CIDR network, like `192.168.1.20`",
             ),
         ]);
     }

@@ -258,6 +258,7 @@ impl Answer {
             question: question.clone(),
             edns_payload: None,
             question_range: None,
+            forwarded: Default::default(),
         };
         let served = self.served(ttl);
         let reply = Reply {

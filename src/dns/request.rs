@@ -6,14 +6,30 @@
 //! anyone bounce traffic off us); an opcode other than QUERY gets NOTIMP; anything that does
 //! not decode, or asks anything but exactly one question, gets FORMERR; an EDNS version above
 //! 0 gets BADVERS.
+//!
+//! A forwarding router may name the client it forwards for in EDNS options: ECS (RFC 7871),
+//! dnsmasq's `--add-mac` option 65001 (six raw bytes) or, with `--add-mac=base64|text`, option
+//! 65073. They are read into [`ForwardedClient`]; whether to believe them is the policy's call.
 
-use hickory_proto::op::{Header, Message, MessageType, Metadata, OpCode, ResponseCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use ipnet::IpNet;
 
 use std::ops::Range;
 
 use super::Question;
+use crate::net::MacAddress;
+use crate::policy::ForwardedClient;
+
+/// dnsmasq `--add-mac`: the client's MAC address as six bytes (a private-use code).
+const OPTION_MAC: u16 = 65001;
+/// dnsmasq `--add-mac=base64` or `=text`: the MAC address as base64 of its six bytes or as
+/// `aa:bb:cc:dd:ee:ff` (Nominum's device-id code).
+const OPTION_DEVICE_ID: u16 = 65073;
 
 /// A request we answer.
 #[derive(Debug)]
@@ -27,6 +43,8 @@ pub struct Request {
     /// Where the question section lies in the request bytes, when [`super::wire`] read it
     /// (the reply echoes those bytes).
     pub(super) question_range: Option<Range<usize>>,
+    /// The client a forwarder says it asks for, if any.
+    pub forwarded: ForwardedClient,
 }
 
 /// What to do with bytes that are not a request we answer.
@@ -95,8 +113,43 @@ impl Request {
             question: Question::from_wire_query(query, dnssec_ok, metadata.checking_disabled),
             edns_payload: edns.map(|edns| edns.max_payload()),
             question_range: None,
+            forwarded: edns.map(forwarded_client).unwrap_or_default(),
         })
     }
+}
+
+/// The client `edns` names. A subnet without a single bit of address (dnsmasq's default
+/// `/0`, meaning "add nothing upstream") names nobody; an option that does not read as a MAC
+/// address is ignored.
+fn forwarded_client(edns: &Edns) -> ForwardedClient {
+    let mut forwarded = ForwardedClient::default();
+    for (_, option) in &edns.options().options {
+        match option {
+            EdnsOption::Subnet(subnet) if subnet.source_prefix() > 0 => {
+                forwarded.subnet = IpNet::new(subnet.addr(), subnet.source_prefix())
+                    .ok()
+                    .map(|net| net.trunc());
+            }
+            EdnsOption::Unknown(OPTION_MAC, bytes) => {
+                forwarded.mac = <[u8; 6]>::try_from(&bytes[..]).ok().map(MacAddress);
+            }
+            EdnsOption::Unknown(OPTION_DEVICE_ID, bytes) => {
+                forwarded.mac = device_id_mac(bytes);
+            }
+            _ => {}
+        }
+    }
+    forwarded
+}
+
+/// The MAC address in an option 65073: `aa:bb:cc:dd:ee:ff`, or base64 of the six bytes.
+fn device_id_mac(bytes: &[u8]) -> Option<MacAddress> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if let Ok(mac) = text.parse() {
+        return Some(mac);
+    }
+    let decoded = BASE64.decode(text).ok()?;
+    <[u8; 6]>::try_from(&decoded[..]).ok().map(MacAddress)
 }
 
 #[cfg(test)]
@@ -137,6 +190,74 @@ mod tests {
         assert_eq!(request.question.qtype_label(), "AAAA");
         assert_eq!(request.edns_payload, Some(1400));
         assert!(request.question.dnssec_ok);
+    }
+
+    /// The client a query with `options` in its OPT record names.
+    fn forwarded_by(options: Vec<EdnsOption>) -> ForwardedClient {
+        let mut message = query("a.example.", RecordType::A);
+        let mut edns = Edns::new();
+        for option in options {
+            edns.options_mut().insert(option);
+        }
+        message.set_edns(edns);
+        Request::parse(&message.to_vec().unwrap())
+            .unwrap()
+            .forwarded
+    }
+
+    #[test]
+    fn the_client_a_forwarder_names_is_read_from_edns_options() {
+        use hickory_proto::rr::rdata::opt::ClientSubnet;
+
+        let subnet = |ip: &str, prefix| {
+            EdnsOption::Subnet(ClientSubnet::new(ip.parse().unwrap(), prefix, 0))
+        };
+        let mac = "02:00:5e:10:00:07".parse::<MacAddress>().ok();
+        let named = |mac, subnet: Option<&str>| ForwardedClient {
+            mac,
+            subnet: subnet.map(|text| text.parse().unwrap()),
+        };
+
+        assert_eq!(forwarded_by(vec![]), ForwardedClient::default());
+        assert_eq!(
+            forwarded_by(vec![subnet("192.168.1.20", 32)]),
+            named(None, Some("192.168.1.20/32"))
+        );
+        assert_eq!(
+            forwarded_by(vec![subnet("fd00::20", 56)]),
+            named(None, Some("fd00::/56"))
+        );
+        assert_eq!(
+            forwarded_by(vec![subnet("0.0.0.0", 0)]),
+            ForwardedClient::default(),
+            "a /0 names nobody"
+        );
+        let raw = vec![0x02, 0x00, 0x5e, 0x10, 0x00, 0x07];
+        assert_eq!(
+            forwarded_by(vec![EdnsOption::Unknown(OPTION_MAC, raw.clone())]),
+            named(mac, None)
+        );
+        for text in ["02:00:5e:10:00:07", "AgBeEAAH"] {
+            let option = EdnsOption::Unknown(OPTION_DEVICE_ID, text.as_bytes().to_vec());
+            assert_eq!(
+                forwarded_by(vec![option, subnet("10.0.0.9", 32)]),
+                named(mac, Some("10.0.0.9/32")),
+                "{text}"
+            );
+        }
+        for (code, bytes) in [
+            (OPTION_MAC, raw[..5].to_vec()),
+            (OPTION_MAC, [&raw[..], &[0]].concat()),
+            (OPTION_DEVICE_ID, b"AgBeEAA".to_vec()),
+            (OPTION_DEVICE_ID, b"not a mac".to_vec()),
+            (OPTION_DEVICE_ID, vec![0xff, 0xfe]),
+        ] {
+            assert_eq!(
+                forwarded_by(vec![EdnsOption::Unknown(code, bytes.clone())]),
+                ForwardedClient::default(),
+                "{code} {bytes:?} is no MAC address"
+            );
+        }
     }
 
     #[test]

@@ -97,8 +97,8 @@ impl DnsService {
                 self.counters.refused.inc();
                 let request = Request::parse(bytes).ok();
                 let policy = self.policy.load();
-                let device = policy.client(client);
                 Err(request.map(|request| {
+                    let device = policy.client(client, &request.forwarded);
                     device
                         .counters
                         .count_query_row(request.question.qtype_row(), QueryResult::Refused);
@@ -146,7 +146,7 @@ impl DnsService {
 
         // One snapshot for the whole query, even if a reload swaps in another meanwhile.
         let policy = self.policy.load_full();
-        let device = policy.client(client);
+        let device = policy.client(client, &request.forwarded);
         let profile = policy.profile_of(device);
         let outcome = self.pipeline.resolve(&policy, profile, question).await;
 

@@ -21,6 +21,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use super::Question;
 use super::reply::PLAIN_UDP_PAYLOAD;
 use super::request::Request;
+use crate::policy::ForwardedClient;
 
 /// Size of the DNS header (RFC 1035 §4.1.1).
 pub(super) const HEADER_LEN: usize = 12;
@@ -72,6 +73,9 @@ pub(super) fn read_request(bytes: &[u8]) -> Option<Request> {
         question,
         edns_payload,
         question_range: Some(HEADER_LEN..question_end),
+        // An OPT with options is left to the hickory reader, which reads who a forwarder
+        // names.
+        forwarded: ForwardedClient::default(),
     })
 }
 

@@ -56,7 +56,8 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
             .devices
             .iter()
             .enumerate()
-            .map(|(index, device)| (index, &device.addresses[..])),
+            .map(|(index, device)| (index, &device.addresses[..], &device.macs[..])),
+        &settings.trusted_forwarders,
     );
     let matcher = matcher.build();
     info!(

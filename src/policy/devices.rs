@@ -1,32 +1,69 @@
-//! Which device a client address belongs to: exact addresses in a hash map, networks by
-//! longest prefix. Built once per policy snapshot, so the query path does no parsing.
+//! Which device a client is: exact addresses in a hash map, networks by longest prefix, and
+//! MAC addresses. Built once per policy snapshot, so the query path does no parsing.
+//!
+//! Behind a forwarding router every query comes from the router's address. A router that
+//! names the client it forwards for (dnsmasq `--add-mac`, `--add-subnet=32,128`) is believed
+//! when it is one of `trusted_forwarders`: the device is then the one with that MAC address,
+//! else the one the client subnet belongs to. A name from anyone else is ignored, or any
+//! client could pick another device's profile.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::net::canonical_network;
+use crate::net::{MacAddress, canonical_network};
 
 /// Index of a device in its policy snapshot.
 pub type DeviceIndex = usize;
 
-/// Address → device.
+/// What a forwarder's query says about the client it forwards for (EDNS options, read by
+/// [`crate::dns`]). Empty for a query that names nobody.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardedClient {
+    /// The client's MAC address (EDNS option 65001, or 65073 as text or base64).
+    pub mac: Option<MacAddress>,
+    /// The client's address or network (EDNS Client Subnet, RFC 7871), when it has at least
+    /// one bit of address.
+    pub subnet: Option<IpNet>,
+}
+
+impl ForwardedClient {
+    /// Whether the query names a client at all.
+    pub fn names_anyone(&self) -> bool {
+        self.mac.is_some() || self.subnet.is_some()
+    }
+}
+
+/// Client → device.
 #[derive(Debug, Default)]
 pub struct DeviceIndexMap {
     exact: HashMap<IpAddr, DeviceIndex>,
     /// Networks, most specific first, so the first hit is the longest prefix.
     networks: Vec<(IpNet, DeviceIndex)>,
+    macs: HashMap<MacAddress, DeviceIndex>,
+    /// Forwarders whose [`ForwardedClient`] is believed.
+    trusted_forwarders: Vec<IpNet>,
 }
 
 impl DeviceIndexMap {
-    /// Builds the map from each device's addresses (a /32 or /128 is an exact address).
+    /// Builds the map from each device's addresses (a /32 or /128 is an exact address) and MAC
+    /// addresses.
     ///
     /// IPv4-mapped addresses and networks are kept as IPv4: [`Self::find`] looks clients up
     /// as IPv4, so the mapped form would never match.
-    pub fn new<'a>(devices: impl IntoIterator<Item = (DeviceIndex, &'a [IpNet])>) -> Self {
-        let mut map = Self::default();
-        for (device, addresses) in devices {
+    pub fn new<'a>(
+        devices: impl IntoIterator<Item = (DeviceIndex, &'a [IpNet], &'a [MacAddress])>,
+        trusted_forwarders: &[IpNet],
+    ) -> Self {
+        let mut map = Self {
+            trusted_forwarders: trusted_forwarders
+                .iter()
+                .map(|&net| canonical_network(net))
+                .collect(),
+            ..Self::default()
+        };
+        for (device, addresses, macs) in devices {
             for net in addresses.iter().map(|&net| canonical_network(net)) {
                 if net.prefix_len() == net.max_prefix_len() {
                     map.exact.insert(net.addr(), device);
@@ -34,10 +71,30 @@ impl DeviceIndexMap {
                     map.networks.push((net, device));
                 }
             }
+            map.macs.extend(macs.iter().map(|&mac| (mac, device)));
         }
         map.networks
             .sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         map
+    }
+
+    /// The device of a query from `address` that names `forwarded`: the named client's when
+    /// `address` is a trusted forwarder that names one (`None` if it is no device), otherwise
+    /// the device of `address` itself.
+    pub fn identify(&self, address: IpAddr, forwarded: &ForwardedClient) -> Option<DeviceIndex> {
+        if forwarded.names_anyone() && self.trusts(address) {
+            let by_mac = forwarded.mac.and_then(|mac| self.macs.get(&mac).copied());
+            return by_mac.or_else(|| forwarded.subnet.and_then(|net| self.find_network(net)));
+        }
+        self.find(address)
+    }
+
+    /// Whether `address` is a trusted forwarder.
+    fn trusts(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.trusted_forwarders
+            .iter()
+            .any(|net| net.contains(&address))
     }
 
     /// The device `address` belongs to. IPv4 clients reaching an IPv6 socket arrive as
@@ -50,6 +107,19 @@ impl DeviceIndexMap {
         self.networks
             .iter()
             .find_map(|(net, device)| net.contains(&address).then_some(*device))
+    }
+
+    /// The device a whole client subnet belongs to: a full-length one is an address; a wider
+    /// one (a forwarder sending `/24`) only fits a device network at least as wide.
+    fn find_network(&self, subnet: IpNet) -> Option<DeviceIndex> {
+        let subnet = canonical_network(subnet);
+        if subnet.prefix_len() == subnet.max_prefix_len() {
+            return self.find(subnet.addr());
+        }
+        self.networks.iter().find_map(|(net, device)| {
+            (net.prefix_len() <= subnet.prefix_len() && net.contains(&subnet.addr()))
+                .then_some(*device)
+        })
     }
 }
 
@@ -71,7 +141,14 @@ mod tests {
         let quest = nets(&["192.168.1.20", "fd00::20", "192.168.1.64/28"]);
         let lan = nets(&["192.168.0.0/16"]);
         let tablet = nets(&["192.168.1.70"]);
-        let map = DeviceIndexMap::new([(0, &quest[..]), (1, &lan[..]), (2, &tablet[..])]);
+        let map = DeviceIndexMap::new(
+            [
+                (0, &quest[..], &[][..]),
+                (1, &lan[..], &[]),
+                (2, &tablet[..], &[]),
+            ],
+            &[],
+        );
         let find = |text: &str| map.find(text.parse().unwrap());
         assert_eq!(find("192.168.1.20"), Some(0));
         assert_eq!(find("fd00::20"), Some(0));
@@ -90,11 +167,94 @@ mod tests {
     fn mapped_addresses_and_networks_match_ipv4_clients() {
         let tv = nets(&["::ffff:192.168.1.30"]);
         let guests = nets(&["::ffff:192.168.9.0/120"]);
-        let map = DeviceIndexMap::new([(0, &tv[..]), (1, &guests[..])]);
+        let map = DeviceIndexMap::new([(0, &tv[..], &[][..]), (1, &guests[..], &[])], &[]);
         let find = |text: &str| map.find(text.parse().unwrap());
         assert_eq!(find("192.168.1.30"), Some(0));
         assert_eq!(find("::ffff:192.168.1.30"), Some(0));
         assert_eq!(find("192.168.9.77"), Some(1));
         assert_eq!(find("192.168.8.77"), None);
+    }
+
+    fn forwarded(mac: Option<&str>, subnet: Option<&str>) -> ForwardedClient {
+        ForwardedClient {
+            mac: mac.map(|text| text.parse().unwrap()),
+            subnet: subnet.map(|text| text.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_trusted_forwarder_names_the_device_by_mac_then_subnet() {
+        let router = nets(&["192.168.1.1"]);
+        let tablet = nets(&["192.168.1.70"]);
+        let kids_vlan = nets(&["192.168.2.0/24"]);
+        let tablet_mac = ["aa:bb:cc:dd:ee:01".parse().unwrap()];
+        let map = DeviceIndexMap::new(
+            [
+                (0, &router[..], &[][..]),
+                (1, &tablet[..], &tablet_mac[..]),
+                (2, &kids_vlan[..], &[]),
+            ],
+            &nets(&["192.168.1.1", "::ffff:10.0.0.0/104"]),
+        );
+        let identify =
+            |from: &str, named: ForwardedClient| map.identify(from.parse().unwrap(), &named);
+        let router_ip = "192.168.1.1";
+
+        assert_eq!(
+            identify(router_ip, ForwardedClient::default()),
+            Some(0),
+            "names nobody"
+        );
+        assert_eq!(
+            identify(router_ip, forwarded(Some("aa:bb:cc:dd:ee:01"), None)),
+            Some(1)
+        );
+        assert_eq!(
+            identify(router_ip, forwarded(None, Some("192.168.1.70/32"))),
+            Some(1)
+        );
+        assert_eq!(
+            identify(
+                router_ip,
+                forwarded(Some("aa:bb:cc:dd:ee:99"), Some("192.168.1.70/32"))
+            ),
+            Some(1),
+            "an unknown MAC falls back to the subnet"
+        );
+        assert_eq!(
+            identify(router_ip, forwarded(Some("aa:bb:cc:dd:ee:99"), None)),
+            None,
+            "a named client that is no device is unknown, not the router"
+        );
+        assert_eq!(
+            identify(router_ip, forwarded(None, Some("192.168.2.0/24"))),
+            Some(2)
+        );
+        assert_eq!(
+            identify(router_ip, forwarded(None, Some("192.168.2.9/32"))),
+            Some(2)
+        );
+        assert_eq!(
+            identify(router_ip, forwarded(None, Some("192.168.0.0/16"))),
+            None,
+            "a subnet wider than every device network fits none"
+        );
+        assert_eq!(
+            identify(
+                "::ffff:10.1.2.3",
+                forwarded(None, Some("::ffff:192.168.1.70/128"))
+            ),
+            Some(1),
+            "mapped forwarder and subnet"
+        );
+        assert_eq!(
+            identify("192.168.1.70", forwarded(Some("aa:bb:cc:dd:ee:99"), None)),
+            Some(1),
+            "a client that is no trusted forwarder is its own device, whatever it says"
+        );
+        assert_eq!(
+            identify("192.168.1.9", forwarded(Some("aa:bb:cc:dd:ee:01"), None)),
+            None
+        );
     }
 }

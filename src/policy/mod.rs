@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub use compile::{UNKNOWN_DEVICE, compile};
-pub use devices::{DeviceIndex, DeviceIndexMap};
+pub use devices::{DeviceIndex, DeviceIndexMap, ForwardedClient};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
 pub use profile::Profile;
 
@@ -137,9 +137,13 @@ impl Policy {
         }
     }
 
-    /// The device `address` belongs to, or the unknown-client stand-in.
-    pub fn client(&self, address: IpAddr) -> &Device {
-        self.known_device(address).unwrap_or(&self.unknown)
+    /// The device of a query from `address` naming `forwarded` (see
+    /// [`DeviceIndexMap::identify`]), or the unknown-client stand-in.
+    pub fn client(&self, address: IpAddr, forwarded: &ForwardedClient) -> &Device {
+        self.device_index
+            .identify(address, forwarded)
+            .and_then(|index| self.devices.get(index))
+            .unwrap_or(&self.unknown)
     }
 
     /// The device a configured address belongs to, if any (for `explain`).

@@ -87,12 +87,21 @@ pub async fn query_udp_from(
     rtype: RecordType,
     edns: bool,
 ) -> Message {
-    let query = build_query(name, rtype, edns);
+    send_udp_from(source, server, &build_query(name, rtype, edns)).await
+}
+
+/// [`send_udp`] from the source address `source`.
+pub async fn send_udp_from(source: IpAddr, server: SocketAddr, query: &Message) -> Message {
     let bytes = query.to_vec().expect("encode query");
     let reply = exchange_udp_from(source, server, &bytes)
         .await
-        .unwrap_or_else(|| panic!("no UDP reply from {server} to {source} for {name}"));
-    decode_reply(&query, &reply, "UDP")
+        .unwrap_or_else(|| {
+            panic!(
+                "no UDP reply from {server} to {source} for {}",
+                describe(query)
+            )
+        });
+    decode_reply(query, &reply, "UDP")
 }
 
 /// [`exchange_udp`] from the source address `source`.
