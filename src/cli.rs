@@ -152,6 +152,15 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         listen.join(", "),
         settings.server.http
     );
+    if !settings.trusted_forwarders.is_empty() {
+        let forwarders: Vec<_> = (settings.trusted_forwarders.iter())
+            .map(ToString::to_string)
+            .collect();
+        println!(
+            "  trusted:   {} (may name the device they forward for)",
+            forwarders.join(", ")
+        );
+    }
     let upstreams: Vec<_> = settings
         .upstreams
         .iter()
@@ -177,7 +186,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         settings.default_profile
     );
     for device in &settings.devices {
-        let addresses: Vec<_> = device.addresses.iter().map(ToString::to_string).collect();
+        let addresses: Vec<_> = (device.addresses.iter().map(ToString::to_string))
+            .chain(device.macs.iter().map(ToString::to_string))
+            .collect();
         println!(
             "  device:    {} → profile {} ({})",
             device.name,
