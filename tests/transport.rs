@@ -368,6 +368,40 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
     );
 }
 
+#[tokio::test]
+async fn a_client_that_stops_reading_is_reset_not_left_to_a_lingering_close() {
+    // 16 answers of about 30 KB (480 KB) fill the daemon's send buffer and ours, and 16 is
+    // what the daemon answers at once: it has read every query when it gives up. (A query
+    // left unread would make the kernel reset the connection on close anyway, fix or not.)
+    let (_upstream, daemon) = setup_with_txt("huge.example.com", 120, 250).await;
+    let one = query_tcp(daemon.dns, "huge.example.com", RecordType::TXT, false).await;
+    assert_eq!(one.answers.len(), 120, "the answer is as big as planned");
+
+    let stream = ask_for_huge_answers(daemon.dns, 16).await;
+    let sent = Instant::now();
+    // A plain close would queue the daemon's FIN behind the answers we never read: it could
+    // not reach us, and the kernel would keep the socket and its buffer. A reset is not held
+    // back by a full window: it arrives, and shows as the socket's pending error without our
+    // reading anything (reading would let the stalled answers flow again).
+    let error = loop {
+        if let Some(error) = stream.take_error().unwrap() {
+            break error;
+        }
+        assert!(
+            sent.elapsed() < WRITE_TIMEOUT + Duration::from_secs(3),
+            "no reset {:?} after the last query",
+            sent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!(
+        sent.elapsed() >= WRITE_TIMEOUT - Duration::from_millis(500),
+        "reset before the write timeout: {:?}",
+        sent.elapsed()
+    );
+}
+
 /// Opens a connection with a 4 KB receive buffer and writes `count` pipelined questions for
 /// `huge.example.com` TXT (see `setup_with_txt`) without reading anything.
 async fn ask_for_huge_answers(server: SocketAddr, count: usize) -> TcpStream {

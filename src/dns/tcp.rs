@@ -4,7 +4,7 @@
 //! [`FIRST_MESSAGE_TIMEOUT`] to send the first query and [`IDLE_TIMEOUT`] between queries, at
 //! most [`MAX_QUERIES`] queries per connection, up to [`MAX_IN_FLIGHT`] answered concurrently
 //! and sent back as they complete (out of order, RFC 7766 §6.2.1.1), and a client that stops
-//! reading its answers is closed after [`WRITE_TIMEOUT`].
+//! reading its answers is reset after [`WRITE_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -224,7 +224,8 @@ async fn read_frame(reader: &mut OwnedReadHalf) -> Option<Vec<u8>> {
 }
 
 /// Sends answers as they come, then ends our side of the stream; gives up on a client that
-/// does not read them in time. Whether every answer went out.
+/// does not read them in time, and has the connection reset on close. Whether every answer
+/// went out.
 async fn write_replies(
     mut writer: OwnedWriteHalf,
     mut queue: mpsc::Receiver<Vec<u8>>,
@@ -238,13 +239,24 @@ async fn write_replies(
         let mut framed = Vec::with_capacity(reply.len() + 2);
         framed.extend_from_slice(&length.to_be_bytes());
         framed.extend_from_slice(&reply);
-        if !matches!(
-            timeout(WRITE_TIMEOUT, writer.write_all(&framed)).await,
-            Ok(Ok(()))
-        ) {
-            kept_up = false;
-            break;
+        match timeout(WRITE_TIMEOUT, writer.write_all(&framed)).await {
+            Ok(Ok(())) => continue,
+            // The client is gone: the kernel has ended the connection already.
+            Ok(Err(_)) => {}
+            Err(_) => {
+                // A plain close would queue our FIN behind the answers the client is not
+                // reading: the kernel would keep the orphaned socket and its full send buffer
+                // for as long as it keeps probing. With a zero linger, closing resets the
+                // connection and frees the buffer at once.
+                if let Err(error) =
+                    socket2::SockRef::from(writer.as_ref()).set_linger(Some(Duration::ZERO))
+                {
+                    tracing::debug!(%error, "TCP connection left to close normally");
+                }
+            }
         }
+        kept_up = false;
+        break;
     }
     closed.cancel();
     let _ = writer.shutdown().await;
