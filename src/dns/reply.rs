@@ -7,8 +7,11 @@
 //!
 //! UDP replies stay within the client's EDNS payload size and our own 1232-byte ceiling (the
 //! DNS Flag Day 2020 figure that avoids IP fragmentation), or 512 bytes without EDNS (RFC 1035
-//! §4.2.1). A reply that does not fit is sent as the header, question and OPT with TC set, and
-//! the client asks again over TCP (RFC 7766 §5); if even that does not fit, as the header alone.
+//! §4.2.1). A reply that does not fit first loses the Extended DNS Error's text (its code
+//! stays); if it still does not fit, all its records, with TC set so the client asks again
+//! over TCP (RFC 7766 §5). The question always stays: stubs match a reply to their query by
+//! it. Header, question and OPT always fit: a name takes at most 255 bytes (RFC 1035 §3.1),
+//! so with an EDE code they make at most 288 of the 512 bytes every client can take.
 //!
 //! Layout (RFC 1035 §4.1): a 12-byte header (ID, flags, QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT);
 //! the question; resource records (name, TYPE, CLASS, TTL, RDLENGTH, RDATA). The OPT
@@ -33,11 +36,9 @@ pub(super) const PLAIN_UDP_PAYLOAD: u16 = 512;
 const EDE_OPTION: u16 = 15;
 /// The DO bit in the OPT record's flags (RFC 3225 §3).
 const FLAG_DO: u16 = 0x8000;
-/// Offsets of the section counts in the header.
-const QDCOUNT: usize = 4;
+/// Offsets of the answer and authority counts in the header.
 const ANCOUNT: usize = 6;
 const NSCOUNT: usize = 8;
-const ARCOUNT: usize = 10;
 
 /// How a reply travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +160,20 @@ pub(super) fn write_reply(echo: &Echo<'_>, reply: &Reply<'_>, transport: Transpo
         put_u16(&mut out, ANCOUNT, answers);
         put_u16(&mut out, NSCOUNT, authorities);
     }
+    let records_end = out.len();
     write_opt(&mut out, echo, reply.rcode, reply.ede);
+    if out.len() <= limit {
+        return out;
+    }
+    // The text only explains the code to a person: it goes first, and whole (a list id cut
+    // short would name another list).
+    let ede = reply.ede.map(|ede| Ede {
+        prefix: "",
+        text: "",
+        ..ede
+    });
+    out.truncate(records_end);
+    write_opt(&mut out, echo, reply.rcode, ede);
     if out.len() <= limit {
         return out;
     }
@@ -168,13 +182,8 @@ pub(super) fn write_reply(echo: &Echo<'_>, reply: &Reply<'_>, transport: Transpo
     out[2] |= 0x02; // TC
     put_u16(&mut out, ANCOUNT, 0);
     put_u16(&mut out, NSCOUNT, 0);
-    write_opt(&mut out, echo, reply.rcode, reply.ede);
-    if out.len() <= limit {
-        return out;
-    }
-    out.truncate(HEADER_LEN);
-    put_u16(&mut out, QDCOUNT, 0);
-    put_u16(&mut out, ARCOUNT, 0);
+    write_opt(&mut out, echo, reply.rcode, ede);
+    debug_assert!(out.len() <= limit, "header, question and OPT always fit");
     out
 }
 
@@ -449,18 +458,60 @@ mod tests {
         }
     }
 
+    /// A name of 255 bytes in wire form, the longest there is (RFC 1035 §3.1).
+    fn longest_name() -> String {
+        format!("{0}.{0}.{0}.{1}.", "a".repeat(63), "b".repeat(61))
+    }
+
     #[test]
-    fn a_blocked_reply_too_big_for_udp_is_truncated() {
-        let bytes = query("www.meta.ai.", RecordType::A, Some((512, false)), false);
-        let long = "x".repeat(600);
-        let udp = blocked(&bytes, BlockAnswer::Null, Transport::Udp, &long);
-        // Even header, question and OPT do not fit: the header alone.
-        assert!(udp.metadata.response_code == ResponseCode::NoError && udp.queries.is_empty());
-        let medium = "x".repeat(440);
-        let udp = blocked(&bytes, BlockAnswer::Null, Transport::Udp, &medium);
-        assert!(udp.metadata.truncation && udp.answers.is_empty());
-        assert_eq!(udp.queries.len(), 1);
-        let tcp = blocked(&bytes, BlockAnswer::Null, Transport::Tcp, &long);
-        assert!(!tcp.metadata.truncation && tcp.answers.len() == 1);
+    fn a_reply_too_big_for_udp_sheds_the_error_text_then_the_records_never_the_question() {
+        // With the longest name and a 600-byte list id, even header, question and OPT with
+        // the whole text do not fit 512 bytes.
+        let name = longest_name();
+        let bytes = query(&name, RecordType::A, Some((512, false)), false);
+        let request = Request::parse(&bytes).unwrap();
+        let echo = Echo::of(&request, &bytes);
+        let id = "x".repeat(600);
+        let blocked = BlockedRecords {
+            plan: blocked_plan(RecordType::A, BlockAnswer::Null),
+            ttl: 10,
+        };
+        let code_only = EdnsOption::Unknown(EDE_OPTION, 15u16.to_be_bytes().to_vec());
+        let whole = EdnsOption::Unknown(
+            EDE_OPTION,
+            [
+                &15u16.to_be_bytes(),
+                "blocked by ".as_bytes(),
+                id.as_bytes(),
+            ]
+            .concat(),
+        );
+        // A blocked answer keeps its record without the text; 2 KB of records go too, with TC.
+        for (records, answers) in [(&blocked as &dyn Records, 1), (&BigRecords, 0)] {
+            let reply = Reply {
+                records: Some(records),
+                ede: Some(Ede {
+                    code: 15,
+                    prefix: "blocked by ",
+                    text: &id,
+                }),
+                ..Reply::code(ResponseCode::NoError)
+            };
+            let udp = write_reply(&echo, &reply, Transport::Udp);
+            assert!(udp.len() <= 512, "{} bytes", udp.len());
+            let udp = Message::from_vec(&udp).unwrap();
+            assert_eq!(udp.queries.len(), 1);
+            assert_eq!(udp.queries[0].name().to_ascii(), name);
+            assert_eq!(udp.queries[0].query_type(), RecordType::A);
+            assert_eq!(udp.answers.len(), answers);
+            assert_eq!(udp.metadata.truncation, answers == 0);
+            let edns = udp.edns.expect("the OPT stays");
+            assert_eq!(edns.options().as_ref()[0].1, code_only);
+            // TCP carries it all.
+            let tcp = write_reply(&echo, &reply, Transport::Tcp);
+            let tcp = Message::from_vec(&tcp).unwrap();
+            assert!(!tcp.metadata.truncation && !tcp.answers.is_empty());
+            assert_eq!(tcp.edns.unwrap().options().as_ref()[0].1, whole);
+        }
     }
 }
