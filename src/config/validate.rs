@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt::Display;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -121,6 +121,27 @@ fn server(raw: &RawServer, path: &Path, at: &Locator<'_>) -> Result<ServerSettin
         None => DEFAULT_HTTP_LISTEN,
         Some(value) => socket_addr(value, DEFAULT_HTTP_LISTEN.port(), "server.http", at)?,
     };
+    // DNS listens on TCP too, so the HTTP listener must keep clear of every DNS address. The
+    // built-in addresses never clash: a clash comes from a key of the file.
+    let written = match (&raw.http, &raw.listen) {
+        (Some(value), _) => Some((value.span(), "server.http")),
+        (None, Some(values)) => Some((values.span(), LISTEN_KEY)),
+        (None, None) => None,
+    };
+    // The HTTP socket is bound dual-stack (the system default): `[::]` takes IPv4 too.
+    let dual_stack = |dns: SocketAddr| {
+        dns.is_ipv4()
+            && http.ip() == Ipv6Addr::UNSPECIFIED
+            && clash(dns, (dns.ip(), http.port()).into())
+    };
+    let clashing = (listen.iter()).find(|&&dns| clash(dns, http) || dual_stack(dns));
+    if let (Some(dns), Some((span, key))) = (clashing, written) {
+        let message = format!(
+            "`{http}` clashes with the DNS listen address `{dns}` (DNS is served over TCP \
+             too): give HTTP another port"
+        );
+        return Err(at.invalid(span, key, message));
+    }
     let state_dir = match &raw.state_dir {
         None => PathBuf::from(STATE_DIR),
         Some(value) if value.get_ref().trim().is_empty() => {
@@ -307,16 +328,35 @@ fn positive<T: Copy + PartialEq + Default>(
 
 /// The `server.listen` addresses, each given once.
 fn listen_addresses(values: &[Text], at: &Locator<'_>) -> Result<Vec<SocketAddr>, ConfigError> {
-    let mut listen = Vec::with_capacity(values.len());
+    let mut listen: Vec<SocketAddr> = Vec::with_capacity(values.len());
     for value in values {
         let address = socket_addr(value, DNS_PORT, LISTEN_KEY, at)?;
-        if listen.contains(&address) {
-            let message = format!("`{address}` is listed twice");
+        if let Some(&other) = listen.iter().find(|&&other| clash(other, address)) {
+            let message = if other == address {
+                format!("`{address}` is listed twice")
+            } else {
+                format!(
+                    "`{address}` and `{other}` cannot both be bound: a wildcard address already \
+                     takes every address of its family on port {}; list one or the other",
+                    address.port()
+                )
+            };
             return Err(at.invalid(value.span(), LISTEN_KEY, message));
         }
         listen.push(address);
     }
     Ok(listen)
+}
+
+/// Whether two listeners would fight over one socket address (binding the second fails): the
+/// same port (not 0, which picks a free one) and family, and the same address or a wildcard
+/// (`0.0.0.0`, `[::]`) on either side. IPv6 sockets are bound IPv6-only, so `[::]:53` and
+/// `0.0.0.0:53` live side by side.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// `[[upstream]]`s, or the system's resolvers when the file names none.
@@ -1185,7 +1225,35 @@ mod tests {
                 "2: server.listen",
                 "`[::]:53` is listed twice",
             ),
+            (
+                "[server]\nlisten = [\n  \"0.0.0.0:53\",\n  \"[::]:53\",\n  \"192.168.1.2\",\n]\n",
+                "5: server.listen",
+                "`192.168.1.2:53` and `0.0.0.0:53` cannot both be bound: a wildcard address \
+                 already takes every address of its family on port 53; list one or the other",
+            ),
+            (
+                "[server]\nlisten = [\"192.168.1.2:53\"]\nhttp = \"0.0.0.0:53\"\n",
+                "3: server.http",
+                "`0.0.0.0:53` clashes with the DNS listen address `192.168.1.2:53` (DNS is served \
+                 over TCP too): give HTTP another port",
+            ),
+            (
+                "[server]\nlisten = [\"127.0.0.1:9353\"]\n",
+                "2: server.listen",
+                "`127.0.0.1:9353` clashes with the DNS listen address `127.0.0.1:9353`",
+            ),
         ]);
+        assert!(
+            error("[server]\nlisten = [\"192.168.1.2:53\"]\nhttp = \"[::]:53\"\n")
+                .contains("`[::]:53` clashes with the DNS listen address `192.168.1.2:53`"),
+            "a dual-stack HTTP wildcard takes IPv4 too"
+        );
+        let side_by_side = "[server]\nlisten = [\"0.0.0.0:53\", \"[::]:53\", \"127.0.0.1:0\"]\n\
+                            http = \"127.0.0.1:0\"\n";
+        assert!(
+            check(side_by_side).is_ok(),
+            "other families and port 0 never clash"
+        );
     }
 
     #[test]
