@@ -68,6 +68,41 @@ async fn any_over_udp_gets_tc_and_an_answer_over_tcp() {
 }
 
 #[tokio::test]
+async fn zone_transfers_meta_types_and_other_classes_are_answered_here_not_forwarded() {
+    use hickory_proto::rr::DNSClass;
+
+    let (upstream, daemon) = setup().await;
+    for (rtype, expected) in [
+        (RecordType::AXFR, ResponseCode::NotImp),
+        (RecordType::IXFR, ResponseCode::NotImp),
+        (RecordType::Unknown(253), ResponseCode::NotImp), // MAILB
+        (RecordType::Unknown(254), ResponseCode::NotImp), // MAILA
+        (RecordType::TSIG, ResponseCode::FormErr),
+        (RecordType::Unknown(249), ResponseCode::FormErr), // TKEY
+    ] {
+        for tcp in [false, true] {
+            let query = build_query("www.example.com", rtype, true);
+            let reply = if tcp {
+                send_tcp(daemon.dns, &query).await
+            } else {
+                send_udp(daemon.dns, &query).await
+            };
+            assert_eq!(rcode(&reply), expected, "{rtype} (TCP {tcp})");
+            assert_eq!(reply.queries.len(), 1, "{rtype}: the question is echoed");
+        }
+    }
+    for class in [DNSClass::CH, DNSClass::HS, DNSClass::NONE, DNSClass::ANY] {
+        let mut query = build_query("version.bind", RecordType::TXT, true);
+        query.queries[0].query_class = class;
+        let reply = send_udp(daemon.dns, &query).await;
+        assert_eq!(rcode(&reply), ResponseCode::Refused, "{class:?}");
+    }
+    assert_eq!(upstream.queries(), 0, "none of them reaches the upstream");
+    let normal = query_udp(daemon.dns, "www.example.com", RecordType::A, true).await;
+    assert_eq!(rcode(&normal), ResponseCode::NoError);
+}
+
+#[tokio::test]
 async fn malformed_input_gets_no_reply_or_formerr_and_never_disturbs_a_normal_client() {
     let (_upstream, daemon) = setup().await;
     let normal = build_query("www.example.com", RecordType::A, true)

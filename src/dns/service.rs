@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{DNSClass, RecordType};
 use prometheus::{Histogram, IntCounter};
 use tokio::time::Instant;
 use tracing::debug;
@@ -144,6 +144,10 @@ impl DnsService {
             return Some(write_reply(&echo, &reply, transport));
         }
 
+        if let Some(rcode) = answered_here(question) {
+            return Some(write_reply(&echo, &Reply::code(rcode), transport));
+        }
+
         // One snapshot for the whole query, even if a reload swaps in another meanwhile.
         let policy = self.policy.load_full();
         let device = policy.client(client, &request.forwarded);
@@ -161,6 +165,29 @@ impl DnsService {
         let bytes = write_outcome(&echo, question, &outcome, profile, &policy, transport);
         self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
         Some(bytes)
+    }
+}
+
+/// The code for a question a forwarding resolver does not pass on, if it is one.
+///
+/// Meta-types are not data to look up (RFC 6895 §3.1): zone transfers (AXFR, IXFR) and the
+/// obsolete mailbox types (MAILA, MAILB) are not implemented here, and transaction signatures
+/// (TSIG, TKEY) belong in the additional section, never in a question. Classes other than IN
+/// (CHAOS `version.bind`, Hesiod) are not the house's business: refused, as a resolver that
+/// keeps its version to itself does.
+fn answered_here(question: &Question) -> Option<ResponseCode> {
+    const TKEY: u16 = 249;
+    const MAILB: u16 = 253;
+    const MAILA: u16 = 254;
+    if question.qclass != DNSClass::IN {
+        return Some(ResponseCode::Refused);
+    }
+    match question.qtype {
+        RecordType::AXFR | RecordType::IXFR | RecordType::Unknown(MAILB | MAILA) => {
+            Some(ResponseCode::NotImp)
+        }
+        RecordType::TSIG | RecordType::Unknown(TKEY) => Some(ResponseCode::FormErr),
+        _ => None,
     }
 }
 
