@@ -53,6 +53,7 @@ pub mod explain;
 pub mod lists;
 pub mod memory;
 pub mod metrics;
+pub mod neighbours;
 pub mod net;
 pub mod pipeline;
 pub mod policy;

@@ -19,6 +19,7 @@ use super::reply::{Echo, Ede, MAX_UDP_PAYLOAD, Reply, Transport, write_reply};
 use super::request::{Rejection, Request};
 use crate::admission::{Admission, Verdict};
 use crate::metrics::{Metrics, QueryResult};
+use crate::neighbours::Neighbours;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::policy::{Policy, PolicyHandle, Profile};
 
@@ -32,6 +33,8 @@ pub struct DnsService {
     pipeline: Pipeline,
     admission: Admission,
     counters: ServiceCounters,
+    /// The MAC addresses of clients on the LAN, for devices matched by one.
+    neighbours: Neighbours,
 }
 
 /// The service's own metric handles.
@@ -69,6 +72,7 @@ impl DnsService {
             pipeline,
             admission,
             counters,
+            neighbours: Neighbours::default(),
         }
     }
 
@@ -98,7 +102,7 @@ impl DnsService {
                 let request = Request::parse(bytes).ok();
                 let policy = self.policy.load();
                 Err(request.map(|request| {
-                    let device = policy.client(client, &request.forwarded);
+                    let device = policy.client(client, &request.forwarded, &self.neighbours);
                     device
                         .counters
                         .count_query_row(request.question.qtype_row(), QueryResult::Refused);
@@ -150,7 +154,7 @@ impl DnsService {
 
         // One snapshot for the whole query, even if a reload swaps in another meanwhile.
         let policy = self.policy.load_full();
-        let device = policy.client(client, &request.forwarded);
+        let device = policy.client(client, &request.forwarded, &self.neighbours);
         let profile = policy.profile_of(device);
         let outcome = self.pipeline.resolve(&policy, profile, question).await;
 

@@ -5,7 +5,8 @@
 //! names the client it forwards for (dnsmasq `--add-mac`, `--add-subnet=32,128`) is believed
 //! when it is one of `trusted_forwarders`: the device is then the one with that MAC address,
 //! else the one the client subnet belongs to. A name from anyone else is ignored, or any
-//! client could pick another device's profile.
+//! client could pick another device's profile. A client that queries directly is found by
+//! MAC address through the neighbour table ([`crate::neighbours`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -80,13 +81,28 @@ impl DeviceIndexMap {
 
     /// The device of a query from `address` that names `forwarded`: the named client's when
     /// `address` is a trusted forwarder that names one (`None` if it is no device), otherwise
-    /// the device of `address` itself.
-    pub fn identify(&self, address: IpAddr, forwarded: &ForwardedClient) -> Option<DeviceIndex> {
+    /// the device of `address` itself: its exact address, else the MAC address
+    /// `neighbour_mac` finds for it (asked only while some device has one), else the longest
+    /// network holding it.
+    pub fn identify(
+        &self,
+        address: IpAddr,
+        forwarded: &ForwardedClient,
+        neighbour_mac: impl FnOnce(IpAddr) -> Option<MacAddress>,
+    ) -> Option<DeviceIndex> {
         if forwarded.names_anyone() && self.trusts(address) {
             let by_mac = forwarded.mac.and_then(|mac| self.macs.get(&mac).copied());
             return by_mac.or_else(|| forwarded.subnet.and_then(|net| self.find_network(net)));
         }
-        self.find(address)
+        let address = address.to_canonical();
+        if let Some(&device) = self.exact.get(&address) {
+            return Some(device);
+        }
+        let by_mac = match self.macs.is_empty() {
+            true => None,
+            false => neighbour_mac(address).and_then(|mac| self.macs.get(&mac).copied()),
+        };
+        by_mac.or_else(|| self.in_networks(address))
     }
 
     /// Whether `address` is a trusted forwarder.
@@ -101,9 +117,14 @@ impl DeviceIndexMap {
     /// `::ffff:a.b.c.d`; they are looked up as the IPv4 address they are.
     pub fn find(&self, address: IpAddr) -> Option<DeviceIndex> {
         let address = address.to_canonical();
-        if let Some(&device) = self.exact.get(&address) {
-            return Some(device);
+        match self.exact.get(&address) {
+            Some(&device) => Some(device),
+            None => self.in_networks(address),
         }
+    }
+
+    /// The device whose network is the longest holding `address` (canonical).
+    fn in_networks(&self, address: IpAddr) -> Option<DeviceIndex> {
         self.networks
             .iter()
             .find_map(|(net, device)| net.contains(&address).then_some(*device))
@@ -196,8 +217,9 @@ mod tests {
             ],
             &nets(&["192.168.1.1", "::ffff:10.0.0.0/104"]),
         );
-        let identify =
-            |from: &str, named: ForwardedClient| map.identify(from.parse().unwrap(), &named);
+        let identify = |from: &str, named: ForwardedClient| {
+            map.identify(from.parse().unwrap(), &named, |_| None)
+        };
         let router_ip = "192.168.1.1";
 
         assert_eq!(
@@ -255,6 +277,47 @@ mod tests {
         assert_eq!(
             identify("192.168.1.9", forwarded(Some("aa:bb:cc:dd:ee:01"), None)),
             None
+        );
+    }
+
+    #[test]
+    fn a_direct_client_is_its_exact_address_then_its_neighbour_mac_then_its_network() {
+        let kids_room = nets(&["192.168.1.64/28"]);
+        let quest = nets(&["192.168.1.70"]);
+        let phone_mac: [MacAddress; 1] = ["aa:bb:cc:dd:ee:01".parse().unwrap()];
+        let devices = [
+            (0, &kids_room[..], &[][..]),
+            (1, &quest[..], &[][..]),
+            (2, &[][..], &phone_mac[..]),
+        ];
+        let map = DeviceIndexMap::new(devices, &[]);
+        let none = ForwardedClient::default();
+        let neighbours = |address: IpAddr| {
+            let known = ["192.168.1.70", "192.168.1.66", "192.168.1.9"];
+            known
+                .contains(&address.to_string().as_str())
+                .then(|| phone_mac[0])
+        };
+        let identify = |from: &str| map.identify(from.parse().unwrap(), &none, neighbours);
+        assert_eq!(identify("192.168.1.70"), Some(1), "an exact address first");
+        assert_eq!(identify("192.168.1.66"), Some(2), "then the MAC address");
+        assert_eq!(identify("::ffff:192.168.1.9"), Some(2), "looked up as IPv4");
+        assert_eq!(identify("192.168.1.67"), Some(0), "then the network");
+        assert_eq!(identify("192.168.7.7"), None);
+
+        let without_macs = DeviceIndexMap::new([(0, &kids_room[..], &[][..])], &[]);
+        let asked = std::cell::Cell::new(false);
+        let lookup = |_| {
+            asked.set(true);
+            None
+        };
+        assert_eq!(
+            without_macs.identify("192.168.1.66".parse().unwrap(), &none, lookup),
+            Some(0)
+        );
+        assert!(
+            !asked.get(),
+            "no device has a MAC address: the table is never read"
         );
     }
 }

@@ -25,6 +25,7 @@ use crate::config::{ListSettings, ListSource};
 use crate::lists::MatchMode;
 use crate::lists::parse::{InvalidLine, ParseReport};
 use crate::metrics::{ClientCounters, Metrics};
+use crate::neighbours::Neighbours;
 use matcher::Matcher;
 
 /// One snapshot.
@@ -137,11 +138,17 @@ impl Policy {
         }
     }
 
-    /// The device of a query from `address` naming `forwarded` (see
-    /// [`DeviceIndexMap::identify`]), or the unknown-client stand-in.
-    pub fn client(&self, address: IpAddr, forwarded: &ForwardedClient) -> &Device {
+    /// The device of a query from `address` naming `forwarded`, with `neighbours` for the MAC
+    /// address of a client on the LAN (see [`DeviceIndexMap::identify`]), or the
+    /// unknown-client stand-in.
+    pub fn client(
+        &self,
+        address: IpAddr,
+        forwarded: &ForwardedClient,
+        neighbours: &Neighbours,
+    ) -> &Device {
         self.device_index
-            .identify(address, forwarded)
+            .identify(address, forwarded, |address| neighbours.mac_of(address))
             .and_then(|index| self.devices.get(index))
             .unwrap_or(&self.unknown)
     }
