@@ -225,12 +225,7 @@ async fn a_device_given_as_ipv4_mapped_matches_its_ipv4_clients() {
 
 /// Asks for www.meta.ai from `source`, with `options` in the query's EDNS record.
 async fn ask_naming(daemon: &TestDaemon, source: IpAddr, options: &[EdnsOption]) -> Message {
-    let mut query = build_query("www.meta.ai", RecordType::A, true);
-    let edns = query.edns.as_mut().expect("an EDNS query");
-    for option in options {
-        edns.options_mut().insert(option.clone());
-    }
-    send_udp_from(source, daemon.dns, &query).await
+    query_udp_naming(source, daemon.dns, "www.meta.ai", options).await
 }
 
 #[tokio::test]

@@ -193,6 +193,35 @@ async fn post_with_token(daemon: &TestDaemon, path: &str) -> (u16, String) {
 }
 
 #[tokio::test]
+async fn a_reload_applies_a_new_trusted_forwarder() {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+
+    let router: IpAddr = Ipv4Addr::new(127, 0, 0, 10).into();
+    let upstream = upstream().await;
+    let daemon = TestDaemon::start(&config(&upstream, "open")).await;
+    let naming_tablet = [EdnsOption::Subnet(ClientSubnet::new(TABLET, 32, 0))];
+    let ask = || query_udp_naming(router, daemon.dns, "www.meta.ai", &naming_tablet);
+    assert_eq!(
+        a_addrs(&ask().await),
+        vec![Ipv4Addr::UNSPECIFIED],
+        "not trusted yet: the router's own (default) profile blocks Meta AI"
+    );
+
+    let trusting = config(&upstream, "open").replace(
+        "rate_limit_qps = 0",
+        "rate_limit_qps = 0\ntrusted_forwarders = [\"127.0.0.10\"]",
+    );
+    write(&daemon.config_path(), &trusting);
+    let (status, body) = post_with_token(&daemon, "/api/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        a_addrs(&ask().await),
+        vec![REAL],
+        "now the tablet's profile (open)"
+    );
+}
+
+#[tokio::test]
 async fn a_reload_whose_client_hangs_up_still_swaps_the_policy() {
     let upstream = upstream().await;
     let daemon = TestDaemon::start(&config(&upstream, "meta-apps")).await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, Query};
 use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::timeout;
@@ -88,6 +89,22 @@ pub async fn query_udp_from(
     edns: bool,
 ) -> Message {
     send_udp_from(source, server, &build_query(name, rtype, edns)).await
+}
+
+/// [`query_udp_from`] with `options` in the query's EDNS record: a forwarding router naming
+/// the client it asks for (EDNS Client Subnet, dnsmasq's MAC address options).
+pub async fn query_udp_naming(
+    source: IpAddr,
+    server: SocketAddr,
+    name: &str,
+    options: &[EdnsOption],
+) -> Message {
+    let mut query = build_query(name, RecordType::A, true);
+    let edns = query.edns.as_mut().expect("an EDNS query");
+    for option in options {
+        edns.options_mut().insert(option.clone());
+    }
+    send_udp_from(source, server, &query).await
 }
 
 /// [`send_udp`] from the source address `source`.
