@@ -156,10 +156,13 @@ impl Refresher {
             .and_then(|failures| failures.get(url).copied());
         // A fetch time no clock can show, or one still to come (a corrupt meta file, or a clock
         // that was wrong when it was written), says nothing: the list counts as never fetched,
-        // so it is refreshed now rather than never, and that refresh stores a sound time.
+        // so it is refreshed now rather than never, and that refresh stores a sound time. So
+        // does a body that is gone or not the size its meta says (cut by a power failure):
+        // waiting for the next scheduled refresh would block from half a list for a day.
         let fetched = self
             .store
             .meta(url)
+            .filter(|meta| matches!(self.store.body_len(url), Ok(Some(len)) if len == meta.bytes))
             .and_then(|meta| meta.fetched_time())
             .filter(|fetched| *fetched <= now);
         let due = match (fetched, failed) {
@@ -331,6 +334,35 @@ mod tests {
         let wait = refresher.next_due(url, now).duration_since(now).unwrap();
         let day = Duration::from_secs(86_400);
         assert!(wait > day * 9 / 10 && wait < day * 11 / 10, "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stored_body_cut_short_or_gone_makes_a_list_due_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "http://127.0.0.1:9/list.txt";
+        let refresher = refresher(dir.path(), url, "");
+        let store = ListStore::new(dir.path());
+        let now = SystemTime::now();
+        let an_hour_ago = stored(unix_now() - 3600);
+
+        store.save(url, LIST, &an_hour_ago).unwrap();
+        assert!(
+            refresher.next_due(url, now) > now,
+            "a whole copy waits its turn"
+        );
+        store
+            .save(url, &LIST[..LIST.len() / 2], &an_hour_ago)
+            .unwrap();
+        assert!(refresher.next_due(url, now) <= now, "half a body");
+        store.save(url, LIST, &an_hour_ago).unwrap();
+        for entry in std::fs::read_dir(dir.path().join("lists")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|extension| extension == "txt") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        assert!(store.meta(url).is_some() && !store.has_body(url));
+        assert!(refresher.next_due(url, now) <= now, "no body");
     }
 
     #[tokio::test]
