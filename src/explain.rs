@@ -10,8 +10,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::dns::{Question, describe_blocked_answer};
+use crate::neighbours::Neighbours;
 use crate::policy::matcher::Scope;
-use crate::policy::{ListIndex, Policy, Profile};
+use crate::policy::{ForwardedClient, ListIndex, Policy, Profile};
 
 /// Whose point of view to explain from.
 #[derive(Clone, Debug)]
@@ -79,7 +80,12 @@ pub fn explain(
 ) -> Result<Explanation, String> {
     let (client, profile) = match viewpoint {
         Viewpoint::Client(address) => {
-            let device = policy.known_device(*address);
+            // Found as the daemon finds a client querying directly (its MAC address too).
+            let device = policy.known_device(
+                *address,
+                &ForwardedClient::default(),
+                &Neighbours::default(),
+            );
             let profile = device.map_or_else(|| policy.default_profile(), |d| policy.profile_of(d));
             (Some((*address, device.map(|d| d.name.clone()))), profile)
         }

@@ -147,16 +147,19 @@ impl Policy {
         forwarded: &ForwardedClient,
         neighbours: &Neighbours,
     ) -> &Device {
-        self.device_index
-            .identify(address, forwarded, |address| neighbours.mac_of(address))
-            .and_then(|index| self.devices.get(index))
+        self.known_device(address, forwarded, neighbours)
             .unwrap_or(&self.unknown)
     }
 
-    /// The device a configured address belongs to, if any (for `explain`).
-    pub fn known_device(&self, address: IpAddr) -> Option<&Device> {
+    /// [`Self::client`], `None` for a client that is no configured device.
+    pub fn known_device(
+        &self,
+        address: IpAddr,
+        forwarded: &ForwardedClient,
+        neighbours: &Neighbours,
+    ) -> Option<&Device> {
         self.device_index
-            .find(address)
+            .identify(address, forwarded, |address| neighbours.mac_of(address))
             .and_then(|index| self.devices.get(index))
     }
 
