@@ -2,7 +2,9 @@
 
 mod common;
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -145,4 +147,368 @@ async fn stopping_does_not_wait_for_a_half_sent_http_request() {
         started.elapsed()
     );
     drop(stalled);
+}
+
+/// `dashboards/metasink.json` stays importable and in step with `/metrics`: it is JSON, its
+/// panel ids are unique, every panel queries the templated data source and none overlaps
+/// another, and every metric and label its queries name (histograms by their `_bucket`,
+/// `_sum` or `_count` series) is exposed by a daemon that has blocked, forwarded and cached
+/// queries, downloaded a list, failed to download another and reloaded its config.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_and_labels_the_daemon_exposes() {
+    const TOKEN: &str = "dashboard-token-0123456789";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/metasink.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
+    assert_eq!(dashboard["schemaVersion"], 39);
+    check_panels(&dashboard);
+    let queries = dashboard_queries(&dashboard);
+    assert!(queries.len() >= 20, "{queries:#?}");
+    let uses: Vec<MetricUse> = queries
+        .iter()
+        .flat_map(|query| promql_uses(query))
+        .collect();
+
+    let upstream = TestUpstream::start(&[TestRecord::A(
+        "www.example.com",
+        "192.0.2.1".parse().unwrap(),
+        300,
+    )])
+    .await;
+    let list = ListServer::start("ads.example\nnot a name!\n").await;
+    let config = format!(
+        r#"
+default_profile = "family"
+
+[server]
+listen = ["127.0.0.1:0"]
+http = "127.0.0.1:0"
+state_dir = "state"
+api_token = "{TOKEN}"
+
+[[upstream]]
+address = "{}"
+
+[download]
+attempts = 1
+
+[[list]]
+id = "served"
+source = "{}"
+
+# The discard port on loopback, where nothing listens: every download fails at once.
+[[list]]
+id = "unreachable"
+source = "http://127.0.0.1:9/list.txt"
+
+[[profile]]
+name = "family"
+block = ["meta-ai", "served", "unreachable"]
+
+[[device]]
+name = "tablet"
+match = ["127.0.0.2"]
+profile = "family"
+"#,
+        upstream.addr, list.url
+    );
+    let daemon = TestDaemon::start(&config).await;
+    query_udp_from(TABLET, daemon.dns, "www.meta.ai", RecordType::A, true).await;
+    for _ in 0..2 {
+        query_udp_from(TABLET, daemon.dns, "www.example.com", RecordType::A, true).await;
+    }
+    let (status, body) = http_response(daemon.post_with(TOKEN, "/api/reload").await).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The first downloads run in the background: wait until their series are there too.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let exposed = daemon.metrics().await;
+        let problems = unexposed(&uses, &exposed);
+        if problems.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} uses what /metrics does not expose:\n{}\n\n{exposed}",
+            problems.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Unique panel ids, a description on every panel, the `${datasource}` variable on every
+/// panel and query, and panels that fit the 24-column grid without overlapping.
+fn check_panels(dashboard: &serde_json::Value) {
+    let top = dashboard["panels"].as_array().expect("a panels array");
+    let mut panels: Vec<&serde_json::Value> = top.iter().collect();
+    panels.extend(top.iter().filter_map(|p| p["panels"].as_array()).flatten());
+    let mut ids = BTreeSet::new();
+    for &panel in &panels {
+        let id = panel["id"].as_u64().expect("a numeric panel id");
+        assert!(ids.insert(id), "panel id {id} is used twice");
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = &panel["title"];
+        let described = panel["description"].as_str().is_some_and(|d| !d.is_empty());
+        assert!(described, "panel {title} has no description");
+        let targets = panel["targets"].as_array().expect("panel targets");
+        for source in std::iter::once(panel).chain(targets) {
+            assert_eq!(
+                source["datasource"]["uid"], "${datasource}",
+                "panel {title}: not the templated data source"
+            );
+        }
+    }
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    assert!(
+        variables.iter().any(|v| v["type"] == "datasource"
+            && v["name"] == "datasource"
+            && v["query"] == "prometheus"),
+        "no Prometheus data source variable"
+    );
+    let boxes: Vec<[u64; 4]> = top
+        .iter()
+        .map(|p| ["x", "y", "w", "h"].map(|k| p["gridPos"][k].as_u64().expect("gridPos")))
+        .collect();
+    for (i, [x, y, w, h]) in boxes.iter().enumerate() {
+        assert!(x + w <= 24, "panel {} is wider than the grid", top[i]["id"]);
+        for (j, [x2, y2, w2, h2]) in boxes.iter().enumerate().skip(i + 1) {
+            let apart = x + w <= *x2 || x2 + w2 <= *x || y + h <= *y2 || y2 + h2 <= *y;
+            assert!(
+                apart,
+                "panels {} and {} overlap",
+                top[i]["id"], top[j]["id"]
+            );
+        }
+    }
+}
+
+/// Every PromQL query of the dashboard: panel targets' `expr` and query variables' `query`.
+fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
+    fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(expr)) = map.get("expr") {
+                    out.push(expr.clone());
+                }
+                if map.get("type").is_some_and(|t| t == "query") {
+                    match &map["query"] {
+                        serde_json::Value::String(query) => out.push(query.clone()),
+                        query => out.extend(query["query"].as_str().map(str::to_owned)),
+                    }
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(dashboard, &mut out);
+    out
+}
+
+/// A metric a query names, with the labels the query needs it to have.
+#[derive(Debug)]
+struct MetricUse {
+    query: String,
+    metric: String,
+    labels: Vec<String>,
+}
+
+/// The `metasink_*` metrics `query` names, each with the labels of its `{...}` matchers, plus
+/// one use per metric under a `by (...)` clause (or `label_values(metric, label)`) with those
+/// labels.
+fn promql_uses(query: &str) -> Vec<MetricUse> {
+    const AGGREGATIONS: &[&str] = &[
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
+    let bytes = query.as_bytes();
+    // Identifiers outside string literals, and the matching bracket of each bracket.
+    let (mut words, mut pairs, mut open) = (Vec::new(), HashMap::new(), Vec::new());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'(' | b'{' | b'[' => open.push(i),
+            b')' | b'}' | b']' => {
+                let start = open.pop().unwrap_or_else(|| panic!("unbalanced: {query}"));
+                pairs.insert(start, i);
+                pairs.insert(i, start);
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                words.push((start, i));
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    assert!(open.is_empty(), "unbalanced: {query}");
+    let next = |at: usize| at + query[at..].len() - query[at..].trim_start().len();
+    let metrics_in = |from: usize, to: usize| -> Vec<&str> {
+        words
+            .iter()
+            .map(|&(s, e)| (s, &query[s..e]))
+            .filter(|&(s, word)| s > from && s < to && word.starts_with("metasink_"))
+            .map(|(_, word)| word)
+            .collect()
+    };
+    let mut uses = Vec::new();
+    let mut add = |metric: &str, labels: Vec<String>| {
+        uses.push(MetricUse {
+            query: query.to_owned(),
+            metric: metric.to_owned(),
+            labels,
+        })
+    };
+    for (index, &(start, end)) in words.iter().enumerate() {
+        let word = &query[start..end];
+        let after = next(end);
+        if word.starts_with("metasink_") {
+            // Matchers are `label op "value"`: outside the strings, only label names are words.
+            let labels = if bytes.get(after) == Some(&b'{') {
+                let close = pairs[&after];
+                words
+                    .iter()
+                    .filter(|&&(s, _)| s > after && s < close)
+                    .map(|&(s, e)| query[s..e].to_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            add(word, labels);
+        } else if word == "by" || word == "label_values" {
+            assert_eq!(
+                bytes.get(after),
+                Some(&b'('),
+                "`{word}` without `(`: {query}"
+            );
+            let close = pairs[&after];
+            let list: Vec<String> = query[after + 1..close]
+                .split(',')
+                .map(|label| label.trim().to_owned())
+                .collect();
+            if word == "label_values" {
+                let [metric, label] = list.as_slice() else {
+                    panic!("label_values(metric, label) expected: {query}")
+                };
+                add(metric, vec![label.clone()]);
+                continue;
+            }
+            // `agg by (labels) (argument)` or `agg (argument) by (labels)`.
+            let before = query[..start].trim_end();
+            let aggregation = index
+                .checked_sub(1)
+                .map(|prev| &query[words[prev].0..words[prev].1])
+                .filter(|prev| before.ends_with(prev) && AGGREGATIONS.contains(prev));
+            let (from, to) = if aggregation.is_some() {
+                let argument = next(close + 1);
+                assert_eq!(bytes.get(argument), Some(&b'('), "{query}");
+                (argument, pairs[&argument])
+            } else {
+                assert!(before.ends_with(')'), "`by` after no aggregation: {query}");
+                (pairs[&(before.len() - 1)], before.len() - 1)
+            };
+            for metric in metrics_in(from, to) {
+                add(metric, list.clone());
+            }
+        }
+    }
+    uses
+}
+
+/// What `uses` need that the `/metrics` text `exposed` lacks, one line each.
+fn unexposed(uses: &[MetricUse], exposed: &str) -> Vec<String> {
+    // The type a `# TYPE name type` line gives `name`.
+    let kind = |name: &str| {
+        exposed.lines().find_map(|line| {
+            let rest = line.strip_prefix("# TYPE ")?.strip_prefix(name)?;
+            rest.strip_prefix(' ')
+        })
+    };
+    let series = exposed_series(exposed);
+    let mut problems = Vec::new();
+    for MetricUse {
+        query,
+        metric,
+        labels,
+    } in uses
+    {
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| metric.strip_suffix(suffix))
+            .is_some_and(|family| kind(family) == Some("histogram"));
+        if kind(metric).is_none() && !histogram {
+            let why = "misspelled, or no series yet";
+            problems.push(format!("{metric}: not in /metrics, {why} (in `{query}`)"));
+            continue;
+        }
+        let Some(names) = series.get(metric.as_str()) else {
+            problems.push(format!("{metric}: no such series (in `{query}`)"));
+            continue;
+        };
+        for label in labels
+            .iter()
+            .filter(|label| !names.contains(label.as_str()))
+        {
+            problems.push(format!("{metric}: no label `{label}` (in `{query}`)"));
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+/// The sample names of a `/metrics` text, each with the label names its samples carry.
+fn exposed_series(exposed: &str) -> HashMap<&str, BTreeSet<&str>> {
+    let mut series: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for line in exposed
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
+        let labels = series.entry(&line[..end]).or_default();
+        let Some(mut rest) = line[end..].strip_prefix('{') else {
+            continue;
+        };
+        // name="value" pairs; values escape `"` and `\` with a backslash.
+        while let Some(eq) = rest.find("=\"") {
+            labels.insert(rest[..eq].trim_start_matches(','));
+            let value = &rest.as_bytes()[eq + 2..];
+            let mut j = 0;
+            while value[j] != b'"' {
+                j += if value[j] == b'\\' { 2 } else { 1 };
+            }
+            rest = &rest[eq + 2 + j + 1..];
+        }
+    }
+    series
 }
