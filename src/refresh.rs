@@ -308,13 +308,21 @@ mod tests {
         }
     }
 
+    /// A URL that is never fetched in these tests.
+    const UNFETCHED_URL: &str = "http://127.0.0.1:9/list.txt";
+
+    /// A refresher of [`UNFETCHED_URL`] in a fresh state directory, and that directory's store.
+    fn scheduling() -> (tempfile::TempDir, Arc<Refresher>, ListStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let refresher = refresher(dir.path(), UNFETCHED_URL, "");
+        let store = ListStore::new(dir.path());
+        (dir, refresher, store)
+    }
+
     #[tokio::test]
     async fn a_corrupt_fetch_time_makes_a_list_due_now() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = "http://127.0.0.1:9/list.txt";
-        let refresher = refresher(dir.path(), url, "");
-        let store = ListStore::new(dir.path());
-        let now = SystemTime::now();
+        let (_dir, refresher, store) = scheduling();
+        let (url, now) = (UNFETCHED_URL, SystemTime::now());
 
         // Past what a clock can show, past what the next due time can be, and far ahead: the
         // first two used to panic (ending the refresher), the last to put the list off for years.
@@ -338,11 +346,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_stored_body_cut_short_or_gone_makes_a_list_due_now() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = "http://127.0.0.1:9/list.txt";
-        let refresher = refresher(dir.path(), url, "");
-        let store = ListStore::new(dir.path());
-        let now = SystemTime::now();
+        let (dir, refresher, store) = scheduling();
+        let (url, now) = (UNFETCHED_URL, SystemTime::now());
         let an_hour_ago = stored(unix_now() - 3600);
 
         store.save(url, LIST, &an_hour_ago).unwrap();
