@@ -2,7 +2,7 @@
 //! `[[device]]` matched by MAC address is found whatever IP address DHCP gave it today, as
 //! Pi-hole and AdGuard Home do.
 //!
-//! The table is `/proc/net/arp`, read again when the copy is [`REFRESH`] old, or [`MISS_REFRESH`]
+//! The table is `/proc/self/net/arp`, read again when the copy is [`REFRESH`] old, or [`MISS_REFRESH`]
 //! old when it does not know the client (a device that just joined). One reader at a time; the
 //! others use the copy they have. The file is small and in memory, so the read costs
 //! microseconds, and it only happens for clients no exact address matches, and only while some
@@ -19,12 +19,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tracing::debug;
+use tracing::warn;
 
 use crate::net::MacAddress;
 
-/// Where Linux shows its IPv4 neighbour table.
-const ARP_TABLE: &str = "/proc/net/arp";
+/// Where Linux shows the IPv4 neighbour table of this process's network namespace. Not
+/// `/proc/net/arp`: the systemd unit's `ProcSubset=pid` hides `/proc/net`, but not
+/// `/proc/self/net`.
+const ARP_TABLE: &str = "/proc/self/net/arp";
 /// Age at which the copy is read again.
 pub const REFRESH: Duration = Duration::from_secs(10);
 /// Age at which a client missing from the copy makes it be read again.
@@ -37,6 +39,8 @@ pub struct Neighbours {
     path: PathBuf,
     copy: ArcSwap<Copy>,
     reading: AtomicBool,
+    /// Whether an unreadable table was reported already (once is enough).
+    warned: AtomicBool,
 }
 
 /// One reading of the table.
@@ -61,6 +65,7 @@ impl Neighbours {
                 macs: HashMap::new(),
             }),
             reading: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
         }
     }
 
@@ -87,11 +92,16 @@ impl Neighbours {
         if self.reading.swap(true, Ordering::Acquire) {
             return None;
         }
+        // Lowered however this ends, or the copy would never be read again.
+        let _turn = ReadingTurn(&self.reading);
         let macs = match std::fs::read_to_string(&self.path) {
             Ok(text) => parse_arp_table(&text),
             Err(error) => {
-                // Not Linux, or /proc hidden: devices are matched by IP address alone.
-                debug!(%error, path = %self.path.display(), "neighbour table unreadable");
+                // Only asked while some device has a MAC address: it will never match a
+                // client that queries directly, which the household should hear about once.
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    warn!(%error, path = %self.path.display(), "the neighbour (ARP) table cannot be read: devices matched by MAC address are found only when a trusted forwarder names them");
+                }
                 HashMap::new()
             }
         };
@@ -100,12 +110,20 @@ impl Neighbours {
             macs,
         });
         self.copy.store(copy.clone());
-        self.reading.store(false, Ordering::Release);
         Some(copy)
     }
 }
 
-/// The complete entries of a `/proc/net/arp` text: `IP  HW-type  Flags  HW-address  Mask
+/// Holds the one reader's turn; gives it back when dropped.
+struct ReadingTurn<'a>(&'a AtomicBool);
+
+impl Drop for ReadingTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The complete entries of an ARP table text: `IP  HW-type  Flags  HW-address  Mask
 /// Device` after a header line. Incomplete entries (a neighbour that did not answer) and lines
 /// that do not read are skipped.
 fn parse_arp_table(text: &str) -> HashMap<Ipv4Addr, MacAddress> {
