@@ -120,24 +120,24 @@ impl Request {
 
 /// The client `edns` names. A subnet without a single bit of address (dnsmasq's default
 /// `/0`, meaning "add nothing upstream") names nobody; an option that does not read as a MAC
-/// address is ignored.
+/// address is ignored, and never undoes one that did. A forwarder sends each option once;
+/// should one come twice, the first that reads is kept.
 fn forwarded_client(edns: &Edns) -> ForwardedClient {
     let mut forwarded = ForwardedClient::default();
     for (_, option) in &edns.options().options {
-        match option {
+        let (mac, subnet) = match option {
             EdnsOption::Subnet(subnet) if subnet.source_prefix() > 0 => {
-                forwarded.subnet = IpNet::new(subnet.addr(), subnet.source_prefix())
-                    .ok()
-                    .map(|net| net.trunc());
+                let network = IpNet::new(subnet.addr(), subnet.source_prefix()).ok();
+                (None, network.map(|net| net.trunc()))
             }
             EdnsOption::Unknown(OPTION_MAC, bytes) => {
-                forwarded.mac = <[u8; 6]>::try_from(&bytes[..]).ok().map(MacAddress);
+                (<[u8; 6]>::try_from(&bytes[..]).ok().map(MacAddress), None)
             }
-            EdnsOption::Unknown(OPTION_DEVICE_ID, bytes) => {
-                forwarded.mac = device_id_mac(bytes);
-            }
-            _ => {}
-        }
+            EdnsOption::Unknown(OPTION_DEVICE_ID, bytes) => (device_id_mac(bytes), None),
+            _ => (None, None),
+        };
+        forwarded.mac = forwarded.mac.or(mac);
+        forwarded.subnet = forwarded.subnet.or(subnet);
     }
     forwarded
 }
@@ -245,6 +245,27 @@ mod tests {
                 "{text}"
             );
         }
+        let bad_mac = EdnsOption::Unknown(OPTION_MAC, vec![1, 2, 3]);
+        let good_mac = EdnsOption::Unknown(OPTION_MAC, raw.clone());
+        for options in [
+            vec![good_mac.clone(), bad_mac.clone()],
+            vec![bad_mac, good_mac],
+        ] {
+            assert_eq!(
+                forwarded_by(options),
+                named(mac, None),
+                "a bad option undoes nothing"
+            );
+        }
+        assert_eq!(
+            forwarded_by(vec![
+                subnet("10.0.0.9", 32),
+                subnet("0.0.0.0", 0),
+                subnet("10.0.0.1", 32)
+            ]),
+            named(None, Some("10.0.0.9/32")),
+            "the first subnet that names someone"
+        );
         for (code, bytes) in [
             (OPTION_MAC, raw[..5].to_vec()),
             (OPTION_MAC, [&raw[..], &[0]].concat()),
