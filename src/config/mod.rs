@@ -14,7 +14,7 @@ mod error;
 mod raw;
 mod validate;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,8 +51,9 @@ pub struct Settings {
     pub devices: Vec<DeviceSettings>,
     /// `[server] trusted_forwarders`: the forwarders (a router running dnsmasq, say) whose
     /// queries may name the client they forward for, by MAC address or EDNS Client Subnet.
-    /// Part of each policy snapshot, so a reload applies it. Empty: nobody is believed.
-    pub trusted_forwarders: Vec<IpNet>,
+    /// Single addresses, IPv4-mapped ones as IPv4. Part of each policy snapshot, so a reload
+    /// applies it. Empty: nobody is believed.
+    pub trusted_forwarders: Vec<IpAddr>,
     /// Profile used for clients that match no device.
     pub default_profile: String,
 }

@@ -86,7 +86,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
     let devices = devices(&raw.devices, &profile_names, &at)?;
     let trusted_forwarders = match &raw.server.trusted_forwarders {
         None => Vec::new(),
-        Some(values) => networks(values, TRUSTED_FORWARDERS_KEY, &at)?,
+        Some(values) => forwarders(values, &at)?,
     };
     let default_profile = match &raw.default_profile {
         None => DEFAULT_PROFILE.to_owned(),
@@ -175,6 +175,28 @@ fn admission(raw: &RawServer, at: &Locator<'_>) -> Result<AdmissionSettings, Con
         rate_limit_qps: raw.rate_limit_qps.unwrap_or(RATE_LIMIT_QPS),
         rate_limit_burst: positive(&raw.rate_limit_burst, RATE_LIMIT_BURST, burst_key, at)?,
     })
+}
+
+/// The `server.trusted_forwarders` addresses. Single addresses only: everyone trusted can
+/// name any device, so a network would hand every client in it any profile it likes.
+fn forwarders(values: &[Text], at: &Locator<'_>) -> Result<Vec<IpAddr>, ConfigError> {
+    let key = TRUSTED_FORWARDERS_KEY;
+    values
+        .iter()
+        .map(|value| {
+            let network =
+                ip_network(value.get_ref()).map_err(|m| at.invalid(value.span(), key, m))?;
+            if network.prefix_len() < network.max_prefix_len() {
+                let message = format!(
+                    "`{network}` is a network: list the router's own addresses, one by one \
+                     (every address trusted here can name any device, so any client in a \
+                     network could pick another device's profile)"
+                );
+                return Err(at.invalid(value.span(), key, message));
+            }
+            Ok(network.addr())
+        })
+        .collect()
 }
 
 /// The networks of a `[server]` array (`key`); a bare address is a /32 or /128.
@@ -1086,16 +1108,16 @@ mod tests {
     #[test]
     fn devices_match_mac_addresses_and_forwarders_are_trusted_by_network() {
         let text = format!(
-            "[server]\ntrusted_forwarders = [\"192.168.1.1\", \"::ffff:10.0.0.0/104\"]\n{}",
+            "[server]\ntrusted_forwarders = [\"192.168.1.1\", \"::ffff:10.0.0.1\"]\n{}",
             devices_config(&["[\"192.168.1.20\", \"AA-BB-CC-DD-EE-01\", \"aa:bb:cc:dd:ee:02\"]"])
         );
         let settings = check(&text).expect("valid");
         let forwarders: Vec<String> = settings
             .trusted_forwarders
             .iter()
-            .map(IpNet::to_string)
+            .map(IpAddr::to_string)
             .collect();
-        assert_eq!(forwarders, ["192.168.1.1/32", "10.0.0.0/8"]);
+        assert_eq!(forwarders, ["192.168.1.1", "10.0.0.1"]);
         let device = &settings.devices[0];
         assert_eq!(
             device.addresses,
@@ -1193,6 +1215,11 @@ mod tests {
                 "[server]\ntrusted_forwarders = [\"192.168.1.1\", \"router\"]\n",
                 "2: server.trusted_forwarders",
                 "`router` is not an IP address or CIDR network, like `192.168.1.20`",
+            ),
+            (
+                "[server]\ntrusted_forwarders = [\"192.168.1.1\", \"192.168.1.0/24\"]\n",
+                "2: server.trusted_forwarders",
+                "`192.168.1.0/24` is a network: list the router's own addresses, one by one",
             ),
         ]);
     }

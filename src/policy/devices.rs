@@ -43,8 +43,8 @@ pub struct DeviceIndexMap {
     /// Networks, most specific first, so the first hit is the longest prefix.
     networks: Vec<(IpNet, DeviceIndex)>,
     macs: HashMap<MacAddress, DeviceIndex>,
-    /// Forwarders whose [`ForwardedClient`] is believed.
-    trusted_forwarders: Vec<IpNet>,
+    /// Forwarders whose [`ForwardedClient`] is believed (canonical: IPv4-mapped as IPv4).
+    trusted_forwarders: Vec<IpAddr>,
 }
 
 impl DeviceIndexMap {
@@ -55,12 +55,12 @@ impl DeviceIndexMap {
     /// as IPv4, so the mapped form would never match.
     pub fn new<'a>(
         devices: impl IntoIterator<Item = (DeviceIndex, &'a [IpNet], &'a [MacAddress])>,
-        trusted_forwarders: &[IpNet],
+        trusted_forwarders: &[IpAddr],
     ) -> Self {
         let mut map = Self {
             trusted_forwarders: trusted_forwarders
                 .iter()
-                .map(|&net| canonical_network(net))
+                .map(IpAddr::to_canonical)
                 .collect(),
             ..Self::default()
         };
@@ -107,10 +107,7 @@ impl DeviceIndexMap {
 
     /// Whether `address` is a trusted forwarder.
     fn trusts(&self, address: IpAddr) -> bool {
-        let address = address.to_canonical();
-        self.trusted_forwarders
-            .iter()
-            .any(|net| net.contains(&address))
+        self.trusted_forwarders.contains(&address.to_canonical())
     }
 
     /// The device `address` belongs to. IPv4 clients reaching an IPv6 socket arrive as
@@ -215,7 +212,10 @@ mod tests {
                 (1, &tablet[..], &tablet_mac[..]),
                 (2, &kids_vlan[..], &[]),
             ],
-            &nets(&["192.168.1.1", "::ffff:10.0.0.0/104"]),
+            &[
+                "192.168.1.1".parse().unwrap(),
+                "::ffff:10.1.2.3".parse().unwrap(),
+            ],
         );
         let identify = |from: &str, named: ForwardedClient| {
             map.identify(from.parse().unwrap(), &named, |_| None)
