@@ -92,6 +92,25 @@ async fn a_client_over_its_rate_is_dropped_while_others_are_served() {
 }
 
 #[tokio::test]
+async fn a_trusted_forwarder_asks_for_the_whole_house_without_a_rate_limit() {
+    let config = "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\n\
+                  rate_limit_qps = 5\nrate_limit_burst = 20\ntrusted_forwarders = [\"127.0.0.10\"]\n";
+    let daemon = TestDaemon::start(config).await;
+    let router = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10));
+    assert_eq!(
+        burst(router, daemon.dns, 200).await,
+        200,
+        "the router is not limited"
+    );
+    let device = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11));
+    let answered = burst(device, daemon.dns, 200).await;
+    assert!(
+        (20..=40).contains(&answered),
+        "a device still is: {answered}"
+    );
+}
+
+#[tokio::test]
 async fn strangers_share_a_few_tcp_connections_and_cannot_take_the_houses() {
     let upstream = upstream().await;
     let daemon = TestDaemon::start(&only_127_0_0_2(&upstream)).await;

@@ -98,6 +98,18 @@ async fn zone_transfers_meta_types_and_other_classes_are_answered_here_not_forwa
         assert_eq!(rcode(&reply), ResponseCode::Refused, "{class:?}");
     }
     assert_eq!(upstream.queries(), 0, "none of them reaches the upstream");
+    let metrics = daemon.metrics().await;
+    let refused = |qtype: &str| {
+        let series = format!(
+            r#"metasink_queries_total{{device="unknown",profile="meta-apps",qtype="{qtype}",result="refused"}}"#
+        );
+        metric(&metrics, &series)
+    };
+    assert_eq!(
+        refused("other") + refused("TXT"),
+        16.0,
+        "counted as refused\n{metrics}"
+    );
     let normal = query_udp(daemon.dns, "www.example.com", RecordType::A, true).await;
     assert_eq!(rcode(&normal), ResponseCode::NoError);
 }

@@ -7,7 +7,8 @@
 //!    open resolver (RFC 5358): a stranger never causes an upstream query.
 //! 2. The rate limit (`ratelimit`): each allowed source (an IPv4 address, or an IPv6 /64) has a
 //!    token bucket of `server.rate_limit_burst` queries, refilled at `server.rate_limit_qps`;
-//!    queries beyond it are dropped without a response.
+//!    queries beyond it are dropped without a response. A trusted forwarder is not limited
+//!    ([`Admission::check_forwarder`]): it asks for the whole house behind it.
 //!
 //! The access list comes first so that strangers never take a slot in the rate limiter's
 //! bounded table: a flood from outside cannot push the household's own sources out of it. It
@@ -74,6 +75,17 @@ impl Admission {
     /// The verdict on a query from `client`, now (on the monotonic clock).
     pub fn check(&self, client: IpAddr) -> Verdict {
         self.verdict(client, Instant::now)
+    }
+
+    /// The verdict on a query from `client`, a trusted forwarder: the access list alone. A
+    /// router forwarding for every device of the house would otherwise hold them all to one
+    /// client's rate (and dnsmasq does not cache the answers to the queries it names a device
+    /// in, so all of them reach us).
+    pub fn check_forwarder(&self, client: IpAddr) -> Verdict {
+        match self.access.allows(client) {
+            true => Verdict::Answer,
+            false => Verdict::Refuse,
+        }
     }
 
     /// The verdict on a query from `client` at `now`: [`check`](Self::check) with the clock

@@ -84,14 +84,19 @@ impl DnsService {
 
     /// Admission comes before anything is decoded: a stranger gets REFUSED (no bigger than
     /// its question, so useless for amplification) and never reaches an upstream; a client
-    /// over its rate gets nothing at all.
+    /// over its rate gets nothing at all. A trusted forwarder of `policy` has no rate limit.
     fn admit(
         &self,
         bytes: &[u8],
         client: IpAddr,
         transport: Transport,
+        policy: &Policy,
     ) -> Result<(), Option<Vec<u8>>> {
-        match self.admission.check(client) {
+        let verdict = match policy.trusts(client) {
+            true => self.admission.check_forwarder(client),
+            false => self.admission.check(client),
+        };
+        match verdict {
             Verdict::Answer => Ok(()),
             Verdict::Drop => {
                 self.counters.rate_limited.inc();
@@ -100,7 +105,6 @@ impl DnsService {
             Verdict::Refuse => {
                 self.counters.refused.inc();
                 let request = Request::parse(bytes).ok();
-                let policy = self.policy.load();
                 Err(request.map(|request| {
                     let device = policy.client(client, &request.forwarded, &self.neighbours);
                     device
@@ -121,7 +125,9 @@ impl DnsService {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         let started = Instant::now();
-        if let Err(reply) = self.admit(bytes, client, transport) {
+        // One snapshot for the whole query, even if a reload swaps in another meanwhile.
+        let policy = self.policy.load_full();
+        if let Err(reply) = self.admit(bytes, client, transport, &policy) {
             return reply;
         }
         let request = match Request::parse(bytes) {
@@ -148,13 +154,14 @@ impl DnsService {
             return Some(write_reply(&echo, &reply, transport));
         }
 
+        let device = policy.client(client, &request.forwarded, &self.neighbours);
         if let Some(rcode) = answered_here(question) {
+            // Not served, and never forwarded: counted as refused, whatever the code says.
+            device
+                .counters
+                .count_query_row(question.qtype_row(), QueryResult::Refused);
             return Some(write_reply(&echo, &Reply::code(rcode), transport));
         }
-
-        // One snapshot for the whole query, even if a reload swaps in another meanwhile.
-        let policy = self.policy.load_full();
-        let device = policy.client(client, &request.forwarded, &self.neighbours);
         let profile = policy.profile_of(device);
         let outcome = self.pipeline.resolve(&policy, profile, question).await;
 

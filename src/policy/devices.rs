@@ -106,7 +106,7 @@ impl DeviceIndexMap {
     }
 
     /// Whether `address` is a trusted forwarder.
-    fn trusts(&self, address: IpAddr) -> bool {
+    pub fn trusts(&self, address: IpAddr) -> bool {
         self.trusted_forwarders.contains(&address.to_canonical())
     }
 

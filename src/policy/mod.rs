@@ -163,6 +163,11 @@ impl Policy {
             .and_then(|index| self.devices.get(index))
     }
 
+    /// Whether `address` is a trusted forwarder (`server.trusted_forwarders`).
+    pub fn trusts(&self, address: IpAddr) -> bool {
+        self.device_index.trusts(address)
+    }
+
     /// The profile of `device`.
     pub fn profile_of(&self, device: &Device) -> &Profile {
         &self.profiles[device.profile]
