@@ -157,7 +157,8 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             .map(ToString::to_string)
             .collect();
         println!(
-            "  trusted:   {} (may name the device they forward for)",
+            "  trusted:   {} (may name the device they forward for: they must replace the options a \
+             device writes itself, dnsmasq strip-mac and strip-subnet)",
             forwarders.join(", ")
         );
     }
