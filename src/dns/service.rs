@@ -27,6 +27,17 @@ use crate::policy::{Policy, PolicyHandle, Profile};
 pub(super) const EDE_BLOCKED: u16 = 15;
 const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
+/// Who a client is to the per-client limits ([`DnsService::standing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Outside `allow_from`.
+    Stranger,
+    /// One of the house's clients.
+    Member,
+    /// A trusted forwarder: the whole house behind one address.
+    Forwarder,
+}
+
 /// Turns requests into replies.
 pub struct DnsService {
     policy: PolicyHandle,
@@ -76,10 +87,16 @@ impl DnsService {
         }
     }
 
-    /// Whether `client` is one of the house's (inside `allow_from`); strangers are only ever
-    /// answered REFUSED.
-    pub fn serves(&self, client: IpAddr) -> bool {
-        self.admission.allows(client)
+    /// Who `client` is to the per-client limits: a stranger (outside `allow_from`, only ever
+    /// answered REFUSED), one of the house's, or a trusted forwarder asking for many of them.
+    pub fn standing(&self, client: IpAddr) -> Standing {
+        if !self.admission.allows(client) {
+            Standing::Stranger
+        } else if self.policy.load().trusts(client) {
+            Standing::Forwarder
+        } else {
+            Standing::Member
+        }
     }
 
     /// Admission comes before anything is decoded: a stranger gets REFUSED (no bigger than

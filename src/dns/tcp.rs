@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::reply::Transport;
-use super::service::SharedService;
+use super::service::{SharedService, Standing};
 use crate::net::{ClientSource, client_source};
 
 /// Connections open at once, all clients together.
@@ -74,25 +74,28 @@ struct Slot {
     _permit: OwnedSemaphorePermit,
     _stranger_permit: Option<OwnedSemaphorePermit>,
     limits: Arc<ConnectionLimits>,
-    client: ClientSource,
+    /// The client it counts against; `None` for a trusted forwarder, which has no limit of
+    /// its own.
+    client: Option<ClientSource>,
 }
 
 impl ConnectionLimits {
-    /// A place for a connection from `client`, one of the house's (`served`) or a stranger.
-    fn admit(self: &Arc<Self>, client: IpAddr, served: bool) -> Option<Slot> {
-        let client = client_source(client);
-        let stranger_permit = if served {
-            None
-        } else {
-            Some(self.strangers.clone().try_acquire_owned().ok()?)
+    /// A place for a connection from `client`, whose [`Standing`] is `standing`.
+    fn admit(self: &Arc<Self>, client: IpAddr, standing: Standing) -> Option<Slot> {
+        let stranger_permit = match standing {
+            Standing::Stranger => Some(self.strangers.clone().try_acquire_owned().ok()?),
+            Standing::Member | Standing::Forwarder => None,
         };
         let permit = self.total.clone().try_acquire_owned().ok()?;
-        let mut per_client = self.per_client.lock().ok()?;
-        let open = per_client.entry(client).or_default();
-        if *open >= MAX_PER_CLIENT {
-            return None;
+        let client = (standing != Standing::Forwarder).then(|| client_source(client));
+        if let Some(client) = client {
+            let mut per_client = self.per_client.lock().ok()?;
+            let open = per_client.entry(client).or_default();
+            if *open >= MAX_PER_CLIENT {
+                return None;
+            }
+            *open += 1;
         }
-        *open += 1;
         Some(Slot {
             _permit: permit,
             _stranger_permit: stranger_permit,
@@ -104,13 +107,16 @@ impl ConnectionLimits {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let Some(client) = self.client else {
+            return;
+        };
         let Ok(mut per_client) = self.limits.per_client.lock() else {
             return;
         };
-        if let Some(open) = per_client.get_mut(&self.client) {
+        if let Some(open) = per_client.get_mut(&client) {
             *open -= 1;
             if *open == 0 {
-                per_client.remove(&self.client);
+                per_client.remove(&client);
             }
         }
     }
@@ -139,7 +145,7 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         // Over a limit: close at once; the client retries elsewhere or later.
-        let Some(slot) = limits.admit(client.ip(), service.serves(client.ip())) else {
+        let Some(slot) = limits.admit(client.ip(), service.standing(client.ip())) else {
             tracing::debug!(%client, "TCP connection refused: limit reached");
             continue;
         };
@@ -275,21 +281,47 @@ mod tests {
     fn the_addresses_of_one_ipv6_64_count_as_one_client() {
         let limits = Arc::new(ConnectionLimits::default());
         let held: Vec<Slot> = (1..=MAX_PER_CLIENT)
-            .map(|host| limits.admit(ip(&format!("2001:db8:0:1::{host:x}")), true))
+            .map(|host| limits.admit(ip(&format!("2001:db8:0:1::{host:x}")), Standing::Member))
             .collect::<Option<_>>()
             .expect("within the limit");
         assert!(
-            limits.admit(ip("2001:db8:0:1::ffff"), true).is_none(),
+            limits
+                .admit(ip("2001:db8:0:1::ffff"), Standing::Member)
+                .is_none(),
             "another address of the same /64"
         );
         assert!(
-            limits.admit(ip("2001:db8:0:2::1"), true).is_some(),
+            limits
+                .admit(ip("2001:db8:0:2::1"), Standing::Member)
+                .is_some(),
             "another /64"
         );
         drop(held);
         assert!(
-            limits.admit(ip("2001:db8:0:1::ffff"), true).is_some(),
+            limits
+                .admit(ip("2001:db8:0:1::ffff"), Standing::Member)
+                .is_some(),
             "slots given back"
         );
+    }
+
+    #[test]
+    fn a_trusted_forwarder_has_no_per_client_limit_but_counts_in_the_total() {
+        let limits = Arc::new(ConnectionLimits::default());
+        let router = ip("192.168.1.1");
+        let held: Vec<Slot> = (0..MAX_PER_CLIENT * 2)
+            .map(|_| limits.admit(router, Standing::Forwarder))
+            .collect::<Option<_>>()
+            .expect("no per-client limit");
+        assert_eq!(
+            limits.total.available_permits(),
+            MAX_CONNECTIONS - MAX_PER_CLIENT * 2
+        );
+        assert!(
+            limits.per_client.lock().unwrap().is_empty(),
+            "nothing counted against its address"
+        );
+        drop(held);
+        assert_eq!(limits.total.available_permits(), MAX_CONNECTIONS);
     }
 }
