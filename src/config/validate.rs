@@ -86,7 +86,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
     let devices = devices(&raw.devices, &profile_names, &at)?;
     let trusted_forwarders = match &raw.server.trusted_forwarders {
         None => Vec::new(),
-        Some(values) => forwarders(values, &at)?,
+        Some(values) => forwarders(values, &admission.allow_from, &at)?,
     };
     let default_profile = match &raw.default_profile {
         None => DEFAULT_PROFILE.to_owned(),
@@ -178,8 +178,13 @@ fn admission(raw: &RawServer, at: &Locator<'_>) -> Result<AdmissionSettings, Con
 }
 
 /// The `server.trusted_forwarders` addresses. Single addresses only: everyone trusted can
-/// name any device, so a network would hand every client in it any profile it likes.
-fn forwarders(values: &[Text], at: &Locator<'_>) -> Result<Vec<IpAddr>, ConfigError> {
+/// name any device, so a network would hand every client in it any profile it likes. Each
+/// must be inside `allow_from`, or all its queries would be refused.
+fn forwarders(
+    values: &[Text],
+    allow_from: &[IpNet],
+    at: &Locator<'_>,
+) -> Result<Vec<IpAddr>, ConfigError> {
     let key = TRUSTED_FORWARDERS_KEY;
     values
         .iter()
@@ -194,7 +199,15 @@ fn forwarders(values: &[Text], at: &Locator<'_>) -> Result<Vec<IpAddr>, ConfigEr
                 );
                 return Err(at.invalid(value.span(), key, message));
             }
-            Ok(network.addr())
+            let address = network.addr();
+            if !allow_from.iter().any(|allowed| allowed.contains(&address)) {
+                let message = format!(
+                    "`{address}` is outside server.allow_from, so every query it forwards would \
+                     be refused: add it there too"
+                );
+                return Err(at.invalid(value.span(), key, message));
+            }
+            Ok(address)
         })
         .collect()
 }
@@ -1220,6 +1233,12 @@ mod tests {
                 "[server]\ntrusted_forwarders = [\"192.168.1.1\", \"192.168.1.0/24\"]\n",
                 "2: server.trusted_forwarders",
                 "`192.168.1.0/24` is a network: list the router's own addresses, one by one",
+            ),
+            (
+                "[server]\nallow_from = [\"192.168.1.0/24\"]\ntrusted_forwarders = [\"10.0.0.1\"]\n",
+                "3: server.trusted_forwarders",
+                "`10.0.0.1` is outside server.allow_from, so every query it forwards would be \
+                 refused: add it there too",
             ),
         ]);
     }
