@@ -232,16 +232,17 @@ mod tests {
         text.parse().unwrap()
     }
 
-    /// A neighbour entry as the kernel sends it.
-    fn entry(address: NeighbourAddress, lladdr: &[u8], state: NeighbourState) -> Vec<u8> {
+    /// A neighbour entry for `address` as the kernel sends it.
+    fn entry(address: &str, lladdr: &[u8], state: NeighbourState) -> Vec<u8> {
         let mut message = NeighbourMessage::default();
-        message.header.family = match address {
-            NeighbourAddress::Inet6(_) => AddressFamily::Inet6,
-            _ => AddressFamily::Inet,
+        let (family, destination) = match ip(address) {
+            IpAddr::V4(ip) => (AddressFamily::Inet, NeighbourAddress::Inet(ip)),
+            IpAddr::V6(ip) => (AddressFamily::Inet6, NeighbourAddress::Inet6(ip)),
         };
+        message.header.family = family;
         message.header.state = state;
         message.attributes = vec![
-            NeighbourAttribute::Destination(address),
+            NeighbourAttribute::Destination(destination),
             NeighbourAttribute::LinkLayerAddress(lladdr.to_vec()),
         ];
         serialize(NetlinkPayload::from(RouteNetlinkMessage::NewNeighbour(
@@ -261,34 +262,17 @@ mod tests {
     fn usable_entries_of_both_families_are_read_and_the_rest_skipped() {
         let tablet = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01];
         let phone = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02];
-        let datagram = [
-            entry(
-                NeighbourAddress::Inet("192.168.1.70".parse().unwrap()),
-                &tablet,
-                NeighbourState::Reachable,
-            ),
-            entry(
-                NeighbourAddress::Inet6("fd00::7".parse().unwrap()),
-                &phone,
-                NeighbourState::Stale,
-            ),
-            entry(
-                NeighbourAddress::Inet("192.168.1.71".parse().unwrap()),
-                &[0; 6],
-                NeighbourState::Incomplete,
-            ),
-            entry(
-                NeighbourAddress::Inet("192.168.1.72".parse().unwrap()),
-                &phone,
-                NeighbourState::Failed,
-            ),
-            entry(
-                NeighbourAddress::Inet("192.168.1.73".parse().unwrap()),
-                &[1, 2, 3],
-                NeighbourState::Permanent,
-            ),
-        ]
-        .concat();
+        let entries: [(&str, &[u8], NeighbourState); 5] = [
+            ("192.168.1.70", &tablet, NeighbourState::Reachable),
+            ("fd00::7", &phone, NeighbourState::Stale),
+            ("192.168.1.71", &[0; 6], NeighbourState::Incomplete),
+            ("192.168.1.72", &phone, NeighbourState::Failed),
+            ("192.168.1.73", &[1, 2, 3], NeighbourState::Permanent),
+        ];
+        let datagram: Vec<u8> = entries
+            .iter()
+            .flat_map(|&(address, lladdr, state)| entry(address, lladdr, state))
+            .collect();
         let mut table = Table::new();
         assert!(
             !read_datagram(&datagram, &mut table).unwrap(),
