@@ -5,16 +5,16 @@
 //! The tables are read over rtnetlink (an `RTM_GETNEIGH` dump, what `ip neigh` shows), both
 //! families in one request; the systemd unit allows `AF_NETLINK`. The copy is read again when
 //! it is [`REFRESH`] old, or [`MISS_REFRESH`] old when it does not know the client (a device
-//! that just joined). One reader at a time; the others use the copy they have. A dump of a
-//! household's table takes microseconds, and it only happens for clients no exact address
-//! matches, and only while some device is matched by MAC address (see
+//! that just joined), by a thread of its own: a dump takes the kernel's rtnl lock (before
+//! Linux 6.10), which another process may hold for long, so the query path only ever reads the
+//! copy, or waits [`MISS_WAIT`] at most for a new one. All this only happens for clients no
+//! exact address matches, and only while some device is matched by MAC address (see
 //! [`crate::policy::DeviceIndexMap::identify`]).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -46,13 +46,36 @@ pub type Table = HashMap<IpAddr, MacAddress>;
 /// Reads a [`Table`].
 type Reader = Box<dyn Fn() -> io::Result<Table> + Send + Sync>;
 
-/// The neighbour tables, as last read.
+/// How long the query that finds a client missing from a stale copy waits for the reader's
+/// new one. Bounded: a dump takes the kernel's rtnl lock (before Linux 6.10), which another
+/// process may hold for long; a query never waits longer than this for it.
+pub const MISS_WAIT: Duration = Duration::from_millis(10);
+
+/// The neighbour tables, as last read. Reading happens on a thread of its own (started at the
+/// first question), never on the query path.
 pub struct Neighbours {
+    shared: Arc<Shared>,
+    reader: OnceLock<()>,
+}
+
+/// What the query path and the reader thread share.
+struct Shared {
     read_table: Reader,
     copy: ArcSwap<Copy>,
-    reading: AtomicBool,
-    /// Whether an unreadable table was reported already (once is enough).
-    warned: AtomicBool,
+    requests: Mutex<Requests>,
+    /// Wakes the reader thread.
+    wanted: Condvar,
+    /// Tells waiting queries a copy was read.
+    read_done: Condvar,
+}
+
+/// What the reader thread is asked to do.
+#[derive(Default)]
+struct Requests {
+    /// Read the table again.
+    read: bool,
+    /// End (the [`Neighbours`] is gone).
+    stop: bool,
 }
 
 /// One reading of the table.
@@ -71,63 +94,120 @@ impl Default for Neighbours {
 impl Neighbours {
     /// The table `read_table` gives, not read yet.
     pub fn with_reader(read_table: impl Fn() -> io::Result<Table> + Send + Sync + 'static) -> Self {
-        Self {
+        let shared = Shared {
             read_table: Box::new(read_table),
             copy: ArcSwap::from_pointee(Copy {
                 read_at: None,
                 macs: Table::new(),
             }),
-            reading: AtomicBool::new(false),
-            warned: AtomicBool::new(false),
+            requests: Mutex::new(Requests::default()),
+            wanted: Condvar::new(),
+            read_done: Condvar::new(),
+        };
+        Self {
+            shared: Arc::new(shared),
+            reader: OnceLock::new(),
         }
     }
 
-    /// The MAC address of `client`, if it is a neighbour.
+    /// The MAC address of `client`, if it is a neighbour. A copy [`REFRESH`] old (or
+    /// [`MISS_REFRESH`] old, for a client it does not know) is read again by the reader
+    /// thread; a query that finds a client missing waits up to [`MISS_WAIT`] for it, unless
+    /// a read is under way already.
     pub fn mac_of(&self, client: IpAddr) -> Option<MacAddress> {
         let client = client.to_canonical();
-        let copy = self.copy.load();
+        let copy = self.shared.copy.load();
         let mac = copy.macs.get(&client).copied();
         let age = copy.read_at.map(|at| at.elapsed());
         let limit = if mac.is_some() { REFRESH } else { MISS_REFRESH };
         if age.is_some_and(|age| age < limit) {
             return mac;
         }
-        match self.read() {
-            Some(copy) => copy.macs.get(&client).copied(),
-            None => mac,
+        self.reader
+            .get_or_init(|| start_reader(Arc::downgrade(&self.shared)));
+        let Ok(mut requests) = self.shared.requests.lock() else {
+            return mac;
+        };
+        let first_to_ask = !requests.read;
+        requests.read = true;
+        self.shared.wanted.notify_one();
+        if mac.is_some() || !first_to_ask {
+            return mac;
         }
-    }
-
-    /// Reads the table again, unless another thread is at it; the new copy, if read.
-    fn read(&self) -> Option<Arc<Copy>> {
-        if self.reading.swap(true, Ordering::Acquire) {
-            return None;
-        }
-        // Lowered however this ends, or the copy would never be read again.
-        let _turn = ReadingTurn(&self.reading);
-        let macs = (self.read_table)().unwrap_or_else(|error| {
-            // Only asked while some device has a MAC address: it will never match a client
-            // that queries directly, which the household should hear about once.
-            if !self.warned.swap(true, Ordering::Relaxed) {
-                warn!(%error, "the neighbour (ARP/NDP) table cannot be read: devices matched by MAC address are found only when a trusted forwarder names them");
-            }
-            Table::new()
-        });
-        let copy = Arc::new(Copy {
-            read_at: Some(Instant::now()),
-            macs,
-        });
-        self.copy.store(copy.clone());
-        Some(copy)
+        let waited = self
+            .shared
+            .read_done
+            .wait_timeout_while(requests, MISS_WAIT, |requests| requests.read);
+        drop(waited);
+        self.shared.copy.load().macs.get(&client).copied()
     }
 }
 
-/// Holds the one reader's turn; gives it back when dropped.
-struct ReadingTurn<'a>(&'a AtomicBool);
-
-impl Drop for ReadingTurn<'_> {
+impl Drop for Neighbours {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        if let Ok(mut requests) = self.shared.requests.lock() {
+            requests.stop = true;
+        }
+        self.shared.wanted.notify_one();
+    }
+}
+
+/// Starts the thread that reads the table when asked, until `shared` is dropped or stopped.
+fn start_reader(shared: Weak<Shared>) {
+    let spawned = std::thread::Builder::new()
+        .name("neighbours".into())
+        .spawn(move || {
+            // Reports a table that cannot be read once per run of failures.
+            let mut failing = false;
+            while let Some(shared) = shared.upgrade() {
+                if !shared.wait_for_request() {
+                    return;
+                }
+                let read = (shared.read_table)();
+                failing = match &read {
+                    Err(error) if !failing => {
+                        warn!(%error, "the neighbour (ARP/NDP) table cannot be read: devices matched by MAC address are found only when a trusted forwarder names them");
+                        true
+                    }
+                    Err(_) => true,
+                    Ok(_) => false,
+                };
+                shared.store(read);
+            }
+        });
+    if let Err(error) = spawned {
+        warn!(%error, "no thread to read the neighbour table: devices are not matched by MAC address");
+    }
+}
+
+impl Shared {
+    /// Waits until a read is asked for; false when the reader should end instead.
+    fn wait_for_request(&self) -> bool {
+        let Ok(requests) = self.requests.lock() else {
+            return false;
+        };
+        match self
+            .wanted
+            .wait_while(requests, |requests| !requests.read && !requests.stop)
+        {
+            Ok(requests) => !requests.stop,
+            Err(_) => false,
+        }
+    }
+
+    /// Makes `read` the copy (a failed read keeps the entries of the last good one: a passing
+    /// error must not hand every MAC-matched device the default profile) and wakes the
+    /// queries waiting for it.
+    fn store(&self, read: io::Result<Table>) {
+        let macs = read.unwrap_or_else(|_| self.copy.load().macs.clone());
+        self.copy.store(Arc::new(Copy {
+            read_at: Some(Instant::now()),
+            macs,
+        }));
+        if let Ok(mut requests) = self.requests.lock() {
+            requests.read = false;
+        }
+        self.read_done.notify_all();
     }
 }
 
@@ -310,45 +390,78 @@ mod tests {
         }
     }
 
+    /// Asks for `client` until `expected` comes (the reader thread answers within
+    /// [`MISS_WAIT`] when the machine is idle; a busy test machine may need more).
+    fn eventually(neighbours: &Neighbours, client: IpAddr, expected: Option<MacAddress>) {
+        let started = Instant::now();
+        while neighbours.mac_of(client) != expected {
+            assert!(started.elapsed() < Duration::from_secs(3), "{client}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Neighbours over `kernel`, and how many times it was read.
+    fn counted(kernel: &Arc<Mutex<io::Result<Table>>>) -> (Neighbours, Arc<Mutex<usize>>) {
+        let reads = Arc::new(Mutex::new(0));
+        let (kernel, counter) = (kernel.clone(), reads.clone());
+        let neighbours = Neighbours::with_reader(move || {
+            *counter.lock().unwrap() += 1;
+            match &*kernel.lock().unwrap() {
+                Ok(table) => Ok(table.clone()),
+                Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
+            }
+        });
+        (neighbours, reads)
+    }
+
     #[test]
     fn a_client_missing_from_the_copy_has_it_read_again_soon() {
-        let kernel = Arc::new(Mutex::new(Table::from([(
-            ip("192.168.1.70"),
-            mac("aa:bb:cc:dd:ee:01"),
-        )])));
-        let reads = Arc::new(Mutex::new(0));
-        let neighbours = {
-            let (kernel, reads) = (kernel.clone(), reads.clone());
-            Neighbours::with_reader(move || {
-                *reads.lock().unwrap() += 1;
-                Ok(kernel.lock().unwrap().clone())
-            })
-        };
+        let tablet = mac("aa:bb:cc:dd:ee:01");
+        let kernel = Arc::new(Mutex::new(Ok(Table::from([(ip("192.168.1.70"), tablet)]))));
+        let (neighbours, reads) = counted(&kernel);
+        eventually(&neighbours, ip("::ffff:192.168.1.70"), Some(tablet));
         let newcomer = ip("192.168.1.80");
-        assert_eq!(
-            neighbours.mac_of(ip("::ffff:192.168.1.70")),
-            Some(mac("aa:bb:cc:dd:ee:01"))
-        );
         assert_eq!(neighbours.mac_of(newcomer), None);
-        kernel
-            .lock()
-            .unwrap()
-            .insert(newcomer, mac("aa:bb:cc:dd:ee:80"));
+        let newcomer_mac = mac("aa:bb:cc:dd:ee:80");
+        if let Ok(table) = &mut *kernel.lock().unwrap() {
+            table.insert(newcomer, newcomer_mac);
+        }
         assert_eq!(neighbours.mac_of(newcomer), None, "the copy is fresh");
         assert_eq!(*reads.lock().unwrap(), 1);
         std::thread::sleep(MISS_REFRESH);
-        assert_eq!(neighbours.mac_of(newcomer), Some(mac("aa:bb:cc:dd:ee:80")));
+        eventually(&neighbours, newcomer, Some(newcomer_mac));
         assert_eq!(*reads.lock().unwrap(), 2);
     }
 
     #[test]
+    fn a_failed_read_keeps_the_last_good_entries() {
+        let tablet = mac("aa:bb:cc:dd:ee:01");
+        let kernel = Arc::new(Mutex::new(Ok(Table::from([(ip("192.168.1.70"), tablet)]))));
+        let (neighbours, reads) = counted(&kernel);
+        eventually(&neighbours, ip("192.168.1.70"), Some(tablet));
+        *kernel.lock().unwrap() = Err(io::Error::from(io::ErrorKind::Interrupted));
+        std::thread::sleep(MISS_REFRESH);
+        // A stranger's miss has the table read again, and that read fails.
+        let stranger = ip("192.168.1.99");
+        let started = Instant::now();
+        while *reads.lock().unwrap() < 2 {
+            assert_eq!(neighbours.mac_of(stranger), None);
+            assert!(started.elapsed() < Duration::from_secs(3));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(neighbours.mac_of(ip("192.168.1.70")), Some(tablet));
+    }
+
+    #[test]
     fn an_unreadable_table_knows_nobody() {
-        let neighbours = Neighbours::with_reader(|| Err(io::Error::other("no netlink here")));
+        let kernel = Arc::new(Mutex::new(Err(io::Error::other("no netlink here"))));
+        let (neighbours, reads) = counted(&kernel);
+        let started = Instant::now();
+        while *reads.lock().unwrap() == 0 {
+            assert_eq!(neighbours.mac_of(ip("192.168.1.70")), None);
+            assert!(started.elapsed() < Duration::from_secs(3));
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(neighbours.mac_of(ip("192.168.1.70")), None);
-        assert_eq!(
-            neighbours.mac_of(ip("192.168.1.70")),
-            None,
-            "and asks again later"
-        );
     }
 }
