@@ -35,6 +35,13 @@ pub enum ReloadError {
         /// Why it could not be read.
         reason: String,
     },
+    /// A trusted forwarder the running `allow_from` refuses (the file widened `allow_from`
+    /// for it, which takes a restart): trusting it now would change nothing but mislead.
+    #[error(
+        "trusted forwarder {0} is outside the server.allow_from in force (changing allow_from \
+         takes a restart): restart metasink to apply this config"
+    )]
+    ForwarderNotAllowed(std::net::IpAddr),
 }
 
 /// Rebuilds and swaps the policy.
@@ -88,7 +95,10 @@ impl Reloader {
         let outcome = match result {
             Ok(mut settings) => {
                 keep_restart_only_settings(&current, &mut settings);
-                let generation = self.swap(&settings).await;
+                let generation = match refused_forwarder(&settings) {
+                    Some(forwarder) => Err(ReloadError::ForwarderNotAllowed(forwarder)),
+                    None => self.swap(&settings).await,
+                };
                 // Only settings a snapshot was built from become the ones in force: a list
                 // refresh rebuilds from them next.
                 if generation.is_ok() {
@@ -171,6 +181,15 @@ fn keep_restart_only_settings(running: &Settings, loaded: &mut Settings) {
     keep("upstream", &running.upstreams, &mut loaded.upstreams);
     keep("cache", &running.cache, &mut loaded.cache);
     keep("download", &running.download, &mut loaded.download);
+}
+
+/// A trusted forwarder of `settings` that its (running) `allow_from` refuses. The file's own
+/// check passed against the file's `allow_from`, but that one waits for a restart.
+fn refused_forwarder(settings: &Settings) -> Option<std::net::IpAddr> {
+    let allowed = &settings.admission.allow_from;
+    (settings.trusted_forwarders.iter())
+        .find(|forwarder| !allowed.iter().any(|network| network.contains(*forwarder)))
+        .copied()
 }
 
 /// Points each loaded list that `settings` gives a URL with no stored copy yet back at the

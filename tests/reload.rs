@@ -222,6 +222,30 @@ async fn a_reload_applies_a_new_trusted_forwarder() {
 }
 
 #[tokio::test]
+async fn a_reload_cannot_trust_a_forwarder_the_running_allow_from_refuses() {
+    let upstream = upstream().await;
+    let with = |server_keys: &str| {
+        config(&upstream, "open").replace(
+            "rate_limit_qps = 0",
+            &format!("rate_limit_qps = 0\n{server_keys}"),
+        )
+    };
+    let daemon = TestDaemon::start(&with(r#"allow_from = ["127.0.0.1/32"]"#)).await;
+    // Valid as a file, but allow_from waits for a restart: the router would stay refused.
+    let widened = with(
+        "allow_from = [\"127.0.0.1/32\", \"127.0.0.10/32\"]\ntrusted_forwarders = [\"127.0.0.10\"]",
+    );
+    write(&daemon.config_path(), &widened);
+    let (status, body) = post_with_token(&daemon, "/api/reload").await;
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        body.contains("trusted forwarder 127.0.0.10 is outside the server.allow_from in force"),
+        "{body}"
+    );
+    assert_eq!(daemon.daemon.policy().load().generation(), 1);
+}
+
+#[tokio::test]
 async fn a_reload_whose_client_hangs_up_still_swaps_the_policy() {
     let upstream = upstream().await;
     let daemon = TestDaemon::start(&config(&upstream, "meta-apps")).await;
