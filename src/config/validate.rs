@@ -32,6 +32,7 @@ use super::{
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
 use crate::lists::MatchMode;
 use crate::net::{MacAddress, canonical_network};
+use crate::policy::UNKNOWN_DEVICE;
 use crate::policy::mask::MAX_LISTS;
 
 /// Every `answer` a profile may give.
@@ -586,6 +587,13 @@ fn devices(
         .map(|(index, device)| {
             let key = |field: &str| entry_key("device", index, field);
             declare(&mut seen, &device.name, "device name", &key("name"), at)?;
+            if device.name.get_ref() == UNKNOWN_DEVICE {
+                let message = format!(
+                    "`{UNKNOWN_DEVICE}` is the device label of clients that match no device: \
+                     pick another name"
+                );
+                return Err(at.invalid(device.name.span(), key("name"), message));
+            }
             let (addresses, macs) = device_matches(device, &key("match"), index, &mut owners, at)?;
             let profile = &device.profile;
             Ok(DeviceSettings {
@@ -1233,6 +1241,11 @@ mod tests {
                 "[server]\ntrusted_forwarders = [\"192.168.1.1\", \"192.168.1.0/24\"]\n",
                 "2: server.trusted_forwarders",
                 "`192.168.1.0/24` is a network: list the router's own addresses, one by one",
+            ),
+            (
+                "[[device]]\nname = \"unknown\"\nmatch = [\"10.0.0.9\"]\nprofile = \"quest\"\n",
+                "2: device[0].name",
+                "`unknown` is the device label of clients that match no device: pick another name",
             ),
             (
                 "[server]\nallow_from = [\"192.168.1.0/24\"]\ntrusted_forwarders = [\"10.0.0.1\"]\n",

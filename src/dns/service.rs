@@ -21,7 +21,7 @@ use crate::admission::{Admission, Verdict};
 use crate::metrics::{Metrics, QueryResult};
 use crate::neighbours::Neighbours;
 use crate::pipeline::{Outcome, Pipeline};
-use crate::policy::{Policy, PolicyHandle, Profile, UNKNOWN_DEVICE};
+use crate::policy::{Policy, PolicyHandle, Profile};
 
 /// Extended DNS Error codes we send (RFC 8914 §4).
 pub(super) const EDE_BLOCKED: u16 = 15;
@@ -172,10 +172,7 @@ impl DnsService {
         }
 
         let device = policy.client(client, &request.forwarded, &self.neighbours);
-        if request.forwarded.names_anyone()
-            && device.name == UNKNOWN_DEVICE
-            && policy.trusts(client)
-        {
+        if request.forwarded.names_anyone() && policy.is_unknown(device) && policy.trusts(client) {
             // How a household finds the MAC address or address to write in a [[device]].
             debug!(forwarder = %client, mac = ?request.forwarded.mac.map(|mac| mac.to_string()), subnet = ?request.forwarded.subnet, "a forwarder named a client that is no device: default profile");
         }

@@ -203,6 +203,11 @@ impl Policy {
         &self.matcher
     }
 
+    /// Whether `device` is the stand-in for clients that match no device.
+    pub fn is_unknown(&self, device: &Device) -> bool {
+        std::ptr::eq(device, &self.unknown)
+    }
+
     /// The profile of the unknown-client stand-in (the default profile).
     pub fn default_profile(&self) -> &Profile {
         self.profile_of(&self.unknown)
