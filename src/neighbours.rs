@@ -400,8 +400,13 @@ mod tests {
         }
     }
 
+    /// What a test's kernel answers a dump with (it can change it).
+    type Kernel = Arc<Mutex<io::Result<Table>>>;
+    /// How many times a test's kernel was read.
+    type Reads = Arc<Mutex<usize>>;
+
     /// Neighbours over `kernel`, and how many times it was read.
-    fn counted(kernel: &Arc<Mutex<io::Result<Table>>>) -> (Neighbours, Arc<Mutex<usize>>) {
+    fn counted(kernel: &Kernel) -> (Neighbours, Reads) {
         let reads = Arc::new(Mutex::new(0));
         let (kernel, counter) = (kernel.clone(), reads.clone());
         let neighbours = Neighbours::with_reader(move || {
@@ -414,12 +419,26 @@ mod tests {
         (neighbours, reads)
     }
 
+    /// The tablet's address and MAC address.
+    const TABLET: (&str, &str) = ("192.168.1.70", "aa:bb:cc:dd:ee:01");
+
+    /// A kernel table holding the tablet, and neighbours over it that have read it once.
+    fn tablet_known() -> (Kernel, Neighbours, Reads) {
+        let (address, lladdr) = (ip(TABLET.0), mac(TABLET.1));
+        let kernel = Arc::new(Mutex::new(Ok(Table::from([(address, lladdr)]))));
+        let (neighbours, reads) = counted(&kernel);
+        eventually(&neighbours, address, Some(lladdr));
+        (kernel, neighbours, reads)
+    }
+
     #[test]
     fn a_client_missing_from_the_copy_has_it_read_again_soon() {
-        let tablet = mac("aa:bb:cc:dd:ee:01");
-        let kernel = Arc::new(Mutex::new(Ok(Table::from([(ip("192.168.1.70"), tablet)]))));
-        let (neighbours, reads) = counted(&kernel);
-        eventually(&neighbours, ip("::ffff:192.168.1.70"), Some(tablet));
+        let (kernel, neighbours, reads) = tablet_known();
+        assert_eq!(
+            neighbours.mac_of(ip("::ffff:192.168.1.70")),
+            Some(mac(TABLET.1)),
+            "as IPv4"
+        );
         let newcomer = ip("192.168.1.80");
         assert_eq!(neighbours.mac_of(newcomer), None);
         let newcomer_mac = mac("aa:bb:cc:dd:ee:80");
@@ -435,10 +454,7 @@ mod tests {
 
     #[test]
     fn a_failed_read_keeps_the_last_good_entries() {
-        let tablet = mac("aa:bb:cc:dd:ee:01");
-        let kernel = Arc::new(Mutex::new(Ok(Table::from([(ip("192.168.1.70"), tablet)]))));
-        let (neighbours, reads) = counted(&kernel);
-        eventually(&neighbours, ip("192.168.1.70"), Some(tablet));
+        let (kernel, neighbours, reads) = tablet_known();
         *kernel.lock().unwrap() = Err(io::Error::from(io::ErrorKind::Interrupted));
         std::thread::sleep(MISS_REFRESH);
         // A stranger's miss has the table read again, and that read fails.
@@ -449,7 +465,7 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(3));
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(neighbours.mac_of(ip("192.168.1.70")), Some(tablet));
+        assert_eq!(neighbours.mac_of(ip(TABLET.0)), Some(mac(TABLET.1)));
     }
 
     #[test]
