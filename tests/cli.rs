@@ -209,3 +209,25 @@ fn check_passes_a_url_list_that_is_not_downloaded_yet() {
         text(&output.stdout)
     );
 }
+
+#[test]
+fn check_shows_trusted_forwarders_and_devices_matched_by_mac_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let config = "[server]\ntrusted_forwarders = [\"192.168.1.1\"]\n\n\
+                  [[device]]\nname = \"tablet\"\nmatch = [\"AA-BB-CC-DD-EE-01\", \"192.168.1.70\"]\n\
+                  profile = \"no-meta\"\n";
+    std::fs::write(&path, config).unwrap();
+    let output = metasink(&["check", "--config", path.to_str().unwrap()]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains("trusted:   192.168.1.1 (may name the device they forward for")
+            && stdout.contains("strip-mac and strip-subnet"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("device:    tablet → profile no-meta (192.168.1.70/32, aa:bb:cc:dd:ee:01)"),
+        "{stdout}"
+    );
+}
