@@ -319,6 +319,8 @@ async fn a_reload_that_cannot_read_a_loaded_list_file_is_refused_and_the_list_st
 default_profile = "kids"
 
 [server]
+listen = ["127.0.0.1:0"]
+http = "127.0.0.1:0"
 api_token = "{TOKEN}"
 
 [[upstream]]

@@ -51,6 +51,17 @@ impl TestDaemon {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).expect("write config");
         let settings = metasink::config::load(&path).unwrap_or_else(|e| panic!("test config: {e}"));
+        // A config with its own [server] table gets no loopback ports from us: without
+        // `listen` and `http` it would take the daemon's fixed defaults, which tests running
+        // side by side (or a daemon the developer runs) already hold.
+        assert!(
+            !settings
+                .server
+                .listen
+                .contains(&metasink::config::DEFAULT_DNS_LISTEN)
+                && settings.server.http != metasink::config::DEFAULT_HTTP_LISTEN,
+            "a test config's [server] must set listen and http (\"127.0.0.1:0\")"
+        );
         let daemon = Daemon::start(settings).await.expect("daemon starts");
         let (dns, http) = (daemon.dns_addr(), daemon.http_addr());
         Self {
