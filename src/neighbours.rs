@@ -31,9 +31,9 @@ use tracing::warn;
 use crate::net::MacAddress;
 
 /// Age at which the copy is read again.
-pub const REFRESH: Duration = Duration::from_secs(10);
+const REFRESH: Duration = Duration::from_secs(10);
 /// Age at which a client missing from the copy makes it be read again.
-pub const MISS_REFRESH: Duration = Duration::from_secs(1);
+const MISS_REFRESH: Duration = Duration::from_secs(1);
 /// How long a dump may keep the reader waiting (the kernel answers at once; this only bounds
 /// the worst case on the query path).
 const DUMP_TIMEOUT: Duration = Duration::from_millis(200);
@@ -49,7 +49,7 @@ type Reader = Box<dyn Fn() -> io::Result<Table> + Send + Sync>;
 /// How long the query that finds a client missing from a stale copy waits for the reader's
 /// new one. Bounded: a dump takes the kernel's rtnl lock (before Linux 6.10), which another
 /// process may hold for long; a query never waits longer than this for it.
-pub const MISS_WAIT: Duration = Duration::from_millis(10);
+const MISS_WAIT: Duration = Duration::from_millis(10);
 
 /// The neighbour tables, as last read. Reading happens on a thread of its own (started at the
 /// first question), never on the query path.
@@ -212,7 +212,7 @@ impl Shared {
 }
 
 /// The complete entries of the kernel's neighbour tables, IPv4 and IPv6.
-pub fn kernel_table() -> io::Result<Table> {
+fn kernel_table() -> io::Result<Table> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
+use crate::admission;
 use crate::config::{self, ConfigError, ListSource, Origin, Settings};
 use crate::lists::store::ListStore;
 use crate::metrics::Metrics;
@@ -186,9 +187,9 @@ fn keep_restart_only_settings(running: &Settings, loaded: &mut Settings) {
 /// A trusted forwarder of `settings` that its (running) `allow_from` refuses. The file's own
 /// check passed against the file's `allow_from`, but that one waits for a restart.
 fn refused_forwarder(settings: &Settings) -> Option<std::net::IpAddr> {
-    let allowed = &settings.admission.allow_from;
+    let allow_from = &settings.admission.allow_from;
     (settings.trusted_forwarders.iter())
-        .find(|forwarder| !allowed.iter().any(|network| network.contains(*forwarder)))
+        .find(|&&forwarder| !admission::allowed(allow_from, forwarder))
         .copied()
 }
 

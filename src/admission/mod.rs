@@ -26,10 +26,18 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Instant;
 
+use ipnet::IpNet;
+
 use crate::config::AdmissionSettings;
 
 use access::AccessList;
 use ratelimit::RateLimiter;
+
+/// Whether `allow_from` lets `client` query: the access list's own check, for judging a
+/// configuration (a trusted forwarder must be a client that is answered).
+pub fn allowed(allow_from: &[IpNet], client: IpAddr) -> bool {
+    AccessList::new(allow_from).allows(client)
+}
 
 /// What to do with a query, from its client's address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

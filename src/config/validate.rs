@@ -29,6 +29,7 @@ use super::{
     DeviceSettings, DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings,
     ServerSettings, Settings, UpstreamSettings,
 };
+use crate::admission;
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
 use crate::lists::MatchMode;
 use crate::net::{MacAddress, canonical_network};
@@ -201,7 +202,7 @@ fn forwarders(
                 return Err(at.invalid(value.span(), key, message));
             }
             let address = network.addr();
-            if !allow_from.iter().any(|allowed| allowed.contains(&address)) {
+            if !admission::allowed(allow_from, address) {
                 let message = format!(
                     "`{address}` is outside server.allow_from, so every query it forwards would \
                      be refused: add it there too"

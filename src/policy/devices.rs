@@ -112,7 +112,7 @@ impl DeviceIndexMap {
 
     /// The device `address` belongs to. IPv4 clients reaching an IPv6 socket arrive as
     /// `::ffff:a.b.c.d`; they are looked up as the IPv4 address they are.
-    pub fn find(&self, address: IpAddr) -> Option<DeviceIndex> {
+    fn find(&self, address: IpAddr) -> Option<DeviceIndex> {
         let address = address.to_canonical();
         match self.exact.get(&address) {
             Some(&device) => Some(device),
