@@ -165,10 +165,7 @@ async fn the_grafana_dashboard_queries_only_metrics_and_labels_the_daemon_expose
     check_panels(&dashboard);
     let queries = dashboard_queries(&dashboard);
     assert!(queries.len() >= 20, "{queries:#?}");
-    let uses: Vec<MetricUse> = queries
-        .iter()
-        .flat_map(|query| promql_uses(query))
-        .collect();
+    let uses: Vec<MetricUse> = queries.iter().map(|query| promql_uses(query)).collect();
 
     let upstream = TestUpstream::start(&[TestRecord::A(
         "www.example.com",
@@ -313,180 +310,98 @@ fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
     out
 }
 
-/// A metric a query names, with the labels the query needs it to have.
+/// What a query uses: the `metasink_*` names it reads, and the label names it matches or
+/// groups by (`{label="…"}`, `by (label, …)`, `label_values(metric, label)`).
 #[derive(Debug)]
 struct MetricUse {
     query: String,
-    metric: String,
+    metrics: Vec<String>,
     labels: Vec<String>,
 }
 
-/// The `metasink_*` metrics `query` names, each with the labels of its `{...}` matchers, plus
-/// one use per metric under a `by (...)` clause (or `label_values(metric, label)`) with those
-/// labels.
-fn promql_uses(query: &str) -> Vec<MetricUse> {
-    const AGGREGATIONS: &[&str] = &[
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "group",
-        "stddev",
-        "stdvar",
-        "count",
-        "count_values",
-        "bottomk",
-        "topk",
-        "quantile",
-        "limitk",
-        "limit_ratio",
-    ];
-    let bytes = query.as_bytes();
-    // Identifiers outside string literals, and the matching bracket of each bracket.
-    let (mut words, mut pairs, mut open) = (Vec::new(), HashMap::new(), Vec::new());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
+/// The [`MetricUse`] of `query`. String literals are blanked first, so label values and
+/// legends never read as names.
+fn promql_uses(query: &str) -> MetricUse {
+    let mut in_string = false;
+    let code: String = query
+        .chars()
+        .map(|c| {
+            if c == '"' {
+                in_string = !in_string;
+                return ' ';
             }
-            b'(' | b'{' | b'[' => open.push(i),
-            b')' | b'}' | b']' => {
-                let start = open.pop().unwrap_or_else(|| panic!("unbalanced: {query}"));
-                pairs.insert(start, i);
-                pairs.insert(i, start);
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                words.push((start, i));
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    assert!(open.is_empty(), "unbalanced: {query}");
-    let next = |at: usize| at + query[at..].len() - query[at..].trim_start().len();
-    let metrics_in = |from: usize, to: usize| -> Vec<&str> {
-        words
-            .iter()
-            .map(|&(s, e)| (s, &query[s..e]))
-            .filter(|&(s, word)| s > from && s < to && word.starts_with("metasink_"))
-            .map(|(_, word)| word)
+            if in_string { ' ' } else { c }
+        })
+        .collect();
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| !word.is_empty())
+            .map(str::to_owned)
             .collect()
     };
-    let mut uses = Vec::new();
-    let mut add = |metric: &str, labels: Vec<String>| {
-        uses.push(MetricUse {
-            query: query.to_owned(),
-            metric: metric.to_owned(),
-            labels,
-        })
+    // The text between each `open` and the bracket that closes it (queries here never nest
+    // brackets inside a matcher or a `by` list).
+    let inside = |open: &str, close: char| -> Vec<String> {
+        code.match_indices(open)
+            .filter_map(|(at, _)| code[at + open.len()..].split_once(close))
+            .map(|(inner, _)| inner.to_owned())
+            .collect()
     };
-    for (index, &(start, end)) in words.iter().enumerate() {
-        let word = &query[start..end];
-        let after = next(end);
-        if word.starts_with("metasink_") {
-            // Matchers are `label op "value"`: outside the strings, only label names are words.
-            let labels = if bytes.get(after) == Some(&b'{') {
-                let close = pairs[&after];
-                words
-                    .iter()
-                    .filter(|&&(s, _)| s > after && s < close)
-                    .map(|&(s, e)| query[s..e].to_owned())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            add(word, labels);
-        } else if word == "by" || word == "label_values" {
-            assert_eq!(
-                bytes.get(after),
-                Some(&b'('),
-                "`{word}` without `(`: {query}"
-            );
-            let close = pairs[&after];
-            let list: Vec<String> = query[after + 1..close]
-                .split(',')
-                .map(|label| label.trim().to_owned())
-                .collect();
-            if word == "label_values" {
-                let [metric, label] = list.as_slice() else {
-                    panic!("label_values(metric, label) expected: {query}")
-                };
-                add(metric, vec![label.clone()]);
-                continue;
-            }
-            // `agg by (labels) (argument)` or `agg (argument) by (labels)`.
-            let before = query[..start].trim_end();
-            let aggregation = index
-                .checked_sub(1)
-                .map(|prev| &query[words[prev].0..words[prev].1])
-                .filter(|prev| before.ends_with(prev) && AGGREGATIONS.contains(prev));
-            let (from, to) = if aggregation.is_some() {
-                let argument = next(close + 1);
-                assert_eq!(bytes.get(argument), Some(&b'('), "{query}");
-                (argument, pairs[&argument])
-            } else {
-                assert!(before.ends_with(')'), "`by` after no aggregation: {query}");
-                (pairs[&(before.len() - 1)], before.len() - 1)
-            };
-            for metric in metrics_in(from, to) {
-                add(metric, list.clone());
-            }
-        }
+    let mut labels: Vec<String> = inside("{", '}')
+        .iter()
+        .flat_map(|matchers| matchers.split(','))
+        .flat_map(|matcher| words(matcher.split(['=', '!']).next().unwrap_or_default()))
+        .collect();
+    labels.extend(inside("by (", ')').iter().flat_map(|list| words(list)));
+    labels.extend(
+        inside("label_values(", ')')
+            .iter()
+            .flat_map(|args| words(args).pop()),
+    );
+    MetricUse {
+        query: query.to_owned(),
+        metrics: words(&code)
+            .into_iter()
+            .filter(|word| word.starts_with("metasink_"))
+            .collect(),
+        labels,
     }
-    uses
 }
 
-/// What `uses` need that the `/metrics` text `exposed` lacks, one line each.
+/// What `uses` need that the `/metrics` text `exposed` lacks, one line each: a metric with no
+/// samples (a histogram through its `_bucket`/`_sum`/`_count` samples), or a label that no
+/// metric of its query carries.
 fn unexposed(uses: &[MetricUse], exposed: &str) -> Vec<String> {
-    // The type a `# TYPE name type` line gives `name`.
-    let kind = |name: &str| {
-        exposed.lines().find_map(|line| {
-            let rest = line.strip_prefix("# TYPE ")?.strip_prefix(name)?;
-            rest.strip_prefix(' ')
-        })
-    };
     let series = exposed_series(exposed);
     let mut problems = Vec::new();
     for MetricUse {
         query,
-        metric,
+        metrics,
         labels,
     } in uses
     {
-        let histogram = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|suffix| metric.strip_suffix(suffix))
-            .is_some_and(|family| kind(family) == Some("histogram"));
-        if kind(metric).is_none() && !histogram {
-            let why = "misspelled, or no series yet";
-            problems.push(format!("{metric}: not in /metrics, {why} (in `{query}`)"));
-            continue;
+        let mut carried: BTreeSet<&str> = BTreeSet::new();
+        for metric in metrics {
+            match series.get(metric.as_str()) {
+                Some(names) => carried.extend(names),
+                None => problems.push(format!(
+                    "{metric}: not in /metrics, misspelled, or no series yet (in `{query}`)"
+                )),
+            }
         }
-        let Some(names) = series.get(metric.as_str()) else {
-            problems.push(format!("{metric}: no such series (in `{query}`)"));
-            continue;
-        };
         for label in labels
             .iter()
-            .filter(|label| !names.contains(label.as_str()))
+            .filter(|label| !carried.contains(label.as_str()))
         {
-            problems.push(format!("{metric}: no label `{label}` (in `{query}`)"));
+            problems.push(format!(
+                "no metric of the query has label `{label}` (in `{query}`)"
+            ));
         }
     }
     problems.sort();
     problems.dedup();
     problems
 }
-
 /// The sample names of a `/metrics` text, each with the label names its samples carry.
 fn exposed_series(exposed: &str) -> HashMap<&str, BTreeSet<&str>> {
     let mut series: HashMap<&str, BTreeSet<&str>> = HashMap::new();
