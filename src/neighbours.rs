@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -124,7 +124,7 @@ impl Neighbours {
             return mac;
         }
         self.reader
-            .get_or_init(|| start_reader(Arc::downgrade(&self.shared)));
+            .get_or_init(|| start_reader(self.shared.clone()));
         let Ok(mut requests) = self.shared.requests.lock() else {
             return mac;
         };
@@ -152,17 +152,14 @@ impl Drop for Neighbours {
     }
 }
 
-/// Starts the thread that reads the table when asked, until `shared` is dropped or stopped.
-fn start_reader(shared: Weak<Shared>) {
+/// Starts the thread that reads the table when asked, until its [`Neighbours`] is dropped.
+fn start_reader(shared: Arc<Shared>) {
     let spawned = std::thread::Builder::new()
         .name("neighbours".into())
         .spawn(move || {
             // Reports a table that cannot be read once per run of failures.
             let mut failing = false;
-            while let Some(shared) = shared.upgrade() {
-                if !shared.wait_for_request() {
-                    return;
-                }
+            while shared.wait_for_request() {
                 let read = (shared.read_table)();
                 failing = match &read {
                     Err(error) if !failing => {
