@@ -1,12 +1,10 @@
 //! `/metrics` and `/healthz` over real HTTP: counters move by exactly what was asked.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const TABLET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 

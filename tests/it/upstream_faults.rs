@@ -3,12 +3,10 @@
 //! lying upstreams; passive health with probes; serve-stale; one upstream query for many
 //! identical questions; forwarding loops.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use metasink::dns::{ATTEMPT_TIMEOUT, QUERY_DEADLINE};
 use metasink::pipeline::{STALE_AFTER, STALE_TTL};
 use tokio::net::UdpSocket;

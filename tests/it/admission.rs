@@ -1,12 +1,10 @@
 //! Admission end to end: only allowed networks are answered (others get REFUSED without an
 //! upstream query), and a client over its rate is dropped while others are served.
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;

@@ -2,12 +2,10 @@
 //! source ports keep changing (`src/dns/upstream/sockets.rs`), each used only by the UDP
 //! listener (runtime) that opened it.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Queries one upstream socket carries before it is closed (`sockets::MAX_USES`).
 const MAX_USES: usize = 64;

@@ -2,11 +2,9 @@
 //! UDP and TCP from several 127.0.0.x "devices", directly or through a forwarding "router"
 //! that names them in EDNS options.
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 
 const UNKNOWN: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));

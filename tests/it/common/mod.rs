@@ -14,9 +14,7 @@
 //! - [`process`]: the `metasink` binary as a process, for signals and exit status.
 //! - [`inspect`]: readable accessors over a reply (`rcode`, `a_addrs`, `ede`, `min_answer_ttl`, ...).
 //!
-//! Use it from a test file with `mod common;` and `use common::*;`.
-
-#![allow(dead_code)]
+//! Use it from a test module with `use crate::common::*;`.
 
 pub mod client;
 pub mod daemon;
@@ -26,25 +24,15 @@ pub mod list_server;
 pub mod process;
 pub mod upstream;
 
-// Re-exports so a test only needs `use common::*;`. A test binary that leaves a whole module
-// unused would otherwise warn about that glob.
-#[allow(unused_imports)]
+// Re-exports so a test only needs `use crate::common::*;`.
 pub use client::*;
-#[allow(unused_imports)]
 pub use daemon::*;
-#[allow(unused_imports)]
 pub use faulty::*;
-#[allow(unused_imports)]
 pub use inspect::*;
-#[allow(unused_imports)]
 pub use list_server::*;
-#[allow(unused_imports)]
 pub use process::*;
-#[allow(unused_imports)]
 pub use upstream::*;
 
 // The types a test needs to build queries and read replies.
-#[allow(unused_imports)]
 pub use hickory_proto::op::{Message, ResponseCode};
-#[allow(unused_imports)]
 pub use hickory_proto::rr::RecordType;

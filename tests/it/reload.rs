@@ -1,8 +1,6 @@
 //! Live reload end to end: SIGHUP and `POST /api/reload` swap the policy while clients keep
 //! querying; a broken config is refused and the running policy stays.
 
-mod common;
-
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const TABLET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 8);

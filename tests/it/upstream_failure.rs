@@ -1,10 +1,8 @@
 //! When no upstream answers, clients get SERVFAIL quickly instead of waiting for a timeout.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn a_dead_upstream_yields_servfail_within_three_seconds() {

@@ -1,12 +1,10 @@
-//! Self-test of the shared harness in `tests/common/`: a `TestUpstream` queried directly with the
+//! Self-test of the shared harness in `tests/it/common/`: a `TestUpstream` queried directly with the
 //! test client, over UDP and TCP, on 127.0.0.1 only.
-
-mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Edns;
 use hickory_proto::rr::rdata::opt::EdnsOption;
 

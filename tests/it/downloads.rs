@@ -1,12 +1,10 @@
 //! Lists from URLs end to end: the daemon starts without waiting for the network, blocks
 //! from the stored copy when the server is down, and swaps in a changed list on refresh.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use metasink::lists::download::{Downloader, Refreshed};
 use metasink::lists::store::{ListStore, StoredMeta};
 use tokio::net::TcpStream;

@@ -14,13 +14,11 @@
 //! The upstream answers every name the tests ask about with [`UPSTREAM_ADDR`] (the shared edges
 //! with [`EDGE_ADDR`]), so a blocked answer (0.0.0.0) can never be mistaken for a real one.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use metasink::catalogue::{DEFAULT_PROFILE, bundled_ids, bundled_text, presets};
 use metasink::lists::MatchMode;
 use metasink::lists::parse::{EntryScope, ListHeader, ParseReport, parse_line, parse_list};

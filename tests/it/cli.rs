@@ -1,11 +1,9 @@
 //! The `metasink` binary as a user runs it: `check`, `explain`, `lists` and `run`.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn metasink(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_metasink"))

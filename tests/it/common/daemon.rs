@@ -2,7 +2,7 @@
 //! a small HTTP client for `/metrics` and `/healthz`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use metasink::app::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,11 +75,6 @@ impl TestDaemon {
     /// [`Self::start_with_files`] without extra files.
     pub async fn start(config: &str) -> Self {
         Self::start_with_files(config, &[]).await
-    }
-
-    /// The directory holding the config file.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// The config file's path.
@@ -164,13 +159,19 @@ pub async fn http_send(
 }
 
 /// The value of the sample `series` (name with its labels exactly as exposed, e.g.
-/// `metasink_cache_hits_total` or `metasink_queries_total{device="quest",...}`), 0 if absent.
+/// `metasink_cache_hits_total` or `metasink_queries_total{device="quest",...}`); panics naming the series when it is absent, so a renamed metric fails the test.
 pub fn metric(text: &str, series: &str) -> f64 {
+    metric_if_present(text, series)
+        .unwrap_or_else(|| panic!("series `{series}` is missing from /metrics:\n{text}"))
+}
+
+/// The value of `series`, or `None` when /metrics has no such series (a renamed metric, or a
+/// label combination not created yet). [`metric`] is the one to use unless absence is expected.
+pub fn metric_if_present(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
             let (name, value) = line.rsplit_once(' ')?;
             (name == series).then(|| value.parse().ok()).flatten()
         })
-        .unwrap_or(0.0)
 }

@@ -1,12 +1,10 @@
 //! The shared cache end to end: hits don't reach the upstream and count TTLs down, negative
 //! answers are cached, and names inside cached answers are re-checked per profile.
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const KIDS: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const PARENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));

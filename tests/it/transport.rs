@@ -1,12 +1,10 @@
 //! What every client sees regardless of policy: UDP size limits and TC, ANY over UDP, malformed
 //! input, and RFC 7766 TCP (pipelining, out-of-order answers, connection limits, timeouts).
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
