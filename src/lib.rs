@@ -57,6 +57,7 @@ pub mod memory;
 pub mod metrics;
 pub mod neighbours;
 pub mod net;
+pub mod overrides;
 pub mod pipeline;
 pub mod policy;
 pub mod refresh;

@@ -449,6 +449,16 @@ fn is_housekeeping(name: &str) -> bool {
     )
 }
 
+/// A host name as every list entry is stored (lower-case ASCII, punycode, no trailing dot),
+/// for names that come from elsewhere (overrides) and must match what the matcher holds.
+pub fn normalise_name(raw: &str) -> Result<String, LineError> {
+    let name = normalise(raw.trim())?;
+    if !has_dot(&name) {
+        return Err(LineError::SingleLabel(name.into_owned()));
+    }
+    Ok(name.into_owned())
+}
+
 /// Lower-case ASCII, punycode for IDN, one trailing dot dropped, then checked against the rules
 /// for host names. Borrows when the input already has that form (the common case).
 fn normalise(raw: &str) -> Result<Cow<'_, str>, LineError> {
