@@ -87,6 +87,7 @@ impl Daemon {
         let http = tokio::spawn(api::serve(listener, router, http_shutdown.clone()));
         let background = CancellationToken::new();
         let refresh_task = tokio::spawn(refresher.clone().run(background.clone()));
+        tokio::spawn(keep_time(policy.clone(), background.clone()));
         Ok(Self {
             dns,
             http_addr,
@@ -358,5 +359,20 @@ mod watchdog_tests {
             .await
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    }
+}
+
+/// Once a second, puts in force the profile each device's schedule gives it at the local time
+/// (the system time zone, read again each time, so a daylight saving change or a new TZ is
+/// followed). A tick is one clock read and a few atomic stores; queries never read the clock
+/// for this.
+async fn keep_time(policy: PolicyHandle, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => policy.load().apply_schedules(jiff::ZonedDateTime::now().datetime()),
+        }
     }
 }

@@ -12,6 +12,7 @@
 mod defaults;
 mod error;
 mod raw;
+pub mod schedule;
 mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 
 pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings};
 pub use error::ConfigError;
+pub use schedule::Window;
 
 use crate::lists::MatchMode;
 use crate::net::MacAddress;
@@ -200,8 +202,10 @@ pub struct DeviceSettings {
     pub addresses: Vec<IpNet>,
     /// MAC addresses that identify it, when a trusted forwarder names them.
     pub macs: Vec<MacAddress>,
-    /// The profile it uses.
+    /// The profile it uses outside its schedule's windows.
     pub profile: String,
+    /// Windows of the week with another profile; the first that covers the time wins.
+    pub schedule: Vec<Window>,
 }
 
 /// Reads, parses and validates the config file at `path`.

@@ -151,6 +151,23 @@ pub(super) struct RawDevice {
     pub matches: Spanned<Vec<Text>>,
     /// Profile name.
     pub profile: Text,
+    /// Windows of the week that switch it to another profile.
+    #[serde(default)]
+    pub schedule: Vec<RawWindow>,
+}
+
+/// One window of a `[[device]] schedule`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    /// Profile name inside the window.
+    pub profile: Text,
+    /// `mon-fri`, `sat,sun`, `daily`.
+    pub days: Text,
+    /// `HH:MM`, local time.
+    pub from: Text,
+    /// `HH:MM`, local time.
+    pub to: Text,
 }
 
 /// Reads `text` (from `path`) into a [`RawConfig`].

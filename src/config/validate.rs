@@ -22,8 +22,10 @@ use super::defaults::{
 };
 use super::error::{ConfigError, Locator};
 use super::raw::{
-    RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawServer, RawUpstream, Text,
+    RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawServer, RawUpstream,
+    RawWindow, Text,
 };
+use super::schedule::{Days, TimeOfDay, Window, shadowed};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
     DeviceSettings, DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings,
@@ -602,9 +604,58 @@ fn devices(
                 addresses,
                 macs,
                 profile: reference(profile, profile_names, "profile", &key("profile"), at)?,
+                schedule: schedule(&device.schedule, &key("schedule"), profile_names, at)?,
             })
         })
         .collect()
+}
+
+/// The windows of a device's `schedule` (see [`super::schedule`]).
+fn schedule(
+    raw: &[RawWindow],
+    key: &str,
+    profile_names: &[&str],
+    at: &Locator<'_>,
+) -> Result<Vec<Window>, ConfigError> {
+    let windows = raw
+        .iter()
+        .enumerate()
+        .map(|(index, window)| {
+            let key = |field: &str| format!("{key}[{index}].{field}");
+            let invalid = |text: &Text, field: &str| {
+                let (span, key) = (text.span(), key(field));
+                move |message: String| at.invalid(span, key, message)
+            };
+            let from =
+                TimeOfDay::parse(window.from.get_ref()).map_err(invalid(&window.from, "from"))?;
+            let to = TimeOfDay::parse(window.to.get_ref()).map_err(invalid(&window.to, "to"))?;
+            if from == to {
+                let message = "a window must end at another time than it starts; for a whole \
+                               day write from = \"00:00\", to = \"24:00\"";
+                return Err(at.invalid(window.to.span(), key("to"), message));
+            }
+            Ok(Window {
+                profile: reference(
+                    &window.profile,
+                    profile_names,
+                    "profile",
+                    &key("profile"),
+                    at,
+                )?,
+                days: Days::parse(window.days.get_ref()).map_err(invalid(&window.days, "days"))?,
+                from,
+                to,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some((never, by)) = shadowed(&windows) {
+        let message = format!(
+            "this window can never apply: the windows before it ({key}[{by}] and earlier) already \
+             cover all of its time, and the first window that covers a time wins"
+        );
+        return Err(at.invalid(raw[never].days.span(), format!("{key}[{never}]"), message));
+    }
+    Ok(windows)
 }
 
 /// What a `[[device]] match` entry identifies a device by.
@@ -1093,6 +1144,62 @@ mod tests {
                 format!("[[device]]\nname = \"d{i}\"\nmatch = {m}\nprofile = \"quest\"\n")
             })
             .collect()
+    }
+
+    fn schedule_config(windows: &str) -> String {
+        format!(
+            "[[device]]\nname = \"tablet\"\nmatch = [\"192.168.1.30\"]\nprofile = \"meta-apps\"\n\
+             schedule = [\n{windows}\n]\n"
+        )
+    }
+
+    #[test]
+    fn a_schedule_is_read_and_its_mistakes_name_file_line_and_key() {
+        let text = schedule_config(
+            "{ profile = \"no-meta\", days = \"mon-fri\", from = \"21:00\", to = \"07:00\" },",
+        );
+        let settings = check(&text).expect("valid");
+        let window = &settings.devices[0].schedule[0];
+        assert_eq!(
+            window.to_string(),
+            "profile no-meta on mon,tue,wed,thu,fri from 21:00 to 07:00 the next day"
+        );
+        let bad = |window: &str| error(&schedule_config(window));
+        assert_eq!(
+            bad("{ profile = \"no-meta\", days = \"mon-fry\", from = \"21:00\", to = \"07:00\" },"),
+            "/etc/metasink/config.toml:6: device[0].schedule[0].days: `fry` is not a day: use mon, \
+             tue, wed, thu, fri, sat, sun, ranges like `mon-fri`, lists like `sat,sun`, or `daily`"
+        );
+        assert_eq!(
+            bad("{ profile = \"no-meta\", days = \"daily\", from = \"25:00\", to = \"07:00\" },"),
+            "/etc/metasink/config.toml:6: device[0].schedule[0].from: `25:00` is not a time of \
+             day: write it as HH:MM, like `21:00` or `07:30`"
+        );
+        assert!(
+            bad("{ profile = \"nope\", days = \"daily\", from = \"20:00\", to = \"07:00\" },")
+                .starts_with(
+                    "/etc/metasink/config.toml:6: device[0].schedule[0].profile: unknown profile `nope`"
+                )
+        );
+        assert!(
+            bad("{ profile = \"no-meta\", days = \"daily\", from = \"20:00\", to = \"20:00\" },")
+                .starts_with(
+                    "/etc/metasink/config.toml:6: device[0].schedule[0].to: a window must end"
+                )
+        );
+        assert_eq!(
+            bad(
+                "{ profile = \"no-meta\", days = \"daily\", from = \"20:00\", to = \"08:00\" },\n\
+                 { profile = \"strict\", days = \"sat\", from = \"21:00\", to = \"07:00\" },"
+            ),
+            "/etc/metasink/config.toml:7: device[0].schedule[1]: this window can never apply: the \
+             windows before it (device[0].schedule[0] and earlier) already cover all of its time, \
+             and the first window that covers a time wins"
+        );
+        assert!(
+            bad("{ profile = \"no-meta\", days = \"daily\", from = \"20:00\" },")
+                .contains("missing field `to`")
+        );
     }
 
     #[test]

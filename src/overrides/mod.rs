@@ -221,7 +221,10 @@ mod tests {
     fn a_name_covers_its_subdomains_but_not_lookalikes() {
         let allow = [rule(1, Kind::Allow, Target::Everyone, &["oculus.com"])];
         assert_eq!(decided(&allow, "tv", "default", "oculus.com"), Some(1));
-        assert_eq!(decided(&allow, "tv", "default", "graph.oculus.com"), Some(1));
+        assert_eq!(
+            decided(&allow, "tv", "default", "graph.oculus.com"),
+            Some(1)
+        );
         assert_eq!(decided(&allow, "tv", "default", "myoculus.com"), None);
         assert_eq!(decided(&allow, "tv", "default", "com"), None);
     }
@@ -229,13 +232,27 @@ mod tests {
     #[test]
     fn the_most_specific_target_wins_whatever_the_names() {
         let rules = [
-            rule(1, Kind::Block, Target::Profile("kids"), &["graph.oculus.com"]),
+            rule(
+                1,
+                Kind::Block,
+                Target::Profile("kids"),
+                &["graph.oculus.com"],
+            ),
             rule(2, Kind::Allow, Target::Device("quest"), &["oculus.com"]),
             rule(3, Kind::Block, Target::Everyone, &["graph.oculus.com"]),
         ];
-        assert_eq!(decided(&rules, "quest", "kids", "graph.oculus.com"), Some(2));
-        assert_eq!(decided(&rules, "tablet", "kids", "graph.oculus.com"), Some(1));
-        assert_eq!(decided(&rules, "tv", "default", "graph.oculus.com"), Some(3));
+        assert_eq!(
+            decided(&rules, "quest", "kids", "graph.oculus.com"),
+            Some(2)
+        );
+        assert_eq!(
+            decided(&rules, "tablet", "kids", "graph.oculus.com"),
+            Some(1)
+        );
+        assert_eq!(
+            decided(&rules, "tv", "default", "graph.oculus.com"),
+            Some(3)
+        );
         assert_eq!(decided(&rules, "tv", "default", "www.oculus.com"), None);
     }
 

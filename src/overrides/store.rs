@@ -159,7 +159,9 @@ impl OverrideStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the list whole (every change is one push,
         // remove or retain), so a poisoned lock is safe to keep using.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Makes `inner` what queries see, then saves it. A failed save is logged: the change
@@ -214,7 +216,12 @@ fn load(file: &Path) -> Saved {
         }
     });
     saved.overrides.truncate(MAX_OVERRIDES);
-    let highest = saved.overrides.iter().map(|rule| rule.id).max().unwrap_or(0);
+    let highest = saved
+        .overrides
+        .iter()
+        .map(|rule| rule.id)
+        .max()
+        .unwrap_or(0);
     saved.next_id = saved.next_id.max(highest + 1);
     saved
 }
@@ -313,7 +320,9 @@ mod tests {
         let aside = std::fs::read_to_string(dir.path().join("overrides.json.bad")).unwrap();
         assert_eq!(aside, "{ not json");
         // The next change writes a good file again.
-        store.add(pause_for("tablet", None), Timestamp::now()).unwrap();
+        store
+            .add(pause_for("tablet", None), Timestamp::now())
+            .unwrap();
         assert_eq!(OverrideStore::open(dir.path()).list().len(), 1);
     }
 
@@ -341,7 +350,9 @@ mod tests {
         std::fs::write(&elsewhere, r#"{"next_id": 1, "overrides": []}"#).unwrap();
         std::os::unix::fs::symlink(&elsewhere, dir.path().join(FILE_NAME)).unwrap();
         let store = OverrideStore::open(dir.path());
-        store.add(pause_for("tablet", None), Timestamp::now()).unwrap();
+        store
+            .add(pause_for("tablet", None), Timestamp::now())
+            .unwrap();
         let untouched = std::fs::read_to_string(&elsewhere).unwrap();
         assert_eq!(untouched, r#"{"next_id": 1, "overrides": []}"#);
     }

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::devices::DeviceIndexMap;
 use super::matcher::{MatcherBuilder, Scope};
+use super::schedules::ConfiguredDevice;
 use super::{Device, ListIndex, ListInfo, ListMask, Policy, Profile};
 use crate::config::{ListSettings, ProfileSettings, Settings};
 use crate::lists::MatchMode;
@@ -45,10 +46,14 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
             &blocking_ids(&profiles[profile], &lists),
         ),
     };
-    let devices: Vec<Device> = settings
+    let devices: Vec<ConfiguredDevice> = settings
         .devices
         .iter()
-        .map(|device| make_device(&device.name, profile_index(&device.profile)))
+        .map(|device| {
+            ConfiguredDevice::new(&device.schedule, &device.profile, |profile| {
+                make_device(&device.name, profile_index(profile))
+            })
+        })
         .collect();
     let unknown = make_device(UNKNOWN_DEVICE, profile_index(&settings.default_profile));
     let device_index = DeviceIndexMap::new(
@@ -66,7 +71,7 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         names = matcher.len(),
         "policy built"
     );
-    Policy {
+    let policy = Policy {
         generation,
         lists,
         matcher,
@@ -74,7 +79,9 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         devices,
         unknown,
         device_index,
-    }
+    };
+    policy.apply_schedules(jiff::ZonedDateTime::now().datetime());
+    policy
 }
 
 /// Validation caps the number of lists at [`super::MAX_LISTS`], so every index fits.

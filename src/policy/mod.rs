@@ -10,23 +10,26 @@ mod devices;
 pub mod mask;
 pub mod matcher;
 mod profile;
+mod schedules;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use jiff::civil::DateTime;
 
 pub use compile::{UNKNOWN_DEVICE, compile};
 pub use devices::{DeviceIndex, DeviceIndexMap, ForwardedClient};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
 pub use profile::Profile;
 
-use crate::config::{ListSettings, ListSource};
+use crate::config::{ListSettings, ListSource, Window};
 use crate::lists::MatchMode;
 use crate::lists::parse::{InvalidLine, ParseReport};
 use crate::metrics::{ClientCounters, Metrics};
 use crate::neighbours::Neighbours;
 use matcher::Matcher;
+use schedules::ConfiguredDevice;
 
 /// One snapshot.
 pub struct Policy {
@@ -34,7 +37,7 @@ pub struct Policy {
     lists: Vec<ListInfo>,
     matcher: Matcher,
     profiles: Vec<Profile>,
-    devices: Vec<Device>,
+    devices: Vec<ConfiguredDevice>,
     /// Clients that match no device: the default profile.
     unknown: Device,
     device_index: DeviceIndexMap,
@@ -161,6 +164,35 @@ impl Policy {
         self.device_index
             .identify(address, forwarded, |address| neighbours.mac_of(address))
             .and_then(|index| self.devices.get(index))
+            .map(ConfiguredDevice::now)
+    }
+
+    /// Puts in force, for every device with a schedule, the profile of local time `time`.
+    /// Called when the snapshot is built and once a second after: a query only reads it.
+    pub fn apply_schedules(&self, time: DateTime) {
+        for device in &self.devices {
+            device.apply(time);
+        }
+    }
+
+    /// The schedule of the device called `name` (empty without one).
+    pub fn schedule_of(&self, name: &str) -> &[Window] {
+        self.configured(name).map_or(&[], ConfiguredDevice::windows)
+    }
+
+    /// The profile the device called `name` has outside its schedule's windows.
+    pub fn own_profile_of(&self, name: &str) -> Option<&Profile> {
+        let own = self.configured(name)?.variants().first()?;
+        Some(self.profile_of(own))
+    }
+
+    /// Every configured device as it is now.
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter().map(ConfiguredDevice::now)
+    }
+
+    fn configured(&self, name: &str) -> Option<&ConfiguredDevice> {
+        self.devices.iter().find(|device| device.now().name == name)
     }
 
     /// Whether `address` is a trusted forwarder (`server.trusted_forwarders`).
