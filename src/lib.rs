@@ -40,6 +40,8 @@
 //! - [`metrics`], [`api`] — Prometheus metrics and the HTTP listener.
 //! - [`net`] — address forms shared by the access list and device matching.
 //! - [`explain`] — why a name is blocked for a client.
+//! - [`state_files`] — every read and write under `state_dir` (no links followed, atomic
+//!   writes).
 
 pub mod admission;
 pub mod api;
@@ -59,3 +61,4 @@ pub mod pipeline;
 pub mod policy;
 pub mod refresh;
 pub mod reload;
+pub mod state_files;

@@ -334,3 +334,38 @@ async fn a_stored_copy_cut_short_is_downloaded_whole_at_start_not_kept_by_a_304(
         format!("{FIRST_LINE}tracker.example\n")
     );
 }
+
+#[tokio::test]
+async fn a_stored_copy_replaced_by_a_link_is_not_read_but_downloaded_again() {
+    let upstream = upstream().await;
+    let server = ListServer::start("ads.example\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    // A file of someone else's, planted as the stored copy (with a meta that matches it, so
+    // only refusing the link gets the list downloaded again).
+    let planted = dir.path().join("planted.txt");
+    std::fs::write(&planted, "www.example.org\n").unwrap();
+    let store = ListStore::new(&dir.path().join("state"));
+    let meta = StoredMeta {
+        fetched_at: metasink::lists::store::unix_now(),
+        bytes: 16,
+        ..Default::default()
+    };
+    store.save(&server.url, b"www.example.org\n", &meta).unwrap();
+    let body = std::fs::read_dir(dir.path().join("state").join("lists"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|end| end == "txt"))
+        .expect("a stored body");
+    std::fs::remove_file(&body).unwrap();
+    std::os::unix::fs::symlink(&planted, &body).unwrap();
+
+    let daemon = TestDaemon::start_in(dir, &config(&server.url, &upstream), &[]).await;
+    wait_for_answer(&daemon, "ads.example", Ipv4Addr::UNSPECIFIED).await;
+    let reply = query_udp(daemon.dns, "www.example.org", RecordType::A, true).await;
+    assert_eq!(a_addrs(&reply), vec![Ipv4Addr::new(192, 0, 2, 5)]);
+    assert_eq!(server.requests(), 1);
+    // The download replaced the link, not the file it pointed at.
+    assert_eq!(std::fs::read_to_string(&planted).unwrap(), "www.example.org\n");
+    assert!(std::fs::symlink_metadata(&body).unwrap().is_file());
+    assert_eq!(std::fs::read_to_string(&body).unwrap(), "ads.example\n");
+}
