@@ -41,7 +41,8 @@
 //! - [`net`] — address forms shared by the access list and device matching.
 //! - [`explain`] — why a name is blocked for a client.
 //! - [`state_files`] — every read and write under `state_dir` (no links followed, atomic
-//!   writes).
+//!   writes); [`permissions`] — warnings about a `state_dir` others can write and a token
+//!   others can read.
 
 pub mod admission;
 pub mod api;
@@ -57,6 +58,7 @@ pub mod memory;
 pub mod metrics;
 pub mod neighbours;
 pub mod net;
+pub mod permissions;
 pub mod pipeline;
 pub mod policy;
 pub mod refresh;
