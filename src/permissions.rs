@@ -110,21 +110,27 @@ mod tests {
         chmod(dir.path(), 0o750);
         chmod(&lists, 0o755);
         assert_eq!(state_dir_warnings(dir.path()), Vec::<String>::new());
-        assert_eq!(state_dir_warnings(&dir.path().join("missing")), Vec::<String>::new());
+        assert_eq!(
+            state_dir_warnings(&dir.path().join("missing")),
+            Vec::<String>::new()
+        );
 
         chmod(&lists, 0o777);
         let warnings = state_dir_warnings(dir.path());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         let shown = lists.display();
         assert!(
-            warnings[0].contains(&format!("{shown} can be written by its group and others (mode 0777)"))
-                && warnings[0].contains(&format!("chmod 750 {shown}")),
+            warnings[0].contains(&format!(
+                "{shown} can be written by its group and others (mode 0777)"
+            )) && warnings[0].contains(&format!("chmod 750 {shown}")),
             "{warnings:?}"
         );
         chmod(dir.path(), 0o770);
         let warnings = state_dir_warnings(dir.path());
         assert!(
-            warnings.iter().any(|w| w.contains("by its group (mode 0770)")),
+            warnings
+                .iter()
+                .any(|w| w.contains("by its group (mode 0770)")),
             "{warnings:?}"
         );
     }
@@ -134,7 +140,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("api-token");
         fs::write(&token, "0123456789abcdef\n").unwrap();
-        for (mode, warned) in [(0o600, false), (0o640, false), (0o400, false), (0o644, true)] {
+        for (mode, warned) in [
+            (0o600, false),
+            (0o640, false),
+            (0o400, false),
+            (0o644, true),
+        ] {
             chmod(&token, mode);
             let warning = readable_secret(&token);
             assert_eq!(warning.is_some(), warned, "{mode:o}: {warning:?}");

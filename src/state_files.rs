@@ -30,10 +30,7 @@ const DIR_MODE: u32 = 0o750;
 /// Creates `dir` and its missing parents (mode `0750`); an existing directory is left as it
 /// is.
 pub fn create_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
 }
 
 /// Replaces `path` with a file holding `bytes`: written to a fresh temporary file beside it
@@ -81,7 +78,10 @@ pub fn open(path: &Path) -> io::Result<Option<File>> {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(untrusted(path, "is a symbolic link, which is never followed"));
+            return Err(untrusted(
+                path,
+                "is a symbolic link, which is never followed",
+            ));
         }
         Err(error) => return Err(error),
     };
@@ -103,7 +103,9 @@ pub fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
 
 /// The size of `path`, or `None` when there is no such file (see [`open`]).
 pub fn size(path: &Path) -> io::Result<Option<u64>> {
-    open(path)?.map(|file| Ok(file.metadata()?.len())).transpose()
+    open(path)?
+        .map(|file| Ok(file.metadata()?.len()))
+        .transpose()
 }
 
 /// Removes the temporary files of writes in `dir` that never finished (the process died
@@ -191,11 +193,23 @@ mod tests {
 
         for path in [&link, &fifo, &dir.path().to_path_buf()] {
             let error = read(path).unwrap_err();
-            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{path:?}: {error}");
-            assert!(error.to_string().contains(&*path.to_string_lossy()), "{error}");
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::InvalidData,
+                "{path:?}: {error}"
+            );
+            assert!(
+                error.to_string().contains(&*path.to_string_lossy()),
+                "{error}"
+            );
             assert!(size(path).is_err() && open(path).is_err(), "{path:?}");
         }
-        assert!(read(&link).unwrap_err().to_string().contains("symbolic link"));
+        assert!(
+            read(&link)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
         assert_eq!(read(&dir.path().join("none")).unwrap(), None);
         assert_eq!(size(&victim).unwrap(), Some(7));
     }

@@ -313,8 +313,10 @@ fn check_warns_about_a_state_dir_others_can_write() {
     let warnings = check_warnings(&path);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains(&format!("state directory {} can be written", state.display()))
-            && warnings[0].contains("(mode 0777)")
+        warnings[0].contains(&format!(
+            "state directory {} can be written",
+            state.display()
+        )) && warnings[0].contains("(mode 0777)")
             && warnings[0].contains("chmod 750"),
         "{warnings:?}"
     );
@@ -344,7 +346,10 @@ fn run_logs_the_same_warnings_at_start() {
         daemon.startup_log
     );
     assert!(
-        warned(&format!("state directory {} can be written", state.display())),
+        warned(&format!(
+            "state directory {} can be written",
+            state.display()
+        )),
         "{:#?}",
         daemon.startup_log
     );

@@ -350,7 +350,9 @@ async fn a_stored_copy_replaced_by_a_link_is_not_read_but_downloaded_again() {
         bytes: 16,
         ..Default::default()
     };
-    store.save(&server.url, b"www.example.org\n", &meta).unwrap();
+    store
+        .save(&server.url, b"www.example.org\n", &meta)
+        .unwrap();
     let body = std::fs::read_dir(dir.path().join("state").join("lists"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -365,7 +367,10 @@ async fn a_stored_copy_replaced_by_a_link_is_not_read_but_downloaded_again() {
     assert_eq!(a_addrs(&reply), vec![Ipv4Addr::new(192, 0, 2, 5)]);
     assert_eq!(server.requests(), 1);
     // The download replaced the link, not the file it pointed at.
-    assert_eq!(std::fs::read_to_string(&planted).unwrap(), "www.example.org\n");
+    assert_eq!(
+        std::fs::read_to_string(&planted).unwrap(),
+        "www.example.org\n"
+    );
     assert!(std::fs::symlink_metadata(&body).unwrap().is_file());
     assert_eq!(std::fs::read_to_string(&body).unwrap(), "ads.example\n");
 }
