@@ -46,7 +46,7 @@ fn state_dir_warnings(state_dir: &Path) -> Vec<String> {
                 format!(
                     "state directory {shown} can be written by {} (mode {mode:04o}): they could \
                      replace the stored lists and so change what is blocked; fix: chmod 750 {shown}",
-                    group_or_others(mode, 0o020, 0o002)
+                    who_can_write(mode)
                 )
             });
             let owner = metadata.uid();
@@ -77,12 +77,12 @@ fn readable_secret(file: &Path) -> Option<String> {
     })
 }
 
-/// "group", "others" or "group and others", from the write bits `group` and `others` of `mode`.
-fn group_or_others(mode: u32, group: u32, others: u32) -> &'static str {
-    match (mode & group != 0, mode & others != 0) {
+/// Who besides the owner may write to a directory of `mode`, in words.
+fn who_can_write(mode: u32) -> &'static str {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
         (true, true) => "its group and others",
         (true, false) => "its group",
-        _ => "every user",
+        (false, _) => "every user",
     }
 }
 
