@@ -18,6 +18,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams};
 use crate::metrics::Metrics;
+use crate::permissions;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
 use crate::refresh::Refresher;
@@ -41,6 +42,9 @@ impl Daemon {
     /// Builds everything from `settings` and starts serving. Returns once every listener is
     /// bound.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        for warning in permissions::warnings(&settings) {
+            warn!("{warning}");
+        }
         let metrics = Arc::new(Metrics::new());
         // Built from bundled lists, files and stored downloads only: start-up never waits on
         // the network.

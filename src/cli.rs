@@ -13,7 +13,7 @@ use crate::dns::Question;
 use crate::explain::{Viewpoint, explain};
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy};
-use crate::{app, catalogue};
+use crate::{app, catalogue, permissions};
 
 /// metasink: a household DNS resolver that sinkholes Meta tracking, telemetry and AI domains
 /// per device.
@@ -141,6 +141,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     println!("{origin}: config is valid");
+    for warning in permissions::warnings(&settings) {
+        println!("  warning:   {warning}");
+    }
     let listen: Vec<_> = settings
         .server
         .listen

@@ -39,9 +39,11 @@
 //!   upstreams, listeners.
 //! - [`metrics`], [`api`] — Prometheus metrics and the HTTP listener.
 //! - [`net`] — address forms shared by the access list and device matching.
+//! - [`overrides`] — pause, allow and block from the API, with an expiry, above the profiles.
 //! - [`explain`] — why a name is blocked for a client.
 //! - [`state_files`] — every read and write under `state_dir` (no links followed, atomic
-//!   writes).
+//!   writes); [`permissions`] — warnings about a `state_dir` others can write and a token
+//!   others can read.
 
 pub mod admission;
 pub mod api;
@@ -58,6 +60,7 @@ pub mod metrics;
 pub mod neighbours;
 pub mod net;
 pub mod overrides;
+pub mod permissions;
 pub mod pipeline;
 pub mod policy;
 pub mod refresh;

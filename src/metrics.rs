@@ -33,8 +33,10 @@ pub const UPSTREAM_HEALTHY: &str = "metasink_upstream_healthy";
 pub const STALE_ANSWERS_TOTAL: &str = "metasink_stale_answers_total";
 /// Entries loaded from each list.
 pub const LIST_ENTRIES: &str = "metasink_list_entries";
-/// Lines skipped as invalid while loading each list.
+/// Lines skipped as invalid while loading each list (every load and reload adds them again).
 pub const LIST_INVALID_LINES_TOTAL: &str = "metasink_list_invalid_lines_total";
+/// Invalid lines in each list as loaded now.
+pub const LIST_INVALID_LINES: &str = "metasink_list_invalid_lines";
 /// Whether each list is loaded (1) or not (0).
 pub const LIST_LOADED: &str = "metasink_list_loaded";
 /// Config reloads, by result (success, failure).
@@ -123,6 +125,7 @@ pub struct Metrics {
     stale_answers: IntCounter,
     list_entries: IntGaugeVec,
     list_invalid_lines: IntCounterVec,
+    list_invalid_lines_now: IntGaugeVec,
     list_loaded: IntGaugeVec,
     request_duration: HistogramVec,
     config_reloads: IntCounterVec,
@@ -259,6 +262,12 @@ impl Metrics {
                 &registry,
                 LIST_INVALID_LINES_TOTAL,
                 "Invalid lines skipped while loading the list",
+                &["list"],
+            ),
+            list_invalid_lines_now: gauge_vec(
+                &registry,
+                LIST_INVALID_LINES,
+                "Invalid lines skipped in the list as loaded now",
                 &["list"],
             ),
             list_loaded: gauge_vec(
@@ -412,6 +421,9 @@ impl Metrics {
         self.list_invalid_lines
             .with_label_values(&[id])
             .inc_by(u64::try_from(invalid_lines).unwrap_or(u64::MAX));
+        self.list_invalid_lines_now
+            .with_label_values(&[id])
+            .set(i64::try_from(invalid_lines).unwrap_or(i64::MAX));
     }
 
     /// Counts one config reload with `result` ("success" or "failure").

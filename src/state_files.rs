@@ -11,7 +11,7 @@
 //!   file: a link, a FIFO (which would block the reader), a device.
 //!
 //! Files are created `0600` and directories `0750`: overrides and the query log show what
-//! the household does. `metasink check` and start-up warn about a `state_dir` others can write.
+//! the household does. [`crate::permissions`] warns about a `state_dir` others can write.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};

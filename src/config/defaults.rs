@@ -117,6 +117,7 @@ pub fn builtin_settings() -> Settings {
             http: DEFAULT_HTTP_LISTEN,
             state_dir: user_state_dir(),
             api_token: None,
+            token_file: None,
         },
         admission: AdmissionSettings::default(),
         download: DOWNLOAD,

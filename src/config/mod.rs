@@ -80,6 +80,9 @@ pub struct ServerSettings {
     pub state_dir: PathBuf,
     /// Bearer token of the state-changing API endpoints; `None` turns them off.
     pub api_token: Option<String>,
+    /// The file `api_token` was read from: the config file itself, or `api_token_file`
+    /// (`metasink check` and start-up warn when others can read it).
+    pub token_file: Option<PathBuf>,
 }
 
 /// Who may query and how fast: the `[server]` keys read by [`crate::admission::Admission`].

@@ -153,12 +153,13 @@ fn server(raw: &RawServer, path: &Path, at: &Locator<'_>) -> Result<ServerSettin
         }
         Some(value) => relative_to(path, value.get_ref()),
     };
-    let api_token = api_token(raw, path, at)?;
+    let (api_token, token_file) = api_token(raw, path, at)?.unzip();
     Ok(ServerSettings {
         listen,
         http,
         state_dir,
         api_token,
+        token_file,
     })
 }
 
@@ -227,21 +228,24 @@ fn networks(values: &[Text], key: &str, at: &Locator<'_>) -> Result<Vec<IpNet>, 
 }
 
 /// `server.api_token`, or the first line of `server.api_token_file` (kept out of the config so
-/// the config can be world-readable). Tokens shorter than 16 characters are refused: they
-/// guard the reload and refresh endpoints.
+/// the config can be world-readable), with the file it was read from. Tokens shorter than 16
+/// characters are refused: they guard the reload and refresh endpoints.
 fn api_token(
     raw: &RawServer,
     path: &Path,
     at: &Locator<'_>,
-) -> Result<Option<String>, ConfigError> {
+) -> Result<Option<(String, PathBuf)>, ConfigError> {
     const MIN_TOKEN_LEN: usize = 16;
-    let (value, key, token) = match (&raw.api_token, &raw.api_token_file) {
+    let (value, key, token, token_file) = match (&raw.api_token, &raw.api_token_file) {
         (None, None) => return Ok(None),
         (Some(_), Some(file)) => {
             let message = "give either api_token or api_token_file, not both";
             return Err(at.invalid(file.span(), "server.api_token_file", message));
         }
-        (Some(token), None) => (token, "server.api_token", token.get_ref().trim().to_owned()),
+        (Some(token), None) => {
+            let text = token.get_ref().trim().to_owned();
+            (token, "server.api_token", text, path.to_path_buf())
+        }
         (None, Some(file)) => {
             let file_path = relative_to(path, file.get_ref());
             let text = std::fs::read_to_string(&file_path).map_err(|error| {
@@ -249,14 +253,14 @@ fn api_token(
                 at.invalid(file.span(), "server.api_token_file", message)
             })?;
             let token = text.lines().next().unwrap_or_default().trim().to_owned();
-            (file, "server.api_token_file", token)
+            (file, "server.api_token_file", token, file_path)
         }
     };
     if token.len() < MIN_TOKEN_LEN {
         let message = format!("the token must be at least {MIN_TOKEN_LEN} characters");
         return Err(at.invalid(value.span(), key, message));
     }
-    Ok(Some(token))
+    Ok(Some((token, token_file)))
 }
 
 /// `text` as a path, relative ones resolved against the config file's directory.

@@ -229,3 +229,126 @@ fn check_shows_trusted_forwarders_and_devices_matched_by_mac_address() {
         "{stdout}"
     );
 }
+
+/// Sets the permission bits of `path`.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The lines of `check`'s output that warn.
+fn check_warnings(config: &std::path::Path) -> Vec<String> {
+    let output = metasink(&["check", "--config", config.to_str().unwrap()]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    stdout
+        .lines()
+        .filter(|line| line.trim_start().starts_with("warning:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn check_warns_about_a_token_others_can_read_naming_file_mode_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o700);
+    // The token in the config itself.
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[server]\nstate_dir = \"state\"\napi_token = \"0123456789abcdef0123\"\n",
+    )
+    .unwrap();
+    chmod(&path, 0o644);
+    let warnings = check_warnings(&path);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let shown = path.display();
+    assert!(
+        warnings[0].contains(&format!("{shown} holds the API token"))
+            && warnings[0].contains("(mode 0644)")
+            && warnings[0].contains(&format!("chmod 600 {shown}"))
+            && warnings[0].contains("chmod 640 and chown root:metasink"),
+        "{warnings:?}"
+    );
+    for safe in [0o600, 0o640] {
+        chmod(&path, safe);
+        assert_eq!(check_warnings(&path), Vec::<String>::new(), "{safe:o}");
+    }
+
+    // The token in a file of its own: the config may then be world-readable.
+    let token = dir.path().join("api-token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    std::fs::write(
+        &path,
+        "[server]\nstate_dir = \"state\"\napi_token_file = \"api-token\"\n",
+    )
+    .unwrap();
+    chmod(&path, 0o644);
+    chmod(&token, 0o604);
+    let warnings = check_warnings(&path);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(&format!("{} holds the API token", token.display()))
+            && warnings[0].contains("(mode 0604)"),
+        "{warnings:?}"
+    );
+    chmod(&token, 0o600);
+    assert_eq!(check_warnings(&path), Vec::<String>::new());
+}
+
+#[test]
+fn check_warns_about_a_state_dir_others_can_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("lists")).unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[server]\nstate_dir = \"state\"\n").unwrap();
+    chmod(&state, 0o750);
+    chmod(&state.join("lists"), 0o755);
+    assert_eq!(check_warnings(&path), Vec::<String>::new());
+
+    chmod(&state, 0o777);
+    let warnings = check_warnings(&path);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(&format!(
+            "state directory {} can be written",
+            state.display()
+        )) && warnings[0].contains("(mode 0777)")
+            && warnings[0].contains("chmod 750"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn run_logs_the_same_warnings_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    chmod(&state, 0o777);
+    let path = dir.path().join("config.toml");
+    let config = "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nstate_dir = \"state\"\n\
+                  api_token = \"0123456789abcdef0123\"\n\n[[upstream]]\naddress = \"127.0.0.1:9\"\n";
+    std::fs::write(&path, config).unwrap();
+    chmod(&path, 0o644);
+    let daemon = DaemonProcess::start(&path);
+    let warned = |needle: &str| {
+        daemon
+            .startup_log
+            .iter()
+            .any(|line| line.contains("WARN") && line.contains(needle))
+    };
+    assert!(
+        warned(&format!("{} holds the API token", path.display())) && warned("(mode 0644)"),
+        "{:#?}",
+        daemon.startup_log
+    );
+    assert!(
+        warned(&format!(
+            "state directory {} can be written",
+            state.display()
+        )),
+        "{:#?}",
+        daemon.startup_log
+    );
+}

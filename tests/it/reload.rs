@@ -362,3 +362,32 @@ block = ["trackers"]
     assert_eq!(status, 200, "{body}");
     assert_eq!(answer().await, vec![Ipv4Addr::UNSPECIFIED]);
 }
+
+#[tokio::test]
+async fn the_invalid_lines_gauge_holds_the_current_count_across_reloads() {
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\napi_token = \"{TOKEN}\"\n\n\
+         [[list]]\nid = \"mine\"\nsource = \"mine.txt\"\n"
+    );
+    let list = "ads.example\nnot a name!\n{\"json\": 1}\ntracker.example\n";
+    let daemon = TestDaemon::start_with_files(&config, &[("mine.txt", list)]).await;
+    let gauge = r#"metasink_list_invalid_lines{list="mine"}"#;
+    let counter = r#"metasink_list_invalid_lines_total{list="mine"}"#;
+    assert_eq!(metric(&daemon.metrics().await, gauge), 2.0);
+    for reloads in 1..=2 {
+        let (status, body) = post_with_token(&daemon, "/api/reload").await;
+        assert_eq!(status, 200, "{body}");
+        let metrics = daemon.metrics().await;
+        assert_eq!(metric(&metrics, gauge), 2.0, "after {reloads} reloads");
+        // The counter adds every load's lines: what the dashboard's increase() reads.
+        assert_eq!(metric(&metrics, counter), 2.0 * f64::from(reloads + 1));
+    }
+    // One line fixed: the gauge follows the list.
+    write(
+        &daemon.config_path().with_file_name("mine.txt"),
+        "ads.example\nnot a name!\ntracker.example\n",
+    );
+    let (status, body) = post_with_token(&daemon, "/api/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric(&daemon.metrics().await, gauge), 1.0);
+}

@@ -14,6 +14,8 @@ pub struct DaemonProcess {
     pub dns: SocketAddr,
     /// Its HTTP address.
     pub http: SocketAddr,
+    /// What it logged until it was listening.
+    pub startup_log: Vec<String>,
 }
 
 impl DaemonProcess {
@@ -28,9 +30,11 @@ impl DaemonProcess {
             .expect("spawn metasink run");
         let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
         let (mut dns, mut http) = (None, None);
+        let mut startup_log = Vec::new();
         let mut lines = stderr.lines();
         for line in lines.by_ref() {
             let line = line.expect("read stderr");
+            startup_log.push(line.clone());
             let address = |marker: &str| {
                 line.split(marker)
                     .nth(1)
@@ -48,6 +52,7 @@ impl DaemonProcess {
             child,
             dns: dns.expect("UDP address logged"),
             http: http.expect("HTTP address logged"),
+            startup_log,
         }
     }
 
