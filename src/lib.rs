@@ -40,6 +40,7 @@
 //! - [`metrics`], [`api`] — Prometheus metrics and the HTTP listener.
 //! - [`net`] — address forms shared by the access list and device matching.
 //! - [`explain`] — why a name is blocked for a client.
+//! - [`fd_budget`], [`slots`] — descriptor limits and the connection caps sized from them.
 
 pub mod admission;
 pub mod api;
@@ -50,6 +51,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod explain;
+pub mod fd_budget;
 pub mod lists;
 pub mod memory;
 pub mod metrics;
@@ -59,3 +61,4 @@ pub mod pipeline;
 pub mod policy;
 pub mod refresh;
 pub mod reload;
+pub mod slots;
