@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -197,9 +197,8 @@ async fn serve_connection(
                     // Evicted between two requests: the newcomer has the slot.
                     let mut refused =
                         error(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
-                    refused
-                        .headers_mut()
-                        .insert(CONNECTION, "close".parse().expect("valid"));
+                    let close = HeaderValue::from_static("close");
+                    refused.headers_mut().insert(CONNECTION, close);
                     return Ok::<_, Infallible>(refused);
                 };
                 let response = answer.await;
