@@ -16,13 +16,15 @@ use crate::admission::Admission;
 use crate::api::{self, ApiState};
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams};
+use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams, listener_descriptors};
+use crate::fd_budget::FdBudget;
 use crate::metrics::Metrics;
 use crate::permissions;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
 use crate::refresh::Refresher;
 use crate::reload::Reloader;
+use crate::slots::Slots;
 
 /// A running daemon.
 pub struct Daemon {
@@ -45,6 +47,9 @@ impl Daemon {
         for warning in permissions::warnings(&settings) {
             warn!("{warning}");
         }
+        // First, so the caps of what clients can open leave room for everything else.
+        let budget =
+            FdBudget::raise_and_plan(listener_descriptors(settings.server.listen.len()) + 1);
         let metrics = Arc::new(Metrics::new());
         // Built from bundled lists, files and stored downloads only: start-up never waits on
         // the network.
@@ -71,7 +76,7 @@ impl Daemon {
             admission,
             ServiceCounters::new(&metrics),
         );
-        let dns = DnsServer::bind(&settings.server.listen, service)
+        let dns = DnsServer::bind(&settings.server.listen, service, budget.tcp_connections)
             .await
             .with_context(|| format!("binding DNS listeners {:?}", settings.server.listen))?;
 
@@ -86,9 +91,16 @@ impl Daemon {
             reloader: reloader.clone(),
             refresher: refresher.clone(),
             api_token: settings.server.api_token.as_deref().map(Arc::from),
+            http_hosts: settings.server.http_hosts.clone().into(),
         });
         let http_shutdown = CancellationToken::new();
-        let http = tokio::spawn(api::serve(listener, router, http_shutdown.clone()));
+        let http_slots = Slots::new(budget.http_connections);
+        let http = tokio::spawn(api::serve(
+            listener,
+            router,
+            http_slots,
+            http_shutdown.clone(),
+        ));
         let background = CancellationToken::new();
         let refresh_task = tokio::spawn(refresher.clone().run(background.clone()));
         tokio::spawn(keep_time(policy.clone(), background.clone()));

@@ -44,6 +44,7 @@
 //! - [`state_files`] — every read and write under `state_dir` (no links followed, atomic
 //!   writes); [`permissions`] — warnings about a `state_dir` others can write and a token
 //!   others can read.
+//! - [`fd_budget`], [`slots`] — descriptor limits and the connection caps sized from them.
 
 pub mod admission;
 pub mod api;
@@ -54,6 +55,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod explain;
+pub mod fd_budget;
 pub mod lists;
 pub mod memory;
 pub mod metrics;
@@ -65,4 +67,5 @@ pub mod pipeline;
 pub mod policy;
 pub mod refresh;
 pub mod reload;
+pub mod slots;
 pub mod state_files;

@@ -115,6 +115,7 @@ pub fn builtin_settings() -> Settings {
         server: ServerSettings {
             listen,
             http: DEFAULT_HTTP_LISTEN,
+            http_hosts: Vec::new(),
             state_dir: user_state_dir(),
             api_token: None,
             token_file: None,

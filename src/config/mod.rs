@@ -76,6 +76,9 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     /// `/metrics`, `/healthz` and the API.
     pub http: SocketAddr,
+    /// Names (lowercase, no port) a request's `Host` may carry besides the listener's own
+    /// addresses and `localhost`; any other is refused, against DNS rebinding.
+    pub http_hosts: Vec<String>,
     /// Where downloaded lists are kept between runs.
     pub state_dir: PathBuf,
     /// Bearer token of the state-changing API endpoints; `None` turns them off.

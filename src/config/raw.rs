@@ -53,6 +53,8 @@ pub(super) struct RawServer {
     pub listen: Option<Spanned<Vec<Text>>>,
     /// HTTP listen address.
     pub http: Option<Text>,
+    /// Host names the HTTP listener answers besides its own addresses and `localhost`.
+    pub http_hosts: Option<Vec<Text>>,
     /// Directory for downloaded lists.
     pub state_dir: Option<Text>,
     /// Bearer token of the mutating API endpoints.

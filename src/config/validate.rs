@@ -154,9 +154,14 @@ fn server(raw: &RawServer, path: &Path, at: &Locator<'_>) -> Result<ServerSettin
         Some(value) => relative_to(path, value.get_ref()),
     };
     let (api_token, token_file) = api_token(raw, path, at)?.unzip();
+    let http_hosts = match &raw.http_hosts {
+        None => Vec::new(),
+        Some(values) => http_hosts(values, at)?,
+    };
     Ok(ServerSettings {
         listen,
         http,
+        http_hosts,
         state_dir,
         api_token,
         token_file,
@@ -180,6 +185,41 @@ fn admission(raw: &RawServer, at: &Locator<'_>) -> Result<AdmissionSettings, Con
         rate_limit_qps: raw.rate_limit_qps.unwrap_or(RATE_LIMIT_QPS),
         rate_limit_burst: positive(&raw.rate_limit_burst, RATE_LIMIT_BURST, burst_key, at)?,
     })
+}
+
+/// `server.http_hosts`: host names (or IP addresses) without a port, lowercased.
+fn http_hosts(values: &[Text], at: &Locator<'_>) -> Result<Vec<String>, ConfigError> {
+    values
+        .iter()
+        .map(|value| {
+            let host = value.get_ref().trim().to_ascii_lowercase();
+            let host = host.strip_suffix('.').unwrap_or(&host);
+            let is_name = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    (1..=63).contains(&label.len())
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if is_name {
+                return Ok(host.to_owned());
+            }
+            // An IPv6 address is written in brackets in a URL; kept bare, as Host is matched.
+            let bare = (host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))).unwrap_or(host);
+            if let Ok(address) = bare.parse::<IpAddr>() {
+                return Ok(address.to_string());
+            }
+            let message = format!(
+                "`{}` is not a host name or IP address (write it as in the browser's address \
+                 bar, without scheme, port or path: `metasink.lan`, `192.168.1.2`)",
+                value.get_ref()
+            );
+            Err(at.invalid(value.span(), "server.http_hosts", message))
+        })
+        .collect()
 }
 
 /// The `server.trusted_forwarders` addresses. Single addresses only: everyone trusted can
@@ -1041,7 +1081,7 @@ mod tests {
         );
         assert_eq!(
             error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
-            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `state_dir`, `api_token`, `api_token_file`, \
+            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `http_hosts`, `state_dir`, `api_token`, `api_token_file`, \
              `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`"
         );
         assert_eq!(
@@ -1712,5 +1752,30 @@ mod tests {
         }
         let bytes: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
         let _ = check(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn http_hosts_are_names_or_addresses_without_a_port() {
+        let settings =
+            check("[server]\nhttp_hosts = [\"Metasink.LAN.\", \"192.168.1.2\", \"[fd00::2]\"]\n")
+                .expect("valid hosts");
+        assert_eq!(
+            settings.server.http_hosts,
+            ["metasink.lan", "192.168.1.2", "fd00::2"]
+        );
+        assert!(check("").unwrap().server.http_hosts.is_empty());
+        for bad in [
+            "metasink.lan:9353",
+            "http://metasink.lan",
+            "",
+            "pi lan",
+            "-pi.lan",
+        ] {
+            assert_errors(&[(
+                &format!("[server]\nhttp_hosts = [\"ok.lan\", \"{bad}\"]\n"),
+                "2: server.http_hosts",
+                &format!("`{bad}` is not a host name or IP address"),
+            )]);
+        }
     }
 }

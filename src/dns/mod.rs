@@ -19,6 +19,6 @@ pub use answer::{Answer, TtlRule};
 pub use blocked::describe_blocked_answer;
 pub use question::{CacheKey, CacheKeyRef, QTYPE_LABELS, Question};
 pub use reply::{MAX_UDP_PAYLOAD, Transport};
-pub use server::DnsServer;
+pub use server::{DnsServer, listener_descriptors};
 pub use service::{DnsService, ServiceCounters};
 pub use upstream::{ATTEMPT_TIMEOUT, QUERY_DEADLINE, UpstreamError, Upstreams};

@@ -47,9 +47,14 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Binds UDP (one socket per core) and TCP on each of `listen` and starts serving. When
-    /// a port is 0 the OS picks one, the same for UDP and TCP.
-    pub async fn bind(listen: &[SocketAddr], service: DnsService) -> io::Result<Self> {
+    /// Binds UDP (one socket per core) and TCP on each of `listen` and starts serving, with
+    /// at most `tcp_connections` TCP connections over all of them. When a port is 0 the OS
+    /// picks one, the same for UDP and TCP.
+    pub async fn bind(
+        listen: &[SocketAddr],
+        service: DnsService,
+        tcp_connections: usize,
+    ) -> io::Result<Self> {
         let service: SharedService = Arc::new(service);
         let shutdown = CancellationToken::new();
         let stop_udp = shutdown.child_token();
@@ -61,7 +66,8 @@ impl DnsServer {
             tasks: TaskTracker::new(),
             local_addrs: Vec::with_capacity(listen.len()),
         };
-        let sockets_per_address = std::thread::available_parallelism().map_or(1, usize::from);
+        let sockets_per_address = udp_sockets_per_address();
+        let tcp_limits = tcp::ConnectionLimits::new(tcp_connections);
         let mut server = server;
         for &address in listen {
             let (udp, tcp) = bind_address(address, sockets_per_address)?;
@@ -77,6 +83,7 @@ impl DnsServer {
                 service.clone(),
                 server.shutdown.clone(),
                 server.tasks.clone(),
+                tcp_limits.clone(),
             );
             server.listeners.spawn(task);
             server.local_addrs.push(local);
@@ -114,6 +121,18 @@ impl DnsServer {
             warn!("UDP listeners still running after their drain; stopping anyway");
         }
     }
+}
+
+/// UDP sockets (and receive loops) per listen address: one per core.
+fn udp_sockets_per_address() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The descriptors [`DnsServer::bind`] keeps open for `addresses` listen addresses: per
+/// address a TCP listener and, per UDP socket, the socket and its thread's runtime (an epoll
+/// and a wake-up descriptor).
+pub fn listener_descriptors(addresses: usize) -> usize {
+    addresses * (udp_sockets_per_address() * 3 + 1)
 }
 
 /// Binds `count` UDP sockets sharing one port (SO_REUSEPORT) and a TCP listener on that

@@ -1,10 +1,16 @@
 //! The TCP listener (RFC 7766), with the limits that keep one client from starving the house:
-//! at most [`MAX_CONNECTIONS`] connections in all, [`MAX_PER_CLIENT`] per client and
-//! [`MAX_STRANGER_CONNECTIONS`] for all clients outside `allow_from` together,
-//! [`FIRST_MESSAGE_TIMEOUT`] to send the first query and [`IDLE_TIMEOUT`] between queries, at
-//! most [`MAX_QUERIES`] queries per connection, up to [`MAX_IN_FLIGHT`] answered concurrently
-//! and sent back as they complete (out of order, RFC 7766 §6.2.1.1), and a client that stops
-//! reading its answers is reset after [`WRITE_TIMEOUT`].
+//! a cap on connections in all (sized from the descriptor budget, [`crate::fd_budget`]),
+//! [`MAX_PER_CLIENT`] per client and [`MAX_STRANGER_CONNECTIONS`] for all clients outside
+//! `allow_from` together, [`FIRST_MESSAGE_TIMEOUT`] to send the first query and
+//! [`IDLE_TIMEOUT`] between queries, at most [`MAX_QUERIES`] queries per connection, up to
+//! [`MAX_IN_FLIGHT`] answered concurrently and sent back as they complete (out of order, RFC
+//! 7766 §6.2.1.1), and a client that stops reading its answers is reset after
+//! [`WRITE_TIMEOUT`].
+//!
+//! Under pressure (more than three quarters of the cap open) idle connections get only
+//! [`PRESSURE_IDLE_TIMEOUT`], and a new connection that finds the cap reached takes the slot of
+//! the oldest idle one ([`crate::slots`]), as Unbound and Knot Resolver do: many quiet
+//! connections, from however many addresses, cannot keep a new client out.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,9 +28,8 @@ use tokio_util::task::TaskTracker;
 use super::reply::Transport;
 use super::service::{SharedService, Standing};
 use crate::net::{ClientSource, client_source};
+use crate::slots::{self, Slots};
 
-/// Connections open at once, all clients together.
-pub const MAX_CONNECTIONS: usize = 256;
 /// Connections open at once from one client address.
 pub const MAX_PER_CLIENT: usize = 16;
 /// Connections open at once from clients outside `allow_from`, all together: they only ever
@@ -34,6 +39,9 @@ pub const MAX_STRANGER_CONNECTIONS: usize = 16;
 pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection may sit idle between queries.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may wait for a query while more than three quarters of the connection
+/// cap is open (Unbound cuts its idle timeout likewise under load).
+pub const PRESSURE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Queries answered on one connection before it is closed.
 pub const MAX_QUERIES: usize = 100;
 /// Queries of one connection being answered at once.
@@ -53,25 +61,27 @@ const SEND_BUFFER: usize = 64 * 1024;
 
 /// Open connections, in all and per client (an IPv4 address or an IPv6 /64, as the rate
 /// limit counts them: one host holds every address of its /64).
+/// One set serves every listen address.
 pub struct ConnectionLimits {
-    total: Arc<Semaphore>,
+    total: Arc<Slots>,
     strangers: Arc<Semaphore>,
     per_client: Mutex<HashMap<ClientSource, usize>>,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+impl ConnectionLimits {
+    /// Limits with at most `max_connections` connections in all.
+    pub fn new(max_connections: usize) -> Arc<Self> {
+        Arc::new(Self {
+            total: Slots::new(max_connections),
             strangers: Arc::new(Semaphore::new(MAX_STRANGER_CONNECTIONS)),
             per_client: Mutex::new(HashMap::new()),
-        }
+        })
     }
 }
 
 /// A connection's place within the limits, given back when it closes.
 struct Slot {
-    _permit: OwnedSemaphorePermit,
+    place: slots::Slot,
     _stranger_permit: Option<OwnedSemaphorePermit>,
     limits: Arc<ConnectionLimits>,
     /// The client it counts against; `None` for a trusted forwarder, which has no limit of
@@ -80,24 +90,29 @@ struct Slot {
 }
 
 impl ConnectionLimits {
-    /// A place for a connection from `client`, whose [`Standing`] is `standing`.
+    /// A place for a connection from `client`, whose [`Standing`] is `standing`. At the cap,
+    /// the oldest idle connection is evicted to make room.
     fn admit(self: &Arc<Self>, client: IpAddr, standing: Standing) -> Option<Slot> {
         let stranger_permit = match standing {
             Standing::Stranger => Some(self.strangers.clone().try_acquire_owned().ok()?),
             Standing::Member | Standing::Forwarder => None,
         };
-        let permit = self.total.clone().try_acquire_owned().ok()?;
         let client = (standing != Standing::Forwarder).then(|| client_source(client));
+        // Held while a slot is taken, so a client's count and its slots agree.
+        let mut per_client = self.per_client.lock().ok()?;
+        if let Some(client) = client
+            && per_client
+                .get(&client)
+                .is_some_and(|&open| open >= MAX_PER_CLIENT)
+        {
+            return None;
+        }
+        let place = self.total.admit()?;
         if let Some(client) = client {
-            let mut per_client = self.per_client.lock().ok()?;
-            let open = per_client.entry(client).or_default();
-            if *open >= MAX_PER_CLIENT {
-                return None;
-            }
-            *open += 1;
+            *per_client.entry(client).or_default() += 1;
         }
         Some(Slot {
-            _permit: permit,
+            place,
             _stranger_permit: stranger_permit,
             limits: self.clone(),
             client,
@@ -128,8 +143,8 @@ pub async fn serve(
     service: SharedService,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    limits: Arc<ConnectionLimits>,
 ) {
-    let limits = Arc::new(ConnectionLimits::default());
     loop {
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -144,7 +159,8 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => return,
         };
-        // Over a limit: close at once; the client retries elsewhere or later.
+        // Over a limit (every connection busy, or this client's own limit): close at once;
+        // the client retries elsewhere or later.
         let Some(slot) = limits.admit(client.ip(), service.standing(client.ip())) else {
             tracing::debug!(%client, "TCP connection refused: limit reached");
             continue;
@@ -171,25 +187,31 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, _slot: Slot) {
+    async fn run(self, stream: TcpStream, slot: Slot) {
         let (mut reader, writer) = stream.into_split();
         let (replies, queue) = mpsc::channel(MAX_IN_FLIGHT);
         let closed = CancellationToken::new();
         let writer = tokio::spawn(write_replies(writer, queue, closed.clone()));
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         for answered in 0..MAX_QUERIES {
-            let wait = if answered == 0 {
+            let mut wait = if answered == 0 {
                 FIRST_MESSAGE_TIMEOUT
             } else {
                 IDLE_TIMEOUT
             };
+            if slot.place.slots().under_pressure() {
+                wait = wait.min(PRESSURE_IDLE_TIMEOUT);
+            }
             let frame = tokio::select! {
                 frame = timeout(wait, read_frame(&mut reader)) => frame,
                 () = self.shutdown.cancelled() => break,
                 () = closed.cancelled() => break,
+                () = slot.place.evicted() => break,
             };
             // Timeout, read error, end of stream or a zero-length frame: done reading.
             let Ok(Some(request)) = frame else { break };
+            // Busy until its answer is queued: an evicted connection starts nothing more.
+            let Some(busy) = slot.place.busy() else { break };
             // At most MAX_IN_FLIGHT at once: past that we stop reading until one finishes.
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 break;
@@ -200,7 +222,7 @@ impl Connection {
                     // A closed writer means the connection is gone: the answer has nowhere to go.
                     let _ = replies.send(reply).await;
                 }
-                drop(permit);
+                drop((permit, busy));
             });
         }
         // The writer ends once every answer in flight has been sent (or the client is gone).
@@ -273,13 +295,15 @@ async fn write_replies(
 mod tests {
     use super::*;
 
+    const CAP: usize = 256;
+
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("test address")
     }
 
     #[test]
     fn the_addresses_of_one_ipv6_64_count_as_one_client() {
-        let limits = Arc::new(ConnectionLimits::default());
+        let limits = ConnectionLimits::new(CAP);
         let held: Vec<Slot> = (1..=MAX_PER_CLIENT)
             .map(|host| limits.admit(ip(&format!("2001:db8:0:1::{host:x}")), Standing::Member))
             .collect::<Option<_>>()
@@ -307,21 +331,18 @@ mod tests {
 
     #[test]
     fn a_trusted_forwarder_has_no_per_client_limit_but_counts_in_the_total() {
-        let limits = Arc::new(ConnectionLimits::default());
+        let limits = ConnectionLimits::new(CAP);
         let router = ip("192.168.1.1");
         let held: Vec<Slot> = (0..MAX_PER_CLIENT * 2)
             .map(|_| limits.admit(router, Standing::Forwarder))
             .collect::<Option<_>>()
             .expect("no per-client limit");
-        assert_eq!(
-            limits.total.available_permits(),
-            MAX_CONNECTIONS - MAX_PER_CLIENT * 2
-        );
+        assert_eq!(limits.total.open(), MAX_PER_CLIENT * 2);
         assert!(
             limits.per_client.lock().unwrap().is_empty(),
             "nothing counted against its address"
         );
         drop(held);
-        assert_eq!(limits.total.available_permits(), MAX_CONNECTIONS);
+        assert_eq!(limits.total.open(), 0);
     }
 }

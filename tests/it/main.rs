@@ -13,6 +13,7 @@ mod catalogue;
 mod cli;
 mod downloads;
 mod harness_selftest;
+mod http_listener;
 mod metrics;
 mod reload;
 mod transport;

@@ -340,41 +340,125 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     );
 }
 
-#[tokio::test]
-async fn at_most_256_connections_are_open_at_once() {
-    let (_upstream, daemon) = setup().await;
+/// The TCP connection cap of a daemon with plenty of descriptors (`src/fd_budget.rs`).
+const TCP_CAP: usize = 256;
+
+/// Opens `per_client` TCP connections from each of `clients` addresses 127.0.<net>.1.. (the
+/// limit per client is 16), oldest first.
+async fn open_connections(
+    server: SocketAddr,
+    net: u8,
+    clients: u8,
+    per_client: usize,
+) -> Vec<TcpStream> {
     let mut held = Vec::new();
-    // 16 clients of 16 connections each: the limit per client is never what refuses.
-    for client in 0..16u8 {
-        for _ in 0..16 {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket
-                .bind(SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::new(127, 0, 1, client)),
-                    0,
-                ))
-                .unwrap();
-            held.push(socket.connect(daemon.dns).await.unwrap());
+    for client in 1..=clients {
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, net, client));
+        for _ in 0..per_client {
+            held.push(connect_tcp_from(source, server).await.unwrap());
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1)), 0))
-        .unwrap();
-    let mut extra = socket.connect(daemon.dns).await.unwrap();
+    held
+}
+
+/// Whether the daemon closes `stream` (end of stream or reset) within `wait`.
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
     let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut byte)).await;
+    let read = tokio::time::timeout(wait, stream.read(&mut byte)).await;
+    matches!(read, Ok(Ok(0) | Err(_)))
+}
+
+/// `www.example.com A` from `source` over a new TCP connection: answered?
+async fn answered_over_tcp_from(source: IpAddr, server: SocketAddr) -> bool {
+    let query = build_query("www.example.com", RecordType::A, false);
+    let reply = exchange_tcp_from(source, server, &query.to_vec().unwrap()).await;
+    reply.is_some_and(|reply| a_addrs(&Message::from_vec(&reply).unwrap()) == [REAL])
+}
+
+#[tokio::test]
+async fn at_the_cap_a_new_connection_takes_the_slot_of_the_oldest_idle_one() {
+    let (_upstream, daemon) = setup().await;
+    // 16 clients of 16 connections each: the limit per client is never what refuses.
+    let mut held = open_connections(daemon.dns, 1, 16, 16).await;
+    assert_eq!(held.len(), TCP_CAP);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let newcomer = IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1));
+    assert!(answered_over_tcp_from(newcomer, daemon.dns).await);
     assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "the 257th is closed at once: {read:?}"
+        closed_within(&mut held[0], Duration::from_millis(500)).await,
+        "the oldest idle connection made room"
     );
-    // Closing one makes room again.
-    held.pop();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        a_addrs(&query_tcp(daemon.dns, "www.example.com", RecordType::A, false).await),
-        vec![REAL]
+}
+
+/// Issue 12 (6): 17 addresses of 16 connections, each asking once every 2 s, held every slot
+/// and another client's TCP query was reset.
+#[tokio::test]
+async fn slow_but_alive_connections_from_many_addresses_cannot_keep_a_new_client_out() {
+    let (_upstream, daemon) = setup().await;
+    let held = open_connections(daemon.dns, 1, 17, 16).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut alive = tokio::task::JoinSet::new();
+    for mut stream in held {
+        let stop = stop.clone();
+        alive.spawn(async move {
+            let query = framed(&[build_query("www.example.com", RecordType::A, false)]);
+            // Until the daemon closes it: a query, its answer, 2 s of quiet.
+            while stream.write_all(&query).await.is_ok() {
+                let Ok(length) = stream.read_u16().await else {
+                    return;
+                };
+                let mut reply = vec![0; usize::from(length)];
+                if stream.read_exact(&mut reply).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for client in 1..=3 {
+        let newcomer = IpAddr::V4(Ipv4Addr::new(127, 0, 3, client));
+        assert!(
+            answered_over_tcp_from(newcomer, daemon.dns).await,
+            "new client {client} answered"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.cancel();
+    alive.join_all().await;
+}
+
+#[tokio::test]
+async fn above_three_quarters_of_the_cap_idle_connections_are_closed_after_a_second() {
+    let (_upstream, daemon) = setup().await;
+    // 208 of 256: each asks once, then stays quiet.
+    let mut held = open_connections(daemon.dns, 1, 13, 16).await;
+    let query = framed(&[build_query("www.example.com", RecordType::A, false)]);
+    for stream in &mut held {
+        stream.write_all(&query).await.unwrap();
+    }
+    for stream in &mut held {
+        let length = stream.read_u16().await.unwrap();
+        stream
+            .read_exact(&mut vec![0; usize::from(length)])
+            .await
+            .unwrap();
+    }
+    let answered = Instant::now();
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_secs(3)).await,
+            "still open {:?} after its answer",
+            answered.elapsed()
+        );
+    }
+    assert!(
+        answered.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        answered.elapsed()
     );
 }
 

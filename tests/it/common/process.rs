@@ -21,7 +21,21 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `metasink run --config <config>` and waits for its listening lines.
     pub fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_metasink"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_metasink")), config)
+    }
+
+    /// [`Self::start`] with at most `limit` open files (soft and hard `RLIMIT_NOFILE`), set
+    /// by util-linux's `prlimit`, which then runs the daemon in its place.
+    pub fn start_with_fd_limit(config: &Path, limit: u64) -> Self {
+        let mut prlimit = Command::new("prlimit");
+        prlimit.arg(format!("--nofile={limit}:{limit}"));
+        prlimit.arg(env!("CARGO_BIN_EXE_metasink"));
+        Self::spawn(prlimit, config)
+    }
+
+    /// Runs `program` with the arguments of `metasink run --config <config>`.
+    fn spawn(mut program: Command, config: &Path) -> Self {
+        let mut child = program
             .args(["run", "--config", config.to_str().expect("UTF-8 path")])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
