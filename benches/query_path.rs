@@ -16,9 +16,10 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use metasink::admission::Admission;
 use metasink::cache::Cache;
-use metasink::dns::{DnsService, ServiceCounters, Transport, Upstreams};
+use metasink::dns::{Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
+use metasink::server::{DnsService, ServiceCounters};
 use metasink::{config, policy};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

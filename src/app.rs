@@ -16,12 +16,13 @@ use crate::admission::Admission;
 use crate::api::{self, ApiState};
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams};
+use crate::dns::Upstreams;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
 use crate::refresh::Refresher;
 use crate::reload::Reloader;
+use crate::server::{DnsServer, DnsService, ServiceCounters};
 
 /// A running daemon.
 pub struct Daemon {

@@ -59,3 +59,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod refresh;
 pub mod reload;
+pub mod server;
+
+#[cfg(test)]
+mod module_graph;

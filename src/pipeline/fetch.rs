@@ -27,7 +27,7 @@ use futures_util::future::Shared;
 use tokio::sync::oneshot;
 
 use crate::cache::{Cache, Entry, Lookup};
-use crate::dns::{CacheKey, Question, UpstreamError, Upstreams};
+use crate::dns::{CacheKey, Forward, QUERY_DEADLINE, Question, UpstreamError};
 
 /// Time a client waits for an upstream before it gets the expired answer, if there is one:
 /// below the 2 s query deadline, so the stale answer beats the SERVFAIL.
@@ -57,18 +57,18 @@ type SharedFetch = Shared<oneshot::Receiver<Fetched>>;
 type InFlight = Mutex<HashMap<CacheKey, SharedFetch>>;
 
 /// The cache and the upstreams, and the fetches under way.
-pub struct Fetcher {
+pub(super) struct Fetcher {
     cache: Arc<Cache>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<dyn Forward>,
     in_flight: Arc<InFlight>,
 }
 
 impl Fetcher {
     /// Fetches through `upstreams` into `cache`.
-    pub fn new(cache: Cache, upstreams: Upstreams) -> Self {
+    pub fn new(cache: Cache, upstreams: Arc<dyn Forward>) -> Self {
         Self {
             cache: Arc::new(cache),
-            upstreams: Arc::new(upstreams),
+            upstreams,
             in_flight: Arc::default(),
         }
     }
@@ -143,13 +143,15 @@ impl Fetcher {
 /// the answer, so a question arriving in between finds one or the other.
 async fn forward(
     cache: Arc<Cache>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<dyn Forward>,
     entry: InFlightEntry,
     question: Question,
     done: oneshot::Sender<Fetched>,
 ) {
     let key = &entry.key;
-    let fetched = match upstreams.forward(&question).await {
+    // The deadline is the pipeline's promise to the client, whatever the forwarder does.
+    let forwarded = tokio::time::timeout(QUERY_DEADLINE, upstreams.forward(&question)).await;
+    let fetched = match forwarded.unwrap_or(Err(UpstreamError::AllFailed)) {
         Ok(mut answer) => {
             cache.clamp(&mut answer);
             let fetched = Arc::new(Entry::new(Arc::new(answer)));
@@ -215,7 +217,7 @@ mod tests {
         };
         let fetcher = Arc::new(Fetcher::new(
             Cache::new(&settings, metrics.cache()),
-            Upstreams::new(&[upstream], &metrics),
+            Arc::new(crate::dns::Upstreams::new(&[upstream], &metrics)),
         ));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

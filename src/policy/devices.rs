@@ -13,28 +13,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::net::{MacAddress, canonical_network};
+use crate::net::{ForwardedClient, MacAddress, canonical_network};
 
 /// Index of a device in its policy snapshot.
 pub type DeviceIndex = usize;
-
-/// What a forwarder's query says about the client it forwards for (EDNS options, read by
-/// [`crate::dns`]). Empty for a query that names nobody.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ForwardedClient {
-    /// The client's MAC address (EDNS option 65001, or 65073 as text or base64).
-    pub mac: Option<MacAddress>,
-    /// The client's address or network (EDNS Client Subnet, RFC 7871), when it has at least
-    /// one bit of address.
-    pub subnet: Option<IpNet>,
-}
-
-impl ForwardedClient {
-    /// Whether the query names a client at all.
-    pub fn names_anyone(&self) -> bool {
-        self.mac.is_some() || self.subnet.is_some()
-    }
-}
 
 /// Client → device.
 #[derive(Debug, Default)]
@@ -125,6 +107,21 @@ impl DeviceIndexMap {
         self.networks
             .iter()
             .find_map(|(net, device)| net.contains(&address).then_some(*device))
+    }
+
+    /// The prefix length of the device address or network a forwarded client `subnet` was
+    /// matched by ([`Self::identify`]), `None` when it matched none: what the answer's EDNS
+    /// Client Subnet scope is (RFC 7871 §7.3).
+    pub fn subnet_scope(&self, subnet: IpNet) -> Option<u8> {
+        let subnet = canonical_network(subnet);
+        let full = subnet.max_prefix_len();
+        if subnet.prefix_len() == full && self.exact.contains_key(&subnet.addr()) {
+            return Some(full);
+        }
+        self.networks.iter().find_map(|(net, _)| {
+            (net.prefix_len() <= subnet.prefix_len() && net.contains(&subnet.addr()))
+                .then_some(net.prefix_len())
+        })
     }
 
     /// The device a whole client subnet belongs to: a full-length one is an address; a wider

@@ -15,7 +15,9 @@
 //! whole house offline. The caller decides which is which.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prometheus::IntGauge;
 use tracing::{info, warn};

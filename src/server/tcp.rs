@@ -19,8 +19,8 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::reply::Transport;
 use super::service::{SharedService, Standing};
+use crate::dns::Transport;
 use crate::net::{ClientSource, client_source};
 
 /// Connections open at once, all clients together.
