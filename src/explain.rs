@@ -95,7 +95,7 @@ pub fn explain(
             forwarded: &forwarded,
         },
         Viewpoint::Profile(name) => {
-            Asker::Profile(policy.profile_named(name).ok_or_else(|| {
+            Asker::Profile(profile_index(policy, name).ok_or_else(|| {
                 let names: Vec<_> = policy.profiles().iter().map(|p| p.name.as_str()).collect();
                 format!(
                     "no profile is called {name:?} (valid choices: {})",
@@ -161,6 +161,14 @@ pub fn explain(
     })
 }
 
+/// The index of the profile called `name`.
+fn profile_index(policy: &Policy, name: &str) -> Option<usize> {
+    policy
+        .profiles()
+        .iter()
+        .position(|profile| profile.name == name)
+}
+
 /// Where the dry run's questions go: nowhere, so a question that would be forwarded ends
 /// there, past every stage that decides without the upstreams.
 struct Nowhere;
@@ -172,7 +180,7 @@ impl Forward for Nowhere {
 }
 
 /// Runs `query` through the query path with no cache and no upstream.
-fn dry_run<'p>(policy: &'p Policy, query: &Query<'p>) -> Result<Resolution<'p>, String> {
+fn dry_run<'p>(policy: &'p Policy, query: &Query<'_>) -> Result<Resolution<'p>, String> {
     let settings = CacheSettings {
         size: 0,
         min_ttl: Duration::ZERO,

@@ -20,6 +20,8 @@
 //! reached through the [`Forward`] seam.
 
 mod fetch;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -136,8 +138,9 @@ pub enum Asker<'a> {
         /// The client a forwarder's options name (believed from trusted forwarders only).
         forwarded: &'a ForwardedClient,
     },
-    /// A profile by itself, as `explain` asks for one (counted as the unknown device).
-    Profile(&'a Profile),
+    /// A profile by itself (its index in the policy's profiles), as `explain` asks for one
+    /// (counted as the unknown device).
+    Profile(usize),
 }
 
 /// One question as the pipeline gets it.
@@ -191,14 +194,14 @@ impl Pipeline {
     }
 
     /// Answers `query` under the snapshot `policy`: every stage, in order.
-    pub async fn resolve<'p>(&self, policy: &'p Policy, query: &Query<'p>) -> Resolution<'p> {
+    pub async fn resolve<'p>(&self, policy: &'p Policy, query: &Query<'_>) -> Resolution<'p> {
         let question = query.question;
         // identify: first, because what every later stage decides depends on the profile.
         let identity = match query.asker {
             Asker::Client { address, forwarded } => self.identify(policy, address, forwarded),
-            Asker::Profile(profile) => Identity {
+            Asker::Profile(index) => Identity {
                 device: policy.unknown_device(),
-                profile,
+                profile: &policy.profiles()[index],
                 ecs: None,
             },
         };
