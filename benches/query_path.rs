@@ -5,6 +5,11 @@
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes an undocumented `pub fn`"
+)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::Arc;

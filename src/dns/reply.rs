@@ -190,7 +190,7 @@ pub(super) struct Reply<'a> {
 
 impl Reply<'_> {
     /// A reply carrying only a response code.
-    pub fn code(rcode: ResponseCode) -> Self {
+    pub(super) fn code(rcode: ResponseCode) -> Self {
         Self {
             rcode,
             records: None,

@@ -36,7 +36,7 @@ pub const STALE_AFTER: Duration = Duration::from_millis(1800);
 pub const STALE_TTL: u32 = 30;
 /// Time after a failed refresh during which the expired answer is served without asking
 /// upstream again (RFC 8767 §5 recommends 30 s).
-pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+pub(super) const FAILURE_RECHECK: Duration = Duration::from_secs(30);
 
 /// Where an answer came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub(super) struct Fetcher {
 
 impl Fetcher {
     /// Fetches through `upstreams` into `cache`.
-    pub fn new(cache: Cache, upstreams: Arc<dyn Forward>) -> Self {
+    pub(super) fn new(cache: Cache, upstreams: Arc<dyn Forward>) -> Self {
         Self {
             cache: Arc::new(cache),
             upstreams,
@@ -74,7 +74,10 @@ impl Fetcher {
     }
 
     /// The answer to `question` and where it came from.
-    pub async fn answer(&self, question: &Question) -> Result<(Arc<Entry>, Source), UpstreamError> {
+    pub(super) async fn answer(
+        &self,
+        question: &Question,
+    ) -> Result<(Arc<Entry>, Source), UpstreamError> {
         let key = question.cache_key();
         let stale = match self.cache.get(&key) {
             Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),

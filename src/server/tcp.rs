@@ -24,22 +24,22 @@ use crate::dns::Transport;
 use crate::net::{ClientSource, client_source};
 
 /// Connections open at once, all clients together.
-pub const MAX_CONNECTIONS: usize = 256;
+pub(super) const MAX_CONNECTIONS: usize = 256;
 /// Connections open at once from one client address.
-pub const MAX_PER_CLIENT: usize = 16;
+pub(super) const MAX_PER_CLIENT: usize = 16;
 /// Connections open at once from clients outside `allow_from`, all together: they only ever
 /// get REFUSED, and must not be able to take the house's connections.
-pub const MAX_STRANGER_CONNECTIONS: usize = 16;
+pub(super) const MAX_STRANGER_CONNECTIONS: usize = 16;
 /// Time a new connection has to deliver its first query.
-pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection may sit idle between queries.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Queries answered on one connection before it is closed.
-pub const MAX_QUERIES: usize = 100;
+pub(super) const MAX_QUERIES: usize = 100;
 /// Queries of one connection being answered at once.
-pub const MAX_IN_FLIGHT: usize = 16;
+pub(super) const MAX_IN_FLIGHT: usize = 16;
 /// Time the client has to take one answer off our hands.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection we ended waits for the client to end its side (see `Connection::run`).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Pause after a failed accept.
@@ -53,7 +53,7 @@ const SEND_BUFFER: usize = 64 * 1024;
 
 /// Open connections, in all and per client (an IPv4 address or an IPv6 /64, as the rate
 /// limit counts them: one host holds every address of its /64).
-pub struct ConnectionLimits {
+pub(super) struct ConnectionLimits {
     total: Arc<Semaphore>,
     strangers: Arc<Semaphore>,
     per_client: Mutex<HashMap<ClientSource, usize>>,
@@ -123,7 +123,7 @@ impl Drop for Slot {
 }
 
 /// Accepts connections on `listener` until `shutdown`; connections run as tasks in `tasks`.
-pub async fn serve(
+pub(super) async fn serve(
     listener: TcpListener,
     service: SharedService,
     shutdown: CancellationToken,

@@ -69,7 +69,7 @@ type Answered = (Option<Vec<u8>>, Vec<u8>);
 /// on are done. The thread builds its runtime itself and reports whether the socket could
 /// be watched: a runtime dropped inside another runtime makes tokio panic, so it never
 /// leaves its thread, even when starting fails.
-pub fn spawn(
+pub(super) fn spawn(
     socket: Socket,
     service: SharedService,
     shutdown: CancellationToken,

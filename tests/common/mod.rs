@@ -17,6 +17,10 @@
 //! Use it from a test file with `mod common;` and `use common::*;`.
 
 #![allow(dead_code)]
+#![allow(
+    unreachable_pub,
+    reason = "a private module of each test crate: its items are `pub` for the tests"
+)]
 
 pub mod client;
 pub mod daemon;
