@@ -42,14 +42,31 @@ fn module_files(dir: &Path, prefix: &[String], out: &mut Vec<(ModulePath, String
             continue;
         }
         let text = fs::read_to_string(&path).expect("a source file is readable");
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-        let code: String = code
+        let code: String = before_tests(&text)
             .lines()
             .map(|line| line.split("//").next().unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n");
         out.push((module, code));
     }
+}
+
+/// `text` up to its inline test module (`#[cfg(test)] mod tests {`), if any. A test module
+/// in a file of its own (`#[cfg(test)] mod tests;`) is left out by its name instead.
+fn before_tests(text: &str) -> &str {
+    let mut from = 0;
+    while let Some(at) = text[from..].find("#[cfg(test)]") {
+        let start = from + at;
+        let after = text[start + "#[cfg(test)]".len()..].trim_start();
+        let line = after.lines().next().unwrap_or_default();
+        // `mod tests {`, `pub(super) mod tests {`, …
+        let declared = line.split_whitespace().take(2).any(|word| word == "mod");
+        if declared && line.contains('{') {
+            return &text[..start];
+        }
+        from = start + 1;
+    }
+    text
 }
 
 /// The paths (segments after `crate::`/`super::`, `use` trees expanded) that start at each
@@ -241,7 +258,10 @@ fn the_reader_sees_use_trees_super_paths_and_cycles() {
         file(&["b"], "fn f() { crate::c::g() }"),
         file(&["c"], "use crate::{d::{self, y}};"),
         file(&["d"], "// use crate::a;\nuse super::a::z;"),
-        file(&["e"], "use crate::a;\n#[cfg(test)]\nuse crate::e;"),
+        file(
+            &["e"],
+            "#[cfg(test)]\nmod t;\nuse crate::a;\n#[cfg(test)]\npub(super) mod t {\nuse crate::e;",
+        ),
         file(&["e", "f"], "use super::g::h;"),
         file(&["e", "g"], "use super::super::e::f;"),
     ];

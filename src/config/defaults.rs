@@ -102,7 +102,7 @@ impl Default for AdmissionSettings {
 }
 
 /// The preset profiles of the catalogue as settings, in its order: blocked names get the
-/// null address (never NXDOMAIN: WhatsApp retries NXDOMAIN in a storm) for [`BLOCKED_TTL`],
+/// null address (never NXDOMAIN: WhatsApp retries NXDOMAIN in a storm) for `BLOCKED_TTL`,
 /// and names inside answers are inspected.
 pub fn presets() -> Vec<ProfileSettings> {
     catalogue::presets()
