@@ -117,7 +117,7 @@ impl Fetcher {
             }
             // Waiters share the task's result, not the fetch itself: only the task polls the
             // upstream exchange, so its sockets and timers belong to the runtime that runs it
-            // (each UDP listener has its own, see `crate::dns::udp`), and it completes
+            // (each UDP listener has its own, see `crate::server::udp`), and it completes
             // whoever is still waiting.
             let (done, result) = oneshot::channel();
             let fetch = result.shared();
