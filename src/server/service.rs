@@ -149,33 +149,25 @@ impl DnsService {
         policy: &Policy,
         started: Instant,
     ) -> Option<Vec<u8>> {
-        let request = Request::parse(bytes).ok();
-        let forwarded = request.as_ref().map(|request| &request.forwarded);
-        let device = self.device(
-            policy,
-            client,
-            forwarded.unwrap_or(&ForwardedClient::default()),
-        );
-        let qtype_row = request
-            .as_ref()
-            .map_or(OTHER_QTYPE, |r| r.question.qtype_row());
-        let reply = match verdict {
-            Verdict::Refuse => {
-                self.counters.refused.inc();
-                request.as_ref().map(|request| {
-                    let echo = Echo::of(request, bytes);
-                    write_code(&echo, Rcode::Refused, None, false, transport)
-                })
-            }
-            _ => {
-                self.counters.rate_limited.inc();
-                None
-            }
-        };
-        // Only a query that reads as one is counted: bytes that are no DNS are no query.
-        if request.is_some() {
-            self.count(device, qtype_row, QueryResult::Refused, started);
+        let refused = verdict == Verdict::Refuse;
+        match refused {
+            true => self.counters.refused.inc(),
+            false => self.counters.rate_limited.inc(),
         }
+        // Only a query that reads as one is counted (and answered): bytes that are no DNS
+        // are no query.
+        let request = Request::parse(bytes).ok()?;
+        let reply = refused.then(|| {
+            let echo = Echo::of(&request, bytes);
+            write_code(&echo, Rcode::Refused, None, false, transport)
+        });
+        let device = self.device(policy, client, &request.forwarded);
+        self.count(
+            device,
+            request.question.qtype_row(),
+            QueryResult::Refused,
+            started,
+        );
         reply
     }
 
