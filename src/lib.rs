@@ -40,6 +40,7 @@
 //! - [`metrics`], [`api`] — Prometheus metrics and the HTTP listener.
 //! - [`net`] — address forms shared by the access list and device matching.
 //! - [`explain`] — why a name is blocked for a client.
+//! - [`port_owner`] — which process holds a listen address (`metasink check`).
 
 pub mod admission;
 pub mod api;
@@ -57,5 +58,6 @@ pub mod neighbours;
 pub mod net;
 pub mod pipeline;
 pub mod policy;
+pub mod port_owner;
 pub mod refresh;
 pub mod reload;
