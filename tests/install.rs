@@ -130,7 +130,11 @@ struct Dnsmasq(Child);
 
 impl Dnsmasq {
     fn start(address: SocketAddr) -> Self {
-        let child = Command::new("dnsmasq")
+        // /usr/sbin is not on every user's PATH.
+        let program = Some("/usr/sbin/dnsmasq")
+            .filter(|path| Path::new(path).exists())
+            .unwrap_or("dnsmasq");
+        let child = Command::new(program)
             .args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -499,4 +503,25 @@ fn the_built_package_holds_its_files() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn version_names_the_git_commit() {
+    let output = Command::new(env!("CARGO_BIN_EXE_metasink"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map_or("unknown".to_owned(), |output| {
+            text(&output.stdout).trim().to_owned()
+        });
+    assert_eq!(
+        text(&output.stdout).trim(),
+        format!("metasink {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
 }
