@@ -270,8 +270,8 @@ fn the_package_installs_binary_config_man_page_and_docs() {
         assert_eq!(units[key].as_bool(), Some(true), "systemd-units.{key}");
     }
     assert!(unit_path().is_file());
-    // The copyright cargo-deb writes carries these licence paragraphs; the licence files match
-    // Cargo.toml's `license`.
+    // The copyright file (machine-readable, as cargo-deb takes it whole); the licence files
+    // match Cargo.toml's `license`.
     let licences = read(&root().join(deb["license-file"][0].as_str().expect("license-file")));
     for licence in [
         "License: MIT\n",
@@ -493,6 +493,10 @@ fn the_built_package_holds_its_files() {
     assert_eq!(
         read(&files.path().join("etc/metasink/config.toml")),
         read(&root().join("config.example.toml"))
+    );
+    assert_eq!(
+        read(&files.path().join("usr/share/doc/metasink/copyright")),
+        read(&root().join("debian/copyright"))
     );
     let binary = files.path().join("usr/bin/metasink");
     if std::env::consts::ARCH == "x86_64" && deb.ends_with("_amd64.deb") {
