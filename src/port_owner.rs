@@ -260,7 +260,7 @@ fn unit_of(cgroup: &str) -> Option<String> {
         .filter_map(|line| line.rsplit(':').next())
         .flat_map(|path| path.split('/'))
         .filter(|part| part.ends_with(".service"))
-        .last()
+        .next_back()
         .map(str::to_owned)
 }
 
