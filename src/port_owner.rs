@@ -259,8 +259,7 @@ fn unit_of(cgroup: &str) -> Option<String> {
         .lines()
         .filter_map(|line| line.rsplit(':').next())
         .flat_map(|path| path.split('/'))
-        .filter(|part| part.ends_with(".service"))
-        .next_back()
+        .rfind(|part| part.ends_with(".service"))
         .map(str::to_owned)
 }
 
