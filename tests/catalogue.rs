@@ -44,6 +44,14 @@ const META_LISTS: &[&str] = &[
     "keep-whatsapp",
     "keep-quest",
     "keep-glasses",
+    "quest-telemetry-unverified",
+    "app-facebook",
+    "app-instagram",
+    "app-messenger",
+    "app-threads",
+    "app-whatsapp",
+    "app-quest",
+    "app-meta-ai",
 ];
 
 /// `all-meta` itself, and the brand/typo and open-source registrations that need not lie inside
@@ -328,6 +336,192 @@ fn every_entry_line_cites_its_evidence() {
     assert_no_failures(&failures, "entry lines without evidence");
 }
 
+/// The evidence part of an entry line: its inline comment after `# evidence:`, up to the first
+/// `; breaks:` / `; needed for:` / `; confidence:` that follows.
+fn evidence_of(line: &str) -> Option<&str> {
+    let evidence = inline_comment(line)?.strip_prefix("# evidence:")?;
+    let end = ["; breaks:", "; needed for:", "; confidence:"]
+        .iter()
+        .filter_map(|marker| evidence.find(marker))
+        .min()
+        .unwrap_or(evidence.len());
+    Some(evidence[..end].trim())
+}
+
+/// The words of `text`, split on whitespace and on the punctuation that surrounds a reference.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '"' | '\''))
+        .map(|word| word.trim_end_matches([':', '.']))
+        .filter(|word| !word.is_empty())
+}
+
+/// `owner/name`, the way GitHub spells a repository.
+fn is_repository(word: &str) -> bool {
+    let mut parts = word.split('/');
+    let (Some(owner), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    valid(owner)
+        && valid(name)
+        && owner
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+/// A file in a repository: a word with a file extension (`android-tracking.txt`,
+/// `services/facebook.yml`, `ServerProtocol.kt`).
+fn is_file_path(word: &str) -> bool {
+    word.rsplit_once('.').is_some_and(|(stem, ext)| {
+        !stem.is_empty()
+            && [
+                "txt", "yml", "yaml", "go", "kt", "py", "cpp", "md", "json", "tld", "js", "conf",
+            ]
+            .contains(&ext)
+    })
+}
+
+/// `name#123`: an issue or pull request of a repository the list names.
+fn is_issue_reference(word: &str) -> bool {
+    word.split_once('#').is_some_and(|(repo, number)| {
+        !repo.is_empty() && !number.is_empty() && number.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+/// What a list's header declares a reader can follow: the files it names next to their
+/// repository (`Perflyst/PiHoleBlocklist android-tracking.txt at <commit>`) and the source
+/// keys it defines (`BM = Bundy01/meta-blocklists manual-domains at <commit>`): one to three
+/// capitals or digits.
+#[derive(Default)]
+struct DeclaredSources {
+    files: BTreeSet<String>,
+    keys: BTreeSet<String>,
+}
+
+impl DeclaredSources {
+    fn of(text: &str) -> Self {
+        let mut declared = Self::default();
+        for line in entry_text(text)
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+        {
+            let words: Vec<&str> = words(line).collect();
+            // Every file a header names next to an `owner/name` counts as declared.
+            for (at, word) in words.iter().enumerate() {
+                if !is_repository(word) {
+                    continue;
+                }
+                for next in &words[at + 1..] {
+                    if is_repository(next) {
+                        break;
+                    }
+                    if is_file_path(next) || next.contains('/') {
+                        declared.files.insert((*next).to_owned());
+                        if let Some((_, base)) = next.rsplit_once('/') {
+                            declared.files.insert(base.to_owned());
+                        }
+                    }
+                }
+            }
+            // `KEY = owner/name ...`: a source key.
+            for window in words.windows(3) {
+                let [key, "=", repo] = window else { continue };
+                if (1..=3).contains(&key.len())
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                    && is_repository(repo)
+                {
+                    declared.keys.insert((*key).to_owned());
+                }
+            }
+        }
+        declared
+    }
+
+    /// Whether `evidence` names at least one source a reader can follow: an address, an issue
+    /// number, a repository with a path, or a file or source key this header declares.
+    fn followable(&self, evidence: &str) -> bool {
+        if evidence.contains("https://") || evidence.contains("http://") {
+            return true;
+        }
+        let words: Vec<&str> = words(evidence).collect();
+        words.iter().enumerate().any(|(at, word)| {
+            is_issue_reference(word)
+                || self.keys.contains(*word)
+                || self.files.contains(*word)
+                || (is_repository(word)
+                    && words
+                        .get(at + 1)
+                        .is_some_and(|next| is_file_path(next) || next.contains('/')))
+        })
+    }
+}
+
+#[test]
+fn followable_sources_are_told_apart_from_vague_ones() {
+    let header = "# Sources - A = AdguardTeam/HostlistsRegistry services/facebook.yml;\n\
+                  #   1P = badmojr/1Hosts Pro/domains.txt at 907973d3\n\
+                  #   Perflyst/PiHoleBlocklist android-tracking.txt at 88546cfa\n";
+    let declared = DeclaredSources::of(header);
+    for good in [
+        "A",
+        "1P, A",
+        "hagezi#4422",
+        "Perflyst android-tracking.txt comment",
+        "https://developers.facebook.com/docs/meta-pixel/",
+        "facebook/facebook-android-sdk facebook-core/src/main/java/ServerProtocol.kt",
+    ] {
+        assert!(declared.followable(good), "{good:?} should be followable");
+    }
+    for vague in [
+        "public code",
+        "research section 7 WhatsApp keep set",
+        "decompiled Meta app enum (public code, research section 1)",
+        "B",
+        "AB",
+        "hagezi META tracker set",
+    ] {
+        assert!(
+            !declared.followable(vague),
+            "{vague:?} should not be followable"
+        );
+    }
+}
+
+#[test]
+fn every_entry_names_a_followable_source() {
+    let mut failures = Vec::new();
+    for list in catalogue() {
+        let declared = DeclaredSources::of(list.text);
+        for (index, line) in entry_text(list.text).lines().enumerate() {
+            let mut has_entry = false;
+            let _ = parse_line(line, |_| has_entry = true);
+            if !has_entry {
+                continue;
+            }
+            // A missing `# evidence:` is `every_entry_line_cites_its_evidence`'s to report.
+            let Some(evidence) = evidence_of(line) else {
+                continue;
+            };
+            if !declared.followable(evidence) {
+                failures.push(format!("{}:{}: {evidence}", list.id, index + 1));
+            }
+        }
+    }
+    assert_no_failures(
+        &failures,
+        "entries whose evidence names no source a reader can follow (an address, an issue \
+         number, a repository and path, or a file or source key the header declares)",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. all-meta covers every Meta name
 // ---------------------------------------------------------------------------------------------
@@ -486,6 +680,8 @@ const PRESET_DEVICES: &[(&str, Ipv4Addr)] = &[
     ("glasses-phone", Ipv4Addr::new(127, 0, 0, 12)),
     ("no-meta", Ipv4Addr::new(127, 0, 0, 13)),
     ("strict", Ipv4Addr::new(127, 0, 0, 14)),
+    ("whatsapp-only", Ipv4Addr::new(127, 0, 0, 15)),
+    ("no-instagram", Ipv4Addr::new(127, 0, 0, 16)),
 ];
 
 /// The keep lists a household is promised for each preset that keeps an app.
@@ -503,6 +699,11 @@ const KEPT_APPS: &[(&str, &[&str])] = &[
     (
         "glasses-phone",
         &["keep-glasses", "keep-whatsapp", "keep-instagram"],
+    ),
+    ("whatsapp-only", &["keep-whatsapp"]),
+    (
+        "no-instagram",
+        &["keep-facebook", "keep-messenger", "keep-whatsapp"],
     ),
 ];
 
@@ -671,8 +872,14 @@ async fn presets_that_keep_an_app_resolve_every_kept_name() {
 async fn presets_that_keep_an_app_reach_the_shared_edges_behind_a_cname() {
     let (_upstream, daemon) = start_house().await;
     let mut failures = Vec::new();
-    for &(preset, _) in KEPT_APPS {
+    for &(preset, keep_ids) in KEPT_APPS {
+        let keep: Vec<BundledList> = keep_ids.iter().map(|&id| BundledList::read(id)).collect();
         for (index, edge) in SHARED_EDGES.iter().enumerate() {
+            // An edge of an app the preset drops (Instagram's for `whatsapp-only`) may be
+            // blocked; every edge a kept app's keep list names must not be.
+            if !keep.iter().any(|list| list.covers(edge)) {
+                continue;
+            }
             let alias = edge_alias(index);
             let reply = ask(&daemon, preset, &alias, RecordType::A).await;
             let problem = unless_answered_with(&reply, EDGE_ADDR)

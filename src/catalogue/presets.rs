@@ -44,6 +44,27 @@ const PRESETS: &[(&str, &[&str], &[&str])] = &[
         &["meta-tracking-strict", "meta-ai", "meta-tracking"],
         &[],
     ),
+    // Per-app presets: an app's own names blocked, the kept apps' keep lists allowed (allow
+    // wins, so a name an app list shares with a kept app stays reachable).
+    (
+        "whatsapp-only",
+        &[
+            "app-facebook",
+            "app-instagram",
+            "app-messenger",
+            "app-threads",
+            "app-quest",
+            "app-meta-ai",
+            "meta-ai",
+            "meta-tracking",
+        ],
+        &["keep-whatsapp"],
+    ),
+    (
+        "no-instagram",
+        &["app-instagram", "app-threads", "meta-ai", "meta-tracking"],
+        &["keep-facebook", "keep-messenger", "keep-whatsapp"],
+    ),
 ];
 
 /// The preset profiles, in a stable order.
