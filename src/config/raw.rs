@@ -125,6 +125,11 @@ pub(super) struct RawList {
 pub(super) struct RawProfile {
     /// Unique name.
     pub name: Text,
+    /// A preset or another profile this one starts from.
+    pub extends: Option<Text>,
+    /// List ids taken out of what the profile inherits (a kept app's keep list, say).
+    #[serde(default)]
+    pub remove: Vec<Text>,
     /// List ids to block.
     #[serde(default)]
     pub block: Vec<Text>,
