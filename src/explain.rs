@@ -112,7 +112,9 @@ pub fn explain(
         .blocking_list(lists)
         .map(|index| policy.list(index).id.clone());
     let answer = match profile.blocking_list(lists) {
-        Some(_) => describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
+        Some(list) => {
+            describe_blocked_answer(question, profile.answer, policy.blocked_ttl(profile, list))
+        }
         None => "forwarded to the upstreams (or answered from the cache)".to_owned(),
     };
     Ok(Explanation {

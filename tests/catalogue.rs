@@ -963,6 +963,37 @@ async fn meta_apps_blocks_meta_ai_and_the_pixel_but_keeps_facebook() {
 }
 
 #[tokio::test]
+async fn lists_that_are_retried_in_a_storm_answer_blocked_names_for_an_hour() {
+    let (_upstream, daemon) = start_house().await;
+    // (preset, name, list that blocks it, TTL of the blocked answer)
+    let cases: &[(&str, &str, &str, u32)] = &[
+        (
+            "meta-apps",
+            "privatestats.whatsapp.net",
+            "meta-tracking",
+            3600,
+        ),
+        ("strict", "dit.whatsapp.net", "meta-tracking-strict", 3600),
+        ("whatsapp-only", "www.facebook.com", "app-facebook", 10),
+        ("meta-apps", "www.meta.ai", "meta-ai", 10),
+    ];
+    let mut failures = Vec::new();
+    for &(preset, name, list, ttl) in cases {
+        let header_ttl = BundledList::read(id_of(list)).header().blocked_ttl;
+        let reply = ask(&daemon, preset, name, RecordType::A).await;
+        let problem = unless_blocked_by(&reply, &[list])
+            .or_else(|| (min_answer_ttl(&reply) != Some(ttl)).then(|| summary(&reply)));
+        if let Some(got) = problem {
+            failures.push(format!(
+                "{preset}: {name} (list {list}, header blocked_ttl {header_ttl:?}): expected TTL {ttl}, got {got} with TTL {:?}",
+                min_answer_ttl(&reply)
+            ));
+        }
+    }
+    assert_no_failures(&failures, "blocked answers with the wrong TTL");
+}
+
+#[tokio::test]
 async fn strict_answers_whatsapp_telemetry_with_the_null_address_never_nxdomain() {
     let (upstream, daemon) = start_house().await;
     let a = ask(&daemon, "strict", "dit.whatsapp.net", RecordType::A).await;

@@ -150,6 +150,7 @@ pub(super) fn bundled_lists() -> Vec<ListSettings> {
             id: id.to_owned(),
             source: ListSource::Bundled(id.to_owned()),
             match_mode: None,
+            blocked_ttl: None,
         })
         .collect()
 }

@@ -135,6 +135,9 @@ pub struct ListSettings {
     pub source: ListSource,
     /// How plain entries match; `None` means "as the list's header says, else subdomains".
     pub match_mode: Option<MatchMode>,
+    /// TTL of the answers this list blocks, over the profile's; `None` means "as the list's
+    /// header says, else the profile's".
+    pub blocked_ttl: Option<Duration>,
 }
 
 /// Where a list's text comes from.

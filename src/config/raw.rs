@@ -117,6 +117,8 @@ pub(super) struct RawList {
     /// `exact` or `subdomains`.
     #[serde(rename = "match")]
     pub match_mode: Option<Text>,
+    /// Humantime duration.
+    pub blocked_ttl: Option<Text>,
 }
 
 /// One `[[profile]]`.

@@ -483,6 +483,11 @@ fn list_settings(
         id: raw.id.get_ref().clone(),
         source: source(&raw.source, config_path, &key("source"), at)?,
         match_mode: match_mode.transpose()?,
+        blocked_ttl: raw
+            .blocked_ttl
+            .as_ref()
+            .map(|value| optional_ttl(Some(value), BLOCKED_TTL, &key("blocked_ttl"), at))
+            .transpose()?,
     })
 }
 
@@ -1356,6 +1361,34 @@ mod tests {
             (kid.answer, kid.blocked_ttl),
             (BlockAnswer::NoData, Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn a_list_sets_the_ttl_of_what_it_blocks() {
+        let settings = check(
+            "[[list]]\nid = \"chatty\"\nsource = \"bundled:meta-tracking\"\nblocked_ttl = \"2h\"\n",
+        )
+        .expect("valid");
+        let chatty = settings
+            .lists
+            .iter()
+            .find(|l| l.id == "chatty")
+            .expect("list");
+        assert_eq!(chatty.blocked_ttl, Some(Duration::from_secs(7200)));
+        let bundled = settings
+            .lists
+            .iter()
+            .find(|l| l.id == "meta-ai")
+            .expect("list");
+        assert_eq!(
+            bundled.blocked_ttl, None,
+            "unset: the header's, else the profile's"
+        );
+        assert_errors(&[(
+            "[[list]]\nid = \"x\"\nsource = \"bundled:meta-ai\"\nblocked_ttl = \"soon\"\n",
+            "4: list[0].blocked_ttl",
+            "`soon` is not a duration",
+        )]);
     }
 
     #[test]

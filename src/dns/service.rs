@@ -236,7 +236,8 @@ fn write_outcome(
         Outcome::Blocked { list, .. } => {
             let records = BlockedRecords {
                 plan: blocked_plan(question.qtype, profile.answer),
-                ttl: u32::try_from(profile.blocked_ttl.as_secs()).unwrap_or(u32::MAX),
+                ttl: u32::try_from(policy.blocked_ttl(profile, *list).as_secs())
+                    .unwrap_or(u32::MAX),
             };
             let reply = Reply {
                 records: Some(&records),

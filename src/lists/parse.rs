@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::lists::MatchMode;
 
@@ -93,6 +94,9 @@ pub enum LineError {
     /// A header `# match:` line with a value other than `exact` or `subdomains`.
     #[error("unknown match mode `{0}`; expected `exact` or `subdomains`")]
     UnknownMatchMode(String),
+    /// A header `# blocked_ttl:` line whose value is not a duration a DNS TTL can hold.
+    #[error("`{0}` is not a blocked_ttl; write a duration like `1h` (at most 68 years)")]
+    BadBlockedTtl(String),
 }
 
 /// A line that was refused, for the warning that names file and line.
@@ -127,6 +131,8 @@ pub struct ListHeader {
     pub confidence: Option<String>,
     /// `# kind:` — for example `block`.
     pub kind: Option<String>,
+    /// `# blocked_ttl:` — the TTL of answers this list blocks, over the profile's.
+    pub blocked_ttl: Option<Duration>,
 }
 
 /// The outcome of reading one list.
@@ -544,6 +550,7 @@ fn read_header_line(line: &str, header: &mut ListHeader) -> Result<(), LineError
         "confidence" => header.confidence = Some(value),
         "kind" => header.kind = Some(value),
         "match" => header.match_mode = Some(parse_match_mode(&value)?),
+        "blocked_ttl" => header.blocked_ttl = Some(parse_blocked_ttl(&value)?),
         _ => {}
     }
     Ok(())
@@ -564,6 +571,17 @@ fn parse_match_mode(value: &str) -> Result<MatchMode, LineError> {
         "subdomains" => Ok(MatchMode::Subdomains),
         _ => Err(LineError::UnknownMatchMode(value.to_owned())),
     }
+}
+
+/// The longest TTL DNS allows: 2^31 - 1 seconds, about 68 years (RFC 2181 section 8).
+const MAX_TTL_SECS: u64 = 0x7fff_ffff;
+
+/// A `# blocked_ttl:` value: a duration whose seconds fit a DNS TTL.
+fn parse_blocked_ttl(value: &str) -> Result<Duration, LineError> {
+    humantime::parse_duration(value)
+        .ok()
+        .filter(|ttl| ttl.as_secs() <= MAX_TTL_SECS)
+        .ok_or_else(|| LineError::BadBlockedTtl(value.to_owned()))
 }
 
 /// The first [`SAMPLE_TEXT_CHARS`] characters of `text`, with `…` when cut.
@@ -875,6 +893,22 @@ mod tests {
     }
 
     #[test]
+    fn blocked_ttl_header() {
+        let report = parse_list("# blocked_ttl: 1h\na.com\n", |_| {});
+        assert_eq!(report.header.blocked_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(report.invalid_count, 0);
+        for bad in ["soon", "100years"] {
+            let report = parse_list(&format!("# blocked_ttl: {bad}\na.com\n"), |_| {});
+            assert_eq!(report.header.blocked_ttl, None, "{bad}");
+            assert_eq!(
+                report.invalid_samples[0].error,
+                LineError::BadBlockedTtl(bad.into())
+            );
+            assert_eq!(report.entries, 1, "a bad header line loses no entry");
+        }
+    }
+
+    #[test]
     fn unknown_match_mode() {
         let report = parse_list("# match: fuzzy\na.com\n", |_| {});
         assert_eq!(report.invalid_count, 1);
@@ -918,6 +952,7 @@ genai-graph.facebook.com  # evidence: decompiled Meta app enum; breaks: Meta AI 
             match_mode: Some(MatchMode::Exact),
             confidence: Some("high".into()),
             kind: Some("block".into()),
+            blocked_ttl: None,
         };
         assert_eq!(report.header, header);
         assert_eq!(report.entries, 2);

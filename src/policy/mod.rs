@@ -13,6 +13,7 @@ mod profile;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -61,6 +62,8 @@ pub struct ListInfo {
     pub source: ListSource,
     /// The match mode the config asked for, if any.
     pub configured_match: Option<MatchMode>,
+    /// `blocked_ttl` of its `[[list]]`, if any.
+    pub configured_blocked_ttl: Option<Duration>,
     /// The title, description, confidence and kind its header gives, if any.
     pub title: Option<String>,
     /// See `title`.
@@ -71,6 +74,8 @@ pub struct ListInfo {
     pub kind: Option<String>,
     /// The match mode its header gives, if any.
     pub header_match: Option<MatchMode>,
+    /// `# blocked_ttl:` of its header, if any.
+    pub header_blocked_ttl: Option<Duration>,
     /// Entries loaded.
     pub entries: usize,
     /// Lines skipped as invalid.
@@ -88,11 +93,13 @@ impl ListInfo {
             origin,
             source: settings.source.clone(),
             configured_match: settings.match_mode,
+            configured_blocked_ttl: settings.blocked_ttl,
             title: None,
             description: None,
             confidence: None,
             kind: None,
             header_match: None,
+            header_blocked_ttl: None,
             entries: 0,
             invalid_lines: 0,
             invalid_samples: Vec::new(),
@@ -106,6 +113,7 @@ impl ListInfo {
         self.confidence = report.header.confidence;
         self.kind = report.header.kind;
         self.header_match = report.header.match_mode;
+        self.header_blocked_ttl = report.header.blocked_ttl;
         self.entries = report.entries;
         self.invalid_lines = report.invalid_count;
         self.invalid_samples = report.invalid_samples;
@@ -116,6 +124,13 @@ impl ListInfo {
         self.configured_match
             .or(self.header_match)
             .unwrap_or(MatchMode::Subdomains)
+    }
+
+    /// The TTL of answers this list blocks, when it sets one: its `[[list]]`'s, else its
+    /// header's. It wins over the profile's, because the list knows how its names are retried
+    /// (WhatsApp retries blocked telemetry in a storm when the answer expires every 10 s).
+    pub fn blocked_ttl(&self) -> Option<Duration> {
+        self.configured_blocked_ttl.or(self.header_blocked_ttl)
     }
 }
 
@@ -191,6 +206,12 @@ impl Policy {
     /// The list at `index`.
     pub fn list(&self, index: ListIndex) -> &ListInfo {
         &self.lists[usize::from(index)]
+    }
+
+    /// The TTL of an answer `profile` blocks because of `list`: the list's own when it sets one
+    /// ([`ListInfo::blocked_ttl`]), else the profile's.
+    pub fn blocked_ttl(&self, profile: &Profile, list: ListIndex) -> Duration {
+        self.list(list).blocked_ttl().unwrap_or(profile.blocked_ttl)
     }
 
     /// Every list, by index.
