@@ -21,9 +21,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use common::*;
+use ipnet::IpNet;
 use metasink::catalogue::{DEFAULT_PROFILE, bundled_ids, bundled_text, presets};
 use metasink::lists::MatchMode;
-use metasink::lists::parse::{EntryScope, ListHeader, ParseReport, parse_line, parse_list};
+use metasink::lists::parse::{
+    EntryScope, ListHeader, ListParser, ParseReport, parse_line, parse_list,
+};
+use metasink::policy::NetworkSet;
 
 // ---------------------------------------------------------------------------------------------
 // The catalogue as the tests see it
@@ -54,9 +58,18 @@ const META_LISTS: &[&str] = &[
     "app-meta-ai",
 ];
 
-/// `all-meta` itself, and the brand/typo and open-source registrations that need not lie inside
-/// it. Every bundled list is in [`META_LISTS`] or here.
-const OUTSIDE_META_LISTS: &[&str] = &["all-meta", "all-meta-brands", "meta-oss-sites"];
+/// `all-meta` itself, the brand/typo and open-source registrations that need not lie inside
+/// it, and the network lists (addresses, not names). Every bundled list is in [`META_LISTS`] or
+/// here.
+const OUTSIDE_META_LISTS: &[&str] = &[
+    "all-meta",
+    "all-meta-brands",
+    "meta-oss-sites",
+    "meta-networks",
+];
+
+/// The lists of networks (`# kind: networks`): read as addresses and CIDR networks.
+const NETWORK_LISTS: &[&str] = &["meta-networks"];
 
 /// The only non-Meta name in the catalogue: Google's captive-portal check, allowed (exactly) in
 /// this list, because a Quest says "no internet" without it.
@@ -141,6 +154,15 @@ struct BundledList {
 impl BundledList {
     fn read(id: &'static str) -> Self {
         let text = bundled_text(id).unwrap_or_else(|| panic!("`{id}` is not a bundled list"));
+        if NETWORK_LISTS.contains(&id) {
+            let (report, _) = read_networks(text);
+            return Self {
+                id,
+                text,
+                report,
+                rules: Vec::new(),
+            };
+        }
         let report = parse_list(text, |_| {});
         let plain_covers_subdomains =
             report.header.match_mode.unwrap_or(MatchMode::Subdomains) == MatchMode::Subdomains;
@@ -173,6 +195,26 @@ impl BundledList {
         &self.report.header
     }
 
+    /// (line number counting from 1, line) of every line holding an entry. In a network list
+    /// every line that is not blank or a comment is one (the parsing test checks it is valid).
+    fn entry_lines(&self) -> Vec<(usize, &'static str)> {
+        let network_list = NETWORK_LISTS.contains(&self.id);
+        entry_text(self.text)
+            .lines()
+            .enumerate()
+            .filter(|&(_, line)| {
+                if network_list {
+                    let line = line.trim();
+                    return !line.is_empty() && !line.starts_with('#');
+                }
+                let mut found = false;
+                let _ = parse_line(line, |_| found = true);
+                found
+            })
+            .map(|(index, line)| (index + 1, line))
+            .collect()
+    }
+
     fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.rules.iter().map(|(_, rule)| rule)
     }
@@ -181,6 +223,16 @@ impl BundledList {
     fn covers(&self, name: &str) -> bool {
         self.rules().any(|rule| rule.covers(name))
     }
+}
+
+/// The report of a network list and its networks, the way the daemon reads them.
+fn read_networks(text: &str) -> (ParseReport, Vec<IpNet>) {
+    let mut networks = Vec::new();
+    let mut parser = ListParser::default();
+    for line in text.lines() {
+        parser.feed_network(line, |network| networks.push(network));
+    }
+    (parser.finish(), networks)
 }
 
 /// The text without a byte-order mark, the way `parse_list` reads it.
@@ -252,11 +304,15 @@ fn every_bundled_list_parses_cleanly_with_a_complete_header() {
             failures.push(format!("{id}: no entries"));
         }
         // The per-line reading used by the other tests sees what the parser sees.
-        if list.rules.len() != report.entries {
+        let read_line_by_line = if NETWORK_LISTS.contains(&id) {
+            list.entry_lines().len()
+        } else {
+            list.rules.len()
+        };
+        if read_line_by_line != report.entries {
             failures.push(format!(
-                "{id}: {} entries read line by line, {} by parse_list",
-                list.rules.len(),
-                report.entries
+                "{id}: {} entries read line by line, {} by the parser",
+                read_line_by_line, report.entries
             ));
         }
         let header = list.header();
@@ -271,7 +327,8 @@ fn every_bundled_list_parses_cleanly_with_a_complete_header() {
                 failures.push(format!("{id}: no `# {field}:` in the header"));
             }
         }
-        if header.match_mode.is_none() {
+        let network_list = NETWORK_LISTS.contains(&id);
+        if header.match_mode.is_none() && !network_list {
             failures.push(format!("{id}: no `# match:` in the header"));
         }
         match header.confidence.as_deref() {
@@ -280,10 +337,11 @@ fn every_bundled_list_parses_cleanly_with_a_complete_header() {
                 "{id}: header confidence {other:?}, expected one of {CONFIDENCE_WORDS:?}"
             )),
         }
-        match header.kind.as_deref() {
-            Some("block" | "allow") => {}
-            other => failures.push(format!(
-                "{id}: header kind {other:?}, expected block or allow"
+        match (header.kind.as_deref(), network_list) {
+            (Some("block" | "allow"), false) | (Some("networks"), true) => {}
+            (other, _) => failures.push(format!(
+                "{id}: header kind {other:?}, expected block or allow for names, networks for \
+                 the lists in NETWORK_LISTS"
             )),
         }
     }
@@ -313,21 +371,15 @@ fn every_entry_line_cites_its_evidence() {
     let mut failures = Vec::new();
     let mut entry_lines = 0;
     for list in catalogue() {
-        for (index, line) in entry_text(list.text).lines().enumerate() {
-            let mut has_entry = false;
-            let _ = parse_line(line, |_| has_entry = true);
-            if !has_entry {
-                continue;
-            }
+        for (line_number, line) in list.entry_lines() {
             entry_lines += 1;
             let evidence = inline_comment(line)
                 .and_then(|comment| comment.strip_prefix("# evidence:"))
                 .map(str::trim);
             if evidence.is_none_or(str::is_empty) {
                 failures.push(format!(
-                    "{}:{}: no inline `# evidence: ...` comment: {line}",
-                    list.id,
-                    index + 1
+                    "{}:{line_number}: no inline `# evidence: ...` comment: {line}",
+                    list.id
                 ));
             }
         }
@@ -500,18 +552,13 @@ fn every_entry_names_a_followable_source() {
     let mut failures = Vec::new();
     for list in catalogue() {
         let declared = DeclaredSources::of(list.text);
-        for (index, line) in entry_text(list.text).lines().enumerate() {
-            let mut has_entry = false;
-            let _ = parse_line(line, |_| has_entry = true);
-            if !has_entry {
-                continue;
-            }
+        for (line_number, line) in list.entry_lines() {
             // A missing `# evidence:` is `every_entry_line_cites_its_evidence`'s to report.
             let Some(evidence) = evidence_of(line) else {
                 continue;
             };
             if !declared.followable(evidence) {
-                failures.push(format!("{}:{}: {evidence}", list.id, index + 1));
+                failures.push(format!("{}:{line_number}: {evidence}", list.id));
             }
         }
     }
@@ -520,6 +567,61 @@ fn every_entry_names_a_followable_source() {
         "entries whose evidence names no source a reader can follow (an address, an issue \
          number, a repository and path, or a file or source key the header declares)",
     );
+}
+
+#[test]
+fn network_lists_never_cover_the_house_or_the_tests() {
+    // Private, loopback, link-local, documentation and unspecified addresses: a network list
+    // holding one would block local answers (and the test upstreams).
+    let local: Vec<IpAddr> = [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.1.1",
+        "192.0.2.77",
+        "198.51.100.9",
+        "0.0.0.0",
+        "::1",
+        "::",
+        "fd00::1",
+        "fe80::1",
+        "2001:db8::1",
+    ]
+    .map(|text| text.parse().expect("address"))
+    .to_vec();
+    let mut all = Vec::new();
+    for &id in NETWORK_LISTS {
+        let (_, networks) = read_networks(bundled_text(id).expect("bundled"));
+        assert!(!networks.is_empty(), "{id} holds no network");
+        for network in &networks {
+            for address in &local {
+                assert!(
+                    !network.contains(address),
+                    "{id}: {network} holds {address}"
+                );
+            }
+            assert!(
+                network.prefix_len() >= 8,
+                "{id}: {network} is wider than a /8"
+            );
+        }
+        all.extend(networks);
+    }
+    // The snapshot holds the addresses Meta's edges answer from (www.facebook.com's
+    // star-mini.c10r.facebook.com, WhatsApp's and the IPv6 face:b00c addresses).
+    let set = NetworkSet::new(all);
+    for edge in [
+        "157.240.1.35",
+        "31.13.72.36",
+        "2a03:2880:f12d:83:face:b00c:0:25de",
+    ] {
+        let address: IpAddr = edge.parse().expect("address");
+        assert!(
+            set.network_of(address).is_some(),
+            "{edge} is not in Meta's networks"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -67,6 +67,10 @@ const PRESETS: &[(&str, &[&str], &[&str])] = &[
     ),
 ];
 
+/// (preset, network lists): the presets whose answers into a network are blocked. Only
+/// `no-meta`: Meta's networks also serve every kept app.
+const NETWORK_PRESETS: &[(&str, &[&str])] = &[("no-meta", &["meta-networks"])];
+
 /// The preset profiles, in a stable order.
 pub fn presets() -> Vec<ProfileSettings> {
     PRESETS
@@ -75,6 +79,11 @@ pub fn presets() -> Vec<ProfileSettings> {
             name: name.to_owned(),
             block: block.iter().map(|&id| id.to_owned()).collect(),
             allow: allow.iter().map(|&id| id.to_owned()).collect(),
+            block_networks: NETWORK_PRESETS
+                .iter()
+                .filter(|&&(preset, _)| preset == name)
+                .flat_map(|&(_, lists)| lists.iter().map(|&id| id.to_owned()))
+                .collect(),
             answer: BlockAnswer::Null,
             blocked_ttl: PRESET_BLOCKED_TTL,
             inspect_answers: true,

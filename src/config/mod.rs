@@ -186,6 +186,9 @@ pub struct ProfileSettings {
     pub block: Vec<String>,
     /// Ids of the lists whose names are never blocked (allow wins over block).
     pub allow: Vec<String>,
+    /// Ids of network lists: an upstream answer with an address inside one of their networks
+    /// is blocked (Meta's networks, for `no-meta`).
+    pub block_networks: Vec<String>,
     /// How blocked names are answered.
     pub answer: BlockAnswer,
     /// TTL of blocked answers.

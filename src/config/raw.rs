@@ -138,6 +138,9 @@ pub(super) struct RawProfile {
     /// List ids to allow.
     #[serde(default)]
     pub allow: Vec<Text>,
+    /// Network list ids: answers with an address inside are blocked.
+    #[serde(default)]
+    pub block_networks: Vec<Text>,
     /// `null`, `nodata`, `nxdomain` or `refused`.
     pub answer: Option<Text>,
     /// Humantime duration.

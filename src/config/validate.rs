@@ -548,7 +548,50 @@ fn profiles(
     for settings in resolved.into_iter().flatten() {
         replace_or_push(&mut profiles, settings, |p| &p.name);
     }
+    network_lists_hold_no_names(raw, &profiles, at)?;
     Ok(profiles)
+}
+
+/// Refuses a list used both for names (`block`, `allow`) and for networks (`block_networks`):
+/// its lines are read one way or the other.
+fn network_lists_hold_no_names(
+    raw: &[RawProfile],
+    profiles: &[ProfileSettings],
+    at: &Locator<'_>,
+) -> Result<(), ConfigError> {
+    let network_lists: Vec<&str> = profiles
+        .iter()
+        .flat_map(|p| p.block_networks.iter().map(String::as_str))
+        .collect();
+    let name_lists: Vec<&str> = profiles
+        .iter()
+        .flat_map(|p| p.block.iter().chain(&p.allow).map(String::as_str))
+        .collect();
+    const NETWORKS: &str = "a network list: name it in `block_networks`";
+    const NAMES: &str = "a list of names: name it in `block` or `allow`";
+    for (index, profile) in raw.iter().enumerate() {
+        let uses = [
+            ("block", &profile.block, &network_lists, NETWORKS),
+            ("allow", &profile.allow, &network_lists, NETWORKS),
+            (
+                "block_networks",
+                &profile.block_networks,
+                &name_lists,
+                NAMES,
+            ),
+        ];
+        for (field, values, other_use, problem) in uses {
+            let clash = values
+                .iter()
+                .find(|value| other_use.contains(&value.get_ref().as_str()));
+            if let Some(value) = clash {
+                let message = format!("`{}` is {problem}", value.get_ref());
+                let key = entry_key("profile", index, field);
+                return Err(at.invalid(value.span(), key, message));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `index`th `[[profile]]`, resolved after its parent. `resolved` keeps the profiles done so
@@ -647,6 +690,11 @@ fn profile_settings(
         name: raw.name.get_ref().clone(),
         block: lists(parent.map(|p| &p.block), &raw.block, "block")?,
         allow: lists(parent.map(|p| &p.allow), &raw.allow, "allow")?,
+        block_networks: lists(
+            parent.map(|p| &p.block_networks),
+            &raw.block_networks,
+            "block_networks",
+        )?,
         answer: raw
             .answer
             .as_ref()
@@ -683,15 +731,17 @@ fn removed_lists<'a>(
                 return Err(at.invalid(value.span(), key.as_str(), message));
             };
             let id = value.get_ref().as_str();
-            if parent
-                .block
-                .iter()
-                .chain(&parent.allow)
-                .any(|used| used == id)
-            {
+            let inherited = || {
+                parent
+                    .block
+                    .iter()
+                    .chain(&parent.allow)
+                    .chain(&parent.block_networks)
+            };
+            if inherited().any(|used| used == id) {
                 return Ok(id);
             }
-            let choices = parent.block.iter().chain(&parent.allow).cloned().collect();
+            let choices = inherited().cloned().collect();
             let message = format!("`{id}` is not a list of `{}`", parent.name);
             Err(at.invalid_among(value.span(), key.as_str(), message, choices))
         })
@@ -1118,7 +1168,7 @@ mod tests {
                 "[[profile]]\nname = \"a\"\n\n[[profile]]\nname = \"b\"\nblocks = [\"meta-ai\"]\n"
             ),
             "/etc/metasink/config.toml:6: profile[1].blocks: unknown field `blocks`, expected one of \
-             `name`, `extends`, `remove`, `block`, `allow`, `answer`, `blocked_ttl`, `inspect_answers`"
+             `name`, `extends`, `remove`, `block`, `allow`, `block_networks`, `answer`, `blocked_ttl`, `inspect_answers`"
         );
         assert_errors(&[
             (

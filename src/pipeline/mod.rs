@@ -14,6 +14,7 @@
 
 mod fetch;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use self::fetch::Fetcher;
@@ -33,6 +34,8 @@ pub enum BlockedBy {
     Question,
     /// A name inside the upstream answer (a CNAME or HTTPS/SVCB target).
     AnswerTarget,
+    /// An address of the upstream answer, inside a network the profile blocks.
+    AnswerAddress(IpAddr),
 }
 
 /// What the pipeline decided for one question.
@@ -156,6 +159,17 @@ impl Pipeline {
                 by: BlockedBy::AnswerTarget,
             };
         }
+        // inspect addresses: an answer into a network the profile blocks (Meta's, for
+        // `no-meta`), whatever name led there.
+        if let Some((list, address)) = (!profile.allows(lists))
+            .then(|| blocked_address(policy, profile, &entry))
+            .flatten()
+        {
+            return Outcome::Blocked {
+                list,
+                by: BlockedBy::AnswerAddress(address),
+            };
+        }
         Outcome::Answered { entry, source }
     }
 }
@@ -166,6 +180,21 @@ fn target_lists(policy: &Policy, targets: &[Box<str>]) -> Box<[ListMask]> {
         .iter()
         .map(|name| policy.lists_containing(name))
         .collect()
+}
+
+/// The first address of the cached answer inside a network `profile` blocks, with its list.
+/// The network lists of each address are kept with the entry, like the target masks.
+fn blocked_address(
+    policy: &Policy,
+    profile: &Profile,
+    entry: &Entry,
+) -> Option<(ListIndex, IpAddr)> {
+    if profile.block_networks.is_empty() {
+        return None;
+    }
+    let addresses = entry.answer.addresses();
+    let lists = entry.address_lists(policy.generation(), || policy.networks_holding(addresses));
+    profile.blocking_network(addresses, &lists)
 }
 
 /// The first list of `profile` that blocks a name inside the cached answer. The masks kept

@@ -9,6 +9,7 @@ mod compile;
 mod devices;
 pub mod mask;
 pub mod matcher;
+mod networks;
 mod profile;
 
 use std::net::IpAddr;
@@ -16,10 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
 
 pub use compile::{UNKNOWN_DEVICE, compile};
 pub use devices::{DeviceIndex, DeviceIndexMap, ForwardedClient};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
+pub use networks::NetworkSet;
 pub use profile::Profile;
 
 use crate::config::{ListSettings, ListSource};
@@ -34,6 +37,8 @@ pub struct Policy {
     generation: u64,
     lists: Vec<ListInfo>,
     matcher: Matcher,
+    /// The networks of each network list (`block_networks`), by list.
+    networks: Vec<(ListIndex, NetworkSet)>,
     profiles: Vec<Profile>,
     devices: Vec<Device>,
     /// Clients that match no device: the default profile.
@@ -62,6 +67,8 @@ pub struct ListInfo {
     pub source: ListSource,
     /// The match mode the config asked for, if any.
     pub configured_match: Option<MatchMode>,
+    /// Whether its lines are networks (a `block_networks` list) rather than names.
+    pub networks: bool,
     /// `blocked_ttl` of its `[[list]]`, if any.
     pub configured_blocked_ttl: Option<Duration>,
     /// The title, description, confidence and kind its header gives, if any.
@@ -93,6 +100,7 @@ impl ListInfo {
             origin,
             source: settings.source.clone(),
             configured_match: settings.match_mode,
+            networks: false,
             configured_blocked_ttl: settings.blocked_ttl,
             title: None,
             description: None,
@@ -201,6 +209,26 @@ impl Policy {
     /// The lists containing `name` (lower-case, no trailing dot).
     pub fn lists_containing(&self, name: &str) -> ListMask {
         self.matcher.lookup(name)
+    }
+
+    /// For each of `addresses`, the network lists holding it (what the pipeline keeps with a
+    /// cached answer for the policy generation, as it does with the lists of its names).
+    pub fn networks_holding(&self, addresses: &[IpAddr]) -> Box<[ListMask]> {
+        addresses
+            .iter()
+            .map(|&address| {
+                self.networks_of(address)
+                    .map(|(list, _)| list)
+                    .collect::<ListMask>()
+            })
+            .collect()
+    }
+
+    /// Each network list holding `address`, with the network that does.
+    pub fn networks_of(&self, address: IpAddr) -> impl Iterator<Item = (ListIndex, IpNet)> + '_ {
+        self.networks
+            .iter()
+            .filter_map(move |(list, set)| Some((*list, set.network_of(address)?)))
     }
 
     /// The list at `index`.
