@@ -273,14 +273,22 @@ fn lists(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     for list in policy.lists() {
         let used_by: Vec<_> = presets
             .iter()
-            .filter(|p| p.block.contains(&list.id.as_str()) || p.allow.contains(&list.id.as_str()))
+            .filter(|p| {
+                [p.block, p.allow, p.block_networks]
+                    .iter()
+                    .any(|ids| ids.contains(&list.id.as_str()))
+            })
             .map(|p| p.name)
             .collect();
         println!(
             "{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  {}",
             list.id,
             list.entries,
-            list.match_mode().as_str(),
+            if list.networks {
+                "networks"
+            } else {
+                list.match_mode().as_str()
+            },
             list.confidence.as_deref().unwrap_or("-"),
             list.kind.as_deref().unwrap_or("-"),
             if used_by.is_empty() {

@@ -5,12 +5,16 @@
 //! The verdict comes from the query path itself: the question goes through
 //! [`Pipeline::resolve`] (identify, local, decide, …) with an empty cache and no upstream, so
 //! what it prints is what the daemon does for the question itself. Names inside upstream
-//! answers (CNAME targets) are only known at query time and are not covered here.
+//! answers (CNAME targets) are only known at query time and are not covered here;
+//! asked about an address, it says which network list holds it and whether the profile
+//! blocks answers holding it (`block_networks`).
 
 use std::fmt;
 use std::future::ready;
 use std::net::IpAddr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use crate::cache::Cache;
 use crate::config::CacheSettings;
@@ -47,6 +51,17 @@ pub struct Hit {
     pub role: Role,
 }
 
+/// A network list holding the address asked about.
+#[derive(Debug)]
+pub struct NetworkHit {
+    /// The list's id.
+    pub list: String,
+    /// Its network that holds the address.
+    pub network: IpNet,
+    /// Whether the profile blocks answers into it.
+    pub blocks: bool,
+}
+
 /// What a profile does with a list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -71,6 +86,10 @@ pub struct Explanation {
     pub profile_blocks: Vec<String>,
     /// See `profile_blocks`.
     pub profile_allows: Vec<String>,
+    /// Ids of the network lists it blocks (`block_networks`).
+    pub profile_block_networks: Vec<String>,
+    /// When the name asked about is an address: each network list holding it.
+    pub networks: Vec<NetworkHit>,
     /// Every entry covering the name.
     pub hits: Vec<Hit>,
     /// An allow list of the profile that holds the name, if any.
@@ -134,7 +153,7 @@ pub fn explain(
             by: BlockedBy::Question,
         } => (
             Some(policy.list(list).id.clone()),
-            describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
+            describe_blocked_answer(question, profile.answer, policy.blocked_ttl(profile, list)),
         ),
         Outcome::Truncated => (
             None,
@@ -154,6 +173,8 @@ pub fn explain(
         profile: profile.name.clone(),
         profile_blocks: list_ids(&mut profile.block.iter()),
         profile_allows: list_ids(&mut profile.allow.iter()),
+        profile_block_networks: list_ids(&mut profile.block_networks.iter()),
+        networks: network_hits(policy, profile, question.name()),
         hits: hits(policy, profile, question.name()),
         allowed_by,
         blocked_by,
@@ -194,6 +215,22 @@ fn dry_run<'p>(policy: &'p Policy, query: &Query<'_>) -> Result<Resolution<'p>, 
     Ok(runtime.block_on(pipeline.resolve(policy, query)))
 }
 
+/// When `name` is an address, the network lists holding it: what the pipeline checks in the
+/// answers of a profile with `block_networks`.
+fn network_hits(policy: &Policy, profile: &Profile, name: &str) -> Vec<NetworkHit> {
+    let Ok(address) = name.parse::<IpAddr>() else {
+        return Vec::new();
+    };
+    policy
+        .networks_of(address)
+        .map(|(list, network)| NetworkHit {
+            list: policy.list(list).id.clone(),
+            network,
+            blocks: profile.block_networks.contains(list),
+        })
+        .collect()
+}
+
 fn hits(policy: &Policy, profile: &Profile, name: &str) -> Vec<Hit> {
     policy
         .matcher()
@@ -230,6 +267,28 @@ impl fmt::Display for Explanation {
         writeln!(f, "profile:  {}", self.profile)?;
         writeln!(f, "  blocks: {}", join_or_none(&self.profile_blocks))?;
         writeln!(f, "  allows: {}", join_or_none(&self.profile_allows))?;
+        if !self.profile_block_networks.is_empty() {
+            writeln!(
+                f,
+                "  blocks answers with an address in: {}",
+                self.profile_block_networks.join(", ")
+            )?;
+        }
+        for hit in &self.networks {
+            let verdict = if hit.blocks {
+                format!(
+                    "an answer holding it is BLOCKED by this profile, EDE 15 \"blocked by {}\"",
+                    hit.list
+                )
+            } else {
+                "not used by this profile".to_owned()
+            };
+            writeln!(
+                f,
+                "address:  {} is inside {} of {}: {verdict}",
+                self.name, hit.network, hit.list
+            )?;
+        }
         if self.hits.is_empty() {
             writeln!(f, "lists:    no list contains this name")?;
         } else {

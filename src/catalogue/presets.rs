@@ -22,6 +22,8 @@ pub struct Preset {
     pub block: &'static [&'static str],
     /// Ids of the bundled lists it allows (allow wins over block).
     pub allow: &'static [&'static str],
+    /// Ids of the bundled network lists whose addresses it blocks in answers.
+    pub block_networks: &'static [&'static str],
 }
 
 /// (name, block lists, allow lists) of every preset.
@@ -52,11 +54,42 @@ const PRESETS: &[(&str, &[&str], &[&str])] = &[
         &["meta-tracking-strict", "meta-ai", "meta-tracking"],
         &[],
     ),
+    // Per-app presets: an app's own names blocked, the kept apps' keep lists allowed (allow
+    // wins, so a name an app list shares with a kept app stays reachable).
+    (
+        "whatsapp-only",
+        &[
+            "app-facebook",
+            "app-instagram",
+            "app-messenger",
+            "app-threads",
+            "app-quest",
+            "app-meta-ai",
+            "meta-ai",
+            "meta-tracking",
+        ],
+        &["keep-whatsapp"],
+    ),
+    (
+        "no-instagram",
+        &["app-instagram", "app-threads", "meta-ai", "meta-tracking"],
+        &["keep-facebook", "keep-messenger", "keep-whatsapp"],
+    ),
 ];
+
+/// (preset, network lists): the presets whose answers into a network are blocked. Only
+/// `no-meta`: Meta's networks also serve every kept app.
+const NETWORK_PRESETS: &[(&str, &[&str])] = &[("no-meta", &["meta-networks"])];
 
 /// The preset profiles, in a stable order.
 pub fn presets() -> impl Iterator<Item = Preset> {
-    PRESETS
-        .iter()
-        .map(|&(name, block, allow)| Preset { name, block, allow })
+    PRESETS.iter().map(|&(name, block, allow)| Preset {
+        name,
+        block,
+        allow,
+        block_networks: NETWORK_PRESETS
+            .iter()
+            .find(|&&(preset, _)| preset == name)
+            .map_or(&[], |&(_, lists)| lists),
+    })
 }

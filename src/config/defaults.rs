@@ -110,6 +110,9 @@ pub fn presets() -> Vec<ProfileSettings> {
             name: preset.name.to_owned(),
             block: preset.block.iter().map(|&id| id.to_owned()).collect(),
             allow: preset.allow.iter().map(|&id| id.to_owned()).collect(),
+            block_networks: (preset.block_networks.iter())
+                .map(|&id| id.to_owned())
+                .collect(),
             answer: BlockAnswer::Null,
             blocked_ttl: BLOCKED_TTL,
             inspect_answers: true,
@@ -168,6 +171,7 @@ pub(super) fn bundled_lists() -> Vec<ListSettings> {
             id: id.to_owned(),
             source: ListSource::Bundled(id.to_owned()),
             match_mode: None,
+            blocked_ttl: None,
         })
         .collect()
 }

@@ -179,6 +179,9 @@ pub struct ListSettings {
     pub source: ListSource,
     /// How plain entries match; `None` means "as the list's header says, else subdomains".
     pub match_mode: Option<MatchMode>,
+    /// TTL of the answers this list blocks, over the profile's; `None` means "as the list's
+    /// header says, else the profile's".
+    pub blocked_ttl: Option<Duration>,
 }
 
 /// Where a list's text comes from.
@@ -227,6 +230,9 @@ pub struct ProfileSettings {
     pub block: Vec<String>,
     /// Ids of the lists whose names are never blocked (allow wins over block).
     pub allow: Vec<String>,
+    /// Ids of network lists: an upstream answer with an address inside one of their networks
+    /// is blocked (Meta's networks, for `no-meta`).
+    pub block_networks: Vec<String>,
     /// How blocked names are answered.
     pub answer: BlockAnswer,
     /// TTL of blocked answers.

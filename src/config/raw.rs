@@ -119,6 +119,8 @@ pub(super) struct RawList {
     /// `exact` or `subdomains`.
     #[serde(rename = "match")]
     pub match_mode: Option<Text>,
+    /// Humantime duration.
+    pub blocked_ttl: Option<Text>,
 }
 
 /// One `[[profile]]`.
@@ -127,12 +129,20 @@ pub(super) struct RawList {
 pub(super) struct RawProfile {
     /// Unique name.
     pub name: Text,
+    /// A preset or another profile this one starts from.
+    pub extends: Option<Text>,
+    /// List ids taken out of what the profile inherits (a kept app's keep list, say).
+    #[serde(default)]
+    pub remove: Vec<Text>,
     /// List ids to block.
     #[serde(default)]
     pub block: Vec<Text>,
     /// List ids to allow.
     #[serde(default)]
     pub allow: Vec<Text>,
+    /// Network list ids: answers with an address inside are blocked.
+    #[serde(default)]
+    pub block_networks: Vec<Text>,
     /// `null`, `nodata`, `nxdomain` or `refused`.
     pub answer: Option<Text>,
     /// Humantime duration.

@@ -44,6 +44,8 @@ pub enum BlockedBy {
     Question,
     /// A name inside the upstream answer (a CNAME or HTTPS/SVCB target).
     AnswerTarget,
+    /// An address of the upstream answer, inside a network the profile blocks.
+    AnswerAddress(IpAddr),
 }
 
 /// What the pipeline decided for one question.
@@ -248,8 +250,20 @@ impl Pipeline {
             let by = BlockedBy::AnswerTarget;
             return done(Outcome::Blocked { list, by }, true);
         }
-        // Another client could have been answered otherwise only if a list holds a name.
-        let listed = !lists.is_empty() || targets.iter().any(|lists| !lists.is_empty());
+        // inspect addresses: an answer into a network the profile blocks (Meta's, for
+        // `no-meta`), whatever name led there; an allowed name is answered as it is.
+        if let Some((list, address)) = (!profile.allows(lists))
+            .then(|| blocked_address(policy, profile, &entry))
+            .flatten()
+        {
+            let by = BlockedBy::AnswerAddress(address);
+            return done(Outcome::Blocked { list, by }, true);
+        }
+        // Another client could have been answered otherwise only if a list holds a name, or
+        // a profile checks the answer's addresses against its networks.
+        let listed = !lists.is_empty()
+            || targets.iter().any(|lists| !lists.is_empty())
+            || (identity.ecs.is_some() && in_a_network(policy, &entry));
         done(Outcome::Answered { entry, source }, listed)
     }
 
@@ -314,4 +328,27 @@ fn target_lists<'e>(policy: &Policy, entry: &'e Entry) -> std::borrow::Cow<'e, [
             .map(|name| policy.lists_containing(name))
             .collect()
     })
+}
+
+/// Whether an address of the cached answer is inside a network list (which some profile
+/// blocks), so that another client could get another answer.
+fn in_a_network(policy: &Policy, entry: &Entry) -> bool {
+    let addresses = entry.answer.addresses();
+    let lists = entry.address_lists(policy.generation(), || policy.networks_holding(addresses));
+    lists.iter().any(|lists| !lists.is_empty())
+}
+
+/// The first address of the cached answer inside a network `profile` blocks, with its list.
+/// The network lists of each address are kept with the entry, like the target masks.
+fn blocked_address(
+    policy: &Policy,
+    profile: &Profile,
+    entry: &Entry,
+) -> Option<(ListIndex, IpAddr)> {
+    if profile.block_networks.is_empty() {
+        return None;
+    }
+    let addresses = entry.answer.addresses();
+    let lists = entry.address_lists(policy.generation(), || policy.networks_holding(addresses));
+    profile.blocking_network(addresses, &lists)
 }

@@ -95,6 +95,7 @@ fn house(dir: &Path, block: &str, keep: &str, generation: u64) -> Policy {
             id: id.to_owned(),
             source: ListSource::File(path),
             match_mode: None,
+            blocked_ttl: None,
         }
     };
     settings.lists = vec![list("block", block), list("keep", keep)];
@@ -102,6 +103,7 @@ fn house(dir: &Path, block: &str, keep: &str, generation: u64) -> Policy {
         name: "house".to_owned(),
         block: vec!["block".to_owned()],
         allow: vec!["keep".to_owned()],
+        block_networks: Vec::new(),
         answer: BlockAnswer::Null,
         blocked_ttl: Duration::from_secs(10),
         inspect_answers: true,

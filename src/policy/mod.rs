@@ -9,11 +9,13 @@ mod compile;
 mod devices;
 pub mod mask;
 pub mod matcher;
+mod networks;
 mod profile;
 mod schedules;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -22,6 +24,7 @@ use jiff::civil::DateTime;
 pub use compile::{UNKNOWN_DEVICE, compile};
 pub use devices::{DeviceIndex, DeviceIndexMap};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
+pub use networks::NetworkSet;
 pub use profile::Profile;
 
 use crate::config::{ListSettings, ListSource, Window};
@@ -38,6 +41,8 @@ pub struct Policy {
     generation: u64,
     lists: Vec<ListInfo>,
     matcher: Matcher,
+    /// The networks of each network list (`block_networks`), by list.
+    networks: Vec<(ListIndex, NetworkSet)>,
     profiles: Vec<Profile>,
     devices: Vec<ConfiguredDevice>,
     /// Clients that match no device: the default profile.
@@ -66,6 +71,10 @@ pub struct ListInfo {
     pub source: ListSource,
     /// The match mode the config asked for, if any.
     pub configured_match: Option<MatchMode>,
+    /// Whether its lines are networks (a `block_networks` list) rather than names.
+    pub networks: bool,
+    /// `blocked_ttl` of its `[[list]]`, if any.
+    pub configured_blocked_ttl: Option<Duration>,
     /// The title, description, confidence and kind its header gives, if any.
     pub title: Option<String>,
     /// See `title`.
@@ -76,6 +85,8 @@ pub struct ListInfo {
     pub kind: Option<String>,
     /// The match mode its header gives, if any.
     pub header_match: Option<MatchMode>,
+    /// `# blocked_ttl:` of its header, if any.
+    pub header_blocked_ttl: Option<Duration>,
     /// Entries loaded.
     pub entries: usize,
     /// Lines skipped as invalid.
@@ -93,11 +104,14 @@ impl ListInfo {
             origin,
             source: settings.source.clone(),
             configured_match: settings.match_mode,
+            networks: false,
+            configured_blocked_ttl: settings.blocked_ttl,
             title: None,
             description: None,
             confidence: None,
             kind: None,
             header_match: None,
+            header_blocked_ttl: None,
             entries: 0,
             invalid_lines: 0,
             invalid_samples: Vec::new(),
@@ -111,6 +125,7 @@ impl ListInfo {
         self.confidence = report.header.confidence;
         self.kind = report.header.kind;
         self.header_match = report.header.match_mode;
+        self.header_blocked_ttl = report.header.blocked_ttl;
         self.entries = report.entries;
         self.invalid_lines = report.invalid_count;
         self.invalid_samples = report.invalid_samples;
@@ -121,6 +136,13 @@ impl ListInfo {
         self.configured_match
             .or(self.header_match)
             .unwrap_or(MatchMode::Subdomains)
+    }
+
+    /// The TTL of answers this list blocks, when it sets one: its `[[list]]`'s, else its
+    /// header's. It wins over the profile's, because the list knows how its names are retried
+    /// (WhatsApp retries blocked telemetry in a storm when the answer expires every 10 s).
+    pub fn blocked_ttl(&self) -> Option<Duration> {
+        self.configured_blocked_ttl.or(self.header_blocked_ttl)
     }
 }
 
@@ -222,9 +244,35 @@ impl Policy {
         self.matcher.lookup(name)
     }
 
+    /// For each of `addresses`, the network lists holding it (what the pipeline keeps with a
+    /// cached answer for the policy generation, as it does with the lists of its names).
+    pub fn networks_holding(&self, addresses: &[IpAddr]) -> Box<[ListMask]> {
+        addresses
+            .iter()
+            .map(|&address| {
+                self.networks_of(address)
+                    .map(|(list, _)| list)
+                    .collect::<ListMask>()
+            })
+            .collect()
+    }
+
+    /// Each network list holding `address`, with the network that does.
+    pub fn networks_of(&self, address: IpAddr) -> impl Iterator<Item = (ListIndex, IpNet)> + '_ {
+        self.networks
+            .iter()
+            .filter_map(move |(list, set)| Some((*list, set.network_of(address)?)))
+    }
+
     /// The list at `index`.
     pub fn list(&self, index: ListIndex) -> &ListInfo {
         &self.lists[usize::from(index)]
+    }
+
+    /// The TTL of an answer `profile` blocks because of `list`: the list's own when it sets one
+    /// ([`ListInfo::blocked_ttl`]), else the profile's.
+    pub fn blocked_ttl(&self, profile: &Profile, list: ListIndex) -> Duration {
+        self.list(list).blocked_ttl().unwrap_or(profile.blocked_ttl)
     }
 
     /// Every list, by index.

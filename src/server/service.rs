@@ -207,13 +207,13 @@ fn write_resolution(
     let ede = outcome.ede(policy, &why);
     let code = |rcode, truncate| write_code(&echo, rcode, ede, truncate, transport);
     match outcome {
-        Outcome::Blocked { .. } => {
+        Outcome::Blocked { list, .. } => {
             let profile = resolution.identity.profile;
             write_blocked(
                 &echo,
                 &request.question,
                 profile.answer,
-                profile.blocked_ttl,
+                policy.blocked_ttl(profile, *list),
                 ede,
                 transport,
             )

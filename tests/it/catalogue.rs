@@ -19,10 +19,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use crate::common::*;
+use ipnet::IpNet;
 use metasink::catalogue::{DEFAULT_PROFILE, bundled_ids, bundled_text};
 use metasink::config::presets;
 use metasink::lists::MatchMode;
-use metasink::lists::parse::{EntryScope, ListHeader, ParseReport, parse_line, parse_list};
+use metasink::lists::parse::{
+    EntryScope, ListHeader, ListParser, ParseReport, parse_line, parse_list,
+};
+use metasink::policy::NetworkSet;
 
 // ---------------------------------------------------------------------------------------------
 // The catalogue as the tests see it
@@ -43,11 +47,28 @@ const META_LISTS: &[&str] = &[
     "keep-whatsapp",
     "keep-quest",
     "keep-glasses",
+    "quest-telemetry-unverified",
+    "app-facebook",
+    "app-instagram",
+    "app-messenger",
+    "app-threads",
+    "app-whatsapp",
+    "app-quest",
+    "app-meta-ai",
 ];
 
-/// `all-meta` itself, and the brand/typo and open-source registrations that need not lie inside
-/// it. Every bundled list is in [`META_LISTS`] or here.
-const OUTSIDE_META_LISTS: &[&str] = &["all-meta", "all-meta-brands", "meta-oss-sites"];
+/// `all-meta` itself, the brand/typo and open-source registrations that need not lie inside
+/// it, and the network lists (addresses, not names). Every bundled list is in [`META_LISTS`] or
+/// here.
+const OUTSIDE_META_LISTS: &[&str] = &[
+    "all-meta",
+    "all-meta-brands",
+    "meta-oss-sites",
+    "meta-networks",
+];
+
+/// The lists of networks (`# kind: networks`): read as addresses and CIDR networks.
+const NETWORK_LISTS: &[&str] = &["meta-networks"];
 
 /// The only non-Meta name in the catalogue: Google's captive-portal check, allowed (exactly) in
 /// this list, because a Quest says "no internet" without it.
@@ -132,6 +153,15 @@ struct BundledList {
 impl BundledList {
     fn read(id: &'static str) -> Self {
         let text = bundled_text(id).unwrap_or_else(|| panic!("`{id}` is not a bundled list"));
+        if NETWORK_LISTS.contains(&id) {
+            let (report, _) = read_networks(text);
+            return Self {
+                id,
+                text,
+                report,
+                rules: Vec::new(),
+            };
+        }
         let report = parse_list(text, |_| {});
         let plain_covers_subdomains =
             report.header.match_mode.unwrap_or(MatchMode::Subdomains) == MatchMode::Subdomains;
@@ -164,6 +194,26 @@ impl BundledList {
         &self.report.header
     }
 
+    /// (line number counting from 1, line) of every line holding an entry. In a network list
+    /// every line that is not blank or a comment is one (the parsing test checks it is valid).
+    fn entry_lines(&self) -> Vec<(usize, &'static str)> {
+        let network_list = NETWORK_LISTS.contains(&self.id);
+        entry_text(self.text)
+            .lines()
+            .enumerate()
+            .filter(|&(_, line)| {
+                if network_list {
+                    let line = line.trim();
+                    return !line.is_empty() && !line.starts_with('#');
+                }
+                let mut found = false;
+                let _ = parse_line(line, |_| found = true);
+                found
+            })
+            .map(|(index, line)| (index + 1, line))
+            .collect()
+    }
+
     fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.rules.iter().map(|(_, rule)| rule)
     }
@@ -172,6 +222,16 @@ impl BundledList {
     fn covers(&self, name: &str) -> bool {
         self.rules().any(|rule| rule.covers(name))
     }
+}
+
+/// The report of a network list and its networks, the way the daemon reads them.
+fn read_networks(text: &str) -> (ParseReport, Vec<IpNet>) {
+    let mut networks = Vec::new();
+    let mut parser = ListParser::default();
+    for line in text.lines() {
+        parser.feed_network(line, |network| networks.push(network));
+    }
+    (parser.finish(), networks)
 }
 
 /// The text without a byte-order mark, the way `parse_list` reads it.
@@ -243,11 +303,15 @@ fn every_bundled_list_parses_cleanly_with_a_complete_header() {
             failures.push(format!("{id}: no entries"));
         }
         // The per-line reading used by the other tests sees what the parser sees.
-        if list.rules.len() != report.entries {
+        let read_line_by_line = if NETWORK_LISTS.contains(&id) {
+            list.entry_lines().len()
+        } else {
+            list.rules.len()
+        };
+        if read_line_by_line != report.entries {
             failures.push(format!(
-                "{id}: {} entries read line by line, {} by parse_list",
-                list.rules.len(),
-                report.entries
+                "{id}: {} entries read line by line, {} by the parser",
+                read_line_by_line, report.entries
             ));
         }
         let header = list.header();
@@ -262,7 +326,8 @@ fn every_bundled_list_parses_cleanly_with_a_complete_header() {
                 failures.push(format!("{id}: no `# {field}:` in the header"));
             }
         }
-        if header.match_mode.is_none() {
+        let network_list = NETWORK_LISTS.contains(&id);
+        if header.match_mode.is_none() && !network_list {
             failures.push(format!("{id}: no `# match:` in the header"));
         }
         match header.confidence.as_deref() {
@@ -271,10 +336,11 @@ fn every_bundled_list_parses_cleanly_with_a_complete_header() {
                 "{id}: header confidence {other:?}, expected one of {CONFIDENCE_WORDS:?}"
             )),
         }
-        match header.kind.as_deref() {
-            Some("block" | "allow") => {}
-            other => failures.push(format!(
-                "{id}: header kind {other:?}, expected block or allow"
+        match (header.kind.as_deref(), network_list) {
+            (Some("block" | "allow"), false) | (Some("networks"), true) => {}
+            (other, _) => failures.push(format!(
+                "{id}: header kind {other:?}, expected block or allow for names, networks for \
+                 the lists in NETWORK_LISTS"
             )),
         }
     }
@@ -304,27 +370,257 @@ fn every_entry_line_cites_its_evidence() {
     let mut failures = Vec::new();
     let mut entry_lines = 0;
     for list in catalogue() {
-        for (index, line) in entry_text(list.text).lines().enumerate() {
-            let mut has_entry = false;
-            let _ = parse_line(line, |_| has_entry = true);
-            if !has_entry {
-                continue;
-            }
+        for (line_number, line) in list.entry_lines() {
             entry_lines += 1;
             let evidence = inline_comment(line)
                 .and_then(|comment| comment.strip_prefix("# evidence:"))
                 .map(str::trim);
             if evidence.is_none_or(str::is_empty) {
                 failures.push(format!(
-                    "{}:{}: no inline `# evidence: ...` comment: {line}",
-                    list.id,
-                    index + 1
+                    "{}:{line_number}: no inline `# evidence: ...` comment: {line}",
+                    list.id
                 ));
             }
         }
     }
     assert!(entry_lines > 0, "no entry lines found");
     assert_no_failures(&failures, "entry lines without evidence");
+}
+
+/// The evidence part of an entry line: its inline comment after `# evidence:`, up to the first
+/// `; breaks:` / `; needed for:` / `; confidence:` that follows.
+fn evidence_of(line: &str) -> Option<&str> {
+    let evidence = inline_comment(line)?.strip_prefix("# evidence:")?;
+    let end = ["; breaks:", "; needed for:", "; confidence:"]
+        .iter()
+        .filter_map(|marker| evidence.find(marker))
+        .min()
+        .unwrap_or(evidence.len());
+    Some(evidence[..end].trim())
+}
+
+/// The words of `text`, split on whitespace and on the punctuation that surrounds a reference.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '"' | '\''))
+        .map(|word| word.trim_end_matches([':', '.']))
+        .filter(|word| !word.is_empty())
+}
+
+/// `owner/name`, the way GitHub spells a repository.
+fn is_repository(word: &str) -> bool {
+    let mut parts = word.split('/');
+    let (Some(owner), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    valid(owner)
+        && valid(name)
+        && owner
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+/// A file in a repository: a word with a file extension (`android-tracking.txt`,
+/// `services/facebook.yml`, `ServerProtocol.kt`).
+fn is_file_path(word: &str) -> bool {
+    word.rsplit_once('.').is_some_and(|(stem, ext)| {
+        !stem.is_empty()
+            && [
+                "txt", "yml", "yaml", "go", "kt", "py", "cpp", "md", "json", "tld", "js", "conf",
+            ]
+            .contains(&ext)
+    })
+}
+
+/// `name#123`: an issue or pull request of a repository the list names.
+fn is_issue_reference(word: &str) -> bool {
+    word.split_once('#').is_some_and(|(repo, number)| {
+        !repo.is_empty() && !number.is_empty() && number.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+/// What a list's header declares a reader can follow: the files it names next to their
+/// repository (`Perflyst/PiHoleBlocklist android-tracking.txt at <commit>`) and the source
+/// keys it defines (`BM = Bundy01/meta-blocklists manual-domains at <commit>`): one to three
+/// capitals or digits.
+#[derive(Default)]
+struct DeclaredSources {
+    files: BTreeSet<String>,
+    keys: BTreeSet<String>,
+}
+
+impl DeclaredSources {
+    fn of(text: &str) -> Self {
+        let mut declared = Self::default();
+        for line in entry_text(text)
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+        {
+            let words: Vec<&str> = words(line).collect();
+            // Every file a header names next to an `owner/name` counts as declared.
+            for (at, word) in words.iter().enumerate() {
+                if !is_repository(word) {
+                    continue;
+                }
+                for next in &words[at + 1..] {
+                    if is_repository(next) {
+                        break;
+                    }
+                    if is_file_path(next) || next.contains('/') {
+                        declared.files.insert((*next).to_owned());
+                        if let Some((_, base)) = next.rsplit_once('/') {
+                            declared.files.insert(base.to_owned());
+                        }
+                    }
+                }
+            }
+            // `KEY = owner/name ...`: a source key.
+            for window in words.windows(3) {
+                let [key, "=", repo] = window else { continue };
+                if (1..=3).contains(&key.len())
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                    && is_repository(repo)
+                {
+                    declared.keys.insert((*key).to_owned());
+                }
+            }
+        }
+        declared
+    }
+
+    /// Whether `evidence` names at least one source a reader can follow: an address, an issue
+    /// number, a repository with a path, or a file or source key this header declares.
+    fn followable(&self, evidence: &str) -> bool {
+        if evidence.contains("https://") || evidence.contains("http://") {
+            return true;
+        }
+        let words: Vec<&str> = words(evidence).collect();
+        words.iter().enumerate().any(|(at, word)| {
+            is_issue_reference(word)
+                || self.keys.contains(*word)
+                || self.files.contains(*word)
+                || (is_repository(word)
+                    && words
+                        .get(at + 1)
+                        .is_some_and(|next| is_file_path(next) || next.contains('/')))
+        })
+    }
+}
+
+#[test]
+fn followable_sources_are_told_apart_from_vague_ones() {
+    let header = "# Sources - A = AdguardTeam/HostlistsRegistry services/facebook.yml;\n\
+                  #   1P = badmojr/1Hosts Pro/domains.txt at 907973d3\n\
+                  #   Perflyst/PiHoleBlocklist android-tracking.txt at 88546cfa\n";
+    let declared = DeclaredSources::of(header);
+    for good in [
+        "A",
+        "1P, A",
+        "hagezi#4422",
+        "Perflyst android-tracking.txt comment",
+        "https://developers.facebook.com/docs/meta-pixel/",
+        "facebook/facebook-android-sdk facebook-core/src/main/java/ServerProtocol.kt",
+    ] {
+        assert!(declared.followable(good), "{good:?} should be followable");
+    }
+    for vague in [
+        "public code",
+        "research section 7 WhatsApp keep set",
+        "decompiled Meta app enum (public code, research section 1)",
+        "B",
+        "AB",
+        "hagezi META tracker set",
+    ] {
+        assert!(
+            !declared.followable(vague),
+            "{vague:?} should not be followable"
+        );
+    }
+}
+
+#[test]
+fn every_entry_names_a_followable_source() {
+    let mut failures = Vec::new();
+    for list in catalogue() {
+        let declared = DeclaredSources::of(list.text);
+        for (line_number, line) in list.entry_lines() {
+            // A missing `# evidence:` is `every_entry_line_cites_its_evidence`'s to report.
+            let Some(evidence) = evidence_of(line) else {
+                continue;
+            };
+            if !declared.followable(evidence) {
+                failures.push(format!("{}:{line_number}: {evidence}", list.id));
+            }
+        }
+    }
+    assert_no_failures(
+        &failures,
+        "entries whose evidence names no source a reader can follow (an address, an issue \
+         number, a repository and path, or a file or source key the header declares)",
+    );
+}
+
+#[test]
+fn network_lists_never_cover_the_house_or_the_tests() {
+    // Private, loopback, link-local, documentation and unspecified addresses: a network list
+    // holding one would block local answers (and the test upstreams).
+    let local: Vec<IpAddr> = [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.1.1",
+        "192.0.2.77",
+        "198.51.100.9",
+        "0.0.0.0",
+        "::1",
+        "::",
+        "fd00::1",
+        "fe80::1",
+        "2001:db8::1",
+    ]
+    .map(|text| text.parse().expect("address"))
+    .to_vec();
+    let mut all = Vec::new();
+    for &id in NETWORK_LISTS {
+        let (_, networks) = read_networks(bundled_text(id).expect("bundled"));
+        assert!(!networks.is_empty(), "{id} holds no network");
+        for network in &networks {
+            for address in &local {
+                assert!(
+                    !network.contains(address),
+                    "{id}: {network} holds {address}"
+                );
+            }
+            assert!(
+                network.prefix_len() >= 8,
+                "{id}: {network} is wider than a /8"
+            );
+        }
+        all.extend(networks);
+    }
+    // The snapshot holds the addresses Meta's edges answer from (www.facebook.com's
+    // star-mini.c10r.facebook.com, WhatsApp's and the IPv6 face:b00c addresses).
+    let set = NetworkSet::new(all);
+    for edge in [
+        "157.240.1.35",
+        "31.13.72.36",
+        "2a03:2880:f12d:83:face:b00c:0:25de",
+    ] {
+        let address: IpAddr = edge.parse().expect("address");
+        assert!(
+            set.network_of(address).is_some(),
+            "{edge} is not in Meta's networks"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,6 +781,8 @@ const PRESET_DEVICES: &[(&str, Ipv4Addr)] = &[
     ("glasses-phone", Ipv4Addr::new(127, 0, 0, 12)),
     ("no-meta", Ipv4Addr::new(127, 0, 0, 13)),
     ("strict", Ipv4Addr::new(127, 0, 0, 14)),
+    ("whatsapp-only", Ipv4Addr::new(127, 0, 0, 15)),
+    ("no-instagram", Ipv4Addr::new(127, 0, 0, 16)),
 ];
 
 /// The keep lists a household is promised for each preset that keeps an app.
@@ -502,6 +800,11 @@ const KEPT_APPS: &[(&str, &[&str])] = &[
     (
         "glasses-phone",
         &["keep-glasses", "keep-whatsapp", "keep-instagram"],
+    ),
+    ("whatsapp-only", &["keep-whatsapp"]),
+    (
+        "no-instagram",
+        &["keep-facebook", "keep-messenger", "keep-whatsapp"],
     ),
 ];
 
@@ -670,8 +973,14 @@ async fn presets_that_keep_an_app_resolve_every_kept_name() {
 async fn presets_that_keep_an_app_reach_the_shared_edges_behind_a_cname() {
     let (_upstream, daemon) = start_house().await;
     let mut failures = Vec::new();
-    for &(preset, _) in KEPT_APPS {
+    for &(preset, keep_ids) in KEPT_APPS {
+        let keep: Vec<BundledList> = keep_ids.iter().map(|&id| BundledList::read(id)).collect();
         for (index, edge) in SHARED_EDGES.iter().enumerate() {
+            // An edge of an app the preset drops (Instagram's for `whatsapp-only`) may be
+            // blocked; every edge a kept app's keep list names must not be.
+            if !keep.iter().any(|list| list.covers(edge)) {
+                continue;
+            }
             let alias = edge_alias(index);
             let reply = ask(&daemon, preset, &alias, RecordType::A).await;
             let problem = unless_answered_with(&reply, EDGE_ADDR)
@@ -752,6 +1061,37 @@ async fn meta_apps_blocks_meta_ai_and_the_pixel_but_keeps_facebook() {
     assert_eq!(upstream.queries_for("www.meta.ai", RecordType::A), 0);
     assert_eq!(upstream.queries_for(PIXEL_HOST, RecordType::A), 0);
     assert_eq!(upstream.queries_for("www.facebook.com", RecordType::A), 1);
+}
+
+#[tokio::test]
+async fn lists_that_are_retried_in_a_storm_answer_blocked_names_for_an_hour() {
+    let (_upstream, daemon) = start_house().await;
+    // (preset, name, list that blocks it, TTL of the blocked answer)
+    let cases: &[(&str, &str, &str, u32)] = &[
+        (
+            "meta-apps",
+            "privatestats.whatsapp.net",
+            "meta-tracking",
+            3600,
+        ),
+        ("strict", "dit.whatsapp.net", "meta-tracking-strict", 3600),
+        ("whatsapp-only", "www.facebook.com", "app-facebook", 10),
+        ("meta-apps", "www.meta.ai", "meta-ai", 10),
+    ];
+    let mut failures = Vec::new();
+    for &(preset, name, list, ttl) in cases {
+        let header_ttl = BundledList::read(id_of(list)).header().blocked_ttl;
+        let reply = ask(&daemon, preset, name, RecordType::A).await;
+        let problem = unless_blocked_by(&reply, &[list])
+            .or_else(|| (min_answer_ttl(&reply) != Some(ttl)).then(|| summary(&reply)));
+        if let Some(got) = problem {
+            failures.push(format!(
+                "{preset}: {name} (list {list}, header blocked_ttl {header_ttl:?}): expected TTL {ttl}, got {got} with TTL {:?}",
+                min_answer_ttl(&reply)
+            ));
+        }
+    }
+    assert_no_failures(&failures, "blocked answers with the wrong TTL");
 }
 
 #[tokio::test]

@@ -136,6 +136,37 @@ fn lists_prints_the_catalogue_with_the_presets_that_use_each_list() {
     );
 }
 
+#[test]
+fn lists_shows_the_per_app_lists_with_the_presets_that_use_them() {
+    let output = metasink(&["lists"]);
+    assert!(output.status.success());
+    let stdout = text(&output.stdout);
+    let row = |id: &str| {
+        stdout
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no {id} row in\n{stdout}"))
+            .to_owned()
+    };
+    for (id, presets) in [
+        ("app-instagram", &["whatsapp-only", "no-instagram"][..]),
+        ("app-facebook", &["whatsapp-only"][..]),
+        (
+            "keep-whatsapp",
+            &["whatsapp-only", "no-instagram", "meta-apps"][..],
+        ),
+    ] {
+        let line = row(id);
+        for preset in presets {
+            assert!(line.contains(preset), "{id} used by {preset}: {line}");
+        }
+    }
+    for opt_in in ["app-whatsapp", "quest-telemetry-unverified"] {
+        let line = row(opt_in);
+        assert!(line.contains(" - "), "{opt_in} is in no preset: {line}");
+    }
+}
+
 #[tokio::test]
 async fn run_serves_until_sigterm_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();

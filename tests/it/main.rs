@@ -16,6 +16,7 @@ mod harness_selftest;
 mod http_listener;
 mod install;
 mod metrics;
+mod networks;
 mod reload;
 mod transport;
 mod upstream_failure;
