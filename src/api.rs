@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, HOST};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,13 +39,15 @@ use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::http::overrides::{self, OverridesApi};
+use crate::http::{authorize, error};
 use crate::metrics::Metrics;
+use crate::overrides::OverrideStore;
 use crate::policy::PolicyHandle;
 use crate::refresh::Refresher;
 use crate::reload::Reloader;
@@ -76,19 +78,28 @@ pub struct ApiState {
     /// `server.http_hosts`: names `Host` may carry besides the listener's own addresses and
     /// `localhost`.
     pub http_hosts: Arc<[String]>,
+    /// The household's overrides.
+    pub overrides: Arc<OverrideStore>,
 }
 
 /// The routes.
 pub fn router(state: ApiState) -> Router {
     let hosts = state.http_hosts.clone();
+    let overrides = overrides::router(OverridesApi {
+        overrides: state.overrides.clone(),
+        policy: state.policy.clone(),
+        api_token: state.api_token.clone(),
+    });
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/reload", post(reload))
         .route("/api/lists/refresh", post(refresh_lists))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(hosts, check_host))
         .with_state(state)
+        .merge(overrides)
+        // Last, so it guards every route merged above.
+        .layer(middleware::from_fn_with_state(hosts, check_host))
 }
 
 /// The address a request's connection was accepted on (a request extension).
@@ -258,47 +269,6 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     }))
 }
 
-/// A JSON error response.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-/// Why a state-changing request was turned away.
-enum Denied {
-    /// No token is configured: the endpoints are off.
-    Off,
-    /// The request's token is missing or wrong.
-    BadToken,
-}
-
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Off => error(
-                StatusCode::FORBIDDEN,
-                "state-changing endpoints are off: set server.api_token",
-            ),
-            Self::BadToken => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
-        }
-    }
-}
-
-/// Lets a state-changing request through only with the configured bearer token.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Denied> {
-    let expected = state.api_token.as_ref().ok_or(Denied::Off)?;
-    let given = headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant-time, so the comparison does not tell an attacker how much of a guess was right.
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(Denied::BadToken)
-    }
-}
-
 /// Runs the state change `work` on its own task and waits for it.
 ///
 /// hyper drops a handler's future when the client's connection closes. Dropped halfway, a
@@ -322,8 +292,8 @@ async fn run_to_completion<T: Send + 'static>(
 
 /// `POST /api/reload`: re-read the config and every list, as SIGHUP does.
 async fn reload(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
+    if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
+        return denied;
     }
     let reloader = state.reloader.clone();
     let outcome = run_to_completion(async move { reloader.reload_config().await }).await;
@@ -349,8 +319,8 @@ async fn refresh_lists(
     headers: HeaderMap,
     params: Result<Query<RefreshParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
+    if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
+        return denied;
     }
     let Ok(Query(params)) = params else {
         return error(StatusCode::BAD_REQUEST, "the only parameter is list=ID");

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::dns::Upstreams;
 use crate::fd_budget::FdBudget;
 use crate::metrics::Metrics;
+use crate::overrides::OverrideStore;
 use crate::permissions;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
@@ -69,7 +70,11 @@ impl Daemon {
             tracing::warn!("no upstream configured: every name that is not blocked gets SERVFAIL");
         }
         let cache = Cache::new(&settings.cache, metrics.cache());
-        let pipeline = Pipeline::new(cache, upstreams);
+        let overrides = Arc::new(OverrideStore::open(
+            &settings.server.state_dir,
+            metrics.overrides_active(),
+        ));
+        let pipeline = Pipeline::new(cache, upstreams).with_overrides(overrides.clone());
         let admission = Admission::new(&settings.admission);
         let service = DnsService::new(
             policy.clone(),
@@ -93,6 +98,7 @@ impl Daemon {
             refresher: refresher.clone(),
             api_token: settings.server.api_token.as_deref().map(Arc::from),
             http_hosts: settings.server.http_hosts.clone().into(),
+            overrides: overrides.clone(),
         });
         let http_shutdown = CancellationToken::new();
         let http_slots = Slots::new(budget.http_connections);
@@ -104,7 +110,7 @@ impl Daemon {
         ));
         let background = CancellationToken::new();
         let refresh_task = tokio::spawn(refresher.clone().run(background.clone()));
-        tokio::spawn(keep_time(policy.clone(), background.clone()));
+        tokio::spawn(keep_time(policy.clone(), overrides, background.clone()));
         Ok(Self {
             dns,
             http_addr,
@@ -381,15 +387,19 @@ mod watchdog_tests {
 
 /// Once a second, puts in force the profile each device's schedule gives it at the local time
 /// (the system time zone, read again each time, so a daylight saving change or a new TZ is
-/// followed). A tick is one clock read and a few atomic stores; queries never read the clock
-/// for this.
-async fn keep_time(policy: PolicyHandle, stop: CancellationToken) {
+/// followed), and drops the overrides that have ended. A tick is a clock read and a few atomic
+/// stores; queries never read the clock for schedules.
+async fn keep_time(policy: PolicyHandle, overrides: Arc<OverrideStore>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => policy.load().apply_schedules(jiff::ZonedDateTime::now().datetime()),
+            _ = ticks.tick() => {
+                let now = jiff::ZonedDateTime::now();
+                policy.load().apply_schedules(now.datetime());
+                overrides.sweep(now.timestamp());
+            }
         }
     }
 }

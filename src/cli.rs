@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -12,6 +13,7 @@ use crate::config::{self, ListSource, Settings};
 use crate::dns::Question;
 use crate::explain::{Viewpoint, explain};
 use crate::metrics::Metrics;
+use crate::overrides::OverrideStore;
 use crate::policy::{self, Policy};
 use crate::{app, catalogue, permissions, port_owner};
 
@@ -208,6 +210,15 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             device.profile,
             addresses.join(", ")
         );
+        for window in &device.schedule {
+            println!("             schedule: {window}");
+        }
+        if !device.schedule.is_empty() {
+            let now = (policy.devices())
+                .find(|known| known.name == device.name)
+                .map_or("?", |known| policy.profile_of(known).name.as_str());
+            println!("             profile now: {now}");
+        }
     }
     // Port 53 held by another resolver is the classic first-run failure: name the holder.
     let mut failed = false;
@@ -257,7 +268,13 @@ fn explain_command(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         (None, None) => Viewpoint::Profile(settings.default_profile.clone()),
     };
     let question = Question::parse(&args.name, &args.qtype).map_err(anyhow::Error::msg)?;
-    let explanation = explain(&policy, &viewpoint, &question).map_err(anyhow::Error::msg)?;
+    // The overrides the daemon keeps in its state_dir, so what is printed is what it does.
+    let overrides = OverrideStore::open(
+        &settings.server.state_dir,
+        Metrics::new().overrides_active(),
+    );
+    let explanation =
+        explain(&policy, Arc::new(overrides), &viewpoint, &question).map_err(anyhow::Error::msg)?;
     println!("{explanation}");
     Ok(ExitCode::SUCCESS)
 }

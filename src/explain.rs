@@ -12,17 +12,20 @@
 use std::fmt;
 use std::future::ready;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
 use crate::cache::Cache;
 use crate::config::CacheSettings;
+use crate::config::schedule::{next_change, window_at};
 use crate::dns::{
     Forward, Forwarding, Question, Transport, UpstreamError, describe_blocked_answer,
 };
 use crate::metrics::Metrics;
 use crate::net::ForwardedClient;
+use crate::overrides::OverrideStore;
 use crate::pipeline::{Asker, BlockedBy, Outcome, Pipeline, Query, Resolution};
 use crate::policy::matcher::Scope;
 use crate::policy::{ListIndex, Policy, Profile};
@@ -96,13 +99,18 @@ pub struct Explanation {
     pub allowed_by: Option<String>,
     /// The list that blocks the name, if any.
     pub blocked_by: Option<String>,
+    /// The override that decides it, if one does (which, what, until when).
+    pub overridden_by: Option<String>,
+    /// For a device with a schedule: which window is in force and until when.
+    pub schedule: Option<String>,
     /// The answer the daemon gives.
     pub answer: String,
 }
 
-/// Explains `question` from `viewpoint` under `policy`.
+/// Explains `question` from `viewpoint` under `policy` and `overrides`.
 pub fn explain(
     policy: &Policy,
+    overrides: Arc<OverrideStore>,
     viewpoint: &Viewpoint,
     question: &Question,
 ) -> Result<Explanation, String> {
@@ -129,7 +137,7 @@ pub fn explain(
         // What most clients use; ANY is answered over TCP only.
         transport: Transport::Udp,
     };
-    let resolution = dry_run(policy, &query)?;
+    let resolution = dry_run(policy, overrides, &query)?;
     let profile = resolution.identity.profile;
     let client = match viewpoint {
         Viewpoint::Client(address) => {
@@ -147,7 +155,15 @@ pub fn explain(
         .and(profile.allow)
         .first()
         .map(|index| policy.list(index).id.clone());
+    let schedule = client
+        .as_ref()
+        .and_then(|(_, device)| device.as_deref())
+        .and_then(|device| schedule_now(policy, device));
     let (blocked_by, answer) = match resolution.outcome {
+        Outcome::BlockedByOverride(decision) => (
+            Some(decision.to_string()),
+            describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
+        ),
         Outcome::Blocked {
             list,
             by: BlockedBy::Question,
@@ -178,7 +194,32 @@ pub fn explain(
         hits: hits(policy, profile, question.name()),
         allowed_by,
         blocked_by,
+        overridden_by: resolution.overridden.map(|decision| decision.to_string()),
+        schedule,
         answer,
+    })
+}
+
+/// Which window of `device`'s schedule is in force now and until when, in words; `None` for a
+/// device without a schedule.
+fn schedule_now(policy: &Policy, device: &str) -> Option<String> {
+    let windows = policy.schedule_of(device);
+    if windows.is_empty() {
+        return None;
+    }
+    let now = jiff::ZonedDateTime::now().datetime();
+    let until = next_change(windows, now).map_or_else(
+        || "for the whole week".to_owned(),
+        |time| format!("until {time}"),
+    );
+    Some(match window_at(windows, now) {
+        Some(index) => format!("window {index} ({}) applies {until}", windows[index]),
+        None => {
+            let own = policy
+                .own_profile_of(device)
+                .map_or("?", |p| p.name.as_str());
+            format!("no window applies: its own profile {own} {until}")
+        }
     })
 }
 
@@ -201,13 +242,18 @@ impl Forward for Nowhere {
 }
 
 /// Runs `query` through the query path with no cache and no upstream.
-fn dry_run<'p>(policy: &'p Policy, query: &Query<'_>) -> Result<Resolution<'p>, String> {
+fn dry_run<'p>(
+    policy: &'p Policy,
+    overrides: Arc<OverrideStore>,
+    query: &Query<'_>,
+) -> Result<Resolution<'p>, String> {
     let settings = CacheSettings {
         size: 0,
         min_ttl: Duration::ZERO,
         max_ttl: Duration::ZERO,
     };
-    let pipeline = Pipeline::new(Cache::new(&settings, Metrics::new().cache()), Nowhere);
+    let pipeline = Pipeline::new(Cache::new(&settings, Metrics::new().cache()), Nowhere)
+        .with_overrides(overrides);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -315,9 +361,13 @@ impl fmt::Display for Explanation {
             Some(allow) => writeln!(f, "allow:    {allow} overrides any block")?,
             None => writeln!(f, "allow:    no allow list of this profile holds it")?,
         }
-        match &self.blocked_by {
-            Some(list) => writeln!(f, "verdict:  BLOCKED by {list}")?,
-            None => writeln!(f, "verdict:  not blocked")?,
+        if let Some(schedule) = &self.schedule {
+            writeln!(f, "schedule: {schedule}")?;
+        }
+        match (&self.blocked_by, &self.overridden_by) {
+            (Some(by), _) => writeln!(f, "verdict:  BLOCKED by {by}")?,
+            (None, Some(by)) => writeln!(f, "verdict:  not blocked: {by} decides it")?,
+            (None, None) => writeln!(f, "verdict:  not blocked")?,
         }
         write!(f, "answer:   {}", self.answer)?;
         if let Some(list) = &self.blocked_by {

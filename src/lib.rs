@@ -59,6 +59,7 @@ pub mod config;
 pub mod dns;
 pub mod explain;
 pub mod fd_budget;
+pub mod http;
 pub mod lists;
 pub mod memory;
 pub mod metrics;

@@ -58,6 +58,16 @@ pub const LIST_REFRESH_ERRORS_TOTAL: &str = "metasink_list_refresh_errors_total"
 pub const LIST_BYTES: &str = "metasink_list_bytes";
 /// Time from receiving a query to having its answer, by result.
 pub const REQUEST_DURATION_SECONDS: &str = "metasink_request_duration_seconds";
+/// Queries an override decided, by device, profile and the override's kind.
+pub const OVERRIDE_DECISIONS_TOTAL: &str = "metasink_override_decisions_total";
+/// Overrides in force, by kind.
+pub const OVERRIDES_ACTIVE: &str = "metasink_overrides_active";
+/// 1 for the profile each device has right now (its schedule's, else its own), 0 for the
+/// other profiles its schedule can give it.
+pub const DEVICE_PROFILE: &str = "metasink_device_profile";
+
+/// The kinds of override: the `kind` label of the override metrics.
+pub const OVERRIDE_KINDS: [&str; 3] = ["pause", "allow", "block"];
 /// Always 1; the version is a label.
 pub const BUILD_INFO: &str = "metasink_build_info";
 /// Queries refused because the client is not in `server.allow_from`.
@@ -140,12 +150,18 @@ pub struct Metrics {
     list_bytes: IntGaugeVec,
     refused: IntCounter,
     rate_limited: IntCounter,
+    override_decisions: IntCounterVec,
+    overrides_active: IntGaugeVec,
+    device_profile: IntGaugeVec,
 }
 
-/// Per-client handles: one counter per (query type, result), one per blocking list.
+/// Per-client handles: one counter per (query type, result), one per blocking list, one per
+/// kind of override, and whether this (device, profile) pair is the one in force.
 pub struct ClientCounters {
     queries: Vec<[IntCounter; QueryResult::ALL.len()]>,
     blocked: Vec<Option<IntCounter>>,
+    overrides: [IntCounter; OVERRIDE_KINDS.len()],
+    in_force: IntGauge,
 }
 
 impl ClientCounters {
@@ -171,6 +187,17 @@ impl ClientCounters {
         if let Some(Some(counter)) = self.blocked.get(list_index) {
             counter.inc();
         }
+    }
+    /// Counts one query an override of `kind` (one of [`OVERRIDE_KINDS`]) decided.
+    pub fn count_override(&self, kind: &str) {
+        if let Some(index) = OVERRIDE_KINDS.iter().position(|known| *known == kind) {
+            self.overrides[index].inc();
+        }
+    }
+
+    /// Marks this device's profile as the one in force (1) or not (0).
+    pub fn set_in_force(&self, in_force: bool) {
+        self.in_force.set(i64::from(in_force));
     }
 }
 
@@ -332,6 +359,24 @@ impl Metrics {
                 RATE_LIMITED_TOTAL,
                 "Queries dropped unanswered: the client exceeded its rate limit",
             ),
+            override_decisions: counter_vec(
+                &registry,
+                OVERRIDE_DECISIONS_TOTAL,
+                "Queries an override (pause, allow, block) decided",
+                &["device", "profile", "kind"],
+            ),
+            overrides_active: gauge_vec(
+                &registry,
+                OVERRIDES_ACTIVE,
+                "Overrides in force",
+                &["kind"],
+            ),
+            device_profile: gauge_vec(
+                &registry,
+                DEVICE_PROFILE,
+                "1 for the profile the device has right now",
+                &["device", "profile"],
+            ),
             registry,
         };
         let build_info = gauge_vec(
@@ -378,7 +423,22 @@ impl Metrics {
             .iter()
             .map(|list| list.map(|id| self.blocked.with_label_values(&[device, profile, id])))
             .collect();
-        ClientCounters { queries, blocked }
+        let overrides = OVERRIDE_KINDS.map(|kind| {
+            self.override_decisions
+                .with_label_values(&[device, profile, kind])
+        });
+        let in_force = self.device_profile.with_label_values(&[device, profile]);
+        ClientCounters {
+            queries,
+            blocked,
+            overrides,
+            in_force,
+        }
+    }
+
+    /// The gauges of overrides in force, by kind, in the order of [`OVERRIDE_KINDS`].
+    pub fn overrides_active(&self) -> [IntGauge; OVERRIDE_KINDS.len()] {
+        OVERRIDE_KINDS.map(|kind| self.overrides_active.with_label_values(&[kind]))
     }
 
     /// Handles for the upstream labelled `label` (its configured address).

@@ -123,6 +123,37 @@ fn is_same_or_subdomain(name: &str, parent: &str) -> bool {
     }
 }
 
+/// The override that decided a question: what the reply, the metrics and the query log say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Its id.
+    pub id: u64,
+    /// What it does.
+    pub kind: Kind,
+    /// When it ends.
+    pub expires: Option<Timestamp>,
+}
+
+impl From<&Override> for Decision {
+    fn from(rule: &Override) -> Self {
+        Self {
+            id: rule.id,
+            kind: rule.kind,
+            expires: rule.expires,
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "override {} ({})", self.id, self.kind.as_str())?;
+        match self.expires {
+            Some(end) => write!(f, " until {}", end.round(jiff::Unit::Second).unwrap_or(end)),
+            None => f.write_str(" until removed"),
+        }
+    }
+}
+
 /// The overrides in force, indexed by target so a question only looks at the ones that can
 /// apply to it. Immutable: a change builds a new one.
 #[derive(Debug, Default)]

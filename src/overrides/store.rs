@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, Guard};
 use jiff::Timestamp;
+use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::{Active, Kind, Override};
+use super::{Active, Decision, Kind, Override};
 use crate::lists::parse::normalise_name;
 use crate::state_files;
 
@@ -65,14 +66,17 @@ pub struct OverrideStore {
     inner: Mutex<Inner>,
     /// `state_dir/overrides.json`; `None` keeps them in memory only (`explain`, tests).
     file: Option<PathBuf>,
+    /// `metasink_overrides_active`, by kind in the order of [`Kind::ALL`].
+    gauges: [IntGauge; 3],
 }
 
 impl OverrideStore {
-    /// The store of `state_dir`, with what its file holds.
-    pub fn open(state_dir: &Path) -> Self {
+    /// The store of `state_dir`, with what its file holds, counting what is in force in
+    /// `gauges` (see [`crate::metrics::Metrics::overrides_active`]).
+    pub fn open(state_dir: &Path, gauges: [IntGauge; 3]) -> Self {
         let file = state_dir.join(FILE_NAME);
         let saved = load(&file);
-        let store = Self::with(saved, Some(file));
+        let store = Self::with(saved, Some(file), gauges);
         let count = store.lock().overrides.len();
         if count > 0 {
             info!("{count} override(s) restored from {FILE_NAME}");
@@ -82,16 +86,19 @@ impl OverrideStore {
 
     /// A store that keeps nothing on disk.
     pub fn in_memory() -> Self {
-        Self::with(
-            Saved {
-                next_id: 1,
-                overrides: Vec::new(),
-            },
-            None,
-        )
+        let saved = Saved {
+            next_id: 1,
+            overrides: Vec::new(),
+        };
+        // Registered nowhere: nothing reads them.
+        let gauges = Kind::ALL.map(|kind| {
+            IntGauge::new(format!("overrides_{}", kind.as_str()), "unregistered")
+                .expect("a valid metric name")
+        });
+        Self::with(saved, None, gauges)
     }
 
-    fn with(saved: Saved, file: Option<PathBuf>) -> Self {
+    fn with(saved: Saved, file: Option<PathBuf>, gauges: [IntGauge; 3]) -> Self {
         let store = Self {
             active: ArcSwap::from_pointee(Active::new(&saved.overrides)),
             inner: Mutex::new(Inner {
@@ -99,7 +106,9 @@ impl OverrideStore {
                 overrides: saved.overrides,
             }),
             file,
+            gauges,
         };
+        store.publish(&store.lock());
         store.sweep(Timestamp::now());
         store
     }
@@ -107,6 +116,17 @@ impl OverrideStore {
     /// What the query path reads.
     pub fn active(&self) -> Guard<Arc<Active>> {
         self.active.load()
+    }
+
+    /// The override that decides `name` for a client of `device` with `profile` now, if any.
+    /// The query path's call: with none in force it costs one atomic load and no clock read.
+    pub fn decide(&self, device: &str, profile: &str, name: &str) -> Option<Decision> {
+        let active = self.active.load();
+        if active.is_empty() {
+            return None;
+        }
+        let rule = active.decide(device, profile, name, Timestamp::now())?;
+        Some(Decision::from(rule))
     }
 
     /// Every override kept (expired ones are gone within a second of ending).
@@ -168,6 +188,14 @@ impl OverrideStore {
     /// is in force, and the next change writes the file again.
     fn publish(&self, inner: &Inner) {
         self.active.store(Arc::new(Active::new(&inner.overrides)));
+        for (kind, gauge) in Kind::ALL.iter().zip(&self.gauges) {
+            let count = inner
+                .overrides
+                .iter()
+                .filter(|rule| rule.kind == *kind)
+                .count();
+            gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         let Some(file) = &self.file else { return };
         let saved = Saved {
             next_id: inner.next_id,
@@ -271,6 +299,10 @@ fn checked(rule: &mut Override) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn gauges() -> [IntGauge; 3] {
+        crate::metrics::Metrics::new().overrides_active()
+    }
+
     fn pause_for(device: &str, expires: Option<Timestamp>) -> NewOverride {
         NewOverride {
             kind: Kind::Pause,
@@ -285,13 +317,13 @@ mod tests {
     fn overrides_survive_a_restart_and_ids_are_not_reused() {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::now();
-        let store = OverrideStore::open(dir.path());
+        let store = OverrideStore::open(dir.path(), gauges());
         let first = store.add(pause_for("tablet", None), now).unwrap();
         let second = store.add(pause_for("tv", None), now).unwrap();
         store.remove(second.id).unwrap();
         drop(store);
 
-        let reopened = OverrideStore::open(dir.path());
+        let reopened = OverrideStore::open(dir.path(), gauges());
         assert_eq!(reopened.list(), vec![first.clone()]);
         assert!(!reopened.active().is_empty());
         let third = reopened.add(pause_for("tv", None), now).unwrap();
@@ -302,20 +334,20 @@ mod tests {
     fn expired_overrides_are_swept_and_not_restored() {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::now();
-        let store = OverrideStore::open(dir.path());
+        let store = OverrideStore::open(dir.path(), gauges());
         let soon = now + jiff::SignedDuration::from_secs(1);
         store.add(pause_for("tablet", Some(soon)), now).unwrap();
         assert_eq!(store.sweep(now), 0);
         assert_eq!(store.sweep(soon), 1);
         assert!(store.active().is_empty());
-        assert!(OverrideStore::open(dir.path()).list().is_empty());
+        assert!(OverrideStore::open(dir.path(), gauges()).list().is_empty());
     }
 
     #[test]
     fn a_corrupt_file_is_set_aside_and_the_store_starts_empty() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), "{ not json").unwrap();
-        let store = OverrideStore::open(dir.path());
+        let store = OverrideStore::open(dir.path(), gauges());
         assert!(store.list().is_empty());
         let aside = std::fs::read_to_string(dir.path().join("overrides.json.bad")).unwrap();
         assert_eq!(aside, "{ not json");
@@ -323,7 +355,7 @@ mod tests {
         store
             .add(pause_for("tablet", None), Timestamp::now())
             .unwrap();
-        assert_eq!(OverrideStore::open(dir.path()).list().len(), 1);
+        assert_eq!(OverrideStore::open(dir.path(), gauges()).list().len(), 1);
     }
 
     #[test]
@@ -335,7 +367,7 @@ mod tests {
             {"id": 9, "kind": "pause", "device": "a", "profile": "b", "created": "2026-12-07T10:00:00Z"}
         ]}"#;
         std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
-        let store = OverrideStore::open(dir.path());
+        let store = OverrideStore::open(dir.path(), gauges());
         let kept = store.list();
         assert_eq!(kept.len(), 1, "{kept:?}");
         assert_eq!(kept[0].names, vec!["graph.oculus.com".to_owned()]);
@@ -349,7 +381,7 @@ mod tests {
         let elsewhere = dir.path().join("elsewhere.json");
         std::fs::write(&elsewhere, r#"{"next_id": 1, "overrides": []}"#).unwrap();
         std::os::unix::fs::symlink(&elsewhere, dir.path().join(FILE_NAME)).unwrap();
-        let store = OverrideStore::open(dir.path());
+        let store = OverrideStore::open(dir.path(), gauges());
         store
             .add(pause_for("tablet", None), Timestamp::now())
             .unwrap();

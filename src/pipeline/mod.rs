@@ -35,6 +35,7 @@ use crate::dns::{Ecs, Ede, Forward, Question, QuestionKind, Transport, TtlRule, 
 use crate::metrics::QueryResult;
 use crate::neighbours::Neighbours;
 use crate::net::ForwardedClient;
+use crate::overrides::{Decision, Kind, OverrideStore};
 use crate::policy::{Device, ListIndex, ListMask, Policy, Profile};
 
 /// Where a blocked name was found.
@@ -64,6 +65,8 @@ pub enum Outcome {
         /// Forwarded, cached, or cached and expired.
         source: Source,
     },
+    /// Answer with the profile's blocked answer because an override blocks the name.
+    BlockedByOverride(Decision),
     /// ANY over UDP: NOERROR with TC and no records, so the client asks again over TCP.
     Truncated,
     /// A zone transfer or mailbox query: NOTIMP.
@@ -80,7 +83,7 @@ impl Outcome {
     /// The `result` metric label.
     pub fn result(&self) -> QueryResult {
         match self {
-            Self::Blocked { .. } => QueryResult::Blocked,
+            Self::Blocked { .. } | Self::BlockedByOverride(_) => QueryResult::Blocked,
             Self::Answered {
                 source: Source::Upstream,
                 ..
@@ -115,8 +118,8 @@ impl Outcome {
     }
 
     /// The Extended DNS Error the reply carries (RFC 8914), if any: the blocking list (its id
-    /// from `policy`), a stale answer (RFC 8767 §4), or why no upstream answered (`why`, the
-    /// error's text, which the caller keeps alive).
+    /// from `policy`) or override, a stale answer (RFC 8767 §4), or why no upstream answered
+    /// (`why`: [`Self::why`], which the caller keeps alive).
     pub fn ede<'a>(&self, policy: &'a Policy, why: &'a str) -> Option<Ede<'a>> {
         match self {
             Self::Blocked { list, .. } => Some(Ede::blocked(&policy.list(*list).id)),
@@ -124,8 +127,19 @@ impl Outcome {
                 source: Source::Stale,
                 ..
             } => Some(Ede::stale_answer()),
+            Self::BlockedByOverride(_) => Some(Ede::blocked(why)),
             Self::ServFail(_) => Some(Ede::no_reachable_authority(why)),
             _ => None,
+        }
+    }
+
+    /// The text behind [`Self::ede`] that is made for this outcome: which override blocked,
+    /// or why no upstream answered; empty for the others.
+    pub fn why(&self) -> String {
+        match self {
+            Self::BlockedByOverride(decision) => decision.to_string(),
+            Self::ServFail(error) => error.to_string(),
+            _ => String::new(),
         }
     }
 }
@@ -177,6 +191,8 @@ pub struct Resolution<'p> {
     /// The EDNS Client Subnet option the reply carries back (RFC 7871 §7.3): the subnet a
     /// trusted forwarder named, with scope 0 when the outcome did not depend on who asked.
     pub ecs: Option<Ecs>,
+    /// The override that decided it, if one did.
+    pub overridden: Option<Decision>,
 }
 
 /// The stages that hold state: the shared cache, the upstreams, the neighbour table.
@@ -184,15 +200,23 @@ pub struct Pipeline {
     fetcher: Fetcher,
     /// The MAC addresses of clients on the LAN, for devices matched by one.
     neighbours: Neighbours,
+    /// The household's overrides (pause, allow, block), above the profiles.
+    overrides: Arc<OverrideStore>,
 }
 
 impl Pipeline {
-    /// A pipeline over `cache`, forwarding to `upstreams`.
+    /// A pipeline over `cache`, forwarding to `upstreams`, with no overrides.
     pub fn new(cache: Cache, upstreams: impl Forward + 'static) -> Self {
         Self {
             fetcher: Fetcher::new(cache, Arc::new(upstreams)),
             neighbours: Neighbours::default(),
+            overrides: Arc::new(OverrideStore::in_memory()),
         }
+    }
+
+    /// The pipeline deciding with `overrides` (the daemon's, or `explain`'s view of them).
+    pub fn with_overrides(self, overrides: Arc<OverrideStore>) -> Self {
+        Self { overrides, ..self }
     }
 
     /// Answers `query` under the snapshot `policy`: every stage, in order.
@@ -208,23 +232,37 @@ impl Pipeline {
             },
         };
         let profile = identity.profile;
-        let done = |outcome, depends_on_client| Resolution {
+        let done = |outcome, depends_on_client, overridden| Resolution {
             outcome,
             identity,
             ecs: identity.ecs.map(|ecs| match depends_on_client {
                 true => ecs,
                 false => Ecs { scope: 0, ..ecs },
             }),
+            overridden,
         };
         // local: questions a forwarding resolver does not pass on, before the lists, as no
         // list can make them worth forwarding.
         if let Some(outcome) = answered_here(question, query.transport) {
-            return done(outcome, false);
+            return done(outcome, false, None);
         }
         // decide: before the cache and the upstreams, so a blocked name never leaves the house
-        // and one cache can serve every profile.
+        // and one cache can serve every profile. The household's overrides come first, above
+        // the profile: a block beats its allow lists; an allow or a pause beats its block
+        // lists and the inspection of the answer. With none in force this is one atomic load.
+        let overridden =
+            (self.overrides).decide(&identity.device.name, &profile.name, question.name());
+        let exempt = match overridden {
+            Some(rule) if rule.kind == Kind::Block => {
+                return done(Outcome::BlockedByOverride(rule), true, overridden);
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let done =
+            |outcome, depends_on_client| done(outcome, depends_on_client || exempt, overridden);
         let lists = policy.lists_containing(question.name());
-        if let Some(list) = profile.blocking_list(lists) {
+        if let Some(list) = profile.blocking_list(lists).filter(|_| !exempt) {
             let by = BlockedBy::Question;
             return done(Outcome::Blocked { list, by }, true);
         }
@@ -236,7 +274,7 @@ impl Pipeline {
         };
         // inspect: after the cache as well, because profiles differ and the cache is shared.
         // A name its profile allows is answered as it is (allow wins, CNAMEs included).
-        let inspect = profile.inspect_answers && !profile.allows(lists);
+        let inspect = !exempt && profile.inspect_answers && !profile.allows(lists);
         let targets = (inspect || identity.ecs.is_some()).then(|| target_lists(policy, &entry));
         let targets = targets.as_deref().unwrap_or_default();
         let blocked = inspect
@@ -252,7 +290,7 @@ impl Pipeline {
         }
         // inspect addresses: an answer into a network the profile blocks (Meta's, for
         // `no-meta`), whatever name led there; an allowed name is answered as it is.
-        if let Some((list, address)) = (!profile.allows(lists))
+        if let Some((list, address)) = (!exempt && !profile.allows(lists))
             .then(|| blocked_address(policy, profile, &entry))
             .flatten()
         {

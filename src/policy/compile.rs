@@ -72,6 +72,7 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         })
         .collect();
     let unknown = make_device(UNKNOWN_DEVICE, profile_index(&settings.default_profile));
+    unknown.counters.set_in_force(true);
     let device_index = DeviceIndexMap::new(
         settings
             .devices

@@ -46,12 +46,14 @@ impl ConfiguredDevice {
                 },
             )
             .collect();
-        Self {
+        let device = Self {
             variants: names.into_iter().map(&mut variant).collect(),
             windows: windows.to_vec(),
             window_variants,
             current: AtomicUsize::new(0),
-        }
+        };
+        device.publish(0);
+        device
     }
 
     /// The device as it is now.
@@ -76,6 +78,15 @@ impl ConfiguredDevice {
             return;
         }
         let variant = window_at(&self.windows, time).map_or(0, |index| self.window_variants[index]);
-        self.current.store(variant, Ordering::Relaxed);
+        if self.current.swap(variant, Ordering::Relaxed) != variant {
+            self.publish(variant);
+        }
+    }
+
+    /// Exports which profile is in force (`metasink_device_profile`).
+    fn publish(&self, in_force: usize) {
+        for (index, device) in self.variants.iter().enumerate() {
+            device.counters.set_in_force(index == in_force);
+        }
     }
 }

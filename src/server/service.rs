@@ -133,6 +133,9 @@ impl DnsService {
             device.counters.count_block(usize::from(*list));
             debug!(name = request.question.name(), device = %device.name, profile = %resolution.identity.profile.name, list = %policy.list(*list).id, ?by, "blocked");
         }
+        if let Some(decision) = &resolution.overridden {
+            device.counters.count_override(decision.kind.as_str());
+        }
         let result = resolution.outcome.result();
         self.count(device, request.question.qtype_row(), result, started);
         Some(reply)
@@ -200,10 +203,7 @@ fn write_resolution(
 ) -> Vec<u8> {
     let echo = Echo::of(request, bytes).with_ecs(resolution.ecs);
     let outcome = &resolution.outcome;
-    let why = match outcome {
-        Outcome::ServFail(error) => error.to_string(),
-        _ => String::new(),
-    };
+    let why = outcome.why();
     let ede = outcome.ede(policy, &why);
     let code = |rcode, truncate| write_code(&echo, rcode, ede, truncate, transport);
     match outcome {
@@ -214,6 +214,17 @@ fn write_resolution(
                 &request.question,
                 profile.answer,
                 policy.blocked_ttl(profile, *list),
+                ede,
+                transport,
+            )
+        }
+        Outcome::BlockedByOverride(decision) => {
+            let profile = resolution.identity.profile;
+            write_blocked(
+                &echo,
+                &request.question,
+                profile.answer,
+                ttl_within(profile.blocked_ttl, decision.expires),
                 ede,
                 transport,
             )
@@ -231,3 +242,11 @@ fn write_resolution(
 
 /// A service shared by every listener task.
 pub type SharedService = Arc<DnsService>;
+
+/// The TTL of a blocked answer that an override decided: the profile's, but never past the
+/// override's end, so a client does not keep the block cached after it is lifted.
+fn ttl_within(ttl: std::time::Duration, expires: Option<jiff::Timestamp>) -> std::time::Duration {
+    let Some(end) = expires else { return ttl };
+    let left = end.duration_since(jiff::Timestamp::now()).as_secs().max(0);
+    ttl.min(std::time::Duration::from_secs(left.unsigned_abs()))
+}
