@@ -441,8 +441,11 @@ fn the_built_package_holds_its_files() {
         "/etc/metasink/config.toml"
     );
     let postinst = read(&dir.join("postinst"));
-    assert!(
-        postinst.contains("deb-systemd-helper enable metasink.service"),
+    assert_eq!(
+        postinst
+            .matches("deb-systemd-helper enable metasink.service")
+            .count(),
+        1,
         "{postinst}"
     );
     assert!(
