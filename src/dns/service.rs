@@ -17,8 +17,9 @@ use super::Question;
 use super::blocked::{BlockedRecords, blocked_plan};
 use super::reply::{Echo, Ede, MAX_UDP_PAYLOAD, Reply, Transport, write_reply};
 use super::request::{Rejection, Request};
+use super::wire::reply_rcode;
 use crate::admission::{Admission, Verdict};
-use crate::metrics::{Metrics, QueryResult};
+use crate::metrics::{Metrics, QueryResult, ResponseCounters};
 use crate::neighbours::Neighbours;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::policy::{Policy, PolicyHandle, Profile};
@@ -56,6 +57,8 @@ pub struct ServiceCounters {
     pub refused: IntCounter,
     /// Queries dropped by the rate limit.
     pub rate_limited: IntCounter,
+    /// Replies sent, by response code.
+    pub responses: ResponseCounters,
 }
 
 impl ServiceCounters {
@@ -65,6 +68,7 @@ impl ServiceCounters {
             durations: metrics.request_durations(),
             refused: metrics.refused(),
             rate_limited: metrics.rate_limited(),
+            responses: metrics.responses(),
         }
     }
 }
@@ -134,8 +138,23 @@ impl DnsService {
         }
     }
 
-    /// The reply to `bytes` from `client`, or `None` when nothing must be sent back.
+    /// The reply to `bytes` from `client`, or `None` when nothing must be sent back. Every
+    /// reply is counted by its response code, whichever path wrote it.
     pub async fn respond(
+        &self,
+        bytes: &[u8],
+        client: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let reply = self.reply_to(bytes, client, transport).await;
+        if let Some(reply) = &reply {
+            self.counters.responses.count(reply_rcode(reply));
+        }
+        reply
+    }
+
+    /// [`Self::respond`]'s reply, before it is counted.
+    async fn reply_to(
         &self,
         bytes: &[u8],
         client: IpAddr,
