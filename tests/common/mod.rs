@@ -13,6 +13,8 @@
 //! - [`list_server`]: an HTTP server for one downloadable list (ETag, 304, request count).
 //! - [`process`]: the `metasink` binary as a process, for signals and exit status.
 //! - [`inspect`]: readable accessors over a reply (`rcode`, `a_addrs`, `ede`, `min_answer_ttl`, ...).
+//! - [`prometheus`]: [`Prometheus`], a real Prometheus process scraping test daemons every
+//!   second, and `promtool check metrics`.
 //!
 //! Use it from a test file with `mod common;` and `use common::*;`.
 
@@ -24,6 +26,7 @@ pub mod faulty;
 pub mod inspect;
 pub mod list_server;
 pub mod process;
+pub mod prometheus;
 pub mod upstream;
 
 // Re-exports so a test only needs `use common::*;`. A test binary that leaves a whole module
@@ -40,6 +43,8 @@ pub use inspect::*;
 pub use list_server::*;
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use prometheus::*;
 #[allow(unused_imports)]
 pub use upstream::*;
 
