@@ -16,6 +16,8 @@ pub const QTYPE_LABELS: &[&str] = &[
     "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "PTR", "SRV", "NS", "SOA", "ANY", "other",
 ];
 
+use crate::lists::download::REFRESH_ERROR_REASONS;
+
 /// Queries answered, by device, profile, query type and result.
 pub const QUERIES_TOTAL: &str = "metasink_queries_total";
 /// Blocked queries, by device, profile and the list that blocked them.
@@ -74,6 +76,18 @@ pub const BUILD_INFO: &str = "metasink_build_info";
 pub const REFUSED_TOTAL: &str = "metasink_refused_total";
 /// Queries dropped, unanswered, because the client exceeded its rate limit.
 pub const RATE_LIMITED_TOTAL: &str = "metasink_rate_limited_total";
+/// Replies sent, by response code ([`RCODE_LABELS`]): every reply, whatever its result.
+pub const RESPONSES_TOTAL: &str = "metasink_responses_total";
+
+/// The `result` label of [`CONFIG_RELOAD_TOTAL`].
+pub const CONFIG_RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+/// The `result` label of [`LIST_REFRESH_TOTAL`].
+pub const LIST_REFRESH_RESULTS: [&str; 3] = ["updated", "not_modified", "failed"];
+/// The `rcode` label of [`RESPONSES_TOTAL`], indexed by response code; codes past NOTIMP and
+/// REFUSED (BADVERS, the dynamic-update codes) are rare enough to share `other`.
+pub const RCODE_LABELS: [&str; 7] = [
+    "noerror", "formerr", "servfail", "nxdomain", "notimp", "refused", "other",
+];
 
 /// How a query was answered: the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,9 +130,12 @@ impl QueryResult {
 pub const UPSTREAM_ERROR_KINDS: &[&str] =
     &["timeout", "io", "servfail", "refused", "unusable", "other"];
 
-/// Buckets for answers that never leave the machine (cache hits, blocks): 10 µs to 100 ms.
-const LOCAL_BUCKETS: &[f64] = &[
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1,
+/// Buckets for the time to answer a query: fine below a millisecond, where cache hits and
+/// blocks land (10 µs to 1 ms), then on to 5 s, where SERVFAILs (1–2 s, after the upstream
+/// deadline) and stale answers (about 1.8 s) land: a p99 must never stop at the last bucket.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
 ];
 /// Buckets for round trips to an upstream: 1 ms to 5 s.
 const NETWORK_BUCKETS: &[f64] = &[
@@ -153,6 +170,7 @@ pub struct Metrics {
     override_decisions: IntCounterVec,
     overrides_active: IntGaugeVec,
     device_profile: IntGaugeVec,
+    responses: IntCounterVec,
 }
 
 /// Per-client handles: one counter per (query type, result), one per blocking list, one per
@@ -219,6 +237,22 @@ impl UpstreamCounters {
             .position(|known| *known == kind)
             .unwrap_or(UPSTREAM_ERROR_KINDS.len() - 1);
         self.errors[index].inc();
+    }
+}
+
+/// Counters of replies by response code ([`RESPONSES_TOTAL`]).
+#[derive(Clone)]
+pub struct ResponseCounters {
+    by_rcode: [IntCounter; RCODE_LABELS.len()],
+}
+
+impl ResponseCounters {
+    /// Counts one reply with the response code `rcode` (the header's four bits and the
+    /// OPT record's upper eight together).
+    pub fn count(&self, rcode: u16) {
+        let other = RCODE_LABELS.len() - 1;
+        let index = usize::from(rcode).min(other);
+        self.by_rcode[index].inc();
     }
 }
 
@@ -312,7 +346,7 @@ impl Metrics {
                 REQUEST_DURATION_SECONDS,
                 "Time to answer a query",
                 &["result"],
-                LOCAL_BUCKETS,
+                REQUEST_BUCKETS,
             ),
             config_reloads: counter_vec(
                 &registry,
@@ -377,8 +411,22 @@ impl Metrics {
                 "1 for the profile the device has right now",
                 &["device", "profile"],
             ),
+            responses: counter_vec(
+                &registry,
+                RESPONSES_TOTAL,
+                "Replies sent, by response code",
+                &["rcode"],
+            ),
             registry,
         };
+        // Series that exist from the start read 0 before their first event, so Prometheus's
+        // `increase()` sees that event (a series born at 1 shows no increase).
+        for result in CONFIG_RELOAD_RESULTS {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        for rcode in RCODE_LABELS {
+            metrics.responses.with_label_values(&[rcode]);
+        }
         let build_info = gauge_vec(
             &metrics.registry,
             BUILD_INFO,
@@ -473,6 +521,25 @@ impl Metrics {
     /// label: a flood from spoofed addresses would otherwise create a series per address.
     pub fn rate_limited(&self) -> IntCounter {
         self.rate_limited.clone()
+    }
+
+    /// The counters of replies by response code ([`RESPONSES_TOTAL`]).
+    pub fn responses(&self) -> ResponseCounters {
+        ResponseCounters {
+            by_rcode: RCODE_LABELS.map(|rcode| self.responses.with_label_values(&[rcode])),
+        }
+    }
+
+    /// Creates the refresh series of the downloaded list `id` at 0 (every result and every
+    /// failure reason), so the first refresh, and the first failure of each kind, shows as an
+    /// increase in Prometheus. Idempotent: a series that exists keeps its count.
+    pub fn create_list_refresh_series(&self, id: &str) {
+        for result in LIST_REFRESH_RESULTS {
+            self.list_refreshes.with_label_values(&[id, result]);
+        }
+        for reason in REFRESH_ERROR_REASONS {
+            self.list_refresh_errors.with_label_values(&[id, reason]);
+        }
     }
 
     /// Records the outcome of loading the list `id`.

@@ -333,6 +333,7 @@ mod tests {
     use hickory_proto::rr::rdata::opt::EdnsOption;
 
     use super::super::blocked::{BlockedRecords, blocked_plan};
+    use super::super::wire::reply_rcode;
     use super::super::wire::tests::{query, samples};
     use super::*;
     use crate::config::BlockAnswer;
@@ -353,7 +354,19 @@ mod tests {
 
     fn write(bytes: &[u8], reply: &Reply<'_>, transport: Transport) -> Message {
         let request = Request::parse(bytes).unwrap();
-        Message::from_vec(&write_reply(&Echo::of(&request, bytes), reply, transport)).unwrap()
+        decode(&write_reply(&Echo::of(&request, bytes), reply, transport))
+    }
+
+    /// Decodes a reply written here, and checks that the response code the metrics read from
+    /// it is the one hickory reads (a reply cut short must not panic that reader).
+    fn decode(written: &[u8]) -> Message {
+        let message = Message::from_vec(written).unwrap();
+        let rcode = u16::from(message.metadata.response_code);
+        assert_eq!(reply_rcode(written), rcode, "{message:?}");
+        for cut in 0..written.len() {
+            reply_rcode(&written[..cut]);
+        }
+        message
     }
 
     fn blocked(bytes: &[u8], answer: BlockAnswer, transport: Transport, id: &str) -> Message {
@@ -452,7 +465,7 @@ mod tests {
         metadata.recursion_desired = true;
         let echo = Echo::without_question(&metadata, None);
         let bytes = write_reply(&echo, &Reply::code(ResponseCode::NotImp), Transport::Udp);
-        let notimp = Message::from_vec(&bytes).unwrap();
+        let notimp = decode(&bytes);
         assert_eq!(notimp.metadata.op_code, OpCode::Notify);
         assert_eq!(notimp.metadata.response_code, ResponseCode::NotImp);
         assert!(notimp.queries.is_empty());
@@ -460,7 +473,7 @@ mod tests {
         let metadata = Metadata::new(9, MessageType::Query, OpCode::Query);
         let echo = Echo::without_question(&metadata, Some(MAX_UDP_PAYLOAD));
         let bytes = write_reply(&echo, &Reply::code(ResponseCode::BADVERS), Transport::Udp);
-        let badvers = Message::from_vec(&bytes).unwrap();
+        let badvers = decode(&bytes);
         // (16 is BADVERS in an OPT and BADSIG in a TSIG: hickory names it the latter.)
         assert_eq!(u16::from(badvers.metadata.response_code), 16);
     }
@@ -570,7 +583,7 @@ mod tests {
             };
             let udp = write_reply(&echo, &reply, Transport::Udp);
             assert!(udp.len() <= 512, "{} bytes", udp.len());
-            let udp = Message::from_vec(&udp).unwrap();
+            let udp = decode(&udp);
             assert_eq!(udp.queries.len(), 1);
             assert_eq!(udp.queries[0].name().to_ascii(), name);
             assert_eq!(udp.queries[0].query_type(), RecordType::A);
@@ -580,7 +593,7 @@ mod tests {
             assert_eq!(edns.options().as_ref()[0].1, code_only);
             // TCP carries it all.
             let tcp = write_reply(&echo, &reply, Transport::Tcp);
-            let tcp = Message::from_vec(&tcp).unwrap();
+            let tcp = decode(&tcp);
             assert!(!tcp.metadata.truncation && !tcp.answers.is_empty());
             assert_eq!(tcp.edns.unwrap().options().as_ref()[0].1, whole);
         }

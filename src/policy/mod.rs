@@ -152,10 +152,14 @@ impl Policy {
         self.generation
     }
 
-    /// Publishes how each list loaded (`metasink_list_*`). Called for the snapshot in force
+    /// Publishes how each list loaded (`metasink_list_*`), and creates the refresh series of
+    /// downloaded lists (new ones too, after a reload) at 0. Called for the snapshot in force
     /// once it is in force: a rebuild that is refused must not report its lists.
     pub fn record_list_metrics(&self, metrics: &Metrics) {
         for list in &self.lists {
+            if let ListSource::Url(_) = list.source {
+                metrics.create_list_refresh_series(&list.id);
+            }
             metrics.record_list_load(
                 &list.id,
                 list.load_error.is_none(),

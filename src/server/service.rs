@@ -13,8 +13,10 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::admission::{Admission, Verdict};
-use crate::dns::{Echo, Rcode, Request, Transport, write_answer, write_blocked, write_code};
-use crate::metrics::{Metrics, QTYPE_LABELS, QueryResult};
+use crate::dns::{
+    Echo, Rcode, Request, Transport, reply_rcode, write_answer, write_blocked, write_code,
+};
+use crate::metrics::{Metrics, QTYPE_LABELS, QueryResult, ResponseCounters};
 use crate::net::ForwardedClient;
 use crate::pipeline::{Asker, Outcome, Pipeline, Query, Resolution};
 use crate::policy::{Device, Policy, PolicyHandle};
@@ -46,6 +48,8 @@ pub struct ServiceCounters {
     pub refused: IntCounter,
     /// Queries dropped by the rate limit.
     pub rate_limited: IntCounter,
+    /// Replies sent, by response code.
+    pub responses: ResponseCounters,
 }
 
 impl ServiceCounters {
@@ -55,6 +59,7 @@ impl ServiceCounters {
             durations: metrics.request_durations(),
             refused: metrics.refused(),
             rate_limited: metrics.rate_limited(),
+            responses: metrics.responses(),
         }
     }
 }
@@ -88,8 +93,23 @@ impl DnsService {
         }
     }
 
-    /// The reply to `bytes` from `client`, or `None` when nothing must be sent back.
+    /// The reply to `bytes` from `client`, or `None` when nothing must be sent back. Every
+    /// reply is counted by its response code, whichever path wrote it.
     pub async fn respond(
+        &self,
+        bytes: &[u8],
+        client: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let reply = self.reply_to(bytes, client, transport).await;
+        if let Some(reply) = &reply {
+            self.counters.responses.count(reply_rcode(reply));
+        }
+        reply
+    }
+
+    /// [`Self::respond`]'s reply, before it is counted.
+    async fn reply_to(
         &self,
         bytes: &[u8],
         client: IpAddr,

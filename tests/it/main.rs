@@ -11,6 +11,7 @@ mod blocking;
 mod cache;
 mod catalogue;
 mod cli;
+mod dashboard;
 mod downloads;
 mod harness_selftest;
 mod http_listener;

@@ -1,8 +1,6 @@
 //! `/metrics` and `/healthz` over real HTTP: counters move by exactly what was asked.
 
-use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -151,281 +149,143 @@ async fn stopping_does_not_wait_for_a_half_sent_http_request() {
     drop(stalled);
 }
 
-/// `dashboards/metasink.json` stays importable and in step with `/metrics`: it is JSON, its
-/// panel ids are unique, every panel queries the templated data source and none overlaps
-/// another, and every metric and label its queries name (histograms by their `_bucket`,
-/// `_sum` or `_count` series) is exposed by a daemon that has blocked, forwarded and cached
-/// queries, downloaded a list, failed to download another and reloaded its config.
+/// Whether the `/metrics` text holds `series` at exactly 0.
+fn at_zero(text: &str, series: &str) -> bool {
+    text.lines().any(|line| line == format!("{series} 0"))
+}
+
+/// Prometheus's `increase()` never sees the event that creates a series at 1: every labelled
+/// counter whose label values are known up front exists at 0 from the start. Config reloads
+/// by result, each downloaded list's refreshes by result and failures by reason (a list a
+/// reload adds too), replies by response code.
 #[tokio::test]
-async fn the_grafana_dashboard_queries_only_metrics_and_labels_the_daemon_exposes() {
-    const TOKEN: &str = "dashboard-token-0123456789";
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/metasink.json");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
-    assert_eq!(dashboard["schemaVersion"], 39);
-    check_panels(&dashboard);
-    let queries = dashboard_queries(&dashboard);
-    assert!(queries.len() >= 20, "{queries:#?}");
-    let uses: Vec<MetricUse> = queries.iter().map(|query| promql_uses(query)).collect();
+async fn labelled_counters_exist_at_zero_before_their_first_event() {
+    use metasink::lists::download::REFRESH_ERROR_REASONS;
+    use metasink::metrics::{CONFIG_RELOAD_RESULTS, LIST_REFRESH_RESULTS, RCODE_LABELS};
 
-    let upstream = TestUpstream::start(&[TestRecord::A(
-        "www.example.com",
-        "192.0.2.1".parse().unwrap(),
-        300,
-    )])
-    .await;
-    let list = ListServer::start("ads.example\nnot a name!\n").await;
-    let config = format!(
-        r#"
-default_profile = "family"
-
-[server]
-listen = ["127.0.0.1:0"]
-http = "127.0.0.1:0"
-state_dir = "state"
-api_token = "{TOKEN}"
-
-[[upstream]]
-address = "{}"
-
-[download]
-attempts = 1
-
-[[list]]
-id = "served"
-source = "{}"
-
-# The discard port on loopback, where nothing listens: every download fails at once.
-[[list]]
-id = "unreachable"
-source = "http://127.0.0.1:9/list.txt"
-
-[[profile]]
-name = "family"
-block = ["meta-ai", "served", "unreachable"]
-
-[[device]]
-name = "tablet"
-match = ["127.0.0.2"]
-profile = "family"
-"#,
-        upstream.addr, list.url
-    );
-    let daemon = TestDaemon::start(&config).await;
-    query_udp_from(TABLET, daemon.dns, "www.meta.ai", RecordType::A, true).await;
-    for _ in 0..2 {
-        query_udp_from(TABLET, daemon.dns, "www.example.com", RecordType::A, true).await;
-    }
-    let (status, body) = http_response(daemon.post_with(TOKEN, "/api/reload").await).await;
-    assert_eq!(status, 200, "{body}");
-
-    // The first downloads run in the background: wait until their series are there too.
-    let deadline = Instant::now() + Duration::from_secs(4);
-    loop {
-        let exposed = daemon.metrics().await;
-        let problems = unexposed(&uses, &exposed);
-        if problems.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} uses what /metrics does not expose:\n{}\n\n{exposed}",
-            problems.join("\n")
+    const TOKEN: &str = "zero-token-0123456789";
+    let list = ListServer::start("ads.example\n").await;
+    // Every download stays in flight while the test reads: no refresh ends.
+    list.set_delay(std::time::Duration::from_secs(30));
+    let config = |lists: &[&str]| {
+        let mut text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\n\
+             state_dir = \"state\"\napi_token = \"{TOKEN}\"\n"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Unique panel ids, a description on every panel, the `${datasource}` variable on every
-/// panel and query, and panels that fit the 24-column grid without overlapping.
-fn check_panels(dashboard: &serde_json::Value) {
-    let top = dashboard["panels"].as_array().expect("a panels array");
-    let mut panels: Vec<&serde_json::Value> = top.iter().collect();
-    panels.extend(top.iter().filter_map(|p| p["panels"].as_array()).flatten());
-    let mut ids = BTreeSet::new();
-    for &panel in &panels {
-        let id = panel["id"].as_u64().expect("a numeric panel id");
-        assert!(ids.insert(id), "panel id {id} is used twice");
-        if panel["type"] == "row" {
-            continue;
-        }
-        let title = &panel["title"];
-        let described = panel["description"].as_str().is_some_and(|d| !d.is_empty());
-        assert!(described, "panel {title} has no description");
-        let targets = panel["targets"].as_array().expect("panel targets");
-        for source in std::iter::once(panel).chain(targets) {
-            assert_eq!(
-                source["datasource"]["uid"], "${datasource}",
-                "panel {title}: not the templated data source"
-            );
-        }
-    }
-    let variables = dashboard["templating"]["list"]
-        .as_array()
-        .expect("variables");
-    assert!(
-        variables.iter().any(|v| v["type"] == "datasource"
-            && v["name"] == "datasource"
-            && v["query"] == "prometheus"),
-        "no Prometheus data source variable"
-    );
-    let boxes: Vec<[u64; 4]> = top
-        .iter()
-        .map(|p| ["x", "y", "w", "h"].map(|k| p["gridPos"][k].as_u64().expect("gridPos")))
-        .collect();
-    for (i, [x, y, w, h]) in boxes.iter().enumerate() {
-        assert!(x + w <= 24, "panel {} is wider than the grid", top[i]["id"]);
-        for (j, [x2, y2, w2, h2]) in boxes.iter().enumerate().skip(i + 1) {
-            let apart = x + w <= *x2 || x2 + w2 <= *x || y + h <= *y2 || y2 + h2 <= *y;
-            assert!(
-                apart,
-                "panels {} and {} overlap",
-                top[i]["id"], top[j]["id"]
-            );
-        }
-    }
-}
-
-/// Every PromQL query of the dashboard: panel targets' `expr` and query variables' `query`.
-fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
-    fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                if let Some(serde_json::Value::String(expr)) = map.get("expr") {
-                    out.push(expr.clone());
-                }
-                if map.get("type").is_some_and(|t| t == "query") {
-                    match &map["query"] {
-                        serde_json::Value::String(query) => out.push(query.clone()),
-                        query => out.extend(query["query"].as_str().map(str::to_owned)),
-                    }
-                }
-                map.values().for_each(|v| walk(v, out));
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(dashboard, &mut out);
-    out
-}
-
-/// What a query uses: the `metasink_*` names it reads, and the label names it matches or
-/// groups by (`{label="…"}`, `by (label, …)`, `label_values(metric, label)`).
-#[derive(Debug)]
-struct MetricUse {
-    query: String,
-    metrics: Vec<String>,
-    labels: Vec<String>,
-}
-
-/// The [`MetricUse`] of `query`. String literals are blanked first, so label values and
-/// legends never read as names.
-fn promql_uses(query: &str) -> MetricUse {
-    let mut in_string = false;
-    let code: String = query
-        .chars()
-        .map(|c| {
-            if c == '"' {
-                in_string = !in_string;
-                return ' ';
-            }
-            if in_string { ' ' } else { c }
-        })
-        .collect();
-    let words = |text: &str| -> Vec<String> {
-        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|word| !word.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
-    // The text between each `open` and the bracket that closes it (queries here never nest
-    // brackets inside a matcher or a `by` list).
-    let inside = |open: &str, close: char| -> Vec<String> {
-        code.match_indices(open)
-            .filter_map(|(at, _)| code[at + open.len()..].split_once(close))
-            .map(|(inner, _)| inner.to_owned())
-            .collect()
-    };
-    let mut labels: Vec<String> = inside("{", '}')
-        .iter()
-        .flat_map(|matchers| matchers.split(','))
-        .flat_map(|matcher| words(matcher.split(['=', '!']).next().unwrap_or_default()))
-        .collect();
-    labels.extend(inside("by (", ')').iter().flat_map(|list| words(list)));
-    labels.extend(
-        inside("label_values(", ')')
-            .iter()
-            .flat_map(|args| words(args).pop()),
-    );
-    MetricUse {
-        query: query.to_owned(),
-        metrics: words(&code)
-            .into_iter()
-            .filter(|word| word.starts_with("metasink_"))
-            .collect(),
-        labels,
-    }
-}
-
-/// What `uses` need that the `/metrics` text `exposed` lacks, one line each: a metric with no
-/// samples (a histogram through its `_bucket`/`_sum`/`_count` samples), or a label that no
-/// metric of its query carries.
-fn unexposed(uses: &[MetricUse], exposed: &str) -> Vec<String> {
-    let series = exposed_series(exposed);
-    let mut problems = Vec::new();
-    for MetricUse {
-        query,
-        metrics,
-        labels,
-    } in uses
-    {
-        let mut carried: BTreeSet<&str> = BTreeSet::new();
-        for metric in metrics {
-            match series.get(metric.as_str()) {
-                Some(names) => carried.extend(names),
-                None => problems.push(format!(
-                    "{metric}: not in /metrics, misspelled, or no series yet (in `{query}`)"
-                )),
-            }
-        }
-        for label in labels
-            .iter()
-            .filter(|label| !carried.contains(label.as_str()))
-        {
-            problems.push(format!(
-                "no metric of the query has label `{label}` (in `{query}`)"
+        for id in lists {
+            text.push_str(&format!(
+                "\n[[list]]\nid = \"{id}\"\nsource = \"{}\"\n",
+                list.url
             ));
         }
+        text
+    };
+    let daemon = TestDaemon::start(&config(&["served"])).await;
+    let text = daemon.metrics().await;
+    for result in CONFIG_RELOAD_RESULTS {
+        let reloads = series(
+            "metasink_config_reload_total",
+            &format!(r#"result="{result}""#),
+        );
+        assert!(at_zero(&text, &reloads), "{reloads}\n{text}");
     }
-    problems.sort();
-    problems.dedup();
-    problems
-}
-/// The sample names of a `/metrics` text, each with the label names its samples carry.
-fn exposed_series(exposed: &str) -> HashMap<&str, BTreeSet<&str>> {
-    let mut series: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    for line in exposed
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let end = line.find(['{', ' ']).unwrap_or(line.len());
-        let labels = series.entry(&line[..end]).or_default();
-        let Some(mut rest) = line[end..].strip_prefix('{') else {
-            continue;
-        };
-        // name="value" pairs; values escape `"` and `\` with a backslash.
-        while let Some(eq) = rest.find("=\"") {
-            labels.insert(rest[..eq].trim_start_matches(','));
-            let value = &rest.as_bytes()[eq + 2..];
-            let mut j = 0;
-            while value[j] != b'"' {
-                j += if value[j] == b'\\' { 2 } else { 1 };
-            }
-            rest = &rest[eq + 2 + j + 1..];
+    for rcode in RCODE_LABELS {
+        let replies = series("metasink_responses_total", &format!(r#"rcode="{rcode}""#));
+        assert!(at_zero(&text, &replies), "{replies}\n{text}");
+    }
+    let refreshes_at_zero = |text: &str, id: &str| {
+        for result in LIST_REFRESH_RESULTS {
+            let labels = format!(r#"list="{id}",result="{result}""#);
+            let refreshes = series("metasink_list_refresh_total", &labels);
+            assert!(at_zero(text, &refreshes), "{refreshes}\n{text}");
         }
+        for reason in REFRESH_ERROR_REASONS {
+            let labels = format!(r#"list="{id}",reason="{reason}""#);
+            let errors = series("metasink_list_refresh_errors_total", &labels);
+            assert!(at_zero(text, &errors), "{errors}\n{text}");
+        }
+    };
+    refreshes_at_zero(&text, "served");
+
+    std::fs::write(daemon.config_path(), config(&["served", "added"])).unwrap();
+    let (status, body) = http_response(daemon.post_with(TOKEN, "/api/reload").await).await;
+    assert_eq!(status, 200, "{body}");
+    refreshes_at_zero(&daemon.metrics().await, "added");
+}
+
+/// Every reply is counted by its response code, whichever path wrote it: an answer, a block,
+/// an NXDOMAIN passed on, a refusal, FORMERR, NOTIMP, BADVERS (as `other`) and a SERVFAIL;
+/// and that SERVFAIL, after an upstream timeout of a second, is timed in a bucket below 5 s
+/// rather than only in `+Inf`.
+#[tokio::test]
+async fn replies_are_counted_by_response_code_and_slow_ones_timed_in_the_buckets() {
+    use hickory_proto::rr::DNSClass;
+
+    let upstream = FaultyUpstream::start(Fault::None).await;
+    let daemon =
+        TestDaemon::start(&format!("[[upstream]]\naddress = \"{}\"\n", upstream.addr)).await;
+    let before = daemon.metrics().await;
+    let ask = |name, rtype| query_udp(daemon.dns, name, rtype, true);
+    assert_eq!(
+        rcode(&ask("www.example.com", RecordType::A).await),
+        ResponseCode::NoError
+    );
+    assert_eq!(
+        a_addrs(&ask("www.meta.ai", RecordType::A).await),
+        [Ipv4Addr::UNSPECIFIED]
+    );
+    assert_eq!(
+        rcode(&ask("big.example.com", RecordType::AXFR).await),
+        ResponseCode::NotImp
+    );
+    assert_eq!(
+        rcode(&ask("key.example.com", RecordType::TSIG).await),
+        ResponseCode::FormErr
+    );
+    let mut chaos = build_query("version.bind", RecordType::TXT, true);
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    assert_eq!(
+        rcode(&send_udp(daemon.dns, &chaos).await),
+        ResponseCode::Refused
+    );
+    let mut future = build_query("www.example.com", RecordType::A, true);
+    future.edns.as_mut().unwrap().set_version(1);
+    assert_eq!(u16::from(rcode(&send_udp(daemon.dns, &future).await)), 16);
+    upstream.set_fault(Fault::Rcode(ResponseCode::NXDomain));
+    assert_eq!(
+        rcode(&ask("gone.example.com", RecordType::A).await),
+        ResponseCode::NXDomain
+    );
+    upstream.set_fault(Fault::Drop);
+    assert_eq!(
+        rcode(&ask("slow.example.com", RecordType::A).await),
+        ResponseCode::ServFail
+    );
+    let after = daemon.metrics().await;
+
+    let delta = |series: &str| metric(&after, series) - metric(&before, series);
+    let replies = |rcode: &str| {
+        delta(&series(
+            "metasink_responses_total",
+            &format!(r#"rcode="{rcode}""#),
+        ))
+    };
+    for (rcode, count) in [
+        ("noerror", 2.0),
+        ("formerr", 1.0),
+        ("servfail", 1.0),
+        ("nxdomain", 1.0),
+        ("notimp", 1.0),
+        ("refused", 1.0),
+        ("other", 1.0),
+    ] {
+        assert_eq!(replies(rcode), count, "{rcode}\n{after}");
     }
-    series
+    let servfail_within = |le: &str| {
+        let labels = format!(r#"result="servfail",le="{le}""#);
+        delta(&series("metasink_request_duration_seconds_bucket", &labels))
+    };
+    assert_eq!(servfail_within("0.1"), 0.0, "{after}");
+    assert_eq!(servfail_within("5"), 1.0, "{after}");
+    assert_eq!(servfail_within("0.0001"), 0.0, "{after}");
 }

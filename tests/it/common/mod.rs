@@ -13,6 +13,8 @@
 //! - [`list_server`]: an HTTP server for one downloadable list (ETag, 304, request count).
 //! - [`process`]: the `metasink` binary as a process, for signals and exit status.
 //! - [`inspect`]: readable accessors over a reply (`rcode`, `a_addrs`, `ede`, `min_answer_ttl`, ...).
+//! - [`prometheus`]: [`Prometheus`], a real Prometheus process scraping test daemons every
+//!   second, and `promtool check metrics`.
 //!
 //! Use it from a test module with `use crate::common::*;`.
 
@@ -27,6 +29,7 @@ pub mod faulty;
 pub mod inspect;
 pub mod list_server;
 pub mod process;
+pub mod prometheus;
 pub mod upstream;
 
 // Re-exports so a test only needs `use crate::common::*;`.
@@ -36,6 +39,7 @@ pub use faulty::*;
 pub use inspect::*;
 pub use list_server::*;
 pub use process::*;
+pub use prometheus::*;
 pub use upstream::*;
 
 // The types a test needs to build queries and read replies.
