@@ -18,6 +18,7 @@ mod http_listener;
 mod install;
 mod metrics;
 mod networks;
+mod overrides;
 mod reload;
 mod transport;
 mod upstream_failure;
