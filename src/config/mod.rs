@@ -13,6 +13,7 @@ mod defaults;
 mod error;
 mod raw;
 pub mod schedule;
+mod upstream;
 mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings};
 pub use error::ConfigError;
 pub use schedule::Window;
+pub use upstream::{CaFile, TlsSettings, UpstreamProtocol, UpstreamSettings};
 
 use crate::lists::MatchMode;
 use crate::net::MacAddress;
@@ -114,13 +116,6 @@ pub struct DownloadSettings {
     pub max_bytes: u64,
     /// Downloads running at once.
     pub concurrency: usize,
-}
-
-/// One `[[upstream]]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamSettings {
-    /// Plain DNS: UDP with TCP fallback on truncation.
-    pub address: SocketAddr,
 }
 
 /// `[cache]`.

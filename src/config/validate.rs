@@ -18,7 +18,7 @@ use toml::Spanned;
 
 use super::defaults::{
     ALLOW_FROM, BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, DOWNLOAD,
-    RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, is_own_address, system_upstreams,
+    RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, system_upstreams,
 };
 use super::error::{ConfigError, Locator};
 use super::raw::{
@@ -81,7 +81,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
     let at = Locator::new(text, path);
     let server = server(&raw.server, path, &at)?;
     let admission = admission(&raw.server, &at)?;
-    let upstreams = upstreams(&raw.upstreams, &server.listen, &at)?;
+    let upstreams = upstreams(&raw.upstreams, &server.listen, path, &at)?;
     let cache = cache(&raw.cache, &at)?;
     let download = download(&raw.download, &at)?;
     let lists = lists(&raw.lists, path, &at)?;
@@ -304,7 +304,7 @@ fn api_token(
 }
 
 /// `text` as a path, relative ones resolved against the config file's directory.
-fn relative_to(config_path: &Path, text: &str) -> PathBuf {
+pub(super) fn relative_to(config_path: &Path, text: &str) -> PathBuf {
     config_path.parent().unwrap_or(Path::new("")).join(text)
 }
 
@@ -446,6 +446,7 @@ fn clash(a: SocketAddr, b: SocketAddr) -> bool {
 fn upstreams(
     raw: &[RawUpstream],
     listen: &[SocketAddr],
+    config_path: &Path,
     at: &Locator<'_>,
 ) -> Result<Vec<UpstreamSettings>, ConfigError> {
     if raw.is_empty() {
@@ -454,17 +455,7 @@ fn upstreams(
     raw.iter()
         .enumerate()
         .map(|(index, upstream)| {
-            let key = entry_key("upstream", index, "address");
-            let address = socket_addr(&upstream.address, DNS_PORT, &key, at)?;
-            let problem = if address.port() == 0 || address.ip().is_unspecified() {
-                "is not an address a query can be sent to"
-            } else if is_own_address(address, listen) {
-                "is this server's own listen address: queries would loop"
-            } else {
-                return Ok(UpstreamSettings { address });
-            };
-            let message = format!("`{address}` {problem}");
-            Err(at.invalid(upstream.address.span(), key, message))
+            super::upstream::upstream(upstream, index, listen, config_path, at)
         })
         .collect()
 }
@@ -820,7 +811,7 @@ fn socket_addr(
 }
 
 /// See [`socket_addr`].
-fn parse_socket_addr(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+pub(super) fn parse_socket_addr(text: &str, default_port: u16) -> Result<SocketAddr, String> {
     if let Ok(address) = text.parse() {
         return Ok(address);
     }
@@ -839,7 +830,7 @@ fn parse_socket_addr(text: &str, default_port: u16) -> Result<SocketAddr, String
 }
 
 /// `text` as an IP address, IPv6 optionally in brackets.
-fn bare_ip(text: &str) -> Option<IpAddr> {
+pub(super) fn bare_ip(text: &str) -> Option<IpAddr> {
     let unbracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
     unbracketed.unwrap_or(text).parse().ok()
 }
@@ -944,7 +935,7 @@ fn declare<'a>(
 }
 
 /// The key path of `field` in the `index`th `[[table]]` of the file: `profile[2].block`.
-fn entry_key(table: &str, index: usize, field: &str) -> String {
+pub(super) fn entry_key(table: &str, index: usize, field: &str) -> String {
     format!("{table}[{index}].{field}")
 }
 
