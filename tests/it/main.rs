@@ -12,6 +12,7 @@ mod cache;
 mod catalogue;
 mod cli;
 mod downloads;
+mod encrypted_upstreams;
 mod harness_selftest;
 mod http_listener;
 mod metrics;
