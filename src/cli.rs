@@ -168,7 +168,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let upstreams: Vec<_> = settings
         .upstreams
         .iter()
-        .map(|u| u.address.to_string())
+        .map(|u| u.label())
         .collect();
     println!(
         "  upstreams: {}",
