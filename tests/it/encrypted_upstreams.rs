@@ -137,3 +137,30 @@ async fn queries_waiting_on_a_connection_the_server_closes_are_sent_again() {
         daemon.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_host_named_upstream_connects_to_its_bootstrap_addresses_in_order() {
+    let server = upstream().await;
+    // Nothing listens on 127.0.0.3 at that port: refused, then the next address.
+    let config = format!(
+        "[[upstream]]\naddress = \"tls://{SERVER_NAME}:{}\"\nbootstrap = [\"127.0.0.3\", \
+         \"127.0.0.1\"]\nca_file = \"{}\"\n",
+        server.dot.port(),
+        server.ca_file.display()
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let reply = query_udp(daemon.dns, "n2.test", RecordType::A, true).await;
+    assert_eq!(a_addrs(&reply), [address(2)]);
+    assert_eq!(server.queries(), 1);
+}
+
+#[tokio::test]
+async fn a_tcp_upstream_gets_every_query_over_tcp() {
+    let server = TestUpstream::start(&[TestRecord::A("n3.test", address(3), 60)]).await;
+    let config = format!("[[upstream]]\naddress = \"tcp://{}\"\n", server.addr);
+    let daemon = TestDaemon::start(&config).await;
+    let reply = query_udp(daemon.dns, "n3.test", RecordType::A, true).await;
+    assert_eq!(a_addrs(&reply), [address(3)]);
+    assert_eq!(server.queries(), 1);
+    assert!(server.udp_source_ports().is_empty(), "nothing over UDP");
+}
