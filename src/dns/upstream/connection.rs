@@ -48,7 +48,7 @@ type Link = DnsExchange<ReusingProvider>;
 enum Kind {
     Tcp,
     Tls {
-        name: ServerName<'static>,
+        name: Arc<str>,
         config: Result<Arc<ClientConfig>, String>,
     },
     Https {
@@ -80,10 +80,11 @@ impl Connected {
             UpstreamProtocol::Udp => return None,
             UpstreamProtocol::Tcp => (Kind::Tcp, None),
             UpstreamProtocol::Tls(tls) => {
-                // Checked when the config was read.
-                let name = ServerName::try_from(tls.server_name.clone()).ok()?;
-                let config = client_config(tls, b"dot");
-                (Kind::Tls { name, config }, Some(tls))
+                let kind = Kind::Tls {
+                    name: tls.server_name.as_str().into(),
+                    config: client_config(tls, b"dot"),
+                };
+                (kind, Some(tls))
             }
             UpstreamProtocol::Https(tls, path) => {
                 let kind = Kind::Https {
@@ -220,7 +221,11 @@ impl Connected {
                         .await
                 }
                 Kind::Tls { name, config } => {
-                    let config = (*config.map_err(NetError::from)?).clone();
+                    // Checked when the config was read; a name that is not one fails the
+                    // connection, never falls back to plain DNS.
+                    let name = ServerName::try_from(name.to_string())
+                        .map_err(|error| NetError::from(format!("TLS name {name}: {error}")))?;
+                    let config = (*config?).clone();
                     let timeout = ATTEMPT_TIMEOUT;
                     tls_exchange(
                         address,
