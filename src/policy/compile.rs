@@ -11,15 +11,13 @@ use super::devices::DeviceIndexMap;
 use super::matcher::{MatcherBuilder, Scope};
 use super::schedules::ConfiguredDevice;
 use super::{Device, ListIndex, ListInfo, ListMask, Policy, Profile};
+pub use crate::config::UNKNOWN_DEVICE;
 use crate::config::{ListSettings, ProfileSettings, Settings};
 use crate::lists::MatchMode;
 use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
 use crate::lists::store::ListStore;
 use crate::metrics::Metrics;
-
-/// Device label of clients that match no device.
-pub const UNKNOWN_DEVICE: &str = "unknown";
 
 /// Builds the snapshot numbered `generation`.
 pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Policy {
