@@ -15,6 +15,7 @@ mod raw;
 pub mod schedule;
 mod upstream;
 mod validate;
+mod values;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use super::defaults::{DNS_PORT, is_own_address};
 use super::error::{ConfigError, Locator};
 use super::raw::{RawUpstream, Text};
-use super::validate::{bare_ip, entry_key, parse_socket_addr, relative_to};
+use super::values::{bare_ip, entry_key, parse_socket_addr, relative_to};
 
 /// Port of DNS over TLS (RFC 7858).
 const DOT_PORT: u16 = 853;

@@ -27,6 +27,7 @@ use super::raw::{
     RawWindow, Text,
 };
 use super::schedule::{Days, TimeOfDay, Window, shadowed};
+use super::values::{entry_key, parse_socket_addr, relative_to};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
     DeviceSettings, DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings,
@@ -299,11 +300,6 @@ fn api_token(
         return Err(at.invalid(value.span(), key, message));
     }
     Ok(Some((token, token_file)))
-}
-
-/// `text` as a path, relative ones resolved against the config file's directory.
-pub(super) fn relative_to(config_path: &Path, text: &str) -> PathBuf {
-    config_path.parent().unwrap_or(Path::new("")).join(text)
 }
 
 /// `[download]`: every value above zero, and the interval, timeout and attempts within bounds
@@ -808,31 +804,6 @@ fn socket_addr(
         .map_err(|message| at.invalid(value.span(), key, message))
 }
 
-/// See [`socket_addr`].
-pub(super) fn parse_socket_addr(text: &str, default_port: u16) -> Result<SocketAddr, String> {
-    if let Ok(address) = text.parse() {
-        return Ok(address);
-    }
-    if let Some(ip) = bare_ip(text) {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
-    match text.rsplit_once(':') {
-        Some((ip, port)) if bare_ip(ip).is_some() => {
-            Err(format!("`{port}` is not a port number (0 to 65535)"))
-        }
-        _ => Err(format!(
-            "`{text}` is not an IP address with an optional port, like `9.9.9.9`, \
-             `192.168.1.1:53` or `[2620:fe::fe]:53` (host names are not resolved)"
-        )),
-    }
-}
-
-/// `text` as an IP address, IPv6 optionally in brackets.
-pub(super) fn bare_ip(text: &str) -> Option<IpAddr> {
-    let unbracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
-    unbracketed.unwrap_or(text).parse().ok()
-}
-
 /// A TTL given as a humantime duration (`"30s"`, `"5m"`, `"1d"`), or `default` when absent.
 fn optional_ttl(
     value: Option<&Text>,
@@ -930,11 +901,6 @@ fn declare<'a>(
         }
     };
     Err(at.invalid(name.span(), key, message))
-}
-
-/// The key path of `field` in the `index`th `[[table]]` of the file: `profile[2].block`.
-pub(super) fn entry_key(table: &str, index: usize, field: &str) -> String {
-    format!("{table}[{index}].{field}")
 }
 
 /// Puts `item` in place of the item with the same id, or at the end when there is none.

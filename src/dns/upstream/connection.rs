@@ -14,7 +14,7 @@
 //!
 //! The connection's own task (hickory's background exchange, h2's driver) runs on the
 //! runtime `Upstreams` was made on, the daemon's shared one: a UDP listener's runtime does
-//! not poll its I/O driver while it blocks in `recvmmsg` (see [`crate::dns::udp`]), and a
+//! not poll its I/O driver while it blocks in `recvmmsg` (see [`crate::server::udp`]), and a
 //! connection shared by questions of every listener must not depend on one of them.
 
 use std::future::Future;
