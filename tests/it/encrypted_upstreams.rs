@@ -44,11 +44,12 @@ fn doh_url(upstream: &EncryptedUpstream) -> String {
 
 /// Asks for every name at once and checks each answer.
 async fn ask_all_at_once(daemon: &TestDaemon) {
-    let replies = futures_util::future::join_all(
-        (0..NAMES).map(|index| async move {
-            (index, query_udp(daemon.dns, &name(index), RecordType::A, true).await)
-        }),
-    )
+    let replies = futures_util::future::join_all((0..NAMES).map(|index| async move {
+        (
+            index,
+            query_udp(daemon.dns, &name(index), RecordType::A, true).await,
+        )
+    }))
     .await;
     for (index, reply) in replies {
         assert_eq!(rcode(&reply), ResponseCode::NoError, "{}", name(index));
@@ -70,7 +71,11 @@ async fn dot_and_doh_answer_pipelined_queries_on_one_kept_connection() {
         let reply = query_udp(daemon.dns, "n0.test", RecordType::AAAA, true).await;
         assert_eq!(rcode(&reply), ResponseCode::NoError, "{url}");
         assert_eq!(server.queries() - queries, NAMES + 1, "{url}");
-        assert_eq!(server.connections() - connections, 1, "{url}: one connection, reused");
+        assert_eq!(
+            server.connections() - connections,
+            1,
+            "{url}: one connection, reused"
+        );
         let metrics = daemon.metrics().await;
         let info = format!("metasink_upstream_info{{protocol=\"{protocol}\",upstream=\"{url}\"}}");
         assert_eq!(metric(&metrics, &info), 1.0, "{metrics}");
@@ -99,7 +104,11 @@ async fn a_certificate_for_another_name_fails_closed_with_a_counted_reason() {
     .await;
     let reply = query_udp(daemon.dns, "n1.test", RecordType::A, true).await;
     assert_eq!(rcode(&reply), ResponseCode::ServFail);
-    assert_eq!(server.queries(), 0, "nothing was sent over a connection not trusted");
+    assert_eq!(
+        server.queries(),
+        0,
+        "nothing was sent over a connection not trusted"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +126,10 @@ async fn queries_waiting_on_a_connection_the_server_closes_are_sent_again() {
             let dns = daemon.dns;
             async move {
                 futures_util::future::join_all((0..NAMES).map(|index| async move {
-                    (index, query_udp(dns, &name(index), RecordType::A, true).await)
+                    (
+                        index,
+                        query_udp(dns, &name(index), RecordType::A, true).await,
+                    )
                 }))
                 .await
             }
@@ -131,7 +143,12 @@ async fn queries_waiting_on_a_connection_the_server_closes_are_sent_again() {
         server.delay_answers(Duration::ZERO);
         server.drop_connections();
         for (index, reply) in asked.await.unwrap() {
-            assert_eq!(rcode(&reply), ResponseCode::NoError, "{url}: {}", name(index));
+            assert_eq!(
+                rcode(&reply),
+                ResponseCode::NoError,
+                "{url}: {}",
+                name(index)
+            );
             assert_eq!(a_addrs(&reply), [address(index)], "{url}: {}", name(index));
         }
         daemon.stop().await;

@@ -141,7 +141,9 @@ fn listen(address: SocketAddr) -> TcpListener {
     socket.set_reuse_address(true).unwrap();
     socket.set_reuse_port(true).unwrap();
     socket.set_nonblocking(true).unwrap();
-    socket.bind(&address.into()).unwrap_or_else(|e| panic!("bind {address}: {e}"));
+    socket
+        .bind(&address.into())
+        .unwrap_or_else(|e| panic!("bind {address}: {e}"));
     socket.listen(128).unwrap();
     TcpListener::from_std(socket.into()).expect("a listener in the runtime")
 }
@@ -157,7 +159,11 @@ fn certificates() -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'stati
         .signed_by(&key, &*ca)
         .unwrap();
     let chain = vec![leaf.der().clone(), ca.der().clone()];
-    (ca.pem(), chain, PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+    (
+        ca.pem(),
+        chain,
+        PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
 }
 
 /// The rustls server side, offering `alpn`.
