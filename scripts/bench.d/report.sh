@@ -296,7 +296,7 @@ report_protocols() {
     [[ ${BENCH_PROTOCOLS:-0} == 1 ]] && have metasink-udp,uncached.qps || return 0
     local udp=metasink-udp protocol t
     echo
-    echo "### Upstream protocols (metasink, no list → local Unbound → nsd; uncached names)"
+    echo "### Upstream protocols (metasink, no list → local Unbound → nsd; uncached names; tcp:// shows what TLS adds to a TCP stream)"
     echo
     echo "| upstream | uncached QPS | ×UDP | p50 / p99 ms @${BENCH_PROTOCOL_RATE} QPS | p50 ×UDP |"
     echo "| --- | --- | --- | --- | --- |"
@@ -315,7 +315,7 @@ report_protocols() {
     echo "| --- | --- | --- |"
     local qps p50
     for protocol in ${PROTOCOLS[*]}; do
-        [[ $protocol == udp ]] && continue
+        [[ $protocol == @(udp|tcp) ]] && continue
         t=metasink-$protocol
         have "$t,uncached.qps" || continue
         qps=$(calc "${R[$t,uncached.qps]} / ${R[$udp,uncached.qps]}")
