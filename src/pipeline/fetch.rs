@@ -215,9 +215,7 @@ mod tests {
             max_ttl: Duration::from_secs(60),
         };
         // Nothing is sent: the task is dropped before it runs.
-        let upstream = UpstreamSettings {
-            address: "127.0.0.1:9".parse().unwrap(),
-        };
+        let upstream = UpstreamSettings::plain("127.0.0.1:9".parse().unwrap());
         let fetcher = Arc::new(Fetcher::new(
             Cache::new(&settings, metrics.cache()),
             Arc::new(crate::dns::Upstreams::new(&[upstream], &metrics)),
