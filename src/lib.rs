@@ -57,6 +57,7 @@ pub mod dns;
 pub mod explain;
 pub mod fd_budget;
 pub mod lists;
+pub mod local;
 pub mod memory;
 pub mod metrics;
 pub mod neighbours;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
-    AdmissionSettings, CacheSettings, DownloadSettings, ListSettings, ListSource, Origin,
+    AdmissionSettings, CacheSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, Origin,
     ServerSettings, Settings, UpstreamSettings,
 };
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
@@ -132,6 +132,7 @@ pub fn builtin_settings() -> Settings {
         devices: Vec::new(),
         trusted_forwarders: Vec::new(),
         default_profile: DEFAULT_PROFILE.to_owned(),
+        local: LocalSettings::default(),
     }
 }
 

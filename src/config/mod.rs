@@ -11,6 +11,7 @@
 
 mod defaults;
 mod error;
+pub mod local;
 mod raw;
 pub mod schedule;
 mod validate;
@@ -23,6 +24,7 @@ use ipnet::IpNet;
 
 pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings};
 pub use error::ConfigError;
+pub use local::{ForwardSettings, LOCAL_TTL, LocalSettings, RecordSettings};
 pub use schedule::Window;
 
 use crate::lists::MatchMode;
@@ -58,6 +60,8 @@ pub struct Settings {
     pub trusted_forwarders: Vec<IpAddr>,
     /// Profile used for clients that match no device.
     pub default_profile: String,
+    /// The house's own names, forward zones, rebinding protection and DHCP leases.
+    pub local: LocalSettings,
 }
 
 /// Where a [`Settings`] came from.

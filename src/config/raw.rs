@@ -12,6 +12,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{ConfigError, Locator};
+use super::local::{RawForward, RawLocal, RawRecord};
 
 /// A spanned string, the shape of most values.
 pub(super) type Text = Spanned<String>;
@@ -43,6 +44,15 @@ pub(super) struct RawConfig {
     /// `[[device]]`, in file order.
     #[serde(default, rename = "device")]
     pub devices: Vec<RawDevice>,
+    /// `[[record]]`, in file order.
+    #[serde(default, rename = "record")]
+    pub records: Vec<RawRecord>,
+    /// `[local]`.
+    #[serde(default)]
+    pub local: RawLocal,
+    /// `[[forward]]`, in file order.
+    #[serde(default, rename = "forward")]
+    pub forwards: Vec<RawForward>,
 }
 
 /// `[server]`.
@@ -70,6 +80,12 @@ pub(super) struct RawServer {
     pub rate_limit_burst: Option<Spanned<u32>>,
     /// Forwarders (IP addresses and CIDR networks) whose EDNS client options are believed.
     pub trusted_forwarders: Option<Vec<Text>>,
+    /// Block public names answered with private addresses.
+    pub rebind_protection: Option<bool>,
+    /// Names allowed private addresses despite `rebind_protection`.
+    pub rebind_allow: Option<Vec<Text>>,
+    /// DHCP lease files naming the house's clients.
+    pub dhcp_leases: Option<Vec<Text>>,
 }
 
 /// `[download]`.

@@ -21,6 +21,7 @@ use super::defaults::{
     RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, is_own_address, system_upstreams,
 };
 use super::error::{ConfigError, Locator};
+use super::local::{self, RawLocalSections};
 use super::raw::{
     RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawServer, RawUpstream,
     RawWindow, Text,
@@ -92,6 +93,17 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         None => Vec::new(),
         Some(values) => forwarders(values, &admission.allow_from, &at)?,
     };
+    let local = local::local(
+        RawLocalSections {
+            records: &raw.records,
+            local: &raw.local,
+            forwards: &raw.forwards,
+            server: &raw.server,
+        },
+        path,
+        &server.listen,
+        &at,
+    )?;
     let default_profile = match &raw.default_profile {
         None => DEFAULT_PROFILE.to_owned(),
         Some(name) => reference(name, &profile_names, "profile", "default_profile", &at)?,
@@ -108,6 +120,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         devices,
         trusted_forwarders,
         default_profile,
+        local,
     })
 }
 
@@ -304,7 +317,7 @@ fn api_token(
 }
 
 /// `text` as a path, relative ones resolved against the config file's directory.
-fn relative_to(config_path: &Path, text: &str) -> PathBuf {
+pub(super) fn relative_to(config_path: &Path, text: &str) -> PathBuf {
     config_path.parent().unwrap_or(Path::new("")).join(text)
 }
 
@@ -455,18 +468,29 @@ fn upstreams(
         .enumerate()
         .map(|(index, upstream)| {
             let key = entry_key("upstream", index, "address");
-            let address = socket_addr(&upstream.address, DNS_PORT, &key, at)?;
-            let problem = if address.port() == 0 || address.ip().is_unspecified() {
-                "is not an address a query can be sent to"
-            } else if is_own_address(address, listen) {
-                "is this server's own listen address: queries would loop"
-            } else {
-                return Ok(UpstreamSettings { address });
-            };
-            let message = format!("`{address}` {problem}");
-            Err(at.invalid(upstream.address.span(), key, message))
+            self::upstream(&upstream.address, listen, &key, at)
         })
         .collect()
+}
+
+/// One upstream address (an `[[upstream]]`'s or a `[[forward]]`'s): port 53 unless given,
+/// and not one of our own `listen` addresses.
+pub(super) fn upstream(
+    value: &Text,
+    listen: &[SocketAddr],
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<UpstreamSettings, ConfigError> {
+    let address = socket_addr(value, DNS_PORT, key, at)?;
+    let problem = if address.port() == 0 || address.ip().is_unspecified() {
+        "is not an address a query can be sent to"
+    } else if is_own_address(address, listen) {
+        "is this server's own listen address: queries would loop"
+    } else {
+        return Ok(UpstreamSettings { address });
+    };
+    let message = format!("`{address}` {problem}");
+    Err(at.invalid(value.span(), key, message))
 }
 
 /// `[cache]`.
@@ -845,7 +869,7 @@ fn bare_ip(text: &str) -> Option<IpAddr> {
 }
 
 /// A TTL given as a humantime duration (`"30s"`, `"5m"`, `"1d"`), or `default` when absent.
-fn optional_ttl(
+pub(super) fn optional_ttl(
     value: Option<&Text>,
     default: Duration,
     key: &str,

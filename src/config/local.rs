@@ -1,0 +1,338 @@
+//! The local network's sections of the config: `[[record]]`, `[local]`, `[[forward]]` and the
+//! `[server]` keys `rebind_protection`, `rebind_allow` and `dhcp_leases`, read into
+//! [`LocalSettings`]. Kept apart from `validate` (one file per section); the checks follow the
+//! same rules: the first mistake is returned with file, line and key.
+//!
+//! ```toml
+//! [[record]]
+//! name = "nas.lan"
+//! a = ["192.168.1.10"]
+//! ttl = "5m"
+//!
+//! [local]
+//! hosts = ["/etc/hosts"]
+//!
+//! [[forward]]
+//! zones = ["lan", "168.192.in-addr.arpa"]
+//! upstream = ["192.168.1.1"]
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::error::{ConfigError, Locator};
+use super::raw::{RawServer, Text};
+use super::UpstreamSettings;
+
+/// TTL of a local record without its own `ttl`, and of hosts-file names: short, so an edit
+/// and a reload reach clients within a minute (dnsmasq sends 0; a minute spares the house's
+/// stubs from asking for the printer on every page).
+pub const LOCAL_TTL: Duration = Duration::from_secs(60);
+
+/// The longest name (RFC 1035 §2.3.4, in text form without the trailing dot).
+const MAX_NAME: usize = 253;
+
+/// One `[[record]]` as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecord {
+    /// The name the records belong to.
+    pub name: Text,
+    /// IPv4 addresses.
+    pub a: Option<OneOrMany>,
+    /// IPv6 addresses.
+    pub aaaa: Option<OneOrMany>,
+    /// An alias: the one record the name then has (RFC 1034 §3.6.2).
+    pub cname: Option<Text>,
+    /// TXT strings, one record each.
+    pub txt: Option<OneOrMany>,
+    /// Humantime duration.
+    pub ttl: Option<Text>,
+}
+
+/// `a = "192.168.1.10"` or `a = ["192.168.1.10", "192.168.1.11"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(Text),
+    Many(Vec<Text>),
+}
+
+impl OneOrMany {
+    fn values(&self) -> &[Text] {
+        match self {
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(many) => many,
+        }
+    }
+}
+
+/// `[local]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocal {
+    /// Hosts files (`/etc/hosts` format), read at start and on every reload.
+    pub hosts: Option<Vec<Text>>,
+}
+
+/// One `[[forward]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    /// Zones whose questions go to `upstream` only.
+    pub zones: Spanned<Vec<Text>>,
+    /// `IP` or `IP:PORT` of the resolvers for those zones.
+    pub upstream: Spanned<Vec<Text>>,
+}
+
+/// The local network's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// `[[record]]`s, in file order; one per name.
+    pub records: Vec<RecordSettings>,
+    /// `[local] hosts`: hosts files, relative paths against the config file's directory.
+    pub hosts: Vec<PathBuf>,
+    /// `[[forward]]`s, in file order; no zone is in two.
+    pub forwards: Vec<ForwardSettings>,
+    /// `[server] rebind_protection`: answers of public names holding a private address are
+    /// blocked.
+    pub rebind_protection: bool,
+    /// `[server] rebind_allow`: names (and their subdomains) allowed private addresses.
+    pub rebind_allow: Vec<String>,
+    /// `[server] dhcp_leases`: lease files (dnsmasq or ISC dhcpd) that name unknown clients.
+    pub dhcp_leases: Vec<PathBuf>,
+}
+
+/// One `[[record]]`: a name and its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordSettings {
+    /// Lower-case, without the trailing dot.
+    pub name: String,
+    /// TTL of its records.
+    pub ttl: Duration,
+    /// IPv4 addresses.
+    pub a: Vec<Ipv4Addr>,
+    /// IPv6 addresses.
+    pub aaaa: Vec<Ipv6Addr>,
+    /// The alias target (then a, aaaa and txt are empty).
+    pub cname: Option<String>,
+    /// TXT strings.
+    pub txt: Vec<String>,
+}
+
+/// One `[[forward]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardSettings {
+    /// Zones, lower-case without the trailing dot.
+    pub zones: Vec<String>,
+    /// Where their questions go, in order.
+    pub upstreams: Vec<UpstreamSettings>,
+}
+
+/// The local sections of the file.
+pub(super) struct RawLocalSections<'a> {
+    pub records: &'a [RawRecord],
+    pub local: &'a RawLocal,
+    pub forwards: &'a [RawForward],
+    pub server: &'a RawServer,
+}
+
+/// Checks the local sections; `listen` are the DNS listen addresses (a forward upstream may
+/// not be one of them).
+pub(super) fn local(
+    raw: RawLocalSections<'_>,
+    path: &Path,
+    listen: &[SocketAddr],
+    at: &Locator<'_>,
+) -> Result<LocalSettings, ConfigError> {
+    let records = records(raw.records, at)?;
+    let hosts = paths(raw.local.hosts.as_deref(), "local.hosts", path, at)?;
+    let forwards = forwards(raw.forwards, listen, at)?;
+    let rebind_allow = match &raw.server.rebind_allow {
+        None => Vec::new(),
+        Some(values) => (values.iter().enumerate())
+            .map(|(index, value)| name(value, &format!("server.rebind_allow[{index}]"), at))
+            .collect::<Result<_, _>>()?,
+    };
+    let dhcp_leases = paths(
+        raw.server.dhcp_leases.as_deref(),
+        "server.dhcp_leases",
+        path,
+        at,
+    )?;
+    Ok(LocalSettings {
+        records,
+        hosts,
+        forwards,
+        rebind_protection: raw.server.rebind_protection.unwrap_or(false),
+        rebind_allow,
+        dhcp_leases,
+    })
+}
+
+fn records(raw: &[RawRecord], at: &Locator<'_>) -> Result<Vec<RecordSettings>, ConfigError> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut records = Vec::with_capacity(raw.len());
+    for (index, record) in raw.iter().enumerate() {
+        let key = |field: &str| format!("record[{index}].{field}");
+        let name = name(&record.name, &key("name"), at)?;
+        if let Some(first) = seen.insert(name.clone(), at.line(record.name.span().start)) {
+            let message = format!(
+                "`{name}` already has a [[record]] (line {first}): give one record all of \
+                 its data"
+            );
+            return Err(at.invalid(record.name.span(), key("name"), message));
+        }
+        let ttl = super::validate::optional_ttl(record.ttl.as_ref(), LOCAL_TTL, &key("ttl"), at)?;
+        let a = addresses(record.a.as_ref(), &key("a"), at, |ip| match ip {
+            IpAddr::V4(ip) => Ok(ip),
+            IpAddr::V6(_) => Err("is an IPv6 address: put it in `aaaa`"),
+        })?;
+        let aaaa = addresses(record.aaaa.as_ref(), &key("aaaa"), at, |ip| match ip {
+            IpAddr::V6(ip) => Ok(ip),
+            IpAddr::V4(_) => Err("is an IPv4 address: put it in `a`"),
+        })?;
+        let txt: Vec<String> = record.txt.as_ref().map_or(Vec::new(), |txt| {
+            txt.values().iter().map(|t| t.get_ref().clone()).collect()
+        });
+        if let Some(long) = record.txt.iter().flat_map(|t| t.values()).find(|t| t.get_ref().len() > 255) {
+            return Err(at.invalid(long.span(), key("txt"), "is longer than 255 bytes (one TXT string)"));
+        }
+        let cname = match &record.cname {
+            None => None,
+            Some(target) => {
+                if !(a.is_empty() && aaaa.is_empty() && txt.is_empty()) {
+                    let message = "a name with a `cname` has no other records (RFC 1034 §3.6.2): \
+                                   drop `a`, `aaaa` and `txt`, or the `cname`";
+                    return Err(at.invalid(target.span(), key("cname"), message));
+                }
+                let target_name = self::name(target, &key("cname"), at)?;
+                if target_name == name {
+                    return Err(at.invalid(target.span(), key("cname"), "points at its own name"));
+                }
+                Some(target_name)
+            }
+        };
+        if a.is_empty() && aaaa.is_empty() && txt.is_empty() && cname.is_none() {
+            let message = "has no data: give it `a`, `aaaa`, `cname` or `txt`";
+            return Err(at.invalid(record.name.span(), key("name"), message));
+        }
+        records.push(RecordSettings {
+            name,
+            ttl,
+            a,
+            aaaa,
+            cname,
+            txt,
+        });
+    }
+    Ok(records)
+}
+
+/// The addresses of one record key, each checked by `family`.
+fn addresses<T>(
+    values: Option<&OneOrMany>,
+    key: &str,
+    at: &Locator<'_>,
+    family: impl Fn(IpAddr) -> Result<T, &'static str>,
+) -> Result<Vec<T>, ConfigError> {
+    let Some(values) = values else {
+        return Ok(Vec::new());
+    };
+    (values.values().iter())
+        .map(|value| {
+            let text = value.get_ref();
+            let problem = match text.trim().parse::<IpAddr>() {
+                Ok(ip) => match family(ip) {
+                    Ok(ip) => return Ok(ip),
+                    Err(problem) => problem,
+                },
+                Err(_) => "is not an IP address",
+            };
+            Err(at.invalid(value.span(), key, format!("`{text}` {problem}")))
+        })
+        .collect()
+}
+
+fn forwards(
+    raw: &[RawForward],
+    listen: &[SocketAddr],
+    at: &Locator<'_>,
+) -> Result<Vec<ForwardSettings>, ConfigError> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut forwards = Vec::with_capacity(raw.len());
+    for (index, forward) in raw.iter().enumerate() {
+        let key = |field: &str| format!("forward[{index}].{field}");
+        if forward.zones.get_ref().is_empty() {
+            return Err(at.invalid(forward.zones.span(), key("zones"), "needs at least one zone"));
+        }
+        let mut zones = Vec::new();
+        for (zone_index, zone) in forward.zones.get_ref().iter().enumerate() {
+            let zone_key = format!("forward[{index}].zones[{zone_index}]");
+            let name = name(zone, &zone_key, at)?;
+            if let Some(first) = seen.insert(name.clone(), at.line(zone.span().start)) {
+                let message = format!(
+                    "zone `{name}` is already forwarded (line {first}): a zone has one set of \
+                     upstreams"
+                );
+                return Err(at.invalid(zone.span(), zone_key, message));
+            }
+            zones.push(name);
+        }
+        if forward.upstream.get_ref().is_empty() {
+            let message = "needs at least one address, like `192.168.1.1`";
+            return Err(at.invalid(forward.upstream.span(), key("upstream"), message));
+        }
+        let upstreams = (forward.upstream.get_ref().iter().enumerate())
+            .map(|(upstream_index, value)| {
+                let key = format!("forward[{index}].upstream[{upstream_index}]");
+                super::validate::upstream(value, listen, &key, at)
+            })
+            .collect::<Result<_, _>>()?;
+        forwards.push(ForwardSettings { zones, upstreams });
+    }
+    Ok(forwards)
+}
+
+/// A domain name: lower-cased, without the trailing dot, made of labels of letters, digits,
+/// `-` and `_` (the root alone is refused: forwarding it would be the `[[upstream]]`s' job).
+fn name(value: &Text, key: &str, at: &Locator<'_>) -> Result<String, ConfigError> {
+    let text = value.get_ref().trim();
+    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !name.is_empty() && name.len() <= MAX_NAME && name.split('.').all(label_ok) {
+        return Ok(name);
+    }
+    let message = format!(
+        "`{text}` is not a domain name: labels of letters, digits, `-` and `_`, 1 to 63 \
+         characters each, {MAX_NAME} in all, like `nas.lan`"
+    );
+    Err(at.invalid(value.span(), key, message))
+}
+
+/// File paths of `key`, relative ones against the config file's directory.
+fn paths(
+    values: Option<&[Text]>,
+    key: &str,
+    path: &Path,
+    at: &Locator<'_>,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    (values.unwrap_or_default().iter().enumerate())
+        .map(|(index, value)| {
+            if value.get_ref().trim().is_empty() {
+                return Err(at.invalid(value.span(), format!("{key}[{index}]"), "is empty"));
+            }
+            Ok(super::validate::relative_to(path, value.get_ref()))
+        })
+        .collect()
+}
