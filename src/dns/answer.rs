@@ -10,6 +10,7 @@
 //! the TTLs on the way. A question with the same cache key has the same labels (only ASCII
 //! case may differ), so every compression pointer still lands where it did.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -18,6 +19,7 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use super::Question;
 use super::reply::Records;
 use super::wire::{HEADER_LEN, record_ttl_offsets, skip_name};
+use crate::local::is_rebinding_target;
 
 /// An upstream answer (positive, NXDOMAIN or NODATA).
 #[derive(Clone, Debug)]
@@ -34,6 +36,9 @@ pub struct Answer {
     lifetime: Option<Duration>,
     /// Names inside the answer, lower-case without trailing dot, for answer inspection.
     targets: Box<[Box<str>]>,
+    /// An A or AAAA record holds an address inside the house (DNS rebinding protection,
+    /// [`crate::local::rebind`]).
+    house_address: bool,
 }
 
 /// How the TTLs of a served answer are written.
@@ -76,6 +81,11 @@ impl Answer {
         };
         let lifetime = lifetime(rcode, &answers, &authorities);
         let targets = answers.iter().filter_map(target_name).collect();
+        let house_address = answers.iter().any(|record| match &record.data {
+            RData::A(a) => is_rebinding_target(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => is_rebinding_target(IpAddr::V6(aaaa.0)),
+            _ => false,
+        });
         let answer_count = u16::try_from(answers.len()).ok()?;
         let authority_count = u16::try_from(authorities.len()).ok()?;
 
@@ -100,6 +110,7 @@ impl Answer {
             authority_count,
             lifetime,
             targets,
+            house_address,
         })
     }
 
@@ -126,6 +137,12 @@ impl Answer {
     /// The names this answer points to (CNAME chain targets, HTTPS/SVCB target names).
     pub fn targets(&self) -> &[Box<str>] {
         &self.targets
+    }
+
+    /// Whether an address record holds an address inside the house (private, loopback,
+    /// link-local, unspecified).
+    pub fn holds_house_address(&self) -> bool {
+        self.house_address
     }
 
     /// The records as a reply writes them, TTLs per `ttl`.

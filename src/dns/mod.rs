@@ -5,6 +5,7 @@
 
 mod answer;
 mod blocked;
+mod local;
 mod question;
 mod reply;
 mod request;

@@ -99,6 +99,11 @@ impl Question {
         qtype_row(self.qtype)
     }
 
+    /// The query type's code (1 for A, 28 for AAAA).
+    pub fn qtype_code(&self) -> u16 {
+        u16::from(self.qtype)
+    }
+
     /// The query type as DNS writes it ("A", "HTTPS", "TYPE65534").
     pub fn qtype_name(&self) -> String {
         self.qtype.to_string()

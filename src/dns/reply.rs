@@ -134,6 +134,8 @@ pub(super) struct Reply<'a> {
     pub ede: Option<Ede<'a>>,
     /// Send only the header and question with TC set (ANY over UDP).
     pub truncate: bool,
+    /// Set AA: the house's own data (local names, private zones), not a forwarded answer.
+    pub authoritative: bool,
 }
 
 impl Reply<'_> {
@@ -144,6 +146,7 @@ impl Reply<'_> {
             records: None,
             ede: None,
             truncate: false,
+            authoritative: false,
         }
     }
 }
@@ -152,7 +155,7 @@ impl Reply<'_> {
 pub(super) fn write_reply(echo: &Echo<'_>, reply: &Reply<'_>, transport: Transport) -> Vec<u8> {
     let limit = echo.limit(transport);
     let mut out = Vec::with_capacity(512);
-    write_header(&mut out, echo, reply.rcode, reply.truncate);
+    write_header(&mut out, echo, reply);
     out.extend_from_slice(&echo.question);
     let question_end = out.len();
     if let Some(records) = reply.records.filter(|_| !reply.truncate) {
@@ -188,11 +191,13 @@ pub(super) fn write_reply(echo: &Echo<'_>, reply: &Reply<'_>, transport: Transpo
 }
 
 /// The header, with QDCOUNT and ARCOUNT already right and no records counted yet.
-fn write_header(out: &mut Vec<u8>, echo: &Echo<'_>, rcode: ResponseCode, truncate: bool) {
+fn write_header(out: &mut Vec<u8>, echo: &Echo<'_>, reply: &Reply<'_>) {
+    let rcode = reply.rcode;
     out.extend_from_slice(&echo.id.to_be_bytes());
     let mut flags: u16 = 0x8000 | 0x0080; // QR, RA
     flags |= u16::from(u8::from(echo.op_code) & 0x0F) << 11;
-    flags |= u16::from(truncate) << 9;
+    flags |= u16::from(reply.authoritative) << 10;
+    flags |= u16::from(reply.truncate) << 9;
     flags |= u16::from(echo.recursion_desired) << 8;
     flags |= u16::from(echo.checking_disabled) << 4;
     flags |= u16::from(rcode) & 0x0F;

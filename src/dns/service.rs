@@ -13,7 +13,7 @@ use prometheus::{Histogram, IntCounter};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::Question;
+use super::{Answer, Question, TtlRule};
 use super::blocked::{BlockedRecords, blocked_plan};
 use super::reply::{Echo, Ede, MAX_UDP_PAYLOAD, Reply, Transport, write_reply};
 use super::request::{Rejection, Request};
@@ -26,6 +26,8 @@ use crate::policy::{Policy, PolicyHandle, Profile};
 /// Extended DNS Error codes we send (RFC 8914 §4).
 pub(super) const EDE_BLOCKED: u16 = 15;
 const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
+/// The Extended DNS Error text of an answer blocked by DNS rebinding protection.
+const REBINDING_TEXT: &str = "DNS rebinding: a public name answered with a private address";
 
 /// Who a client is to the per-client limits ([`DnsService::standing`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,6 +265,37 @@ fn write_outcome(
             };
             write_reply(echo, &reply, transport)
         }
+        Outcome::Rebinding => {
+            // RFC 8914 §4.16, Blocked: refused "due to a security policy implemented on the
+            // server being directly talked to", which rebinding protection is (not Filtered,
+            // 17, a blocklist the client asked for; not Prohibited, 18, about the client).
+            let records = BlockedRecords {
+                plan: blocked_plan(question.qtype, profile.answer),
+                ttl: u32::try_from(profile.blocked_ttl.as_secs()).unwrap_or(u32::MAX),
+            };
+            let reply = Reply {
+                records: Some(&records),
+                ede: Some(Ede {
+                    code: EDE_BLOCKED,
+                    prefix: "",
+                    text: REBINDING_TEXT,
+                }),
+                ..Reply::code(records.plan.rcode)
+            };
+            write_reply(echo, &reply, transport)
+        }
+        Outcome::Local(local) => match Answer::local(question, local) {
+            Some(answer) => {
+                let served = answer.served(TtlRule::Aged(0));
+                let reply = Reply {
+                    records: Some(&served),
+                    authoritative: true,
+                    ..Reply::code(answer.rcode)
+                };
+                write_reply(echo, &reply, transport)
+            }
+            None => write_reply(echo, &Reply::code(ResponseCode::ServFail), transport),
+        },
         Outcome::ServFail(error) => {
             let text = error.to_string();
             let reply = Reply {

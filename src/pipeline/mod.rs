@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! identify  client address → device → profile            (caller: dns::service)
+//! local     local names, private zones, forward zones     → Local (stop) | forward set
 //! decide    lists containing the name, block & !allow     → Blocked (stop)
 //! cache     shared by every profile                       → hit
 //! upstream  forward (one fetch per question), then cache  → answer | stale | ServFail
-//! inspect   names inside the answer, same profile         → Blocked
+//! inspect   names inside the answer, same profile;        → Blocked
+//!           house addresses in a public answer            → Rebinding
 //! ```
 //!
 //! The cache and upstream stages, with in-flight de-duplication and serve-stale
@@ -20,6 +22,7 @@ use self::fetch::Fetcher;
 pub use self::fetch::{STALE_AFTER, STALE_TTL, Source};
 use crate::cache::{Cache, Entry};
 use crate::dns::{Question, TtlRule, UpstreamError, Upstreams};
+use crate::local::{Local, LocalAnswer};
 use crate::metrics::QueryResult;
 use crate::policy::{ListIndex, ListMask, Policy, Profile};
 
@@ -53,13 +56,18 @@ pub enum Outcome {
     },
     /// No upstream answered in time.
     ServFail(UpstreamError),
+    /// Answered at home, authoritatively.
+    Local(LocalAnswer),
+    /// A public name answered with an address inside the house: blocked as DNS rebinding.
+    Rebinding,
 }
 
 impl Outcome {
     /// The `result` metric label.
     pub fn result(&self) -> QueryResult {
         match self {
-            Self::Blocked { .. } => QueryResult::Blocked,
+            Self::Blocked { .. } | Self::Rebinding => QueryResult::Blocked,
+            Self::Local(_) => QueryResult::Local,
             Self::Answered {
                 source: Source::Upstream,
                 ..
@@ -129,6 +137,13 @@ impl Pipeline {
         profile: &Profile,
         question: &Question,
     ) -> Outcome {
+        // local: the house's own names and private zones are answered here, before anything
+        // can send them out; a forward zone picks the only upstreams its names may go to.
+        let via = match policy.local().resolve(question.name(), question.qtype_code()) {
+            Some(Local::Answer(answer)) => return Outcome::Local(answer),
+            Some(Local::Forward(index, _)) => Some(policy.forward_upstreams(index)),
+            None => None,
+        };
         // decide: before the cache and the upstreams, so a blocked name never leaves the house
         // and one cache can serve every profile.
         let lists = policy.lists_containing(question.name());
@@ -140,7 +155,7 @@ impl Pipeline {
         }
         // cache, then upstream: only upstream answers are cached; identical questions share
         // one fetch, and an expired answer stands in when the upstreams fail (RFC 8767).
-        let (entry, source) = match self.fetcher.answer(question).await {
+        let (entry, source) = match self.fetcher.answer(question, via).await {
             Ok(found) => found,
             Err(error) => return Outcome::ServFail(error),
         };
@@ -155,6 +170,13 @@ impl Pipeline {
                 list,
                 by: BlockedBy::AnswerTarget,
             };
+        }
+        // inspect: DNS rebinding. Forward zones are the house's own resolvers, exempt.
+        if via.is_none()
+            && entry.answer.holds_house_address()
+            && policy.local().blocks_rebinding(question.name())
+        {
+            return Outcome::Rebinding;
         }
         Outcome::Answered { entry, source }
     }

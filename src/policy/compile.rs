@@ -5,6 +5,8 @@
 //! read is kept in the snapshot as "not loaded" with its reason, so the rest of the policy
 //! still works.
 
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
 use super::devices::DeviceIndexMap;
@@ -12,7 +14,9 @@ use super::matcher::{MatcherBuilder, Scope};
 use super::schedules::ConfiguredDevice;
 use super::{Device, ListIndex, ListInfo, ListMask, Policy, Profile};
 use crate::config::{ListSettings, ProfileSettings, Settings};
+use crate::dns::Upstreams;
 use crate::lists::MatchMode;
+use crate::local::LocalZones;
 use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
 use crate::lists::store::ListStore;
@@ -79,6 +83,10 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         devices,
         unknown,
         device_index,
+        local: LocalZones::compile(&settings.local),
+        forward_upstreams: (settings.local.forwards.iter())
+            .map(|forward| Arc::new(Upstreams::new(&forward.upstreams, metrics)))
+            .collect(),
     };
     policy.apply_schedules(jiff::ZonedDateTime::now().datetime());
     policy

@@ -24,7 +24,9 @@ pub use mask::{ListIndex, ListMask, MAX_LISTS};
 pub use profile::Profile;
 
 use crate::config::{ListSettings, ListSource, Window};
+use crate::dns::Upstreams;
 use crate::lists::MatchMode;
+use crate::local::LocalZones;
 use crate::lists::parse::{InvalidLine, ParseReport};
 use crate::metrics::{ClientCounters, Metrics};
 use crate::neighbours::Neighbours;
@@ -41,6 +43,11 @@ pub struct Policy {
     /// Clients that match no device: the default profile.
     unknown: Device,
     device_index: DeviceIndexMap,
+    /// Local names, forward zones, private zones, rebinding protection.
+    local: LocalZones,
+    /// The upstreams of each `[[forward]]`, in order (a reload builds them again, so their
+    /// health starts afresh).
+    forward_upstreams: Vec<Arc<Upstreams>>,
 }
 
 /// A device of the snapshot (or the stand-in for unknown clients).
@@ -233,6 +240,16 @@ impl Policy {
     /// The matcher, for `explain`.
     pub fn matcher(&self) -> &Matcher {
         &self.matcher
+    }
+
+    /// The local network's names and zones.
+    pub fn local(&self) -> &LocalZones {
+        &self.local
+    }
+
+    /// The upstreams of `[[forward]]` number `index` (as [`LocalZones::resolve`] gives it).
+    pub fn forward_upstreams(&self, index: usize) -> &Arc<Upstreams> {
+        &self.forward_upstreams[index]
     }
 
     /// Whether `device` is the stand-in for clients that match no device.
