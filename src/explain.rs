@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::dns::{Question, describe_blocked_answer};
+use crate::local::{Local, LocalAnswer, LocalData, LocalKind, Rcode};
 use crate::neighbours::Neighbours;
 use crate::policy::matcher::Scope;
 use crate::policy::{ForwardedClient, ListIndex, Policy, Profile};
@@ -111,9 +112,22 @@ pub fn explain(
     let blocked_by = profile
         .blocking_list(lists)
         .map(|index| policy.list(index).id.clone());
-    let answer = match profile.blocking_list(lists) {
-        Some(_) => describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
-        None => "forwarded to the upstreams (or answered from the cache)".to_owned(),
+    // The local stage comes first, as on the query path: a local answer is never blocked.
+    let local = policy
+        .local()
+        .resolve(question.name(), question.qtype_code());
+    let blocked_by = match local {
+        Some(Local::Answer(_)) => None,
+        _ => blocked_by,
+    };
+    let answer = match (&local, profile.blocking_list(lists)) {
+        (Some(Local::Answer(answer)), _) => describe_local_answer(answer),
+        (_, Some(_)) => describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
+        (Some(Local::Forward(index, zone)), None) => format!(
+            "forwarded to the upstreams of [[forward]] {index} only (zone {zone}), or answered \
+             from the cache"
+        ),
+        (None, None) => "forwarded to the upstreams (or answered from the cache)".to_owned(),
     };
     Ok(Explanation {
         name: question.name().to_owned(),
@@ -126,6 +140,36 @@ pub fn explain(
         blocked_by,
         answer,
     })
+}
+
+/// A local answer in words: "answered at home (authoritative): NOERROR, A 192.168.1.10".
+fn describe_local_answer(answer: &LocalAnswer) -> String {
+    let mut text = match answer.kind {
+        LocalKind::Record => "answered at home from the local names (authoritative): ",
+        LocalKind::PrivateZone => {
+            "answered at home, never forwarded: a private reverse zone or home.arpa \
+             (authoritative): "
+        }
+    }
+    .to_owned();
+    text.push_str(match answer.rcode {
+        Rcode::NoError => "NOERROR",
+        Rcode::NxDomain => "NXDOMAIN",
+    });
+    for record in &answer.records {
+        let data = match &record.data {
+            LocalData::A(ip) => format!("A {ip}"),
+            LocalData::Aaaa(ip) => format!("AAAA {ip}"),
+            LocalData::Cname(target) => format!("CNAME {target}"),
+            LocalData::Ptr(target) => format!("PTR {target}"),
+            LocalData::Txt(text) => format!("TXT {text:?}"),
+        };
+        text.push_str(&format!(", {} {data}", record.owner));
+    }
+    if let Some((zone, ttl)) = &answer.soa {
+        text.push_str(&format!(", SOA of {zone} in authority (TTL {ttl}s)"));
+    }
+    text
 }
 
 fn hits(policy: &Policy, profile: &Profile, name: &str) -> Vec<Hit> {
