@@ -44,27 +44,28 @@ pub(super) struct RawRecord {
     /// The name the records belong to.
     pub name: Text,
     /// IPv4 addresses.
-    pub a: Option<OneOrMany>,
+    pub a: Option<Spanned<OneOrMany>>,
     /// IPv6 addresses.
-    pub aaaa: Option<OneOrMany>,
+    pub aaaa: Option<Spanned<OneOrMany>>,
     /// An alias: the one record the name then has (RFC 1034 §3.6.2).
     pub cname: Option<Text>,
     /// TXT strings, one record each.
-    pub txt: Option<OneOrMany>,
+    pub txt: Option<Spanned<OneOrMany>>,
     /// Humantime duration.
     pub ttl: Option<Text>,
 }
 
-/// `a = "192.168.1.10"` or `a = ["192.168.1.10", "192.168.1.11"]`.
+/// `a = "192.168.1.10"` or `a = ["192.168.1.10", "192.168.1.11"]` (an untagged enum cannot
+/// keep the span of each item: errors point at the whole value).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum OneOrMany {
-    One(Text),
-    Many(Vec<Text>),
+    One(String),
+    Many(Vec<String>),
 }
 
 impl OneOrMany {
-    fn values(&self) -> &[Text] {
+    fn values(&self) -> &[String] {
         match self {
             Self::One(one) => std::slice::from_ref(one),
             Self::Many(many) => many,
@@ -197,11 +198,15 @@ fn records(raw: &[RawRecord], at: &Locator<'_>) -> Result<Vec<RecordSettings>, C
             IpAddr::V6(ip) => Ok(ip),
             IpAddr::V4(_) => Err("is an IPv4 address: put it in `a`"),
         })?;
-        let txt: Vec<String> = record.txt.as_ref().map_or(Vec::new(), |txt| {
-            txt.values().iter().map(|t| t.get_ref().clone()).collect()
-        });
-        if let Some(long) = record.txt.iter().flat_map(|t| t.values()).find(|t| t.get_ref().len() > 255) {
-            return Err(at.invalid(long.span(), key("txt"), "is longer than 255 bytes (one TXT string)"));
+        let txt: Vec<String> = (record.txt.iter())
+            .flat_map(|txt| txt.get_ref().values())
+            .cloned()
+            .collect();
+        if let Some(txt) = &record.txt
+            && txt.get_ref().values().iter().any(|text| text.len() > 255)
+        {
+            let message = "has a string longer than 255 bytes (the most one TXT string holds)";
+            return Err(at.invalid(txt.span(), key("txt"), message));
         }
         let cname = match &record.cname {
             None => None,
@@ -236,7 +241,7 @@ fn records(raw: &[RawRecord], at: &Locator<'_>) -> Result<Vec<RecordSettings>, C
 
 /// The addresses of one record key, each checked by `family`.
 fn addresses<T>(
-    values: Option<&OneOrMany>,
+    values: Option<&Spanned<OneOrMany>>,
     key: &str,
     at: &Locator<'_>,
     family: impl Fn(IpAddr) -> Result<T, &'static str>,
@@ -244,9 +249,8 @@ fn addresses<T>(
     let Some(values) = values else {
         return Ok(Vec::new());
     };
-    (values.values().iter())
-        .map(|value| {
-            let text = value.get_ref();
+    (values.get_ref().values().iter())
+        .map(|text| {
             let problem = match text.trim().parse::<IpAddr>() {
                 Ok(ip) => match family(ip) {
                     Ok(ip) => return Ok(ip),
@@ -254,7 +258,7 @@ fn addresses<T>(
                 },
                 Err(_) => "is not an IP address",
             };
-            Err(at.invalid(value.span(), key, format!("`{text}` {problem}")))
+            Err(at.invalid(values.span(), key, format!("`{text}` {problem}")))
         })
         .collect()
 }
@@ -335,4 +339,134 @@ fn paths(
             Ok(super::validate::relative_to(path, value.get_ref()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse;
+
+    const PATH: &str = "/etc/metasink/config.toml";
+
+    fn local(text: &str) -> LocalSettings {
+        parse(text, Path::new(PATH)).unwrap().local
+    }
+
+    fn error(text: &str) -> String {
+        parse(text, Path::new(PATH)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_local_sections_are_read() {
+        let settings = local(
+            "[server]\nrebind_protection = true\nrebind_allow = [\"Plex.Direct.\"]\n\
+             dhcp_leases = [\"leases/dnsmasq.leases\"]\n\
+             [[record]]\nname = \"NAS.lan.\"\na = \"192.168.1.10\"\naaaa = [\"fd00::10\"]\n\
+             txt = \"hello\"\nttl = \"5m\"\n\
+             [[record]]\nname = \"files.lan\"\ncname = \"nas.lan\"\n\
+             [local]\nhosts = [\"/etc/hosts\"]\n\
+             [[forward]]\nzones = [\"lan\", \"168.192.in-addr.arpa\"]\nupstream = [\"192.168.1.1\", \"192.168.1.2:5353\"]\n",
+        );
+        assert_eq!(settings.records[0].name, "nas.lan");
+        assert_eq!(settings.records[0].ttl, Duration::from_secs(300));
+        assert_eq!(settings.records[0].a, ["192.168.1.10".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(settings.records[0].txt, ["hello"]);
+        assert_eq!(settings.records[1].cname.as_deref(), Some("nas.lan"));
+        assert_eq!(settings.records[1].ttl, LOCAL_TTL);
+        assert_eq!(settings.hosts, [PathBuf::from("/etc/hosts")]);
+        assert_eq!(settings.forwards[0].zones, ["lan", "168.192.in-addr.arpa"]);
+        let ports: Vec<u16> = (settings.forwards[0].upstreams.iter())
+            .map(|u| u.address.port())
+            .collect();
+        assert_eq!(ports, [53, 5353]);
+        assert!(settings.rebind_protection);
+        assert_eq!(settings.rebind_allow, ["plex.direct"]);
+        assert_eq!(
+            settings.dhcp_leases,
+            [PathBuf::from("/etc/metasink/leases/dnsmasq.leases")]
+        );
+        assert_eq!(local(""), LocalSettings::default());
+    }
+
+    #[test]
+    fn mistakes_name_file_line_and_key() {
+        let cases = [
+            (
+                "[[record]]\nname = \"nas.lan\"\na = \"fd00::1\"\n",
+                "config.toml:3: record[0].a: `fd00::1` is an IPv6 address: put it in `aaaa`",
+            ),
+            (
+                "[[record]]\nname = \"nas.lan\"\naaaa = [\"10.0.0.1\"]\n",
+                "config.toml:3: record[0].aaaa: `10.0.0.1` is an IPv4 address: put it in `a`",
+            ),
+            (
+                "[[record]]\nname = \"nas.lan\"\na = \"nas\"\n",
+                "config.toml:3: record[0].a: `nas` is not an IP address",
+            ),
+            (
+                "[[record]]\nname = \"nas.lan\"\n",
+                "config.toml:2: record[0].name: has no data",
+            ),
+            (
+                "[[record]]\nname = \"bad name\"\na = \"10.0.0.1\"\n",
+                "config.toml:2: record[0].name: `bad name` is not a domain name",
+            ),
+            (
+                "[[record]]\nname = \"a.lan\"\na = \"10.0.0.1\"\ncname = \"b.lan\"\n",
+                "config.toml:4: record[0].cname: a name with a `cname` has no other records",
+            ),
+            (
+                "[[record]]\nname = \"a.lan\"\na = \"10.0.0.1\"\n[[record]]\nname = \"A.lan\"\na = \"10.0.0.2\"\n",
+                "config.toml:5: record[1].name: `a.lan` already has a [[record]] (line 2)",
+            ),
+            (
+                "[[record]]\nname = \"a.lan\"\na = \"10.0.0.1\"\nttl = \"soon\"\n",
+                "config.toml:4: record[0].ttl: `soon` is not a duration",
+            ),
+            (
+                "[[record]]\nname = \"a.lan\"\nmx = \"10.0.0.1\"\n",
+                "config.toml:3: record[0].mx: unknown field `mx`",
+            ),
+            (
+                "[local]\nhosts = [\"\"]\n",
+                "config.toml:2: local.hosts[0]: is empty",
+            ),
+            (
+                "[[forward]]\nzones = []\nupstream = [\"192.168.1.1\"]\n",
+                "config.toml:2: forward[0].zones: needs at least one zone",
+            ),
+            (
+                "[[forward]]\nzones = [\"lan\"]\nupstream = []\n",
+                "config.toml:3: forward[0].upstream: needs at least one address",
+            ),
+            (
+                "[[forward]]\nzones = [\"lan\"]\nupstream = [\"router\"]\n",
+                "config.toml:3: forward[0].upstream[0]: `router` is not an IP address",
+            ),
+            (
+                "[[forward]]\nzones = [\"lan\"]\nupstream = [\"192.168.1.1\"]\n\
+                 [[forward]]\nzones = [\"x\", \"LAN.\"]\nupstream = [\"192.168.1.2\"]\n",
+                "config.toml:5: forward[1].zones[1]: zone `lan` is already forwarded (line 2)",
+            ),
+            (
+                "[server]\nlisten = [\"127.0.0.1:5353\"]\n[[forward]]\nzones = [\"lan\"]\nupstream = [\"127.0.0.1:5353\"]\n",
+                "config.toml:5: forward[0].upstream[0]: `127.0.0.1:5353` is this server's own listen address",
+            ),
+            (
+                "[server]\nrebind_allow = [\"*.plex.direct\"]\n",
+                "config.toml:2: server.rebind_allow[0]: `*.plex.direct` is not a domain name",
+            ),
+            (
+                "[server]\ndhcp_leases = [\" \"]\n",
+                "config.toml:2: server.dhcp_leases[0]: is empty",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(message.contains(expected), "{text:?}\n got: {message}\nwant: {expected}");
+            assert!(message.starts_with(PATH), "{message}");
+        }
+    }
 }

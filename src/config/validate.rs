@@ -1101,12 +1101,14 @@ mod tests {
         assert_eq!(
             error("default_profile = \"quest\"\nbogus = 1\n"),
             "/etc/metasink/config.toml:2: bogus: unknown field `bogus`, expected one of \
-             `default_profile`, `server`, `upstream`, `cache`, `download`, `list`, `profile`, `device`"
+             `default_profile`, `server`, `upstream`, `cache`, `download`, `list`, `profile`, `device`, \
+             `record`, `local`, `forward`"
         );
         assert_eq!(
             error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
             "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `http_hosts`, `state_dir`, `api_token`, `api_token_file`, \
-             `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`"
+             `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`, \
+             `rebind_protection`, `rebind_allow`, `dhcp_leases`"
         );
         assert_eq!(
             error(
