@@ -1,6 +1,7 @@
 //! The whole in-process query path (request bytes → parse → decide → cache → encode → reply
 //! bytes) without sockets, so a change's cost shows without a network: a blocked question, a
-//! cached one, and a malformed one.
+//! cached one, and a malformed one; then the same with a local network configured (100 local
+//! names, forward zones, rebinding protection on), and a local name's answer.
 //!
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
@@ -60,10 +61,25 @@ fn query(name: &str) -> Vec<u8> {
     message.to_vec().expect("encode")
 }
 
-fn service() -> DnsService {
+/// A house with 100 local names, two forward zones and rebinding protection on.
+fn local_network() -> String {
+    let mut text = String::from(
+        "[[forward]]\nzones = [\"lan\", \"168.192.in-addr.arpa\"]\nupstream = [\"127.0.0.1:9\"]\n",
+    );
+    for host in 0..100 {
+        text.push_str(&format!(
+            "[[record]]\nname = \"host{host}.home.arpa\"\na = \"10.0.0.{host}\"\n"
+        ));
+    }
+    text
+}
+
+fn service(server: &str, local: &str) -> DnsService {
     let upstream = start_responder();
     // One client asks millions of times: no per-client rate limit here.
-    let text = format!("[server]\nrate_limit_qps = 0\n\n[[upstream]]\naddress = \"{upstream}\"\n");
+    let text = format!(
+        "[server]\nrate_limit_qps = 0\n{server}\n[[upstream]]\naddress = \"{upstream}\"\n{local}"
+    );
     let settings = config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
     let metrics = Metrics::new();
     let snapshot = policy::compile(&settings, &metrics, 1);
@@ -82,16 +98,20 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let service = service();
+    let plain = service("", "");
+    let house = service("rebind_protection = true", &local_network());
     let cached = query("www.example.com.");
-    runtime
-        .block_on(service.respond(&cached, CLIENT, Transport::Udp))
-        .expect("warm the cache");
+    for service in [&plain, &house] {
+        runtime
+            .block_on(service.respond(&cached, CLIENT, Transport::Udp))
+            .expect("warm the cache");
+    }
     let blocked = query("www.meta.ai.");
     let malformed = cached[..cached.len() - 3].to_vec();
+    let local = query("host42.home.arpa.");
 
     let mut group = c.benchmark_group("query_path");
-    let mut run = |label: &str, request: &[u8]| {
+    let mut run = |label: &str, service: &DnsService, request: &[u8]| {
         group.bench_function(label, |b| {
             b.iter(|| {
                 let reply = service
@@ -101,9 +121,12 @@ fn bench(c: &mut Criterion) {
             })
         });
     };
-    run("blocked", &blocked);
-    run("cached", &cached);
-    run("malformed", &malformed);
+    run("blocked", &plain, &blocked);
+    run("cached", &plain, &cached);
+    run("malformed", &plain, &malformed);
+    run("blocked_local_network", &house, &blocked);
+    run("cached_local_network", &house, &cached);
+    run("local_name", &house, &local);
     group.finish();
 }
 

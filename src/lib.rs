@@ -11,13 +11,17 @@
 //!  request: question (fast reader, hickory fallback),      dns::service, dns::wire, policy
 //!           client address → device → profile
 //!    ▼
+//!  local: local names, private reverse zones, home.arpa;   local    → authoritative answer
+//!         forward zones pick their own upstreams                       (stop)
+//!    ▼
 //!  decide: lists containing the name; block & !allow       pipeline → blocked answer (stop)
 //!    ▼
 //!  cache: one for every profile, upstream answers only     cache    → hit
 //!    ▼
 //!  upstream: the configured resolvers, in order            dns::upstream
 //!    ▼
-//!  inspect: CNAME / HTTPS / SVCB targets, same profile     pipeline → blocked answer
+//!  inspect: CNAME / HTTPS / SVCB targets, same profile;    pipeline → blocked answer
+//!           private addresses of public names (rebinding)
 //!    ▼
 //!  respond (records in wire form), count                   dns::reply, dns::service, metrics
 //! ```
@@ -34,6 +38,8 @@
 //! - [`lists`] — list line formats and sources.
 //! - [`policy`] — the snapshot: matcher, profiles, devices.
 //! - [`pipeline`] — the query path.
+//! - [`local`] — the local network: local names and PTRs, hosts files, forward zones, private
+//!   reverse zones, rebinding protection, DHCP lease names.
 //! - [`cache`] — the shared answer cache.
 //! - [`dns`] — everything that touches hickory: questions, answers, blocked answers,
 //!   upstreams, listeners.
