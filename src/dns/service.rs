@@ -196,6 +196,9 @@ impl DnsService {
             device.counters.count_block(usize::from(*list));
             debug!(name = question.name(), device = %device.name, profile = %profile.name, list = %policy.list(*list).id, ?by, "blocked");
         }
+        if let Outcome::Rebinding = &outcome {
+            debug!(name = question.name(), device = %device.name, "blocked: a public name answered with a private address (DNS rebinding)");
+        }
         let bytes = write_outcome(&echo, question, &outcome, profile, &policy, transport);
         self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
         Some(bytes)

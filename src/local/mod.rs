@@ -126,13 +126,14 @@ pub struct LocalAnswer {
     pub kind: LocalKind,
 }
 
-/// What the local stage makes of a question.
+/// What the local stage makes of a question about `'n`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Local {
+pub enum Local<'n> {
     /// Answered at home.
     Answer(LocalAnswer),
-    /// Sent to the upstreams of `[[forward]]` number `.0` only (for the zone `.1`).
-    Forward(usize, Box<str>),
+    /// Sent to the upstreams of `[[forward]]` number `.0` only (for the zone `.1`, a suffix
+    /// of the name: no allocation on the forwarding path).
+    Forward(usize, &'n str),
 }
 
 /// How reading one hosts file went, for `metasink check` and the log.
@@ -206,12 +207,12 @@ impl LocalZones {
 
     /// The local stage for `name` (lower-case, no trailing dot) of type `qtype`: `None` when
     /// the question goes to the general upstreams.
-    pub fn resolve(&self, name: &str, qtype: u16) -> Option<Local> {
+    pub fn resolve<'n>(&self, name: &'n str, qtype: u16) -> Option<Local<'n>> {
         if let Some(answer) = self.records.answer(name, qtype) {
             return Some(Local::Answer(answer));
         }
         if let Some((index, zone)) = self.forwards.find(name) {
-            return Some(Local::Forward(index, zone.into()));
+            return Some(Local::Forward(index, zone));
         }
         let zone = reverse::private_zone(name)?;
         Some(Local::Answer(LocalAnswer {
@@ -299,14 +300,14 @@ mod tests {
         assert_eq!(answer("5.0.0.10.in-addr.arpa").unwrap().kind, LocalKind::Record);
         assert!(matches!(zones.resolve("pi.home.arpa", qtype::A), Some(Local::Answer(_))));
         // 2. Forward zones, the most specific first, before the private zones' NXDOMAIN.
-        assert_eq!(zones.resolve("tv.lan", qtype::A), Some(Local::Forward(0, "lan".into())));
+        assert_eq!(zones.resolve("tv.lan", qtype::A), Some(Local::Forward(0, "lan")));
         assert_eq!(
             zones.resolve("9.1.168.192.in-addr.arpa", qtype::PTR),
-            Some(Local::Forward(0, "168.192.in-addr.arpa".into()))
+            Some(Local::Forward(0, "168.192.in-addr.arpa"))
         );
         assert_eq!(
             zones.resolve("9.2.168.192.in-addr.arpa", qtype::PTR),
-            Some(Local::Forward(1, "2.168.192.in-addr.arpa".into()))
+            Some(Local::Forward(1, "2.168.192.in-addr.arpa"))
         );
         // 3. Private zones nothing covers.
         let nx = answer("9.0.0.10.in-addr.arpa").unwrap();
