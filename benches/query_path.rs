@@ -6,6 +6,11 @@
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes an undocumented `pub fn`"
+)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::Arc;
@@ -17,9 +22,10 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use metasink::admission::Admission;
 use metasink::cache::Cache;
-use metasink::dns::{DnsService, ServiceCounters, Transport, Upstreams};
+use metasink::dns::{Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
+use metasink::server::{DnsService, ServiceCounters};
 use metasink::{config, policy};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

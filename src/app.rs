@@ -16,7 +16,7 @@ use crate::admission::Admission;
 use crate::api::{self, ApiState};
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams, listener_descriptors};
+use crate::dns::Upstreams;
 use crate::fd_budget::FdBudget;
 use crate::metrics::Metrics;
 use crate::permissions;
@@ -24,6 +24,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
 use crate::refresh::Refresher;
 use crate::reload::Reloader;
+use crate::server::{DnsServer, DnsService, ServiceCounters, listener_descriptors};
 use crate::slots::Slots;
 
 /// A running daemon.

@@ -323,7 +323,7 @@ fn explain_command(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 fn lists(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     let policy = compile(&settings);
-    let presets = catalogue::presets();
+    let presets: Vec<_> = catalogue::presets().collect();
     println!(
         "{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  title",
         "id", "entries", "match", "confidence", "kind", "used by presets"
@@ -331,8 +331,8 @@ fn lists(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     for list in policy.lists() {
         let used_by: Vec<_> = presets
             .iter()
-            .filter(|p| p.block.contains(&list.id) || p.allow.contains(&list.id))
-            .map(|p| p.name.as_str())
+            .filter(|p| p.block.contains(&list.id.as_str()) || p.allow.contains(&list.id.as_str()))
+            .map(|p| p.name)
             .collect();
         println!(
             "{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  {}",

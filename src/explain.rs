@@ -2,18 +2,27 @@
 //! device the client maps to, its profile, every list entry that covers the name, whether an
 //! allow list overrides the block, and the answer the daemon would give.
 //!
-//! It runs the same decision as the query path ([`Profile::blocking_list`] over the matcher's
-//! masks), so what it prints is what the daemon does for the question itself. Names inside
-//! upstream answers (CNAME targets) are only known at query time and are not covered here.
+//! The verdict comes from the query path itself: the question goes through
+//! [`Pipeline::resolve`] (identify, local, decide, …) with an empty cache and no upstream, so
+//! what it prints is what the daemon does for the question itself. Names inside upstream
+//! answers (CNAME targets) are only known at query time and are not covered here.
 
 use std::fmt;
+use std::future::ready;
 use std::net::IpAddr;
+use std::time::Duration;
 
-use crate::dns::{Question, describe_blocked_answer};
+use crate::cache::Cache;
+use crate::config::CacheSettings;
+use crate::dns::{
+    Forward, Forwarding, Question, Transport, UpstreamError, describe_blocked_answer,
+};
 use crate::local::{Local, LocalAnswer, LocalData, LocalKind, Rcode};
-use crate::neighbours::Neighbours;
+use crate::metrics::Metrics;
+use crate::net::ForwardedClient;
+use crate::pipeline::{Asker, BlockedBy, Outcome, Pipeline, Query, Resolution};
 use crate::policy::matcher::Scope;
-use crate::policy::{ForwardedClient, ListIndex, Policy, Profile};
+use crate::policy::{ListIndex, Policy, Profile};
 
 /// Whose point of view to explain from.
 #[derive(Clone, Debug)]
@@ -79,27 +88,38 @@ pub fn explain(
     viewpoint: &Viewpoint,
     question: &Question,
 ) -> Result<Explanation, String> {
-    let (client, profile) = match viewpoint {
-        Viewpoint::Client(address) => {
-            // Found as the daemon finds a client querying directly (its MAC address too).
-            let device = policy.known_device(
-                *address,
-                &ForwardedClient::default(),
-                &Neighbours::default(),
-            );
-            let profile = device.map_or_else(|| policy.default_profile(), |d| policy.profile_of(d));
-            (Some((*address, device.map(|d| d.name.clone()))), profile)
-        }
+    let forwarded = ForwardedClient::default();
+    let asker = match viewpoint {
+        // Found as the daemon finds a client querying directly (its MAC address too).
+        Viewpoint::Client(address) => Asker::Client {
+            address: *address,
+            forwarded: &forwarded,
+        },
         Viewpoint::Profile(name) => {
-            let profile = policy.profile_named(name).ok_or_else(|| {
+            Asker::Profile(profile_index(policy, name).ok_or_else(|| {
                 let names: Vec<_> = policy.profiles().iter().map(|p| p.name.as_str()).collect();
                 format!(
                     "no profile is called {name:?} (valid choices: {})",
                     names.join(", ")
                 )
-            })?;
-            (None, profile)
+            })?)
         }
+    };
+    let query = Query {
+        asker,
+        question,
+        // What most clients use; ANY is answered over TCP only.
+        transport: Transport::Udp,
+    };
+    let resolution = dry_run(policy, &query)?;
+    let profile = resolution.identity.profile;
+    let client = match viewpoint {
+        Viewpoint::Client(address) => {
+            let device = resolution.identity.device;
+            let name = (!policy.is_unknown(device)).then(|| device.name.clone());
+            Some((*address, name))
+        }
+        Viewpoint::Profile(_) => None,
     };
     let lists = policy.lists_containing(question.name());
     let list_ids = |indexes: &mut dyn Iterator<Item = ListIndex>| -> Vec<String> {
@@ -109,25 +129,38 @@ pub fn explain(
         .and(profile.allow)
         .first()
         .map(|index| policy.list(index).id.clone());
-    let blocked_by = profile
-        .blocking_list(lists)
-        .map(|index| policy.list(index).id.clone());
-    // The local stage comes first, as on the query path: a local answer is never blocked.
-    let local = policy
-        .local()
-        .resolve(question.name(), question.qtype_code());
-    let blocked_by = match local {
-        Some(Local::Answer(_)) => None,
-        _ => blocked_by,
-    };
-    let answer = match (&local, profile.blocking_list(lists)) {
-        (Some(Local::Answer(answer)), _) => describe_local_answer(answer),
-        (_, Some(_)) => describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
-        (Some(Local::Forward(index, zone)), None) => format!(
-            "forwarded to the upstreams of [[forward]] {index} only (zone {zone}), or answered \
-             from the cache"
+    let (blocked_by, answer) = match resolution.outcome {
+        Outcome::Blocked {
+            list,
+            by: BlockedBy::Question,
+        } => (
+            Some(policy.list(list).id.clone()),
+            describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
         ),
-        (None, None) => "forwarded to the upstreams (or answered from the cache)".to_owned(),
+        Outcome::Truncated => (
+            None,
+            "NOERROR with TC over UDP: the answer over TCP".to_owned(),
+        ),
+        Outcome::NotImplemented => (None, "NOTIMP, never forwarded".to_owned()),
+        Outcome::Malformed => (None, "FORMERR, never forwarded".to_owned()),
+        Outcome::Refused => (None, "REFUSED, never forwarded".to_owned()),
+        Outcome::Local(ref local) => (None, describe_local_answer(local)),
+        _ => match policy
+            .local()
+            .resolve(question.name(), question.qtype_code())
+        {
+            Some(Local::Forward(index, zone)) => (
+                None,
+                format!(
+                    "forwarded to the upstreams of [[forward]] {index} only (zone {zone}), \
+                     or answered from the cache"
+                ),
+            ),
+            _ => (
+                None,
+                "forwarded to the upstreams (or answered from the cache)".to_owned(),
+            ),
+        },
     };
     Ok(Explanation {
         name: question.name().to_owned(),
@@ -142,7 +175,8 @@ pub fn explain(
     })
 }
 
-/// A local answer in words: "answered at home (authoritative): NOERROR, A 192.168.1.10".
+/// A local answer in words: "answered at home from the local names (authoritative): NOERROR,
+/// nas.lan A 192.168.1.10".
 fn describe_local_answer(answer: &LocalAnswer) -> String {
     let mut text = match answer.kind {
         LocalKind::Record => "answered at home from the local names (authoritative): ",
@@ -170,6 +204,40 @@ fn describe_local_answer(answer: &LocalAnswer) -> String {
         text.push_str(&format!(", SOA of {zone} in authority (TTL {ttl}s)"));
     }
     text
+}
+
+/// The index of the profile called `name`.
+fn profile_index(policy: &Policy, name: &str) -> Option<usize> {
+    policy
+        .profiles()
+        .iter()
+        .position(|profile| profile.name == name)
+}
+
+/// Where the dry run's questions go: nowhere, so a question that would be forwarded ends
+/// there, past every stage that decides without the upstreams.
+struct Nowhere;
+
+impl Forward for Nowhere {
+    fn forward<'a>(&'a self, _: &'a Question) -> Forwarding<'a> {
+        Box::pin(ready(Err(UpstreamError::NoUpstreams)))
+    }
+}
+
+/// Runs `query` through the query path with no cache and no upstream.
+fn dry_run<'p>(policy: &'p Policy, query: &Query<'_>) -> Result<Resolution<'p>, String> {
+    let settings = CacheSettings {
+        size: 0,
+        min_ttl: Duration::ZERO,
+        max_ttl: Duration::ZERO,
+    };
+    let pipeline = Pipeline::new(Cache::new(&settings, Metrics::new().cache()), Nowhere)
+        .without_forward_zones();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|error| format!("cannot start the dry run: {error}"))?;
+    Ok(runtime.block_on(pipeline.resolve(policy, query)))
 }
 
 fn hits(policy: &Policy, profile: &Profile, name: &str) -> Vec<Hit> {

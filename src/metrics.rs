@@ -10,7 +10,11 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::dns::QTYPE_LABELS;
+/// The query types metrics name one by one (the `qtype` label); every other type is counted as
+/// "other", so the label set stays bounded whatever clients send.
+pub const QTYPE_LABELS: &[&str] = &[
+    "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "PTR", "SRV", "NS", "SOA", "ANY", "other",
+];
 
 /// Queries answered, by device, profile, query type and result.
 pub const QUERIES_TOTAL: &str = "metasink_queries_total";

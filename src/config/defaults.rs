@@ -8,10 +8,10 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
-    AdmissionSettings, CacheSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, Origin,
-    ServerSettings, Settings, UpstreamSettings,
+    AdmissionSettings, BlockAnswer, CacheSettings, DownloadSettings, ListSettings, ListSource,
+    LocalSettings, Origin, ProfileSettings, ServerSettings, Settings, UpstreamSettings,
 };
-use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
+use crate::catalogue::{self, DEFAULT_PROFILE, bundled_ids};
 
 /// DNS listen address (UDP and TCP) when none is configured: loopback, and an unprivileged port
 /// so that trying metasink needs no root and does not fight a system resolver for port 53.
@@ -99,6 +99,22 @@ impl Default for AdmissionSettings {
             rate_limit_burst: RATE_LIMIT_BURST,
         }
     }
+}
+
+/// The preset profiles of the catalogue as settings, in its order: blocked names get the
+/// null address (never NXDOMAIN: WhatsApp retries NXDOMAIN in a storm) for `BLOCKED_TTL`,
+/// and names inside answers are inspected.
+pub fn presets() -> Vec<ProfileSettings> {
+    catalogue::presets()
+        .map(|preset| ProfileSettings {
+            name: preset.name.to_owned(),
+            block: preset.block.iter().map(|&id| id.to_owned()).collect(),
+            allow: preset.allow.iter().map(|&id| id.to_owned()).collect(),
+            answer: BlockAnswer::Null,
+            blocked_ttl: BLOCKED_TTL,
+            inspect_answers: true,
+        })
+        .collect()
 }
 
 /// Where the system's resolvers are listed.

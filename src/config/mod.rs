@@ -22,13 +22,49 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings};
+pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings, presets};
 pub use error::ConfigError;
 pub use local::{ForwardSettings, LOCAL_TTL, LocalSettings, RecordSettings};
 pub use schedule::Window;
 
-use crate::lists::MatchMode;
+use serde::Deserialize;
+
 use crate::net::MacAddress;
+
+/// Device label of clients that match no device: reserved, no `[[device]]` may take it.
+pub const UNKNOWN_DEVICE: &str = "unknown";
+
+/// The most lists one configuration (and so one policy snapshot) can hold: one bit each in
+/// the policy's list masks.
+pub const MAX_LISTS: usize = 64;
+
+/// How a plain entry (one written without `||x^` or `*.x`) matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchMode {
+    /// Only the name itself.
+    Exact,
+    /// The name and every name below it (on label boundaries).
+    Subdomains,
+}
+
+impl MatchMode {
+    /// The word used in config files and list headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Subdomains => "subdomains",
+        }
+    }
+
+    /// How a person reads it in `explain` and `lists` output.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Exact => "exact name",
+            Self::Subdomains => "name and subdomains",
+        }
+    }
+}
 
 /// A validated configuration: what the daemon runs with.
 #[derive(Clone, Debug)]

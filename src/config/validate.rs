@@ -16,6 +16,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
+use super::defaults::presets;
 use super::defaults::{
     ALLOW_FROM, BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, DOWNLOAD,
     RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, is_own_address, system_upstreams,
@@ -32,12 +33,9 @@ use super::{
     DeviceSettings, DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings,
     ServerSettings, Settings, UpstreamSettings,
 };
-use crate::admission;
-use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
-use crate::lists::MatchMode;
-use crate::net::{MacAddress, canonical_network};
-use crate::policy::UNKNOWN_DEVICE;
-use crate::policy::mask::MAX_LISTS;
+use super::{MAX_LISTS, MatchMode, UNKNOWN_DEVICE};
+use crate::catalogue::{DEFAULT_PROFILE, bundled_ids};
+use crate::net::{MacAddress, allowed, canonical_network};
 
 /// Every `answer` a profile may give.
 const ANSWERS: [BlockAnswer; 4] = [
@@ -258,7 +256,7 @@ fn forwarders(
                 return Err(at.invalid(value.span(), key, message));
             }
             let address = network.addr();
-            if !admission::allowed(allow_from, address) {
+            if !allowed(allow_from, address) {
                 let message = format!(
                     "`{address}` is outside server.allow_from, so every query it forwards would \
                      be refused: add it there too"

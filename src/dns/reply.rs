@@ -22,20 +22,18 @@ use std::borrow::Cow;
 
 use hickory_proto::op::{Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
+use ipnet::IpNet;
 
 use super::request::Request;
-use super::wire::{HEADER_LEN, TYPE_OPT, question_bytes};
+use super::wire::{FLAG_DO, HEADER_LEN, PLAIN_UDP_PAYLOAD, TYPE_OPT, question_bytes};
 
 /// The largest UDP reply we send.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
-/// RFC 1035's UDP limit for clients without EDNS.
-pub(super) const PLAIN_UDP_PAYLOAD: u16 = 512;
-
 /// EDNS option code of Extended DNS Errors (RFC 8914 §2).
 const EDE_OPTION: u16 = 15;
-/// The DO bit in the OPT record's flags (RFC 3225 §3).
-const FLAG_DO: u16 = 0x8000;
+/// EDNS option code of EDNS Client Subnet (RFC 7871 §6).
+const ECS_OPTION: u16 = 8;
 /// Offsets of the answer and authority counts in the header.
 const ANCOUNT: usize = 6;
 const NSCOUNT: usize = 8;
@@ -50,7 +48,7 @@ pub enum Transport {
 }
 
 /// What a reply takes from its request.
-pub(super) struct Echo<'a> {
+pub struct Echo<'a> {
     id: u16,
     op_code: OpCode,
     recursion_desired: bool,
@@ -60,6 +58,18 @@ pub(super) struct Echo<'a> {
     question: Cow<'a, [u8]>,
     /// The client's EDNS payload size and DO bit; `None` without EDNS (then no OPT is sent).
     edns: Option<(u16, bool)>,
+    /// The EDNS Client Subnet option to send back, if any.
+    ecs: Option<Ecs>,
+}
+
+/// An EDNS Client Subnet option echoed in a reply (RFC 7871 §7.3): the client subnet as the
+/// request gave it, and the scope the answer holds for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ecs {
+    /// FAMILY, SOURCE PREFIX-LENGTH and ADDRESS, as the request had them.
+    pub subnet: IpNet,
+    /// SCOPE PREFIX-LENGTH: how much of the address the answer depended on (0: not at all).
+    pub scope: u8,
 }
 
 impl<'a> Echo<'a> {
@@ -93,7 +103,13 @@ impl<'a> Echo<'a> {
             checking_disabled: metadata.checking_disabled,
             question: Cow::Borrowed(&[]),
             edns: edns_payload.map(|payload| (payload, false)),
+            ecs: None,
         }
+    }
+
+    /// This echo with `ecs` in its OPT (when the request had EDNS).
+    pub fn with_ecs(self, ecs: Option<Ecs>) -> Self {
+        Self { ecs, ..self }
     }
 
     /// The reply size the transport allows this client.
@@ -118,11 +134,59 @@ pub(super) trait Records {
 
 /// An Extended DNS Error (RFC 8914): INFO-CODE and EXTRA-TEXT, the text as a fixed prefix
 /// and a variable part so callers need not allocate to join them.
+///
+/// Every code the daemon sends is made here, by name.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Ede<'a> {
-    pub code: u16,
-    pub prefix: &'static str,
-    pub text: &'a str,
+pub struct Ede<'a> {
+    code: u16,
+    prefix: &'static str,
+    text: &'a str,
+}
+
+impl<'a> Ede<'a> {
+    /// Blocked (RFC 8914 §4.16), naming the list.
+    pub fn blocked(list: &'a str) -> Self {
+        Self {
+            code: 15,
+            prefix: "blocked by ",
+            text: list,
+        }
+    }
+
+    /// Stale Answer (RFC 8914 §4.4; RFC 8767 §4).
+    pub fn stale_answer() -> Self {
+        Self {
+            code: 3,
+            prefix: "",
+            text: "no upstream answered in time; expired answer",
+        }
+    }
+
+    /// No Reachable Authority (RFC 8914 §4.23), with why.
+    pub fn no_reachable_authority(why: &'a str) -> Self {
+        Self {
+            code: 22,
+            prefix: "",
+            text: why,
+        }
+    }
+
+    /// Blocked (RFC 8914 §4.16) by DNS rebinding protection: refused "due to a security
+    /// policy implemented on the server being directly talked to", which this is. Not
+    /// Filtered (17, a blocklist the client asked for) nor Prohibited (18, a policy about the
+    /// client); the text says it was no list.
+    pub fn rebinding() -> Self {
+        Self {
+            code: 15,
+            prefix: "",
+            text: "DNS rebinding: a public name answered with a private address",
+        }
+    }
+
+    /// The INFO-CODE.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
 }
 
 /// The content of a reply.
@@ -140,7 +204,7 @@ pub(super) struct Reply<'a> {
 
 impl Reply<'_> {
     /// A reply carrying only a response code.
-    pub fn code(rcode: ResponseCode) -> Self {
+    pub(super) fn code(rcode: ResponseCode) -> Self {
         Self {
             rcode,
             records: None,
@@ -233,6 +297,9 @@ fn write_opt(out: &mut Vec<u8>, echo: &Echo<'_>, rcode: ResponseCode, ede: Optio
     out.extend_from_slice(&(if dnssec_ok { FLAG_DO } else { 0 }).to_be_bytes());
     let rdlength_at = out.len();
     out.extend_from_slice(&[0, 0]);
+    if let Some(ecs) = echo.ecs {
+        write_ecs(out, ecs);
+    }
     if let Some(ede) = ede {
         out.extend_from_slice(&EDE_OPTION.to_be_bytes());
         let option_length_at = out.len();
@@ -249,6 +316,22 @@ fn write_opt(out: &mut Vec<u8>, echo: &Echo<'_>, rcode: ResponseCode, ede: Optio
     }
     let rdlength = (out.len() - rdlength_at - 2) as u16;
     put_u16(out, rdlength_at, rdlength);
+}
+
+/// An EDNS Client Subnet option (RFC 7871 §6): FAMILY, SOURCE PREFIX-LENGTH, SCOPE
+/// PREFIX-LENGTH, and as many bytes of the address as the source prefix covers.
+fn write_ecs(out: &mut Vec<u8>, ecs: Ecs) {
+    let (family, octets): (u16, Vec<u8>) = match ecs.subnet.trunc() {
+        IpNet::V4(net) => (1, net.addr().octets().to_vec()),
+        IpNet::V6(net) => (2, net.addr().octets().to_vec()),
+    };
+    let source = ecs.subnet.prefix_len();
+    let address = &octets[..usize::from(source).div_ceil(8)];
+    out.extend_from_slice(&ECS_OPTION.to_be_bytes());
+    out.extend_from_slice(&(4 + address.len() as u16).to_be_bytes());
+    out.extend_from_slice(&family.to_be_bytes());
+    out.extend_from_slice(&[source, ecs.scope]);
+    out.extend_from_slice(address);
 }
 
 /// Starts a record owned by the question's name (a pointer to offset 12), class IN.

@@ -32,13 +32,13 @@ struct LocalName {
 
 /// Every local name, PTR names included.
 #[derive(Debug, Default)]
-pub struct Records {
+pub(super) struct Records {
     names: HashMap<Box<str>, LocalName>,
 }
 
 impl Records {
     /// The table of `records`, then `hosts` (each entry with `hosts_ttl`).
-    pub fn new(records: &[RecordSettings], hosts: &[HostsEntry], hosts_ttl: u32) -> Self {
+    pub(super) fn new(records: &[RecordSettings], hosts: &[HostsEntry], hosts_ttl: u32) -> Self {
         let mut table = Self::default();
         let mut addresses: Vec<(IpAddr, &str, u32)> = Vec::new();
         for record in records {
@@ -87,13 +87,13 @@ impl Records {
     }
 
     /// How many names (PTR names included) the table holds.
-    pub fn name_count(&self) -> usize {
+    pub(super) fn name_count(&self) -> usize {
         self.names.len()
     }
 
     /// The answer to `name` (lower-case, no trailing dot) of type `qtype`, if it is a local
     /// name.
-    pub fn answer(&self, name: &str, qtype: u16) -> Option<LocalAnswer> {
+    pub(super) fn answer(&self, name: &str, qtype: u16) -> Option<LocalAnswer> {
         if self.names.is_empty() {
             return None;
         }

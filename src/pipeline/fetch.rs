@@ -27,7 +27,7 @@ use futures_util::future::Shared;
 use tokio::sync::oneshot;
 
 use crate::cache::{Cache, Entry, Lookup};
-use crate::dns::{CacheKey, Question, UpstreamError, Upstreams};
+use crate::dns::{CacheKey, Forward, QUERY_DEADLINE, Question, UpstreamError};
 
 /// Time a client waits for an upstream before it gets the expired answer, if there is one:
 /// below the 2 s query deadline, so the stale answer beats the SERVFAIL.
@@ -36,7 +36,7 @@ pub const STALE_AFTER: Duration = Duration::from_millis(1800);
 pub const STALE_TTL: u32 = 30;
 /// Time after a failed refresh during which the expired answer is served without asking
 /// upstream again (RFC 8767 §5 recommends 30 s).
-pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+pub(super) const FAILURE_RECHECK: Duration = Duration::from_secs(30);
 
 /// Where an answer came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,28 +57,28 @@ type SharedFetch = Shared<oneshot::Receiver<Fetched>>;
 type InFlight = Mutex<HashMap<CacheKey, SharedFetch>>;
 
 /// The cache and the upstreams, and the fetches under way.
-pub struct Fetcher {
+pub(super) struct Fetcher {
     cache: Arc<Cache>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<dyn Forward>,
     in_flight: Arc<InFlight>,
 }
 
 impl Fetcher {
     /// Fetches through `upstreams` into `cache`.
-    pub fn new(cache: Cache, upstreams: Upstreams) -> Self {
+    pub(super) fn new(cache: Cache, upstreams: Arc<dyn Forward>) -> Self {
         Self {
             cache: Arc::new(cache),
-            upstreams: Arc::new(upstreams),
+            upstreams,
             in_flight: Arc::default(),
         }
     }
 
     /// The answer to `question` and where it came from, asked of `via` (a forward zone's
     /// upstreams) or else of the general upstreams.
-    pub async fn answer(
+    pub(super) async fn answer(
         &self,
         question: &Question,
-        via: Option<&Arc<Upstreams>>,
+        via: Option<&Arc<dyn Forward>>,
     ) -> Result<(Arc<Entry>, Source), UpstreamError> {
         let upstreams = via.unwrap_or(&self.upstreams);
         let key = question.cache_key();
@@ -107,14 +107,24 @@ impl Fetcher {
 
     /// The result of the fetch under way for `key`, or of a new one. A task that did not
     /// finish (its runtime stopping) drops its sender: failed.
-    async fn fetched(&self, key: CacheKey, question: &Question, upstreams: &Arc<Upstreams>) -> Fetched {
+    async fn fetched(
+        &self,
+        key: CacheKey,
+        question: &Question,
+        upstreams: &Arc<dyn Forward>,
+    ) -> Fetched {
         let fetch = self.fetch(key, question, upstreams);
         fetch.await.unwrap_or(Err(UpstreamError::AllFailed))
     }
 
     /// The fetch under way for `key`, or a new one through `upstreams`. A name is in one
     /// forward zone or none, so questions sharing a key share their upstreams too.
-    fn fetch(&self, key: CacheKey, question: &Question, upstreams: &Arc<Upstreams>) -> SharedFetch {
+    fn fetch(
+        &self,
+        key: CacheKey,
+        question: &Question,
+        upstreams: &Arc<dyn Forward>,
+    ) -> SharedFetch {
         let (fetch, done) = {
             let mut in_flight = lock(&self.in_flight);
             if let Some(fetch) = in_flight.get(&key) {
@@ -122,7 +132,7 @@ impl Fetcher {
             }
             // Waiters share the task's result, not the fetch itself: only the task polls the
             // upstream exchange, so its sockets and timers belong to the runtime that runs it
-            // (each UDP listener has its own, see `crate::dns::udp`), and it completes
+            // (each UDP listener has its own, see `crate::server::udp`), and it completes
             // whoever is still waiting.
             let (done, result) = oneshot::channel();
             let fetch = result.shared();
@@ -151,13 +161,15 @@ impl Fetcher {
 /// the answer, so a question arriving in between finds one or the other.
 async fn forward(
     cache: Arc<Cache>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<dyn Forward>,
     entry: InFlightEntry,
     question: Question,
     done: oneshot::Sender<Fetched>,
 ) {
     let key = &entry.key;
-    let fetched = match upstreams.forward(&question).await {
+    // The deadline is the pipeline's promise to the client, whatever the forwarder does.
+    let forwarded = tokio::time::timeout(QUERY_DEADLINE, upstreams.forward(&question)).await;
+    let fetched = match forwarded.unwrap_or(Err(UpstreamError::AllFailed)) {
         Ok(mut answer) => {
             cache.clamp(&mut answer);
             let fetched = Arc::new(Entry::new(Arc::new(answer)));
@@ -223,7 +235,7 @@ mod tests {
         };
         let fetcher = Arc::new(Fetcher::new(
             Cache::new(&settings, metrics.cache()),
-            Upstreams::new(&[upstream], &metrics),
+            Arc::new(crate::dns::Upstreams::new(&[upstream], &metrics)),
         ));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

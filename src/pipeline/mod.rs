@@ -1,33 +1,45 @@
-//! The query path, written down once: what happens to a question between the socket and the
-//! answer, stage by stage, each with the reason it sits where it does.
+//! The query path, written down once: what happens to a question between the DNS service's
+//! edge (admission and parsing, [`crate::server`]) and the reply writer, stage by stage, each
+//! with the reason it sits where it does. It is all in [`Pipeline::resolve`]:
 //!
 //! ```text
-//! identify  client address → device → profile            (caller: dns::service)
-//! local     local names, private zones, forward zones     → Local (stop) | forward set
-//! decide    lists containing the name, block & !allow     → Blocked (stop)
-//! cache     shared by every profile                       → hit
-//! upstream  forward (one fetch per question), then cache  → answer | stale | ServFail
-//! inspect   names inside the answer, same profile;        → Blocked
-//!           house addresses in a public answer            → Rebinding
+//! identify  client address → device → profile              (every later stage needs them)
+//! local     ANY over UDP, meta-types, classes other than IN → Truncated | NotImplemented | …
+//!           local names, private reverse zones, home.arpa   → Local (authoritative)
+//!           forward zones                                   → their own upstreams
+//! decide    lists containing the name, block & !allow       → Blocked (stop)
+//! cache     shared by every profile                         → hit
+//! upstream  forward (one fetch per question), then cache    → answer | stale | ServFail
+//! inspect   names inside the answer, same profile           → Blocked
+//!           house addresses in a public name's answer       → Rebinding
 //! ```
 //!
-//! The cache and upstream stages, with in-flight de-duplication and serve-stale
-//! ([`STALE_AFTER`], [`STALE_TTL`]), live in the `fetch` submodule.
+//! The result is one [`Resolution`]: the [`Outcome`] (everything the reply writer needs) with
+//! the device and profile it was decided for (what the service counts under). `explain`
+//! runs the same function, so what it prints is what a client gets.
+//!
+//! The cache and upstream stages, with in-flight de-duplication, the query deadline and
+//! serve-stale ([`STALE_AFTER`], [`STALE_TTL`]), live in the `fetch` submodule; upstreams are
+//! reached through the [`Forward`] seam.
 
 mod fetch;
+#[cfg(test)]
+mod tests;
 
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use tracing::debug;
 
 use self::fetch::Fetcher;
 pub use self::fetch::{STALE_AFTER, STALE_TTL, Source};
 use crate::cache::{Cache, Entry};
-use crate::dns::{Question, TtlRule, UpstreamError, Upstreams};
+use crate::dns::{Ecs, Ede, Forward, Question, QuestionKind, Transport, TtlRule, UpstreamError};
 use crate::local::{Local, LocalAnswer};
 use crate::metrics::QueryResult;
-use crate::policy::{ListIndex, ListMask, Policy, Profile};
-
-/// Extended DNS Error INFO-CODE of a stale answer: Stale Answer (RFC 8914 §4.4).
-const EDE_STALE_ANSWER: u16 = 3;
+use crate::neighbours::Neighbours;
+use crate::net::ForwardedClient;
+use crate::policy::{Device, ListIndex, ListMask, Policy, Profile};
 
 /// Where a blocked name was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +66,18 @@ pub enum Outcome {
         /// Forwarded, cached, or cached and expired.
         source: Source,
     },
-    /// No upstream answered in time.
+    /// ANY over UDP: NOERROR with TC and no records, so the client asks again over TCP.
+    Truncated,
+    /// A zone transfer or mailbox query: NOTIMP.
+    NotImplemented,
+    /// A transaction signature asked as a question: FORMERR.
+    Malformed,
+    /// A class other than IN: REFUSED.
+    Refused,
+    /// No upstream answered in time, and why.
     ServFail(UpstreamError),
-    /// Answered at home, authoritatively.
+    /// Answered at home, authoritatively: a local name, or a private reverse zone or
+    /// `home.arpa` name nothing local covers.
     Local(LocalAnswer),
     /// A public name answered with an address inside the house: blocked as DNS rebinding.
     Rebinding,
@@ -78,6 +99,10 @@ impl Outcome {
                 ..
             } => QueryResult::Cached,
             Self::ServFail(_) => QueryResult::ServFail,
+            // Not served, and never forwarded: counted as refused, whatever the code says.
+            Self::Truncated | Self::NotImplemented | Self::Malformed | Self::Refused => {
+                QueryResult::Refused
+            }
         }
     }
 
@@ -97,104 +122,236 @@ impl Outcome {
         }
     }
 
-    /// The Extended DNS Error of a stale answer (RFC 8767 §4, RFC 8914 §4.4); `None` for
-    /// anything else (blocked and SERVFAIL replies get theirs from the DNS service).
-    pub fn stale_ede(&self) -> Option<(u16, &'static str)> {
-        self.is_stale().then_some((
-            EDE_STALE_ANSWER,
-            "no upstream answered in time; expired answer",
-        ))
-    }
-
-    fn is_stale(&self) -> bool {
-        matches!(
-            self,
+    /// The Extended DNS Error the reply carries (RFC 8914), if any: the blocking list (its id
+    /// from `policy`), a stale answer (RFC 8767 §4), or why no upstream answered (`why`, the
+    /// error's text, which the caller keeps alive).
+    pub fn ede<'a>(&self, policy: &'a Policy, why: &'a str) -> Option<Ede<'a>> {
+        match self {
+            Self::Blocked { list, .. } => Some(Ede::blocked(&policy.list(*list).id)),
+            Self::Rebinding => Some(Ede::rebinding()),
             Self::Answered {
                 source: Source::Stale,
                 ..
-            }
-        )
+            } => Some(Ede::stale_answer()),
+            Self::ServFail(_) => Some(Ede::no_reachable_authority(why)),
+            _ => None,
+        }
     }
 }
 
-/// The stages that hold state: the shared cache and the upstreams.
+/// Who asks: a client, or (for `explain --profile`) a profile.
+#[derive(Clone, Copy, Debug)]
+pub enum Asker<'a> {
+    /// A client at `address`, naming through a forwarder's EDNS options whom it asks for.
+    Client {
+        /// The address the query came from.
+        address: IpAddr,
+        /// The client a forwarder's options name (believed from trusted forwarders only).
+        forwarded: &'a ForwardedClient,
+    },
+    /// A profile by itself (its index in the policy's profiles), as `explain` asks for one
+    /// (counted as the unknown device).
+    Profile(usize),
+}
+
+/// One question as the pipeline gets it.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    /// Who asks.
+    pub asker: Asker<'a>,
+    /// What.
+    pub question: &'a Question,
+    /// How the reply travels (ANY is only answered over TCP).
+    pub transport: Transport,
+}
+
+/// Who a question is answered for: the first stage's result.
+#[derive(Clone, Copy)]
+pub struct Identity<'p> {
+    /// The device (the unknown-client stand-in for a client that is none).
+    pub device: &'p Device,
+    /// Its profile.
+    pub profile: &'p Profile,
+    /// The client subnet a trusted forwarder named with EDNS Client Subnet, and the scope
+    /// its device was found by (RFC 7871 §7.3).
+    ecs: Option<Ecs>,
+}
+
+/// What the pipeline decided, and for whom.
+pub struct Resolution<'p> {
+    /// The decision.
+    pub outcome: Outcome,
+    /// The device and profile it was decided for.
+    pub identity: Identity<'p>,
+    /// The EDNS Client Subnet option the reply carries back (RFC 7871 §7.3): the subnet a
+    /// trusted forwarder named, with scope 0 when the outcome did not depend on who asked.
+    pub ecs: Option<Ecs>,
+}
+
+/// The stages that hold state: the shared cache, the upstreams, the neighbour table.
 pub struct Pipeline {
     fetcher: Fetcher,
+    /// The MAC addresses of clients on the LAN, for devices matched by one.
+    neighbours: Neighbours,
+    /// Whether forward zones go to their own upstreams (off in `explain`'s dry run, which
+    /// must send nothing anywhere).
+    forward_zones: bool,
 }
 
 impl Pipeline {
-    /// A pipeline over `cache` and `upstreams`.
-    pub fn new(cache: Cache, upstreams: Upstreams) -> Self {
+    /// A pipeline over `cache`, forwarding to `upstreams`.
+    pub fn new(cache: Cache, upstreams: impl Forward + 'static) -> Self {
         Self {
-            fetcher: Fetcher::new(cache, upstreams),
+            fetcher: Fetcher::new(cache, Arc::new(upstreams)),
+            neighbours: Neighbours::default(),
+            forward_zones: true,
         }
     }
 
-    /// Answers `question` for a client using `profile`, under the snapshot `policy`.
-    pub async fn resolve(
-        &self,
-        policy: &Policy,
-        profile: &Profile,
-        question: &Question,
-    ) -> Outcome {
-        // local: the house's own names and private zones are answered here, before anything
-        // can send them out; a forward zone picks the only upstreams its names may go to.
+    /// This pipeline with every question that would go upstream sent to its one forwarder,
+    /// forward zones' too: for a dry run whose forwarder goes nowhere.
+    pub fn without_forward_zones(self) -> Self {
+        Self {
+            forward_zones: false,
+            ..self
+        }
+    }
+
+    /// Answers `query` under the snapshot `policy`: every stage, in order.
+    pub async fn resolve<'p>(&self, policy: &'p Policy, query: &Query<'_>) -> Resolution<'p> {
+        let question = query.question;
+        // identify: first, because what every later stage decides depends on the profile.
+        let identity = match query.asker {
+            Asker::Client { address, forwarded } => self.identify(policy, address, forwarded),
+            Asker::Profile(index) => Identity {
+                device: policy.unknown_device(),
+                profile: &policy.profiles()[index],
+                ecs: None,
+            },
+        };
+        let profile = identity.profile;
+        let done = |outcome, depends_on_client| Resolution {
+            outcome,
+            identity,
+            ecs: identity.ecs.map(|ecs| match depends_on_client {
+                true => ecs,
+                false => Ecs { scope: 0, ..ecs },
+            }),
+        };
+        // local: questions a forwarding resolver does not pass on, before the lists, as no
+        // list can make them worth forwarding.
+        if let Some(outcome) = answered_here(question, query.transport) {
+            return done(outcome, false);
+        }
+        // The house's own names and private zones are answered here, before anything can
+        // send them out; a forward zone picks the only upstreams its names may go to.
         let via = match policy.local().resolve(question.name(), question.qtype_code()) {
-            Some(Local::Answer(answer)) => return Outcome::Local(answer),
-            Some(Local::Forward(index, _)) => Some(policy.forward_upstreams(index)),
-            None => None,
+            Some(Local::Answer(answer)) => return done(Outcome::Local(answer), false),
+            Some(Local::Forward(index, _)) if self.forward_zones => {
+                Some(policy.forward_upstreams(index))
+            }
+            Some(Local::Forward(..)) | None => None,
         };
         // decide: before the cache and the upstreams, so a blocked name never leaves the house
         // and one cache can serve every profile.
         let lists = policy.lists_containing(question.name());
         if let Some(list) = profile.blocking_list(lists) {
-            return Outcome::Blocked {
-                list,
-                by: BlockedBy::Question,
-            };
+            let by = BlockedBy::Question;
+            return done(Outcome::Blocked { list, by }, true);
         }
         // cache, then upstream: only upstream answers are cached; identical questions share
         // one fetch, and an expired answer stands in when the upstreams fail (RFC 8767).
         let (entry, source) = match self.fetcher.answer(question, via).await {
             Ok(found) => found,
-            Err(error) => return Outcome::ServFail(error),
+            Err(error) => return done(Outcome::ServFail(error), false),
         };
         // inspect: after the cache as well, because profiles differ and the cache is shared.
         // A name its profile allows is answered as it is (allow wins, CNAMEs included).
         let inspect = profile.inspect_answers && !profile.allows(lists);
-        if let Some(list) = inspect
-            .then(|| blocked_target(policy, profile, &entry))
-            .flatten()
-        {
-            return Outcome::Blocked {
-                list,
-                by: BlockedBy::AnswerTarget,
-            };
+        let targets = (inspect || identity.ecs.is_some()).then(|| target_lists(policy, &entry));
+        let targets = targets.as_deref().unwrap_or_default();
+        let blocked = inspect
+            .then(|| {
+                targets
+                    .iter()
+                    .find_map(|&lists| profile.blocking_list(lists))
+            })
+            .flatten();
+        if let Some(list) = blocked {
+            let by = BlockedBy::AnswerTarget;
+            return done(Outcome::Blocked { list, by }, true);
         }
         // inspect: DNS rebinding. Forward zones are the house's own resolvers, exempt.
         if via.is_none()
             && entry.answer.holds_house_address()
             && policy.local().blocks_rebinding(question.name())
         {
-            return Outcome::Rebinding;
+            return done(Outcome::Rebinding, false);
         }
-        Outcome::Answered { entry, source }
+        // Another client could have been answered otherwise only if a list holds a name.
+        let listed = !lists.is_empty() || targets.iter().any(|lists| !lists.is_empty());
+        done(Outcome::Answered { entry, source }, listed)
+    }
+
+    /// The identify stage: the device a query from `address` is for (naming `forwarded`,
+    /// believed from a trusted forwarder only) and its profile.
+    pub fn identify<'p>(
+        &self,
+        policy: &'p Policy,
+        address: IpAddr,
+        forwarded: &ForwardedClient,
+    ) -> Identity<'p> {
+        let device = policy.client(address, forwarded, &self.neighbours);
+        let trusted = forwarded.names_anyone() && policy.trusts(address);
+        if trusted && policy.is_unknown(device) {
+            // How a household finds the MAC address or address to write in a [[device]].
+            debug!(forwarder = %address, mac = ?forwarded.mac.map(|mac| mac.to_string()), subnet = ?forwarded.subnet, "a forwarder named a client that is no device: default profile");
+        }
+        // A device found by MAC address holds for that MAC only: the scope is the whole
+        // subnet the forwarder sent, as nothing wider is known to get the same answer.
+        let ecs = forwarded.subnet.filter(|_| trusted).map(|subnet| Ecs {
+            subnet,
+            scope: match forwarded.mac {
+                Some(_) => subnet.prefix_len(),
+                None => policy.ecs_scope(subnet),
+            },
+        });
+        Identity {
+            device,
+            profile: policy.profile_of(device),
+            ecs,
+        }
     }
 }
 
-/// The lists containing each name inside an answer.
-fn target_lists(policy: &Policy, targets: &[Box<str>]) -> Box<[ListMask]> {
-    targets
-        .iter()
-        .map(|name| policy.lists_containing(name))
-        .collect()
+/// The local stage: the outcome of a question a forwarding resolver does not pass on, if it
+/// is one.
+///
+/// ANY over UDP is an amplification favourite: the full answer only over TCP (RFC 8482 §4.3
+/// allows refusing it; TC keeps honest clients working). Meta-types are not data to look up
+/// (RFC 6895 §3.1): zone transfers and the obsolete mailbox types are not implemented here,
+/// and transaction signatures belong in the additional section, never in a question. Classes
+/// other than IN (CHAOS `version.bind`, Hesiod) are not the house's business: refused, as a
+/// resolver that keeps its version to itself does.
+fn answered_here(question: &Question, transport: Transport) -> Option<Outcome> {
+    match question.kind() {
+        QuestionKind::Data => None,
+        QuestionKind::Any => (transport == Transport::Udp).then_some(Outcome::Truncated),
+        QuestionKind::Transfer => Some(Outcome::NotImplemented),
+        QuestionKind::Signature => Some(Outcome::Malformed),
+        QuestionKind::OtherClass => Some(Outcome::Refused),
+    }
 }
 
-/// The first list of `profile` that blocks a name inside the cached answer. The masks kept
-/// with the entry are reused while the policy generation stays the same.
-fn blocked_target(policy: &Policy, profile: &Profile, entry: &Entry) -> Option<ListIndex> {
-    let masks = entry.target_lists(policy.generation(), || {
-        target_lists(policy, entry.answer.targets())
-    });
-    masks.iter().find_map(|&lists| profile.blocking_list(lists))
+/// The lists containing each name inside the cached answer. The masks kept with the entry
+/// are reused while the policy generation stays the same.
+fn target_lists<'e>(policy: &Policy, entry: &'e Entry) -> std::borrow::Cow<'e, [ListMask]> {
+    entry.target_lists(policy.generation(), || {
+        entry
+            .answer
+            .targets()
+            .iter()
+            .map(|name| policy.lists_containing(name))
+            .collect()
+    })
 }

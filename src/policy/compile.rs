@@ -13,17 +13,15 @@ use super::devices::DeviceIndexMap;
 use super::matcher::{MatcherBuilder, Scope};
 use super::schedules::ConfiguredDevice;
 use super::{Device, ListIndex, ListInfo, ListMask, Policy, Profile};
+pub use crate::config::UNKNOWN_DEVICE;
 use crate::config::{ListSettings, ProfileSettings, Settings};
-use crate::dns::Upstreams;
+use crate::dns::{Forward, Upstreams};
 use crate::lists::MatchMode;
 use crate::local::LocalZones;
 use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
 use crate::lists::store::ListStore;
 use crate::metrics::Metrics;
-
-/// Device label of clients that match no device.
-pub const UNKNOWN_DEVICE: &str = "unknown";
 
 /// Builds the snapshot numbered `generation`.
 pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Policy {
@@ -85,7 +83,7 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         device_index,
         local: LocalZones::compile(&settings.local),
         forward_upstreams: (settings.local.forwards.iter())
-            .map(|forward| Arc::new(Upstreams::new(&forward.upstreams, metrics)))
+            .map(|forward| Arc::new(Upstreams::new(&forward.upstreams, metrics)) as Arc<dyn Forward>)
             .collect(),
     };
     policy.apply_schedules(jiff::ZonedDateTime::now().datetime());

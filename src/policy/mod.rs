@@ -16,20 +16,22 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
 use jiff::civil::DateTime;
 
 pub use compile::{UNKNOWN_DEVICE, compile};
-pub use devices::{DeviceIndex, DeviceIndexMap, ForwardedClient};
+pub use devices::{DeviceIndex, DeviceIndexMap};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
 pub use profile::Profile;
 
 use crate::config::{ListSettings, ListSource, Window};
-use crate::dns::Upstreams;
+use crate::dns::Forward;
 use crate::lists::MatchMode;
 use crate::local::LocalZones;
 use crate::lists::parse::{InvalidLine, ParseReport};
 use crate::metrics::{ClientCounters, Metrics};
 use crate::neighbours::Neighbours;
+use crate::net::ForwardedClient;
 use matcher::Matcher;
 use schedules::ConfiguredDevice;
 
@@ -47,7 +49,7 @@ pub struct Policy {
     local: LocalZones,
     /// The upstreams of each `[[forward]]`, in order (a reload builds them again, so their
     /// health starts afresh).
-    forward_upstreams: Vec<Arc<Upstreams>>,
+    forward_upstreams: Vec<Arc<dyn Forward>>,
 }
 
 /// A device of the snapshot (or the stand-in for unknown clients).
@@ -248,13 +250,29 @@ impl Policy {
     }
 
     /// The upstreams of `[[forward]]` number `index` (as [`LocalZones::resolve`] gives it).
-    pub fn forward_upstreams(&self, index: usize) -> &Arc<Upstreams> {
+    pub fn forward_upstreams(&self, index: usize) -> &Arc<dyn Forward> {
         &self.forward_upstreams[index]
     }
 
     /// Whether `device` is the stand-in for clients that match no device.
     pub fn is_unknown(&self, device: &Device) -> bool {
         std::ptr::eq(device, &self.unknown)
+    }
+
+    /// The stand-in for clients that match no device.
+    pub fn unknown_device(&self) -> &Device {
+        &self.unknown
+    }
+
+    /// The EDNS Client Subnet scope of an answer that depended on which device the client
+    /// `subnet` a trusted forwarder named is (RFC 7871 §7.3): the prefix length of the device
+    /// network (or address) that matched it; for a subnet that matched none (the default
+    /// profile), the subnet's own length, as nothing says the rest of a wider network gets
+    /// the same answer.
+    pub fn ecs_scope(&self, subnet: IpNet) -> u8 {
+        self.device_index
+            .subnet_scope(subnet)
+            .unwrap_or(subnet.prefix_len())
     }
 
     /// The profile of the unknown-client stand-in (the default profile).

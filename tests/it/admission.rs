@@ -141,3 +141,58 @@ async fn strangers_share_a_few_tcp_connections_and_cannot_take_the_houses() {
         .expect("an answer over TCP");
     assert_eq!(a_addrs(&Message::from_vec(&reply).unwrap()), vec![REAL]);
 }
+
+/// The sum of every series of `family` whose labels include `label`.
+fn sum_of(text: &str, family: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn queries_turned_away_or_answered_here_are_counted_once_with_their_time() {
+    let upstream = upstream().await;
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\n\
+         allow_from = [\"127.0.0.2/32\", \"127.0.0.3/32\"]\nrate_limit_qps = 1\nrate_limit_burst = 5\n\n\
+         [[upstream]]\naddress = \"{}\"\n",
+        upstream.addr
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let [stranger, member, greedy] = [1, 2, 3].map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)));
+
+    let refused =
+        query_udp_from(stranger, daemon.dns, "www.example.com", RecordType::A, true).await;
+    assert_eq!(rcode(&refused), ResponseCode::Refused);
+    let any = query_udp_from(member, daemon.dns, "www.example.com", RecordType::ANY, true).await;
+    assert!(any.metadata.truncation, "ANY over UDP: TC");
+    let axfr = query_udp_from(member, daemon.dns, "example.com", RecordType::AXFR, true).await;
+    assert_eq!(rcode(&axfr), ResponseCode::NotImp);
+    let mut two_questions = build_query("www.example.com", RecordType::A, false);
+    two_questions.queries.push(two_questions.queries[0].clone());
+    let formerr = exchange_udp_from(member, daemon.dns, &two_questions.to_vec().unwrap())
+        .await
+        .expect("a FORMERR reply");
+    assert_eq!(formerr[3] & 0x0F, 1, "FORMERR");
+    let answered = burst(greedy, daemon.dns, 20).await;
+    assert!(answered < 20, "some dropped: {answered}");
+
+    let metrics = daemon.metrics().await;
+    let dropped = metric(&metrics, "metasink_rate_limited_total");
+    assert_eq!(dropped as usize, 20 - answered, "{metrics}");
+    let turned_away = 4.0 + dropped;
+    let refused = r#"result="refused""#;
+    assert_eq!(
+        sum_of(&metrics, "metasink_queries_total", refused),
+        turned_away,
+        "refused, ANY over UDP, NOTIMP, FORMERR and rate-limited, each once\n{metrics}"
+    );
+    assert_eq!(
+        sum_of(&metrics, "metasink_request_duration_seconds_count", refused),
+        turned_away,
+        "each with its time\n{metrics}"
+    );
+    let any_counted = r#"metasink_queries_total{device="unknown",profile="meta-apps",qtype="ANY",result="refused"}"#;
+    assert_eq!(metric(&metrics, any_counted), 1.0, "{metrics}");
+}

@@ -293,6 +293,68 @@ async fn a_trusted_forwarder_names_devices_by_client_subnet_and_mac_address() {
     assert_eq!(phone("forwarded") + phone("cached"), 3.0, "{text}");
 }
 
+/// The EDNS Client Subnet option of `reply`: (address, source prefix, scope prefix).
+fn echoed_subnet(reply: &Message) -> Option<(IpAddr, u8, u8)> {
+    let edns = reply.edns.as_ref()?;
+    edns.options()
+        .options
+        .iter()
+        .find_map(|(_, option)| match option {
+            EdnsOption::Subnet(subnet) => {
+                Some((subnet.addr(), subnet.source_prefix(), subnet.scope_prefix()))
+            }
+            _ => None,
+        })
+}
+
+#[tokio::test]
+async fn an_answer_decided_from_a_client_subnet_echoes_it_with_the_scope_used() {
+    // RFC 7871 §7.3: an ECS-aware cache in the router keeps the answer for the scope only.
+    let (_upstream, daemon) = setup().await;
+    let subnet = |ip: &str, prefix| ClientSubnet::new(ip.parse().unwrap(), prefix, 0);
+    let ask = |name: &'static str, source, subnet: ClientSubnet| {
+        let daemon = &daemon;
+        async move {
+            let option = EdnsOption::Subnet(subnet);
+            query_udp_naming(source, daemon.dns, name, &[option]).await
+        }
+    };
+    let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+
+    let parent = ask("www.meta.ai", ROUTER, subnet("127.0.0.3", 32)).await;
+    assert_eq!(a_addrs(&parent), vec![REAL]);
+    assert_eq!(
+        echoed_subnet(&parent),
+        Some((ip("127.0.0.3"), 32, 32)),
+        "the device's own address decided"
+    );
+    let in_network = ask("www.meta.ai", ROUTER, subnet("127.0.1.0", 24)).await;
+    assert_eq!(
+        echoed_subnet(&in_network),
+        Some((ip("127.0.1.0"), 24, 24)),
+        "the device network 127.0.1.0/24 decided"
+    );
+    let nobody = ask("www.meta.ai", ROUTER, subnet("127.0.9.0", 24)).await;
+    assert_eq!(a_addrs(&nobody), vec![Ipv4Addr::UNSPECIFIED]);
+    assert_eq!(
+        echoed_subnet(&nobody),
+        Some((ip("127.0.9.0"), 24, 24)),
+        "no device: the default profile holds for this subnet"
+    );
+    let unlisted = ask("xmeta.ai", ROUTER, subnet("127.0.0.3", 32)).await;
+    assert_eq!(a_addrs(&unlisted), vec![REAL]);
+    assert_eq!(
+        echoed_subnet(&unlisted),
+        Some((ip("127.0.0.3"), 32, 0)),
+        "a name on no list is answered alike for everyone"
+    );
+
+    let untrusted = ask("www.meta.ai", TABLET, subnet("127.0.0.3", 32)).await;
+    assert_eq!(echoed_subnet(&untrusted), None, "ignored, so not echoed");
+    let plain = ask_naming(&daemon, ROUTER, &[]).await;
+    assert_eq!(echoed_subnet(&plain), None);
+}
+
 #[tokio::test]
 async fn a_client_that_is_no_trusted_forwarder_cannot_name_another_device() {
     let (_upstream, daemon) = setup().await;

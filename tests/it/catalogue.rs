@@ -19,7 +19,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use crate::common::*;
-use metasink::catalogue::{DEFAULT_PROFILE, bundled_ids, bundled_text, presets};
+use metasink::catalogue::{DEFAULT_PROFILE, bundled_ids, bundled_text};
+use metasink::config::presets;
 use metasink::lists::MatchMode;
 use metasink::lists::parse::{EntryScope, ListHeader, ParseReport, parse_line, parse_list};
 

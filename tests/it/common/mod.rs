@@ -16,6 +16,11 @@
 //!
 //! Use it from a test module with `use crate::common::*;`.
 
+#![allow(
+    unreachable_pub,
+    reason = "the integration binary's shared harness: its items are `pub` for the test modules"
+)]
+
 pub mod client;
 pub mod daemon;
 pub mod faulty;

@@ -25,29 +25,29 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::reply::Transport;
 use super::service::{SharedService, Standing};
+use crate::dns::Transport;
 use crate::net::{ClientSource, client_source};
 use crate::slots::{self, Slots};
 
 /// Connections open at once from one client address.
-pub const MAX_PER_CLIENT: usize = 16;
+pub(super) const MAX_PER_CLIENT: usize = 16;
 /// Connections open at once from clients outside `allow_from`, all together: they only ever
 /// get REFUSED, and must not be able to take the house's connections.
-pub const MAX_STRANGER_CONNECTIONS: usize = 16;
+pub(super) const MAX_STRANGER_CONNECTIONS: usize = 16;
 /// Time a new connection has to deliver its first query.
-pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection may sit idle between queries.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a connection may wait for a query while more than three quarters of the connection
 /// cap is open (Unbound cuts its idle timeout likewise under load).
-pub const PRESSURE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const PRESSURE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Queries answered on one connection before it is closed.
-pub const MAX_QUERIES: usize = 100;
+pub(super) const MAX_QUERIES: usize = 100;
 /// Queries of one connection being answered at once.
-pub const MAX_IN_FLIGHT: usize = 16;
+pub(super) const MAX_IN_FLIGHT: usize = 16;
 /// Time the client has to take one answer off our hands.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection we ended waits for the client to end its side (see `Connection::run`).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Pause after a failed accept.
@@ -62,7 +62,7 @@ const SEND_BUFFER: usize = 64 * 1024;
 /// Open connections, in all and per client (an IPv4 address or an IPv6 /64, as the rate
 /// limit counts them: one host holds every address of its /64).
 /// One set serves every listen address.
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     total: Arc<Slots>,
     strangers: Arc<Semaphore>,
     per_client: Mutex<HashMap<ClientSource, usize>>,
@@ -70,7 +70,7 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// Limits with at most `max_connections` connections in all.
-    pub fn new(max_connections: usize) -> Arc<Self> {
+    pub(crate) fn new(max_connections: usize) -> Arc<Self> {
         Arc::new(Self {
             total: Slots::new(max_connections),
             strangers: Arc::new(Semaphore::new(MAX_STRANGER_CONNECTIONS)),
@@ -138,7 +138,7 @@ impl Drop for Slot {
 }
 
 /// Accepts connections on `listener` until `shutdown`; connections run as tasks in `tasks`.
-pub async fn serve(
+pub(super) async fn serve(
     listener: TcpListener,
     service: SharedService,
     shutdown: CancellationToken,

@@ -23,7 +23,7 @@
 //! replies and timers wake it too, and it yields after every batch so they get their turn.
 //! The catch: while blocked in the kernel the runtime's I/O driver is not polled, so a task
 //! of another runtime must never wait on a socket or timer of this one; the upstream
-//! sockets are therefore kept per runtime ([`super::upstream`]), and a fetch shared by
+//! sockets are therefore kept per runtime (`crate::dns::Upstreams`), and a fetch shared by
 //! questions of several runtimes is driven only by its own task
 //! ([`crate::pipeline`]).
 //!
@@ -50,9 +50,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
-use super::reply::Transport;
-use super::server::DRAIN_TIMEOUT;
+use super::DRAIN_TIMEOUT;
 use super::service::SharedService;
+use crate::dns::Transport;
 
 /// Datagrams taken (and replies sent) per system call.
 const BATCH: usize = 32;
@@ -69,7 +69,7 @@ type Answered = (Option<Vec<u8>>, Vec<u8>);
 /// on are done. The thread builds its runtime itself and reports whether the socket could
 /// be watched: a runtime dropped inside another runtime makes tokio panic, so it never
 /// leaves its thread, even when starting fails.
-pub fn spawn(
+pub(super) fn spawn(
     socket: Socket,
     service: SharedService,
     shutdown: CancellationToken,
@@ -480,9 +480,10 @@ mod tests {
     use super::*;
     use crate::admission::Admission;
     use crate::cache::Cache;
-    use crate::dns::{DnsService, ServiceCounters, Upstreams};
+    use crate::dns::Upstreams;
     use crate::metrics::Metrics;
     use crate::pipeline::Pipeline;
+    use crate::server::{DnsService, ServiceCounters};
 
     /// The service on built-in settings, forwarding nowhere.
     fn service() -> SharedService {

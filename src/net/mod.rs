@@ -1,6 +1,11 @@
 //! Address forms shared by everything that matches client addresses against configured
 //! networks (the access list, device matching) or counts clients (the rate limit, TCP
-//! connection limits), and the MAC addresses devices may be matched by.
+//! connection limits), the MAC addresses devices may be matched by, and what a forwarder says
+//! about the client it forwards for.
+//!
+//! The bottom layer, with `config`: it imports nothing else of the crate.
+
+mod access;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,6 +18,8 @@ use ipnet::{IpNet, Ipv4Net};
 /// (RFC 8981), and whoever holds a /64 can use any address in it. IPv4 comes as its
 /// IPv4-mapped form (low 64 bits never zero), so the two never collide.
 pub type ClientSource = u128;
+
+pub use access::{AccessList, allowed};
 
 /// The host bits of an IPv6 address, cleared to get its /64.
 const IPV6_PREFIX_64: u128 = !0 << 64;
@@ -48,6 +55,24 @@ pub fn canonical_network(network: IpNet) -> IpNet {
 /// device has today.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MacAddress(pub [u8; 6]);
+
+/// What a forwarder's query says about the client it forwards for (EDNS options, read by
+/// [`crate::dns`]). Empty for a query that names nobody.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardedClient {
+    /// The client's MAC address (EDNS option 65001, or 65073 as text or base64).
+    pub mac: Option<MacAddress>,
+    /// The client's address or network (EDNS Client Subnet, RFC 7871), when it has at least
+    /// one bit of address.
+    pub subnet: Option<IpNet>,
+}
+
+impl ForwardedClient {
+    /// Whether the query names a client at all.
+    pub fn names_anyone(&self) -> bool {
+        self.mac.is_some() || self.subnet.is_some()
+    }
+}
 
 impl FromStr for MacAddress {
     type Err = ();

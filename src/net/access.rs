@@ -12,11 +12,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::net::canonical_network;
+use super::canonical_network;
 
 /// The networks allowed to query, by family.
 #[derive(Debug)]
-pub(super) struct AccessList {
+pub struct AccessList {
     /// IPv4 networks as (network address, netmask).
     v4: Vec<(u32, u32)>,
     /// IPv6 networks as (network address, netmask).
@@ -25,7 +25,7 @@ pub(super) struct AccessList {
 
 impl AccessList {
     /// The list allowing the clients of `networks` (nobody when it is empty).
-    pub(super) fn new(networks: &[IpNet]) -> Self {
+    pub fn new(networks: &[IpNet]) -> Self {
         let mut list = Self {
             v4: Vec::new(),
             v6: Vec::new(),
@@ -53,7 +53,7 @@ impl AccessList {
     /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2), which is how a
     /// dual-stack socket reports an IPv4 client, is judged as that IPv4 address: only IPv4
     /// networks match IPv4 clients.
-    pub(super) fn allows(&self, client: IpAddr) -> bool {
+    pub fn allows(&self, client: IpAddr) -> bool {
         match client.to_canonical() {
             IpAddr::V4(ip) => {
                 let ip = u32::from(ip);
@@ -65,6 +65,12 @@ impl AccessList {
             }
         }
     }
+}
+
+/// Whether `allow_from` lets `client` query: the access list's own check, for judging a
+/// configuration (a trusted forwarder must be a client that is answered).
+pub fn allowed(allow_from: &[IpNet], client: IpAddr) -> bool {
+    AccessList::new(allow_from).allows(client)
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! The DNS listeners: UDP and TCP on every configured address, served by our transports
-//! ([`super::udp`], [`super::tcp`]) over one [`DnsService`].
+//! The transports, above the pipeline: the DNS listeners (UDP and TCP on every configured
+//! address, served by our own loops in [`udp`] and [`tcp`]) over one [`DnsService`], the
+//! bytes-in, bytes-out edge ([`service`]).
 //!
 //! hickory-server's `Server` is not used: its TCP handling answers one query at a time per
 //! connection with no connection limits (RFC 7766 pipelining and the limits in
-//! [`super::tcp`] need their own loop), and it spawns a task per UDP query even when the
+//! [`tcp`] need their own loop), and it spawns a task per UDP query even when the
 //! answer is already in memory.
 
 use std::io;
@@ -17,11 +18,14 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::service::{DnsService, SharedService};
-use super::{tcp, udp};
+mod service;
+mod tcp;
+mod udp;
+
+pub use service::{DnsService, ServiceCounters, SharedService, Standing};
 
 /// Time queries in flight get to finish when the daemon stops.
-pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often a UDP receive loop, blocked in the kernel, wakes to see if it must stop.
 const UDP_WAKE_INTERVAL: Duration = Duration::from_millis(100);

@@ -1,0 +1,250 @@
+//! The DNS service: request bytes in, reply bytes out, whatever the transport. It keeps only
+//! the edge: admit the client, parse the request, run the [`Pipeline`], write the reply and
+//! count it, once, whatever happened.
+//!
+//! Transports ([`super::udp`], [`super::tcp`]) only move bytes; everything a client can see
+//! is decided here and in the pipeline, so UDP, TCP and the fuzzer exercise the same code.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use prometheus::{Histogram, IntCounter};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::admission::{Admission, Verdict};
+use crate::dns::{
+    Echo, Rcode, Request, Transport, write_answer, write_blocked, write_code, write_local,
+};
+use crate::metrics::{Metrics, QTYPE_LABELS, QueryResult};
+use crate::net::ForwardedClient;
+use crate::pipeline::{Asker, Outcome, Pipeline, Query, Resolution};
+use crate::policy::{Device, Policy, PolicyHandle};
+
+/// Who a client is to the per-client limits ([`DnsService::standing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Outside `allow_from`.
+    Stranger,
+    /// One of the house's clients.
+    Member,
+    /// A trusted forwarder: the whole house behind one address.
+    Forwarder,
+}
+
+/// Turns requests into replies.
+pub struct DnsService {
+    policy: PolicyHandle,
+    pipeline: Pipeline,
+    admission: Admission,
+    counters: ServiceCounters,
+}
+
+/// The service's own metric handles.
+pub struct ServiceCounters {
+    /// Time to answer, per result.
+    pub durations: [Histogram; QueryResult::ALL.len()],
+    /// Queries refused by the access list.
+    pub refused: IntCounter,
+    /// Queries dropped by the rate limit.
+    pub rate_limited: IntCounter,
+}
+
+impl ServiceCounters {
+    /// The handles from `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            durations: metrics.request_durations(),
+            refused: metrics.refused(),
+            rate_limited: metrics.rate_limited(),
+        }
+    }
+}
+
+impl DnsService {
+    /// A service answering the clients `admission` lets in, from the snapshot in `policy`
+    /// through `pipeline`.
+    pub fn new(
+        policy: PolicyHandle,
+        pipeline: Pipeline,
+        admission: Admission,
+        counters: ServiceCounters,
+    ) -> Self {
+        Self {
+            policy,
+            pipeline,
+            admission,
+            counters,
+        }
+    }
+
+    /// Who `client` is to the per-client limits: a stranger (outside `allow_from`, only ever
+    /// answered REFUSED), one of the house's, or a trusted forwarder asking for many of them.
+    pub fn standing(&self, client: IpAddr) -> Standing {
+        if !self.admission.allows(client) {
+            Standing::Stranger
+        } else if self.policy.load().trusts(client) {
+            Standing::Forwarder
+        } else {
+            Standing::Member
+        }
+    }
+
+    /// The reply to `bytes` from `client`, or `None` when nothing must be sent back.
+    pub async fn respond(
+        &self,
+        bytes: &[u8],
+        client: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        // One snapshot for the whole query, even if a reload swaps in another meanwhile.
+        let policy = self.policy.load_full();
+        // admit: before anything is decoded. A stranger gets REFUSED (no bigger than its
+        // question, so useless for amplification) and never reaches an upstream; a client
+        // over its rate gets nothing at all. A trusted forwarder has no rate limit.
+        let verdict = match policy.trusts(client) {
+            true => self.admission.check_forwarder(client),
+            false => self.admission.check(client),
+        };
+        if verdict != Verdict::Answer {
+            return self.turn_away(bytes, client, transport, verdict, &policy, started);
+        }
+        // parse: a request whose question cannot be read gets its error code, if any.
+        let request = match Request::parse(bytes) {
+            Ok(request) => request,
+            Err(rejection) => {
+                let reply = rejection.reply(transport)?;
+                let device = self.device(&policy, client, &ForwardedClient::default());
+                self.count(device, OTHER_QTYPE, QueryResult::Refused, started);
+                return Some(reply);
+            }
+        };
+        let query = Query {
+            asker: Asker::Client {
+                address: client,
+                forwarded: &request.forwarded,
+            },
+            question: &request.question,
+            transport,
+        };
+        let resolution = self.pipeline.resolve(&policy, &query).await;
+        let reply = write_resolution(&request, bytes, &resolution, &policy, transport);
+        let device = resolution.identity.device;
+        if let Outcome::Blocked { list, by } = &resolution.outcome {
+            device.counters.count_block(usize::from(*list));
+            debug!(name = request.question.name(), device = %device.name, profile = %resolution.identity.profile.name, list = %policy.list(*list).id, ?by, "blocked");
+        }
+        if let Outcome::Rebinding = &resolution.outcome {
+            debug!(name = request.question.name(), device = %device.name, "blocked: a public name answered with a private address (DNS rebinding)");
+        }
+        let result = resolution.outcome.result();
+        self.count(device, request.question.qtype_row(), result, started);
+        Some(reply)
+    }
+
+    /// A query admission does not let in: refused (a stranger) or dropped (over its rate),
+    /// counted under `refused` like every other query not served.
+    fn turn_away(
+        &self,
+        bytes: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        verdict: Verdict,
+        policy: &Policy,
+        started: Instant,
+    ) -> Option<Vec<u8>> {
+        let refused = verdict == Verdict::Refuse;
+        match refused {
+            true => self.counters.refused.inc(),
+            false => self.counters.rate_limited.inc(),
+        }
+        // Only a query that reads as one is counted (and answered): bytes that are no DNS
+        // are no query.
+        let request = Request::parse(bytes).ok()?;
+        let reply = refused.then(|| {
+            let echo = Echo::of(&request, bytes);
+            write_code(&echo, Rcode::Refused, None, false, transport)
+        });
+        let device = self.device(policy, client, &request.forwarded);
+        self.count(
+            device,
+            request.question.qtype_row(),
+            QueryResult::Refused,
+            started,
+        );
+        reply
+    }
+
+    fn device<'p>(
+        &self,
+        policy: &'p Policy,
+        client: IpAddr,
+        forwarded: &ForwardedClient,
+    ) -> &'p Device {
+        self.pipeline.identify(policy, client, forwarded).device
+    }
+
+    /// Counts one query: the one place every answer (and every query turned away) is counted.
+    fn count(&self, device: &Device, qtype_row: usize, result: QueryResult, started: Instant) {
+        device.counters.count_query_row(qtype_row, result);
+        self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The `qtype` row of a query whose question could not be read: "other".
+const OTHER_QTYPE: usize = QTYPE_LABELS.len() - 1;
+
+/// The reply to `request` (read from `bytes`) from what the pipeline decided.
+fn write_resolution(
+    request: &Request,
+    bytes: &[u8],
+    resolution: &Resolution<'_>,
+    policy: &Policy,
+    transport: Transport,
+) -> Vec<u8> {
+    let echo = Echo::of(request, bytes).with_ecs(resolution.ecs);
+    let outcome = &resolution.outcome;
+    let why = match outcome {
+        Outcome::ServFail(error) => error.to_string(),
+        _ => String::new(),
+    };
+    let ede = outcome.ede(policy, &why);
+    let code = |rcode, truncate| write_code(&echo, rcode, ede, truncate, transport);
+    match outcome {
+        Outcome::Blocked { .. } => {
+            let profile = resolution.identity.profile;
+            write_blocked(
+                &echo,
+                &request.question,
+                profile.answer,
+                profile.blocked_ttl,
+                ede,
+                transport,
+            )
+        }
+        Outcome::Answered { entry, .. } => {
+            write_answer(&echo, &entry.answer, outcome.ttl_rule(), ede, transport)
+        }
+        Outcome::Rebinding => {
+            let profile = resolution.identity.profile;
+            write_blocked(
+                &echo,
+                &request.question,
+                profile.answer,
+                profile.blocked_ttl,
+                ede,
+                transport,
+            )
+        }
+        Outcome::Local(local) => write_local(&echo, &request.question, local, transport),
+        Outcome::Truncated => code(Rcode::NoError, true),
+        Outcome::NotImplemented => code(Rcode::NotImp, false),
+        Outcome::Malformed => code(Rcode::FormErr, false),
+        Outcome::Refused => code(Rcode::Refused, false),
+        Outcome::ServFail(_) => code(Rcode::ServFail, false),
+    }
+}
+
+/// A service shared by every listener task.
+pub type SharedService = Arc<DnsService>;
