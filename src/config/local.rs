@@ -22,11 +22,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{ConfigError, Locator};
-use super::raw::{RawServer, Text};
+use super::raw::{OneOrMany, RawConfig, RawForward, RawLocal, RawRecord, Text};
 use super::UpstreamSettings;
 
 /// TTL of a local record without its own `ttl`, and of hosts-file names: short, so an edit
@@ -36,60 +35,6 @@ pub const LOCAL_TTL: Duration = Duration::from_secs(60);
 
 /// The longest name (RFC 1035 §2.3.4, in text form without the trailing dot).
 const MAX_NAME: usize = 253;
-
-/// One `[[record]]` as serde reads it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRecord {
-    /// The name the records belong to.
-    pub name: Text,
-    /// IPv4 addresses.
-    pub a: Option<Spanned<OneOrMany>>,
-    /// IPv6 addresses.
-    pub aaaa: Option<Spanned<OneOrMany>>,
-    /// An alias: the one record the name then has (RFC 1034 §3.6.2).
-    pub cname: Option<Text>,
-    /// TXT strings, one record each.
-    pub txt: Option<Spanned<OneOrMany>>,
-    /// Humantime duration.
-    pub ttl: Option<Text>,
-}
-
-/// `a = "192.168.1.10"` or `a = ["192.168.1.10", "192.168.1.11"]` (an untagged enum cannot
-/// keep the span of each item: errors point at the whole value).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn values(&self) -> &[String] {
-        match self {
-            Self::One(one) => std::slice::from_ref(one),
-            Self::Many(many) => many,
-        }
-    }
-}
-
-/// `[local]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawLocal {
-    /// Hosts files (`/etc/hosts` format), read at start and on every reload.
-    pub hosts: Option<Vec<Text>>,
-}
-
-/// One `[[forward]]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawForward {
-    /// Zones whose questions go to `upstream` only.
-    pub zones: Spanned<Vec<Text>>,
-    /// `IP` or `IP:PORT` of the resolvers for those zones.
-    pub upstream: Spanned<Vec<Text>>,
-}
 
 /// The local network's settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,42 +80,55 @@ pub struct ForwardSettings {
     pub upstreams: Vec<UpstreamSettings>,
 }
 
-/// The local sections of the file.
-pub(super) struct RawLocalSections<'a> {
-    pub records: &'a [RawRecord],
-    pub local: &'a RawLocal,
-    pub forwards: &'a [RawForward],
-    pub server: &'a RawServer,
+/// The local sections of the file, taken out of the [`RawConfig`] before the rest is
+/// checked.
+pub(super) struct RawLocalSections {
+    records: Vec<RawRecord>,
+    local: RawLocal,
+    forwards: Vec<RawForward>,
+    rebind_protection: Option<bool>,
+    rebind_allow: Option<Vec<Text>>,
+    dhcp_leases: Option<Vec<Text>>,
 }
 
-/// Checks the local sections; `listen` are the DNS listen addresses (a forward upstream may
-/// not be one of them).
+impl RawLocalSections {
+    /// Takes the local sections (and the local keys of `[server]`) out of `raw`.
+    pub(super) fn take(raw: &mut RawConfig) -> Self {
+        Self {
+            records: std::mem::take(&mut raw.records),
+            local: std::mem::take(&mut raw.local),
+            forwards: std::mem::take(&mut raw.forwards),
+            rebind_protection: raw.server.rebind_protection.take(),
+            rebind_allow: raw.server.rebind_allow.take(),
+            dhcp_leases: raw.server.dhcp_leases.take(),
+        }
+    }
+}
+
+/// Checks the local sections of `text` (read from `path`); `listen` are the DNS listen
+/// addresses (a forward upstream may not be one of them).
 pub(super) fn local(
-    raw: RawLocalSections<'_>,
+    raw: RawLocalSections,
+    text: &str,
     path: &Path,
     listen: &[SocketAddr],
-    at: &Locator<'_>,
 ) -> Result<LocalSettings, ConfigError> {
-    let records = records(raw.records, at)?;
+    let at = &Locator::new(text, path);
+    let records = records(&raw.records, at)?;
     let hosts = paths(raw.local.hosts.as_deref(), "local.hosts", path, at)?;
-    let forwards = forwards(raw.forwards, listen, at)?;
-    let rebind_allow = match &raw.server.rebind_allow {
+    let forwards = forwards(&raw.forwards, listen, at)?;
+    let rebind_allow = match &raw.rebind_allow {
         None => Vec::new(),
         Some(values) => (values.iter().enumerate())
             .map(|(index, value)| name(value, &format!("server.rebind_allow[{index}]"), at))
             .collect::<Result<_, _>>()?,
     };
-    let dhcp_leases = paths(
-        raw.server.dhcp_leases.as_deref(),
-        "server.dhcp_leases",
-        path,
-        at,
-    )?;
+    let dhcp_leases = paths(raw.dhcp_leases.as_deref(), "server.dhcp_leases", path, at)?;
     Ok(LocalSettings {
         records,
         hosts,
         forwards,
-        rebind_protection: raw.server.rebind_protection.unwrap_or(false),
+        rebind_protection: raw.rebind_protection.unwrap_or(false),
         rebind_allow,
         dhcp_leases,
     })

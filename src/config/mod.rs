@@ -266,5 +266,11 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// Parses and validates config text; `path` is used in error messages and to resolve relative
 /// list paths.
 pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
-    validate::validate(raw::parse(text, path)?, text, path)
+    let mut raw = raw::parse(text, path)?;
+    // The local network's sections are checked on their own, after the rest (one file per
+    // section, as `validate` is to be split).
+    let local_sections = local::RawLocalSections::take(&mut raw);
+    let mut settings = validate::validate(raw, text, path)?;
+    settings.local = local::local(local_sections, text, path, &settings.server.listen)?;
+    Ok(settings)
 }

@@ -12,7 +12,6 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{ConfigError, Locator};
-use super::local::{RawForward, RawLocal, RawRecord};
 
 /// A spanned string, the shape of most values.
 pub(super) type Text = Spanned<String>;
@@ -186,6 +185,60 @@ pub(super) struct RawWindow {
     pub from: Text,
     /// `HH:MM`, local time.
     pub to: Text,
+}
+
+/// One `[[record]]` as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecord {
+    /// The name the records belong to.
+    pub name: Text,
+    /// IPv4 addresses.
+    pub a: Option<Spanned<OneOrMany>>,
+    /// IPv6 addresses.
+    pub aaaa: Option<Spanned<OneOrMany>>,
+    /// An alias: the one record the name then has (RFC 1034 §3.6.2).
+    pub cname: Option<Text>,
+    /// TXT strings, one record each.
+    pub txt: Option<Spanned<OneOrMany>>,
+    /// Humantime duration.
+    pub ttl: Option<Text>,
+}
+
+/// `a = "192.168.1.10"` or `a = ["192.168.1.10", "192.168.1.11"]` (an untagged enum cannot
+/// keep the span of each item: errors point at the whole value).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn values(&self) -> &[String] {
+        match self {
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(many) => many,
+        }
+    }
+}
+
+/// `[local]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocal {
+    /// Hosts files (`/etc/hosts` format), read at start and on every reload.
+    pub hosts: Option<Vec<Text>>,
+}
+
+/// One `[[forward]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    /// Zones whose questions go to `upstream` only.
+    pub zones: Spanned<Vec<Text>>,
+    /// `IP` or `IP:PORT` of the resolvers for those zones.
+    pub upstream: Spanned<Vec<Text>>,
 }
 
 /// Reads `text` (from `path`) into a [`RawConfig`].

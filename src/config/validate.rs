@@ -22,7 +22,6 @@ use super::defaults::{
     RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, is_own_address, system_upstreams,
 };
 use super::error::{ConfigError, Locator};
-use super::local::{self, RawLocalSections};
 use super::raw::{
     RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawServer, RawUpstream,
     RawWindow, Text,
@@ -30,7 +29,7 @@ use super::raw::{
 use super::schedule::{Days, TimeOfDay, Window, shadowed};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
-    DeviceSettings, DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings,
+    DeviceSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, Origin, ProfileSettings,
     ServerSettings, Settings, UpstreamSettings,
 };
 use super::{MAX_LISTS, MatchMode, UNKNOWN_DEVICE};
@@ -91,17 +90,6 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         None => Vec::new(),
         Some(values) => forwarders(values, &admission.allow_from, &at)?,
     };
-    let local = local::local(
-        RawLocalSections {
-            records: &raw.records,
-            local: &raw.local,
-            forwards: &raw.forwards,
-            server: &raw.server,
-        },
-        path,
-        &server.listen,
-        &at,
-    )?;
     let default_profile = match &raw.default_profile {
         None => DEFAULT_PROFILE.to_owned(),
         Some(name) => reference(name, &profile_names, "profile", "default_profile", &at)?,
@@ -118,7 +106,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         devices,
         trusted_forwarders,
         default_profile,
-        local,
+        // Checked after the rest, by `super::local`.
+        local: LocalSettings::default(),
     })
 }
 
