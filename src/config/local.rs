@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::UpstreamSettings;
 use super::error::{ConfigError, Locator};
 use super::raw::{OneOrMany, RawConfig, RawForward, RawLocal, RawRecord, Text};
-use super::UpstreamSettings;
 
 /// TTL of a local record without its own `ttl`, and of hosts-file names: short, so an edit
 /// and a reload reach clients within a minute (dnsmasq sends 0; a minute spares the house's
@@ -231,7 +231,11 @@ fn forwards(
     for (index, forward) in raw.iter().enumerate() {
         let key = |field: &str| format!("forward[{index}].{field}");
         if forward.zones.get_ref().is_empty() {
-            return Err(at.invalid(forward.zones.span(), key("zones"), "needs at least one zone"));
+            return Err(at.invalid(
+                forward.zones.span(),
+                key("zones"),
+                "needs at least one zone",
+            ));
         }
         let mut zones = Vec::new();
         for (zone_index, zone) in forward.zones.get_ref().iter().enumerate() {
@@ -329,7 +333,10 @@ mod tests {
         );
         assert_eq!(settings.records[0].name, "nas.lan");
         assert_eq!(settings.records[0].ttl, Duration::from_secs(300));
-        assert_eq!(settings.records[0].a, ["192.168.1.10".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            settings.records[0].a,
+            ["192.168.1.10".parse::<Ipv4Addr>().unwrap()]
+        );
         assert_eq!(settings.records[0].txt, ["hello"]);
         assert_eq!(settings.records[1].cname.as_deref(), Some("nas.lan"));
         assert_eq!(settings.records[1].ttl, LOCAL_TTL);
@@ -423,7 +430,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             let message = error(text);
-            assert!(message.contains(expected), "{text:?}\n got: {message}\nwant: {expected}");
+            assert!(
+                message.contains(expected),
+                "{text:?}\n got: {message}\nwant: {expected}"
+            );
             assert!(message.starts_with(PATH), "{message}");
         }
     }

@@ -29,8 +29,8 @@ use super::raw::{
 use super::schedule::{Days, TimeOfDay, Window, shadowed};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
-    DeviceSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, Origin, ProfileSettings,
-    ServerSettings, Settings, UpstreamSettings,
+    DeviceSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, Origin,
+    ProfileSettings, ServerSettings, Settings, UpstreamSettings,
 };
 use super::{MAX_LISTS, MatchMode, UNKNOWN_DEVICE};
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids};

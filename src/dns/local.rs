@@ -96,7 +96,11 @@ mod tests {
         let message = reply(&question, &local);
         let types: Vec<_> = message.answers.iter().map(Record::record_type).collect();
         assert_eq!(types, [RecordType::CNAME, RecordType::A]);
-        assert!(Answer::local(&question, &local).unwrap().holds_house_address());
+        assert!(
+            Answer::local(&question, &local)
+                .unwrap()
+                .holds_house_address()
+        );
 
         let question = Question::parse("9.0.0.10.in-addr.arpa", "PTR").unwrap();
         let local = LocalAnswer {
@@ -109,6 +113,13 @@ mod tests {
         assert_eq!(message.metadata.response_code, ResponseCode::NXDomain);
         let soa = &message.authorities[0];
         assert_eq!(soa.name.to_string(), "10.in-addr.arpa.");
-        assert_eq!(Answer::local(&question, &local).unwrap().lifetime().unwrap().as_secs(), 300);
+        assert_eq!(
+            Answer::local(&question, &local)
+                .unwrap()
+                .lifetime()
+                .unwrap()
+                .as_secs(),
+            300
+        );
     }
 }

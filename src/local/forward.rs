@@ -48,8 +48,14 @@ mod tests {
         assert_eq!(zones.find("nas.lan"), Some((0, "lan")));
         assert_eq!(zones.find("lan"), Some((0, "lan")));
         assert_eq!(zones.find("plug.iot.lan"), Some((1, "iot.lan")));
-        assert_eq!(zones.find("5.1.168.192.in-addr.arpa"), Some((1, "1.168.192.in-addr.arpa")));
-        assert_eq!(zones.find("5.2.168.192.in-addr.arpa"), Some((0, "168.192.in-addr.arpa")));
+        assert_eq!(
+            zones.find("5.1.168.192.in-addr.arpa"),
+            Some((1, "1.168.192.in-addr.arpa"))
+        );
+        assert_eq!(
+            zones.find("5.2.168.192.in-addr.arpa"),
+            Some((0, "168.192.in-addr.arpa"))
+        );
         assert_eq!(zones.find("plan"), None, "a zone matches whole labels only");
         assert_eq!(zones.find("example.com"), None);
         assert_eq!(ForwardZones::default().find("nas.lan"), None);

@@ -91,7 +91,10 @@ mod tests {
             pairs,
             [
                 ("127.0.0.1".to_owned(), vec!["localhost".to_owned()]),
-                ("192.168.1.10".to_owned(), vec!["nas.lan".to_owned(), "nas".to_owned()]),
+                (
+                    "192.168.1.10".to_owned(),
+                    vec!["nas.lan".to_owned(), "nas".to_owned()]
+                ),
                 ("fd00::10".to_owned(), vec!["nas.lan".to_owned()]),
                 ("192.168.1.12".to_owned(), vec!["ok".to_owned()]),
             ]

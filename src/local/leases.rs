@@ -82,10 +82,10 @@ fn parse_dnsmasq(text: &str) -> HashMap<IpAddr, Box<str>> {
         let [_, _, address, name, ..] = fields[..] else {
             continue;
         };
-        if let (Ok(address), Some(name)) = (address.parse::<IpAddr>(), host_name(name)) {
-            if names.len() < MAX_LEASES {
-                names.insert(address.to_canonical(), name);
-            }
+        if let (Ok(address), Some(name)) = (address.parse::<IpAddr>(), host_name(name))
+            && names.len() < MAX_LEASES
+        {
+            names.insert(address.to_canonical(), name);
         }
     }
     names
@@ -102,10 +102,10 @@ fn parse_isc(text: &str) -> HashMap<IpAddr, Box<str>> {
             if let Some((address, name, active)) = lease.take() {
                 // The file is a log: the last block of an address is its state now.
                 names.remove(&address);
-                if let (Some(name), true) = (name, active) {
-                    if names.len() < MAX_LEASES {
-                        names.insert(address, name);
-                    }
+                if let (Some(name), true) = (name, active)
+                    && names.len() < MAX_LEASES
+                {
+                    names.insert(address, name);
                 }
             }
         } else if let Some((_, name, active)) = lease.as_mut() {
@@ -163,7 +163,9 @@ impl Leases {
     pub fn refresh(&mut self) -> bool {
         let mut changed = false;
         for file in &mut self.files {
-            let modified = std::fs::metadata(&file.path).and_then(|m| m.modified()).ok();
+            let modified = std::fs::metadata(&file.path)
+                .and_then(|m| m.modified())
+                .ok();
             if modified.is_some() && modified == file.modified {
                 continue;
             }
@@ -198,7 +200,14 @@ impl Leases {
     /// Each file's path, format, names and read error, for `metasink check`.
     pub fn report(&self) -> Vec<(&Path, Option<LeaseFormat>, usize, Option<&str>)> {
         (self.files.iter())
-            .map(|f| (f.path.as_path(), f.format, f.names.len(), f.error.as_deref()))
+            .map(|f| {
+                (
+                    f.path.as_path(),
+                    f.format,
+                    f.names.len(),
+                    f.error.as_deref(),
+                )
+            })
             .collect()
     }
 }
@@ -233,7 +242,10 @@ mod tests {
         let (format, names) = parse(DNSMASQ);
         assert_eq!(format, LeaseFormat::Dnsmasq);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(names.get(&ip("192.168.1.57")).map(|n| &**n), Some("pixel-7"));
+        assert_eq!(
+            names.get(&ip("192.168.1.57")).map(|n| &**n),
+            Some("pixel-7")
+        );
         assert_eq!(names.get(&ip("fd00::57")).map(|n| &**n), Some("laptop"));
         assert_eq!(names.len(), 2, "`*` names no one: {names:?}");
     }
@@ -243,7 +255,10 @@ mod tests {
         let (format, names) = parse(ISC);
         assert_eq!(format, LeaseFormat::Isc);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(names.get(&ip("192.168.1.60")).map(|n| &**n), Some("kitchen-tv"));
+        assert_eq!(
+            names.get(&ip("192.168.1.60")).map(|n| &**n),
+            Some("kitchen-tv")
+        );
         assert_eq!(names.get(&ip("192.168.1.61")), None, "freed since");
         assert_eq!(names.len(), 1);
     }
@@ -257,7 +272,10 @@ mod tests {
         let mut leases = Leases::load(&[missing, path.clone()]);
         let ip: IpAddr = "192.168.1.57".parse().unwrap();
         assert_eq!(leases.name_of(ip), Some("pixel-7"));
-        assert_eq!(leases.name_of("::ffff:192.168.1.57".parse().unwrap()), Some("pixel-7"));
+        assert_eq!(
+            leases.name_of("::ffff:192.168.1.57".parse().unwrap()),
+            Some("pixel-7")
+        );
         assert!(!leases.refresh(), "unchanged: not read again");
         std::fs::write(&path, "1 aa:bb:cc:dd:ee:01 192.168.1.57 renamed *\n").unwrap();
         let later = SystemTime::now() + std::time::Duration::from_secs(5);

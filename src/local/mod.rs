@@ -226,7 +226,9 @@ impl LocalZones {
     /// Whether rebinding protection blocks an upstream answer for `name` that holds an
     /// address inside the house (see [`rebind`]).
     pub fn blocks_rebinding(&self, name: &str) -> bool {
-        self.rebind.as_ref().is_some_and(|allow| !allow.allows(name))
+        self.rebind
+            .as_ref()
+            .is_some_and(|allow| !allow.allows(name))
     }
 
     /// Whether rebinding protection is on.
@@ -296,11 +298,23 @@ mod tests {
             _ => None,
         };
         // 1. The PTR of a local address, though its zone is forwarded.
-        assert_eq!(answer("10.1.168.192.in-addr.arpa").unwrap().kind, LocalKind::Record);
-        assert_eq!(answer("5.0.0.10.in-addr.arpa").unwrap().kind, LocalKind::Record);
-        assert!(matches!(zones.resolve("pi.home.arpa", qtype::A), Some(Local::Answer(_))));
+        assert_eq!(
+            answer("10.1.168.192.in-addr.arpa").unwrap().kind,
+            LocalKind::Record
+        );
+        assert_eq!(
+            answer("5.0.0.10.in-addr.arpa").unwrap().kind,
+            LocalKind::Record
+        );
+        assert!(matches!(
+            zones.resolve("pi.home.arpa", qtype::A),
+            Some(Local::Answer(_))
+        ));
         // 2. Forward zones, the most specific first, before the private zones' NXDOMAIN.
-        assert_eq!(zones.resolve("tv.lan", qtype::A), Some(Local::Forward(0, "lan")));
+        assert_eq!(
+            zones.resolve("tv.lan", qtype::A),
+            Some(Local::Forward(0, "lan"))
+        );
         assert_eq!(
             zones.resolve("9.1.168.192.in-addr.arpa", qtype::PTR),
             Some(Local::Forward(0, "168.192.in-addr.arpa"))
@@ -311,7 +325,10 @@ mod tests {
         );
         // 3. Private zones nothing covers.
         let nx = answer("9.0.0.10.in-addr.arpa").unwrap();
-        assert_eq!((nx.rcode, nx.kind), (Rcode::NxDomain, LocalKind::PrivateZone));
+        assert_eq!(
+            (nx.rcode, nx.kind),
+            (Rcode::NxDomain, LocalKind::PrivateZone)
+        );
         assert_eq!(nx.soa, Some(("10.in-addr.arpa".into(), PRIVATE_ZONE_TTL)));
         assert_eq!(answer("tv.home.arpa").unwrap().rcode, Rcode::NxDomain);
         // Everything else goes upstream.

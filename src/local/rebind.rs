@@ -69,7 +69,13 @@ mod tests {
         ] {
             assert!(is_rebinding_target(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "172.32.0.1", "100.64.0.1", "2620:fe::fe", "::ffff:8.8.8.8"] {
+        for ip in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.64.0.1",
+            "2620:fe::fe",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!is_rebinding_target(ip.parse().unwrap()), "{ip}");
         }
     }

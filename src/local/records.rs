@@ -46,12 +46,19 @@ impl Records {
             let mut data: Vec<LocalData> = Vec::new();
             data.extend(record.a.iter().map(|&ip| LocalData::A(ip)));
             data.extend(record.aaaa.iter().map(|&ip| LocalData::Aaaa(ip)));
-            data.extend(record.cname.iter().map(|t| LocalData::Cname(t.as_str().into())));
+            data.extend(
+                record
+                    .cname
+                    .iter()
+                    .map(|t| LocalData::Cname(t.as_str().into())),
+            );
             data.extend(record.txt.iter().map(|t| LocalData::Txt(t.as_str().into())));
             let ips = (record.a.iter().map(|&ip| IpAddr::V4(ip)))
                 .chain(record.aaaa.iter().map(|&ip| IpAddr::V6(ip)));
             addresses.extend(ips.map(|ip| (ip, record.name.as_str(), ttl)));
-            table.names.insert(record.name.as_str().into(), LocalName { ttl, data });
+            table
+                .names
+                .insert(record.name.as_str().into(), LocalName { ttl, data });
         }
         let configured: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
         for entry in hosts {
@@ -63,10 +70,13 @@ impl Records {
                     IpAddr::V4(ip) => LocalData::A(ip),
                     IpAddr::V6(ip) => LocalData::Aaaa(ip),
                 };
-                let local = table.names.entry(name.as_str().into()).or_insert(LocalName {
-                    ttl: hosts_ttl,
-                    data: Vec::new(),
-                });
+                let local = table
+                    .names
+                    .entry(name.as_str().into())
+                    .or_insert(LocalName {
+                        ttl: hosts_ttl,
+                        data: Vec::new(),
+                    });
                 if !local.data.contains(&data) {
                     local.data.push(data);
                 }
@@ -197,23 +207,41 @@ mod tests {
     fn names_answer_their_types_and_nodata_with_an_soa() {
         let table = table();
         let a = table.answer("nas.lan", qtype::A).unwrap();
-        assert_eq!(datas(&a), [("nas.lan".to_owned(), LocalData::A("192.168.1.10".parse().unwrap()))]);
+        assert_eq!(
+            datas(&a),
+            [(
+                "nas.lan".to_owned(),
+                LocalData::A("192.168.1.10".parse().unwrap())
+            )]
+        );
         assert_eq!(a.records[0].ttl, 300);
         assert!(a.soa.is_none());
         let mx = table.answer("nas.lan", 15).unwrap();
         assert!(mx.records.is_empty());
         assert_eq!(mx.soa, Some(("nas.lan".into(), 300)));
         assert_eq!(mx.rcode, Rcode::NoError);
-        assert_eq!(table.answer("nas.lan", qtype::ANY).unwrap().records.len(), 3);
+        assert_eq!(
+            table.answer("nas.lan", qtype::ANY).unwrap().records.len(),
+            3
+        );
         assert!(table.answer("www.example.com", qtype::A).is_none());
-        assert!(table.answer("x.nas.lan", qtype::A).is_none(), "only the name itself");
+        assert!(
+            table.answer("x.nas.lan", qtype::A).is_none(),
+            "only the name itself"
+        );
     }
 
     #[test]
     fn hosts_names_get_addresses_and_the_config_wins() {
         let table = table();
         let printer = table.answer("printer", qtype::A).unwrap();
-        assert_eq!(datas(&printer), [("printer".to_owned(), LocalData::A("192.168.1.20".parse().unwrap()))]);
+        assert_eq!(
+            datas(&printer),
+            [(
+                "printer".to_owned(),
+                LocalData::A("192.168.1.20".parse().unwrap())
+            )]
+        );
         assert_eq!(printer.records[0].ttl, 60);
         // `192.168.1.30 nas.lan` in the hosts file does not add to the configured record.
         assert_eq!(table.answer("nas.lan", qtype::A).unwrap().records.len(), 1);
@@ -229,7 +257,11 @@ mod tests {
         assert_eq!(ptr("10.1.168.192.in-addr.arpa"), "nas.lan");
         assert_eq!(ptr("20.1.168.192.in-addr.arpa"), "printer.lan");
         assert_eq!(ptr(&reverse_name("fd00::10".parse().unwrap())), "nas.lan");
-        assert!(table.answer("99.1.168.192.in-addr.arpa", qtype::PTR).is_none());
+        assert!(
+            table
+                .answer("99.1.168.192.in-addr.arpa", qtype::PTR)
+                .is_none()
+        );
     }
 
     #[test]
@@ -240,11 +272,20 @@ mod tests {
             datas(&files),
             [
                 ("files.lan".to_owned(), LocalData::Cname("nas.lan".into())),
-                ("nas.lan".to_owned(), LocalData::A("192.168.1.10".parse().unwrap())),
+                (
+                    "nas.lan".to_owned(),
+                    LocalData::A("192.168.1.10".parse().unwrap())
+                ),
             ]
         );
         let search = table.answer("search.lan", qtype::A).unwrap();
-        assert_eq!(datas(&search), [("search.lan".to_owned(), LocalData::Cname("example.com".into()))]);
+        assert_eq!(
+            datas(&search),
+            [(
+                "search.lan".to_owned(),
+                LocalData::Cname("example.com".into())
+            )]
+        );
         assert!(search.soa.is_none());
         let cname = table.answer("files.lan", qtype::CNAME).unwrap();
         assert_eq!(cname.records.len(), 1);

@@ -75,7 +75,9 @@ pub fn private_zone(name: &str) -> Option<&str> {
 
 /// `name` and each of its parents, longest first: `a.b.c`, `b.c`, `c`.
 pub fn suffixes(name: &str) -> impl Iterator<Item = &str> {
-    std::iter::successors(Some(name), |name| name.split_once('.').map(|(_, parent)| parent))
+    std::iter::successors(Some(name), |name| {
+        name.split_once('.').map(|(_, parent)| parent)
+    })
 }
 
 #[cfg(test)]
@@ -102,15 +104,40 @@ mod tests {
     #[test]
     fn private_ranges_and_home_arpa_are_found_and_public_ones_are_not() {
         let zone = |name: &str| private_zone(name).map(str::to_owned);
-        assert_eq!(zone("10.1.168.192.in-addr.arpa").as_deref(), Some("168.192.in-addr.arpa"));
-        assert_eq!(zone("168.192.in-addr.arpa").as_deref(), Some("168.192.in-addr.arpa"));
-        assert_eq!(zone("5.0.0.10.in-addr.arpa").as_deref(), Some("10.in-addr.arpa"));
-        assert_eq!(zone("1.0.20.172.in-addr.arpa").as_deref(), Some("20.172.in-addr.arpa"));
+        assert_eq!(
+            zone("10.1.168.192.in-addr.arpa").as_deref(),
+            Some("168.192.in-addr.arpa")
+        );
+        assert_eq!(
+            zone("168.192.in-addr.arpa").as_deref(),
+            Some("168.192.in-addr.arpa")
+        );
+        assert_eq!(
+            zone("5.0.0.10.in-addr.arpa").as_deref(),
+            Some("10.in-addr.arpa")
+        );
+        assert_eq!(
+            zone("1.0.20.172.in-addr.arpa").as_deref(),
+            Some("20.172.in-addr.arpa")
+        );
         assert_eq!(zone("1.0.32.172.in-addr.arpa"), None, "172.32/16 is public");
-        assert_eq!(zone("1.0.0.127.in-addr.arpa").as_deref(), Some("127.in-addr.arpa"));
-        assert_eq!(zone("1.1.254.169.in-addr.arpa").as_deref(), Some("254.169.in-addr.arpa"));
-        assert_eq!(zone("1.2.64.100.in-addr.arpa").as_deref(), Some("64.100.in-addr.arpa"));
-        assert_eq!(zone("1.2.128.100.in-addr.arpa"), None, "100.128/9 is public");
+        assert_eq!(
+            zone("1.0.0.127.in-addr.arpa").as_deref(),
+            Some("127.in-addr.arpa")
+        );
+        assert_eq!(
+            zone("1.1.254.169.in-addr.arpa").as_deref(),
+            Some("254.169.in-addr.arpa")
+        );
+        assert_eq!(
+            zone("1.2.64.100.in-addr.arpa").as_deref(),
+            Some("64.100.in-addr.arpa")
+        );
+        assert_eq!(
+            zone("1.2.128.100.in-addr.arpa"),
+            None,
+            "100.128/9 is public"
+        );
         assert_eq!(zone("8.8.8.8.in-addr.arpa"), None);
         let ula = reverse_name("fd12::5".parse().unwrap());
         assert_eq!(zone(&ula).as_deref(), Some("d.f.ip6.arpa"));
@@ -120,7 +147,11 @@ mod tests {
         assert_eq!(zone(&loopback), Some(loopback.clone()));
         let unspecified = reverse_name("::".parse().unwrap());
         assert_eq!(zone(&unspecified), Some(unspecified.clone()));
-        assert_eq!(zone(&reverse_name("::2".parse().unwrap())), None, "only :: and ::1");
+        assert_eq!(
+            zone(&reverse_name("::2".parse().unwrap())),
+            None,
+            "only :: and ::1"
+        );
         assert_eq!(zone(&reverse_name("2620:fe::fe".parse().unwrap())), None);
         assert_eq!(zone("printer.home.arpa").as_deref(), Some("home.arpa"));
         assert_eq!(zone("home.arpa").as_deref(), Some("home.arpa"));

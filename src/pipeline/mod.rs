@@ -245,7 +245,10 @@ impl Pipeline {
         }
         // The house's own names and private zones are answered here, before anything can
         // send them out; a forward zone picks the only upstreams its names may go to.
-        let via = match policy.local().resolve(question.name(), question.qtype_code()) {
+        let via = match policy
+            .local()
+            .resolve(question.name(), question.qtype_code())
+        {
             Some(Local::Answer(answer)) => return done(Outcome::Local(answer), false),
             Some(Local::Forward(index, _)) if self.forward_zones => {
                 Some(policy.forward_upstreams(index))

@@ -17,10 +17,10 @@ pub use crate::config::UNKNOWN_DEVICE;
 use crate::config::{ListSettings, ProfileSettings, Settings};
 use crate::dns::{Forward, Upstreams};
 use crate::lists::MatchMode;
-use crate::local::LocalZones;
 use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
 use crate::lists::store::ListStore;
+use crate::local::LocalZones;
 use crate::metrics::Metrics;
 
 /// Builds the snapshot numbered `generation`.
@@ -83,7 +83,9 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         device_index,
         local: LocalZones::compile(&settings.local),
         forward_upstreams: (settings.local.forwards.iter())
-            .map(|forward| Arc::new(Upstreams::new(&forward.upstreams, metrics)) as Arc<dyn Forward>)
+            .map(|forward| {
+                Arc::new(Upstreams::new(&forward.upstreams, metrics)) as Arc<dyn Forward>
+            })
             .collect(),
     };
     policy.apply_schedules(jiff::ZonedDateTime::now().datetime());

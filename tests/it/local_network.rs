@@ -45,7 +45,8 @@ fn upstream_config(upstream: &TestUpstream, extra: &str) -> String {
 
 #[tokio::test]
 async fn local_records_and_their_ptrs_are_answered_at_home_with_aa() {
-    let upstream = TestUpstream::start(&[TestRecord::A("nas.lan", Ipv4Addr::new(203, 0, 113, 9), 300)]).await;
+    let upstream =
+        TestUpstream::start(&[TestRecord::A("nas.lan", Ipv4Addr::new(203, 0, 113, 9), 300)]).await;
     let config = upstream_config(
         &upstream,
         r#"
@@ -63,14 +64,19 @@ cname = "nas.lan"
 hosts = ["hosts"]
 "#,
     );
-    let daemon = TestDaemon::start_with_files(&config, &[("hosts", "192.168.1.20 printer.lan printer\n")]).await;
+    let daemon =
+        TestDaemon::start_with_files(&config, &[("hosts", "192.168.1.20 printer.lan printer\n")])
+            .await;
 
     let a = query_udp(daemon.dns, "nas.lan", RecordType::A, true).await;
     assert_eq!(a_addrs(&a), [Ipv4Addr::new(192, 168, 1, 10)]);
     assert!(a.metadata.authoritative, "local answers carry AA");
     assert_eq!(min_answer_ttl(&a), Some(300));
     let aaaa = query_udp(daemon.dns, "NAS.lan", RecordType::AAAA, true).await;
-    assert_eq!(aaaa_addrs(&aaaa), ["fd00::10".parse::<std::net::Ipv6Addr>().unwrap()]);
+    assert_eq!(
+        aaaa_addrs(&aaaa),
+        ["fd00::10".parse::<std::net::Ipv6Addr>().unwrap()]
+    );
     // A type the name lacks: NODATA with an SOA, as an authoritative server answers.
     let mx = query_udp(daemon.dns, "nas.lan", RecordType::MX, true).await;
     assert_eq!(rcode(&mx), ResponseCode::NoError);
@@ -83,26 +89,54 @@ hosts = ["hosts"]
     // Hosts-file names, and the PTRs of every local address.
     let printer = query_udp(daemon.dns, "printer", RecordType::A, true).await;
     assert_eq!(a_addrs(&printer), [Ipv4Addr::new(192, 168, 1, 20)]);
-    let reverse = query_udp(daemon.dns, "10.1.168.192.in-addr.arpa", RecordType::PTR, true).await;
+    let reverse = query_udp(
+        daemon.dns,
+        "10.1.168.192.in-addr.arpa",
+        RecordType::PTR,
+        true,
+    )
+    .await;
     assert_eq!(ptr_targets(&reverse), ["nas.lan."]);
     assert!(reverse.metadata.authoritative);
-    let reverse = query_udp(daemon.dns, "20.1.168.192.in-addr.arpa", RecordType::PTR, false).await;
+    let reverse = query_udp(
+        daemon.dns,
+        "20.1.168.192.in-addr.arpa",
+        RecordType::PTR,
+        false,
+    )
+    .await;
     assert_eq!(ptr_targets(&reverse), ["printer.lan."]);
     assert_eq!(upstream.queries(), 0, "no local name went upstream");
     let metrics = daemon.metrics().await;
     assert_eq!(
-        metric(&metrics, r#"metasink_queries_total{device="unknown",profile="meta-apps",qtype="A",result="local"}"#),
+        metric(
+            &metrics,
+            r#"metasink_queries_total{device="unknown",profile="meta-apps",qtype="A",result="local"}"#
+        ),
         3.0,
         "{metrics}"
     );
 
     // A reload reads the hosts file again.
-    std::fs::write(daemon.config_path().with_file_name("hosts"), "192.168.1.21 scanner.lan\n").unwrap();
-    daemon.daemon.reloader().reload_config().await.expect("reload");
+    std::fs::write(
+        daemon.config_path().with_file_name("hosts"),
+        "192.168.1.21 scanner.lan\n",
+    )
+    .unwrap();
+    daemon
+        .daemon
+        .reloader()
+        .reload_config()
+        .await
+        .expect("reload");
     let scanner = query_udp(daemon.dns, "scanner.lan", RecordType::A, true).await;
     assert_eq!(a_addrs(&scanner), [Ipv4Addr::new(192, 168, 1, 21)]);
     let gone = query_udp(daemon.dns, "printer", RecordType::A, true).await;
-    assert_eq!(rcode(&gone), ResponseCode::NXDomain, "gone from the hosts file: asked upstream");
+    assert_eq!(
+        rcode(&gone),
+        ResponseCode::NXDomain,
+        "gone from the hosts file: asked upstream"
+    );
     assert_eq!(upstream.queries(), 1);
     daemon.stop().await;
 }
@@ -115,10 +149,26 @@ async fn private_reverse_lookups_and_home_arpa_never_reach_the_upstream() {
     let loopback6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa";
     let cases = [
         ("5.0.0.10.in-addr.arpa", RecordType::PTR, "10.in-addr.arpa."),
-        ("1.0.16.172.in-addr.arpa", RecordType::PTR, "16.172.in-addr.arpa."),
-        ("9.1.168.192.in-addr.arpa", RecordType::PTR, "168.192.in-addr.arpa."),
-        ("1.0.0.127.in-addr.arpa", RecordType::PTR, "127.in-addr.arpa."),
-        ("1.1.254.169.in-addr.arpa", RecordType::PTR, "254.169.in-addr.arpa."),
+        (
+            "1.0.16.172.in-addr.arpa",
+            RecordType::PTR,
+            "16.172.in-addr.arpa.",
+        ),
+        (
+            "9.1.168.192.in-addr.arpa",
+            RecordType::PTR,
+            "168.192.in-addr.arpa.",
+        ),
+        (
+            "1.0.0.127.in-addr.arpa",
+            RecordType::PTR,
+            "127.in-addr.arpa.",
+        ),
+        (
+            "1.1.254.169.in-addr.arpa",
+            RecordType::PTR,
+            "254.169.in-addr.arpa.",
+        ),
         (ula, RecordType::PTR, "d.f.ip6.arpa."),
         (loopback6, RecordType::PTR, &format!("{loopback6}.")),
         ("printer.home.arpa", RecordType::A, "home.arpa."),
@@ -139,7 +189,12 @@ async fn private_reverse_lookups_and_home_arpa_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn forward_zones_go_to_their_own_upstreams_the_most_specific_winning() {
-    let general = TestUpstream::start(&[TestRecord::A("www.example.com", Ipv4Addr::new(192, 0, 2, 1), 300)]).await;
+    let general = TestUpstream::start(&[TestRecord::A(
+        "www.example.com",
+        Ipv4Addr::new(192, 0, 2, 1),
+        300,
+    )])
+    .await;
     let router = TestUpstream::start_on(
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
         &[
@@ -150,7 +205,11 @@ async fn forward_zones_go_to_their_own_upstreams_the_most_specific_winning() {
     .await;
     let iot = TestUpstream::start_on(
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
-        &[TestRecord::A("plug.iot.lan", Ipv4Addr::new(192, 168, 2, 7), 300)],
+        &[TestRecord::A(
+            "plug.iot.lan",
+            Ipv4Addr::new(192, 168, 2, 7),
+            300,
+        )],
     )
     .await;
     let config = upstream_config(
@@ -180,9 +239,19 @@ upstream = ["{}"]
     let daemon = TestDaemon::start(&config).await;
 
     let tv = query_udp(daemon.dns, "tv.lan", RecordType::A, true).await;
-    assert_eq!(a_addrs(&tv), [Ipv4Addr::new(192, 168, 1, 50)], "the router's answer, private address and all");
+    assert_eq!(
+        a_addrs(&tv),
+        [Ipv4Addr::new(192, 168, 1, 50)],
+        "the router's answer, private address and all"
+    );
     assert!(!tv.metadata.authoritative, "forwarded, not ours");
-    let reverse = query_udp(daemon.dns, "50.1.168.192.in-addr.arpa", RecordType::PTR, true).await;
+    let reverse = query_udp(
+        daemon.dns,
+        "50.1.168.192.in-addr.arpa",
+        RecordType::PTR,
+        true,
+    )
+    .await;
     assert_eq!(ptr_targets(&reverse), ["tv.lan."]);
     let plug = query_udp(daemon.dns, "plug.iot.lan", RecordType::A, true).await;
     assert_eq!(a_addrs(&plug), [Ipv4Addr::new(192, 168, 2, 7)]);
@@ -196,11 +265,22 @@ upstream = ["{}"]
     assert_eq!(a_addrs(&www), [Ipv4Addr::new(192, 0, 2, 1)]);
 
     assert_eq!(router.queries_for("tv.lan", RecordType::A), 1);
-    assert_eq!(router.queries_for("50.1.168.192.in-addr.arpa", RecordType::PTR), 1);
+    assert_eq!(
+        router.queries_for("50.1.168.192.in-addr.arpa", RecordType::PTR),
+        1
+    );
     assert_eq!(router.queries_for("nothing.lan", RecordType::A), 1);
-    assert_eq!(router.queries(), 3, "plug.iot.lan went to the iot upstream, nas.lan nowhere");
+    assert_eq!(
+        router.queries(),
+        3,
+        "plug.iot.lan went to the iot upstream, nas.lan nowhere"
+    );
     assert_eq!(iot.queries(), 1);
-    assert_eq!(general.queries(), 1, "only www.example.com reached the general upstream");
+    assert_eq!(
+        general.queries(),
+        1,
+        "only www.example.com reached the general upstream"
+    );
     // A second ask is a cache hit, as for any upstream.
     query_udp(daemon.dns, "tv.lan", RecordType::A, true).await;
     assert_eq!(router.queries(), 3);
@@ -234,8 +314,14 @@ async fn rebinding_protection_blocks_private_answers_for_public_names_when_on() 
         ("alias.example", RecordType::A),
     ] {
         let reply = query_udp(on.dns, name, rtype, true).await;
-        assert!(a_addrs(&reply).iter().all(|ip| ip.is_unspecified()), "{name}: {reply:?}");
-        assert!(aaaa_addrs(&reply).iter().all(|ip| ip.is_unspecified()), "{name}: {reply:?}");
+        assert!(
+            a_addrs(&reply).iter().all(|ip| ip.is_unspecified()),
+            "{name}: {reply:?}"
+        );
+        assert!(
+            aaaa_addrs(&reply).iter().all(|ip| ip.is_unspecified()),
+            "{name}: {reply:?}"
+        );
         assert!(!reply.answers.is_empty(), "{name}: the null answer");
         let (code, text) = ede(&reply).expect("an EDE");
         assert_eq!(code, 15, "{name}");
@@ -250,7 +336,10 @@ async fn rebinding_protection_blocks_private_answers_for_public_names_when_on() 
     assert_eq!(a_addrs(&again), [Ipv4Addr::UNSPECIFIED]);
     let metrics = on.metrics().await;
     assert_eq!(
-        metric(&metrics, r#"metasink_queries_total{device="unknown",profile="meta-apps",qtype="A",result="blocked"}"#),
+        metric(
+            &metrics,
+            r#"metasink_queries_total{device="unknown",profile="meta-apps",qtype="A",result="blocked"}"#
+        ),
         4.0,
         "{metrics}"
     );
@@ -258,7 +347,11 @@ async fn rebinding_protection_blocks_private_answers_for_public_names_when_on() 
 
     let off = TestDaemon::start(&upstream_config(&upstream, "")).await;
     let evil = query_udp(off.dns, "evil.example", RecordType::A, true).await;
-    assert_eq!(a_addrs(&evil), [Ipv4Addr::new(192, 168, 1, 1)], "off by default");
+    assert_eq!(
+        a_addrs(&evil),
+        [Ipv4Addr::new(192, 168, 1, 1)],
+        "off by default"
+    );
     assert_eq!(ede(&evil), None);
     off.stop().await;
 }
@@ -275,7 +368,11 @@ fn both_lease_formats_name_clients_in_check_and_explain() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("dnsmasq.leases"), DNSMASQ_LEASES).unwrap();
     std::fs::write(dir.path().join("dhcpd.leases"), ISC_LEASES).unwrap();
-    std::fs::write(dir.path().join("hosts"), "192.168.1.20 printer\nnot-an-address x\n").unwrap();
+    std::fs::write(
+        dir.path().join("hosts"),
+        "192.168.1.20 printer\nnot-an-address x\n",
+    )
+    .unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
@@ -312,13 +409,24 @@ fn both_lease_formats_name_clients_in_check_and_explain() {
         assert!(check.contains(expected), "{expected:?} in\n{check}");
     }
     let pixel = run(&["explain", "www.example.com", "--client", "192.168.1.57"]);
-    assert!(pixel.contains("lease:    192.168.1.57 is \"pixel-7\""), "{pixel}");
+    assert!(
+        pixel.contains("lease:    192.168.1.57 is \"pixel-7\""),
+        "{pixel}"
+    );
     let tv = run(&["explain", "www.example.com", "--client", "192.168.1.60"]);
     assert!(tv.contains("\"kitchen-tv\""), "{tv}");
     let freed = run(&["explain", "www.example.com", "--client", "192.168.1.61"]);
     assert!(!freed.contains("lease:"), "{freed}");
     let nas = run(&["explain", "nas.lan"]);
-    assert!(nas.contains("answered at home from the local names (authoritative): NOERROR, nas.lan A 192.168.1.10"), "{nas}");
+    assert!(
+        nas.contains(
+            "answered at home from the local names (authoritative): NOERROR, nas.lan A 192.168.1.10"
+        ),
+        "{nas}"
+    );
     let reverse = run(&["explain", "5.0.0.10.in-addr.arpa", "--type", "PTR"]);
-    assert!(reverse.contains("never forwarded") && reverse.contains("NXDOMAIN"), "{reverse}");
+    assert!(
+        reverse.contains("never forwarded") && reverse.contains("NXDOMAIN"),
+        "{reverse}"
+    );
 }
