@@ -270,13 +270,7 @@ fn forwards(
 fn name(value: &Text, key: &str, at: &Locator<'_>) -> Result<String, ConfigError> {
     let text = value.get_ref().trim();
     let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-    let label_ok = |label: &str| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !name.is_empty() && name.len() <= MAX_NAME && name.split('.').all(label_ok) {
+    if is_domain_name(&name) {
         return Ok(name);
     }
     let message = format!(
@@ -284,6 +278,19 @@ fn name(value: &Text, key: &str, at: &Locator<'_>) -> Result<String, ConfigError
          characters each, {MAX_NAME} in all, like `nas.lan`"
     );
     Err(at.invalid(value.span(), key, message))
+}
+
+/// Whether `name` (lower-case, no trailing dot) is a domain name local data may use: labels
+/// of letters, digits, `-` and `_`, 1 to 63 bytes each, [`MAX_NAME`] in all. Hosts files and
+/// DHCP leases are held to the same rule.
+pub fn is_domain_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (1..=MAX_NAME).contains(&name.len()) && name.split('.').all(label_ok)
 }
 
 /// File paths of `key`, relative ones against the config file's directory.

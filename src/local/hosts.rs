@@ -5,6 +5,8 @@
 
 use std::net::IpAddr;
 
+use crate::config::local::is_domain_name;
+
 /// One usable line: an address and its names (lower-case, no trailing dot), canonical first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostsEntry {
@@ -45,7 +47,7 @@ pub fn parse(text: &str) -> (Vec<HostsEntry>, Vec<SkippedLine>) {
         let mut names = Vec::new();
         for name in fields {
             let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-            if is_name(&name) {
+            if is_domain_name(&name) {
                 names.push(name);
             } else {
                 skipped.push(skip(format!("`{name}` is not a host name")));
@@ -61,17 +63,6 @@ pub fn parse(text: &str) -> (Vec<HostsEntry>, Vec<SkippedLine>) {
         });
     }
     (entries, skipped)
-}
-
-/// Labels of letters, digits, `-` and `_`, 63 bytes at most, 253 in all.
-pub fn is_name(name: &str) -> bool {
-    (1..=253).contains(&name.len())
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 #[cfg(test)]

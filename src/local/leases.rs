@@ -22,6 +22,8 @@ use std::time::SystemTime;
 
 use tracing::warn;
 
+use crate::config::local::is_domain_name;
+
 /// The most leases kept from one file.
 pub const MAX_LEASES: usize = 65_536;
 /// The largest lease file read (an ISC file grows between its rewrites).
@@ -122,7 +124,7 @@ fn parse_isc(text: &str) -> HashMap<IpAddr, Box<str>> {
 /// A lease's host name as shown: `*` (none) and names that are not host names are dropped.
 fn host_name(name: &str) -> Option<Box<str>> {
     let name = name.to_ascii_lowercase();
-    (name != "*" && super::hosts::is_name(&name)).then(|| name.into_boxed_str())
+    (name != "*" && is_domain_name(&name)).then(|| name.into_boxed_str())
 }
 
 /// One lease file as last read.

@@ -212,7 +212,8 @@ fn write_resolution(
     let ede = outcome.ede(policy, &why);
     let code = |rcode, truncate| write_code(&echo, rcode, ede, truncate, transport);
     match outcome {
-        Outcome::Blocked { .. } => {
+        // A rebinding block is answered as a list's block is; its EDE says which it was.
+        Outcome::Blocked { .. } | Outcome::Rebinding => {
             let profile = resolution.identity.profile;
             write_blocked(
                 &echo,
@@ -225,17 +226,6 @@ fn write_resolution(
         }
         Outcome::Answered { entry, .. } => {
             write_answer(&echo, &entry.answer, outcome.ttl_rule(), ede, transport)
-        }
-        Outcome::Rebinding => {
-            let profile = resolution.identity.profile;
-            write_blocked(
-                &echo,
-                &request.question,
-                profile.answer,
-                profile.blocked_ttl,
-                ede,
-                transport,
-            )
         }
         Outcome::Local(local) => write_local(&echo, &request.question, local, transport),
         Outcome::Truncated => code(Rcode::NoError, true),
