@@ -14,12 +14,20 @@ use crate::explain::{Viewpoint, explain};
 use crate::local::Leases;
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy};
-use crate::{app, catalogue, permissions};
+use crate::{app, catalogue, permissions, port_owner};
+
+/// `metasink --version`: the crate's version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("METASINK_GIT_COMMIT"),
+    ")"
+);
 
 /// metasink: a household DNS resolver that sinkholes Meta tracking, telemetry and AI domains
 /// per device.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +37,8 @@ pub struct Cli {
 enum Command {
     /// Run the daemon (built-in defaults without --config: 127.0.0.1:5053, bundled lists).
     Run(ConfigArg),
-    /// Validate a config and every list it uses; print a summary. Exit 1 on any error.
+    /// Validate a config and every list it uses, and name any process holding its listen
+    /// addresses (port 53); print a summary. Exit 1 on any error.
     Check(CheckArgs),
     /// Explain why NAME is or is not blocked for a client or a profile.
     Explain(ExplainArgs),
@@ -202,7 +211,12 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         );
     }
     print_local(&settings, &policy);
+    // Port 53 held by another resolver is the classic first-run failure: name the holder.
     let mut failed = false;
+    for finding in port_owner::findings(&settings.server.listen, settings.server.http) {
+        failed |= finding.fatal;
+        println!("  port:      {}", finding.message);
+    }
     for list in policy.lists() {
         match &list.load_error {
             // A URL list without a stored copy is downloaded once the daemon runs: failing

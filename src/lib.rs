@@ -52,6 +52,7 @@
 //!   writes); [`permissions`] — warnings about a `state_dir` others can write and a token
 //!   others can read.
 //! - [`fd_budget`], [`slots`] — descriptor limits and the connection caps sized from them.
+//! - [`port_owner`] — which process holds a listen address (`metasink check`).
 
 pub mod admission;
 pub mod api;
@@ -73,6 +74,7 @@ pub mod overrides;
 pub mod permissions;
 pub mod pipeline;
 pub mod policy;
+pub mod port_owner;
 pub mod refresh;
 pub mod reload;
 pub mod server;

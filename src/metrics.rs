@@ -342,10 +342,11 @@ impl Metrics {
             &metrics.registry,
             BUILD_INFO,
             "Build information",
-            &["version"],
+            &["version", "revision"],
         );
+        // The revision is the git commit (build.rs), as `metasink --version` prints it.
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("METASINK_GIT_COMMIT")])
             .set(1);
         metrics
     }
@@ -561,7 +562,8 @@ mod tests {
             r#"metasink_blocked_total{device="quest",list="meta-ai",profile="quest"} 1"#
         ));
         assert!(text.contains(&format!(
-            "{BUILD_INFO}{{version=\"{}\"}} 1",
+            "{BUILD_INFO}{{revision=\"{}\",version=\"{}\"}} 1",
+            env!("METASINK_GIT_COMMIT"),
             env!("CARGO_PKG_VERSION")
         )));
     }

@@ -14,6 +14,7 @@ mod cli;
 mod downloads;
 mod harness_selftest;
 mod http_listener;
+mod install;
 mod local_network;
 mod metrics;
 mod reload;

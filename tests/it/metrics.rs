@@ -88,7 +88,11 @@ profile = "meta-apps"
     );
     let build = series(
         "metasink_build_info",
-        &format!(r#"version="{}""#, env!("CARGO_PKG_VERSION")),
+        &format!(
+            r#"revision="{}",version="{}""#,
+            env!("METASINK_GIT_COMMIT"),
+            env!("CARGO_PKG_VERSION")
+        ),
     );
     assert_eq!(metric(&after, &build), 1.0);
     // No client address or query name ever becomes a label.
