@@ -31,7 +31,7 @@ pub fn is_rebinding_target(ip: IpAddr) -> bool {
 /// Names allowed private answers (`rebind_allow`), each with its subdomains.
 #[derive(Debug, Default)]
 pub struct RebindAllow {
-    names: std::collections::HashSet<Box<str>>,
+    names: std::collections::HashSet<Box<str>, foldhash::fast::RandomState>,
 }
 
 impl RebindAllow {

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
+use foldhash::fast::RandomState;
+
 use super::hosts::HostsEntry;
 use super::reverse::reverse_name;
 use super::{LocalAnswer, LocalData, LocalKind, LocalRecord, Rcode, qtype};
@@ -33,7 +35,9 @@ struct LocalName {
 /// Every local name, PTR names included.
 #[derive(Debug, Default)]
 pub(super) struct Records {
-    names: HashMap<Box<str>, LocalName>,
+    /// foldhash, seeded at random (names come from files others write): every question
+    /// that is not local pays one look-up here.
+    names: HashMap<Box<str>, LocalName, RandomState>,
 }
 
 impl Records {
