@@ -3,7 +3,8 @@
 //! cached one (for the default profile, and for `no-meta`, which also checks the answer's
 //! addresses against Meta's networks), and a malformed one; the blocked and cached ones again
 //! with 100 household overrides in force that apply to everyone but match neither name (the
-//! most an override costs a question it does not decide).
+//! most an override costs a question it does not decide), and with a local network configured
+//! (100 local names, forward zones, rebinding protection on), and a local name's answer.
 //!
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
@@ -72,11 +73,6 @@ fn query(name: &str) -> Vec<u8> {
     message.to_vec().expect("encode")
 }
 
-/// The service for clients of `profile` (`default_profile`), with no overrides.
-fn service(profile: &str) -> DnsService {
-    service_with(profile, Arc::new(OverrideStore::in_memory()))
-}
-
 /// 100 overrides for everyone, each allowing or blocking a name the bench never asks.
 fn hundred_overrides() -> Arc<OverrideStore> {
     let store = OverrideStore::in_memory();
@@ -95,13 +91,27 @@ fn hundred_overrides() -> Arc<OverrideStore> {
     Arc::new(store)
 }
 
-/// The service for clients of `profile` (`default_profile`) deciding with `overrides`.
-fn service_with(profile: &str, overrides: Arc<OverrideStore>) -> DnsService {
+/// A house with 100 local names, two forward zones and rebinding protection on.
+fn local_network() -> String {
+    let mut text = String::from(
+        "[[forward]]\nzones = [\"lan\", \"168.192.in-addr.arpa\"]\nupstream = [\"127.0.0.1:9\"]\n",
+    );
+    for host in 0..100 {
+        text.push_str(&format!(
+            "[[record]]\nname = \"host{host}.home.arpa\"\na = \"10.0.0.{host}\"\n"
+        ));
+    }
+    text
+}
+
+/// The service for clients of `profile` (`default_profile`), with `server` lines, the `local`
+/// network config, and `overrides`.
+fn service(profile: &str, server: &str, local: &str, overrides: Arc<OverrideStore>) -> DnsService {
     let upstream = start_responder();
     // One client asks millions of times: no per-client rate limit here.
     let text = format!(
-        "default_profile = \"{profile}\"\n[server]\nrate_limit_qps = 0\n\n\
-         [[upstream]]\naddress = \"{upstream}\"\n"
+        "default_profile = \"{profile}\"\n[server]\nrate_limit_qps = 0\n{server}\n\
+         [[upstream]]\naddress = \"{upstream}\"\n{local}"
     );
     let settings = config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
     let metrics = Metrics::new();
@@ -122,17 +132,25 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let networks = service("no-meta");
-    let overridden = service_with("meta-apps", hundred_overrides());
-    let service = service("meta-apps");
+    let none = || Arc::new(OverrideStore::in_memory());
+    let plain = service("meta-apps", "", "", none());
+    let networks = service("no-meta", "", "", none());
+    let overridden = service("meta-apps", "", "", hundred_overrides());
+    let house = service(
+        "meta-apps",
+        "rebind_protection = true",
+        &local_network(),
+        none(),
+    );
     let cached = query("www.example.com.");
-    for service in [&service, &networks, &overridden] {
+    for service in [&plain, &networks, &overridden, &house] {
         runtime
             .block_on(service.respond(&cached, CLIENT, Transport::Udp))
             .expect("warm the cache");
     }
     let blocked = query("www.meta.ai.");
     let malformed = cached[..cached.len() - 3].to_vec();
+    let local = query("host42.home.arpa.");
 
     let mut group = c.benchmark_group("query_path");
     let mut run = |label: &str, service: &DnsService, request: &[u8]| {
@@ -145,16 +163,19 @@ fn bench(c: &mut Criterion) {
             })
         });
     };
-    run("blocked", &service, &blocked);
-    run("cached", &service, &cached);
+    run("blocked", &plain, &blocked);
+    run("cached", &plain, &cached);
     run(
         "cached, no-meta (answer addresses checked)",
         &networks,
         &cached,
     );
-    run("malformed", &service, &malformed);
+    run("malformed", &plain, &malformed);
     run("blocked, 100 overrides in force", &overridden, &blocked);
     run("cached, 100 overrides in force", &overridden, &cached);
+    run("blocked_local_network", &house, &blocked);
+    run("cached_local_network", &house, &cached);
+    run("local_name", &house, &local);
     group.finish();
 }
 

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{self, ListSource, Settings};
 use crate::dns::Question;
 use crate::explain::{Viewpoint, explain};
+use crate::local::Leases;
 use crate::metrics::Metrics;
 use crate::overrides::OverrideStore;
 use crate::policy::{self, Policy};
@@ -216,6 +217,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             println!("             profile now: {now}");
         }
     }
+    print_local(&settings, &policy);
     // Port 53 held by another resolver is the classic first-run failure: name the holder.
     let mut failed = false;
     for finding in port_owner::findings(&settings.server.listen, settings.server.http) {
@@ -255,6 +257,70 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The local network's part of `check`: local names, hosts files, forward zones, rebinding
+/// protection and DHCP lease files.
+fn print_local(settings: &Settings, policy: &Policy) {
+    let local = &settings.local;
+    if !local.records.is_empty() || !local.hosts.is_empty() {
+        println!(
+            "  local:     {} records, {} names with their PTRs (answered at home)",
+            local.records.len(),
+            policy.local().names()
+        );
+    }
+    for report in policy.local().hosts_reports() {
+        match &report.error {
+            Some(error) => println!("  hosts:     {} NOT READ: {error}", report.path.display()),
+            None => println!(
+                "  hosts:     {} {} addresses, {} lines skipped",
+                report.path.display(),
+                report.entries,
+                report.skipped.len()
+            ),
+        }
+        for skipped in &report.skipped {
+            println!(
+                "             {}:{}: {}",
+                report.path.display(),
+                skipped.line,
+                skipped.reason
+            );
+        }
+    }
+    for forward in &local.forwards {
+        let upstreams: Vec<_> = (forward.upstreams.iter())
+            .map(|u| u.address.to_string())
+            .collect();
+        println!(
+            "  forward:   {} → {}",
+            forward.zones.join(", "),
+            upstreams.join(", ")
+        );
+    }
+    if local.rebind_protection {
+        println!(
+            "  rebind:    on; allowed: {}",
+            if local.rebind_allow.is_empty() {
+                "(none)".to_owned()
+            } else {
+                local.rebind_allow.join(", ")
+            }
+        );
+    }
+    let leases = Leases::load(&local.dhcp_leases);
+    for (path, format, names, error) in leases.report() {
+        match (error, format) {
+            (Some(error), _) => println!("  leases:    {} NOT READ: {error}", path.display()),
+            (None, Some(format)) => println!(
+                "  leases:    {} ({}) {names} named clients",
+                path.display(),
+                format.as_str()
+            ),
+            (None, None) => {}
+        }
+    }
+}
+
 fn explain_command(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let settings = args.config.settings()?;
     let policy = compile(&settings);
@@ -272,6 +338,12 @@ fn explain_command(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let explanation =
         explain(&policy, Arc::new(overrides), &viewpoint, &question).map_err(anyhow::Error::msg)?;
     println!("{explanation}");
+    if let Some((address, None)) = explanation.client {
+        let leases = Leases::load(&settings.local.dhcp_leases);
+        if let Some(name) = leases.name_of(address) {
+            println!("lease:    {address} is {name:?} in a DHCP lease");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

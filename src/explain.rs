@@ -23,6 +23,7 @@ use crate::config::schedule::{next_change, window_at};
 use crate::dns::{
     Forward, Forwarding, Question, Transport, UpstreamError, describe_blocked_answer,
 };
+use crate::local::{Local, LocalAnswer, LocalData, LocalKind, Rcode};
 use crate::metrics::Metrics;
 use crate::net::ForwardedClient;
 use crate::overrides::OverrideStore;
@@ -178,10 +179,23 @@ pub fn explain(
         Outcome::NotImplemented => (None, "NOTIMP, never forwarded".to_owned()),
         Outcome::Malformed => (None, "FORMERR, never forwarded".to_owned()),
         Outcome::Refused => (None, "REFUSED, never forwarded".to_owned()),
-        _ => (
-            None,
-            "forwarded to the upstreams (or answered from the cache)".to_owned(),
-        ),
+        Outcome::Local(ref local) => (None, describe_local_answer(local)),
+        _ => match policy
+            .local()
+            .resolve(question.name(), question.qtype_code())
+        {
+            Some(Local::Forward(index, zone)) => (
+                None,
+                format!(
+                    "forwarded to the upstreams of [[forward]] {index} only (zone {zone}), \
+                     or answered from the cache"
+                ),
+            ),
+            _ => (
+                None,
+                "forwarded to the upstreams (or answered from the cache)".to_owned(),
+            ),
+        },
     };
     Ok(Explanation {
         name: question.name().to_owned(),
@@ -223,6 +237,37 @@ fn schedule_now(policy: &Policy, device: &str) -> Option<String> {
     })
 }
 
+/// A local answer in words: "answered at home from the local names (authoritative): NOERROR,
+/// nas.lan A 192.168.1.10".
+fn describe_local_answer(answer: &LocalAnswer) -> String {
+    let mut text = match answer.kind {
+        LocalKind::Record => "answered at home from the local names (authoritative): ",
+        LocalKind::PrivateZone => {
+            "answered at home, never forwarded: a private reverse zone or home.arpa \
+             (authoritative): "
+        }
+    }
+    .to_owned();
+    text.push_str(match answer.rcode {
+        Rcode::NoError => "NOERROR",
+        Rcode::NxDomain => "NXDOMAIN",
+    });
+    for record in &answer.records {
+        let data = match &record.data {
+            LocalData::A(ip) => format!("A {ip}"),
+            LocalData::Aaaa(ip) => format!("AAAA {ip}"),
+            LocalData::Cname(target) => format!("CNAME {target}"),
+            LocalData::Ptr(target) => format!("PTR {target}"),
+            LocalData::Txt(text) => format!("TXT {text:?}"),
+        };
+        text.push_str(&format!(", {} {data}", record.owner));
+    }
+    if let Some((zone, ttl)) = &answer.soa {
+        text.push_str(&format!(", SOA of {zone} in authority (TTL {ttl}s)"));
+    }
+    text
+}
+
 /// The index of the profile called `name`.
 fn profile_index(policy: &Policy, name: &str) -> Option<usize> {
     policy
@@ -253,7 +298,8 @@ fn dry_run<'p>(
         max_ttl: Duration::ZERO,
     };
     let pipeline = Pipeline::new(Cache::new(&settings, Metrics::new().cache()), Nowhere)
-        .with_overrides(overrides);
+        .with_overrides(overrides)
+        .without_forward_zones();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

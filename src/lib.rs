@@ -12,10 +12,13 @@
 //!  the pipeline, one function: Pipeline::resolve
 //!  │ identify: client address → device → profile              policy
 //!  │ local:    ANY over UDP, meta-types, other classes        → TC / NOTIMP / FORMERR / REFUSED
+//!  │           local names, private reverse zones, home.arpa  → authoritative answer
+//!  │           forward zones pick their own upstreams           local
 //!  │ decide:   lists containing the name; block & !allow      → blocked answer (stop)
 //!  │ cache:    one for every profile, upstream answers only   cache → hit
 //!  │ upstream: the configured resolvers, in order             dns::Forward (dns::Upstreams)
 //!  │ inspect:  CNAME / HTTPS / SVCB targets, same profile     → blocked answer
+//!  │           private addresses of public names (rebinding)  → blocked answer
 //!    ▼
 //!  write the reply (records in wire form), count once        dns, server::service, metrics
 //! ```
@@ -35,6 +38,8 @@
 //! - [`admission`] — who may query and how fast: the access list and per-client rate limit.
 //! - [`policy`] — the snapshot: matcher, profiles, devices.  [`cache`] — the shared answer
 //!   cache.  [`neighbours`] — the MAC addresses of LAN clients.
+//! - [`local`] — the local network: local names and their PTRs, hosts files, forward zones,
+//!   private reverse zones, rebinding protection, DHCP lease names.
 //! - [`dns`] — everything that touches hickory: questions, requests, answers, replies (blocked
 //!   answers among them), the upstream client and the [`dns::Forward`] seam.
 //! - [`lists`] — list line formats, sources and downloads.  [`metrics`] — Prometheus metrics
@@ -61,6 +66,7 @@ pub mod explain;
 pub mod fd_budget;
 pub mod http;
 pub mod lists;
+pub mod local;
 pub mod memory;
 pub mod metrics;
 pub mod neighbours;

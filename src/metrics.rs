@@ -106,16 +106,19 @@ pub enum QueryResult {
     ServFail,
     /// Refused (admission, or a question we do not serve).
     Refused,
+    /// Answered at home: a local name, or a private reverse zone or `home.arpa` name.
+    Local,
 }
 
 impl QueryResult {
     /// Every result, in label order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Blocked,
         Self::Cached,
         Self::Forwarded,
         Self::ServFail,
         Self::Refused,
+        Self::Local,
     ];
 
     /// The label value.
@@ -126,6 +129,7 @@ impl QueryResult {
             Self::Forwarded => "forwarded",
             Self::ServFail => "servfail",
             Self::Refused => "refused",
+            Self::Local => "local",
         }
     }
 }

@@ -9,7 +9,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DownloadSettings, ListSettings, ListSource,
-    Origin, ProfileSettings, ServerSettings, Settings, UpstreamSettings,
+    LocalSettings, Origin, ProfileSettings, ServerSettings, Settings, UpstreamSettings,
 };
 use crate::catalogue::{self, DEFAULT_PROFILE, bundled_ids};
 
@@ -151,6 +151,7 @@ pub fn builtin_settings() -> Settings {
         devices: Vec::new(),
         trusted_forwarders: Vec::new(),
         default_profile: DEFAULT_PROFILE.to_owned(),
+        local: LocalSettings::default(),
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod defaults;
 mod error;
+pub mod local;
 mod raw;
 pub mod schedule;
 mod upstream;
@@ -25,6 +26,7 @@ use ipnet::IpNet;
 
 pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings, presets};
 pub use error::ConfigError;
+pub use local::{ForwardSettings, LOCAL_TTL, LocalSettings, RecordSettings};
 pub use schedule::Window;
 pub use upstream::{CaFile, TlsSettings, UpstreamProtocol, UpstreamSettings};
 
@@ -97,6 +99,8 @@ pub struct Settings {
     pub trusted_forwarders: Vec<IpAddr>,
     /// Profile used for clients that match no device.
     pub default_profile: String,
+    /// The house's own names, forward zones, rebinding protection and DHCP leases.
+    pub local: LocalSettings,
 }
 
 /// Where a [`Settings`] came from.
@@ -264,5 +268,11 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// Parses and validates config text; `path` is used in error messages and to resolve relative
 /// list paths.
 pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
-    validate::validate(raw::parse(text, path)?, text, path)
+    let mut raw = raw::parse(text, path)?;
+    // The local network's sections are checked on their own, after the rest (one file per
+    // section, as `validate` is to be split).
+    let local_sections = local::RawLocalSections::take(&mut raw);
+    let mut settings = validate::validate(raw, text, path)?;
+    settings.local = local::local(local_sections, text, path, &settings.server.listen)?;
+    Ok(settings)
 }

@@ -43,6 +43,15 @@ pub(super) struct RawConfig {
     /// `[[device]]`, in file order.
     #[serde(default, rename = "device")]
     pub devices: Vec<RawDevice>,
+    /// `[[record]]`, in file order.
+    #[serde(default, rename = "record")]
+    pub records: Vec<RawRecord>,
+    /// `[local]`.
+    #[serde(default)]
+    pub local: RawLocal,
+    /// `[[forward]]`, in file order.
+    #[serde(default, rename = "forward")]
+    pub forwards: Vec<RawForward>,
 }
 
 /// `[server]`.
@@ -70,6 +79,12 @@ pub(super) struct RawServer {
     pub rate_limit_burst: Option<Spanned<u32>>,
     /// Forwarders (IP addresses and CIDR networks) whose EDNS client options are believed.
     pub trusted_forwarders: Option<Vec<Text>>,
+    /// Block public names answered with private addresses.
+    pub rebind_protection: Option<bool>,
+    /// Names allowed private addresses despite `rebind_protection`.
+    pub rebind_allow: Option<Vec<Text>>,
+    /// DHCP lease files naming the house's clients.
+    pub dhcp_leases: Option<Vec<Text>>,
 }
 
 /// `[download]`.
@@ -188,6 +203,60 @@ pub(super) struct RawWindow {
     pub from: Text,
     /// `HH:MM`, local time.
     pub to: Text,
+}
+
+/// One `[[record]]` as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecord {
+    /// The name the records belong to.
+    pub name: Text,
+    /// IPv4 addresses.
+    pub a: Option<Spanned<OneOrMany>>,
+    /// IPv6 addresses.
+    pub aaaa: Option<Spanned<OneOrMany>>,
+    /// An alias: the one record the name then has (RFC 1034 §3.6.2).
+    pub cname: Option<Text>,
+    /// TXT strings, one record each.
+    pub txt: Option<Spanned<OneOrMany>>,
+    /// Humantime duration.
+    pub ttl: Option<Text>,
+}
+
+/// `a = "192.168.1.10"` or `a = ["192.168.1.10", "192.168.1.11"]` (an untagged enum cannot
+/// keep the span of each item: errors point at the whole value).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn values(&self) -> &[String] {
+        match self {
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(many) => many,
+        }
+    }
+}
+
+/// `[local]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocal {
+    /// Hosts files (`/etc/hosts` format), read at start and on every reload.
+    pub hosts: Option<Vec<Text>>,
+}
+
+/// One `[[forward]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    /// Zones whose questions go to `upstream` only.
+    pub zones: Spanned<Vec<Text>>,
+    /// `IP` or `IP:PORT` of the resolvers for those zones.
+    pub upstream: Spanned<Vec<Text>>,
 }
 
 /// Reads `text` (from `path`) into a [`RawConfig`].

@@ -276,7 +276,7 @@ pub(super) fn upstream(
 }
 
 /// Why queries cannot be sent to `address`, if they cannot.
-fn check_destination(address: SocketAddr, listen: &[SocketAddr]) -> Result<(), String> {
+pub(super) fn check_destination(address: SocketAddr, listen: &[SocketAddr]) -> Result<(), String> {
     let problem = if address.port() == 0 || address.ip().is_unspecified() {
         "is not an address a query can be sent to"
     } else if is_own_address(address, listen) {

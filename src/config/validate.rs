@@ -30,8 +30,8 @@ use super::schedule::{Days, TimeOfDay, Window, shadowed};
 use super::values::{entry_key, parse_socket_addr, relative_to};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
-    DeviceSettings, DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings,
-    ServerSettings, Settings, UpstreamSettings,
+    DeviceSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, Origin,
+    ProfileSettings, ServerSettings, Settings, UpstreamSettings,
 };
 use super::{MAX_LISTS, MatchMode, UNKNOWN_DEVICE};
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids};
@@ -107,6 +107,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         devices,
         trusted_forwarders,
         default_profile,
+        // Checked after the rest, by `super::local`.
+        local: LocalSettings::default(),
     })
 }
 
@@ -452,6 +454,20 @@ fn upstreams(
             super::upstream::upstream(upstream, index, listen, config_path, at)
         })
         .collect()
+}
+
+/// A `[[forward]]`'s upstream address: plain DNS, port 53 unless given, and not one of our
+/// own `listen` addresses.
+pub(super) fn upstream(
+    value: &Text,
+    listen: &[SocketAddr],
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<UpstreamSettings, ConfigError> {
+    let address = socket_addr(value, DNS_PORT, key, at)?;
+    super::upstream::check_destination(address, listen)
+        .map_err(|message| at.invalid(value.span(), key, message))?;
+    Ok(UpstreamSettings::plain(address))
 }
 
 /// `[cache]`.
@@ -979,7 +995,7 @@ fn socket_addr(
 }
 
 /// A TTL given as a humantime duration (`"30s"`, `"5m"`, `"1d"`), or `default` when absent.
-fn optional_ttl(
+pub(super) fn optional_ttl(
     value: Option<&Text>,
     default: Duration,
     key: &str,
@@ -1206,12 +1222,14 @@ mod tests {
         assert_eq!(
             error("default_profile = \"quest\"\nbogus = 1\n"),
             "/etc/metasink/config.toml:2: bogus: unknown field `bogus`, expected one of \
-             `default_profile`, `server`, `upstream`, `cache`, `download`, `list`, `profile`, `device`"
+             `default_profile`, `server`, `upstream`, `cache`, `download`, `list`, `profile`, `device`, \
+             `record`, `local`, `forward`"
         );
         assert_eq!(
             error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
             "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `http_hosts`, `state_dir`, `api_token`, `api_token_file`, \
-             `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`"
+             `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`, \
+             `rebind_protection`, `rebind_allow`, `dhcp_leases`"
         );
         assert_eq!(
             error(

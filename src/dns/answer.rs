@@ -19,6 +19,7 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use super::Question;
 use super::reply::Records;
 use super::wire::{HEADER_LEN, record_ttl_offsets, skip_name};
+use crate::local::is_rebinding_target;
 
 /// An upstream answer (positive, NXDOMAIN or NODATA).
 #[derive(Clone, Debug)]
@@ -37,6 +38,9 @@ pub struct Answer {
     targets: Box<[Box<str>]>,
     /// The A and AAAA addresses of the answer section, for network inspection.
     addresses: Box<[IpAddr]>,
+    /// An A or AAAA record holds an address inside the house (DNS rebinding protection,
+    /// [`crate::local::rebind`]).
+    house_address: bool,
 }
 
 /// How the TTLs of a served answer are written.
@@ -80,6 +84,11 @@ impl Answer {
         let lifetime = lifetime(rcode, &answers, &authorities);
         let targets = answers.iter().filter_map(target_name).collect();
         let addresses = answers.iter().filter_map(address).collect();
+        let house_address = answers.iter().any(|record| match &record.data {
+            RData::A(a) => is_rebinding_target(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => is_rebinding_target(IpAddr::V6(aaaa.0)),
+            _ => false,
+        });
         let answer_count = u16::try_from(answers.len()).ok()?;
         let authority_count = u16::try_from(authorities.len()).ok()?;
 
@@ -105,6 +114,7 @@ impl Answer {
             lifetime,
             targets,
             addresses,
+            house_address,
         })
     }
 
@@ -136,6 +146,12 @@ impl Answer {
     /// The A and AAAA addresses of the answer section.
     pub fn addresses(&self) -> &[IpAddr] {
         &self.addresses
+    }
+
+    /// Whether an address record holds an address inside the house (private, loopback,
+    /// link-local, unspecified).
+    pub fn holds_house_address(&self) -> bool {
+        self.house_address
     }
 
     /// The records as a reply writes them, TTLs per `ttl`.

@@ -8,6 +8,7 @@
 mod answer;
 mod blocked;
 mod forward;
+mod local;
 mod question;
 mod reply;
 mod request;
@@ -21,6 +22,6 @@ pub use forward::{Forward, Forwarding};
 pub use question::{CacheKey, CacheKeyRef, Question, QuestionKind};
 pub use reply::{Echo, Ecs, Ede, MAX_UDP_PAYLOAD, Transport};
 pub use request::{Rejection, Request};
-pub use respond::{Rcode, write_answer, write_blocked, write_code};
+pub use respond::{Rcode, write_answer, write_blocked, write_code, write_local};
 pub use upstream::{ATTEMPT_TIMEOUT, QUERY_DEADLINE, UpstreamError, Upstreams};
 pub use wire::reply_rcode;

@@ -119,6 +119,11 @@ impl Question {
         qtype_row(self.qtype)
     }
 
+    /// The query type's code (1 for A, 28 for AAAA).
+    pub fn qtype_code(&self) -> u16 {
+        u16::from(self.qtype)
+    }
+
     /// What kind of question this is to the pipeline's local stage (see [`QuestionKind`]).
     pub fn kind(&self) -> QuestionKind {
         /// Query types hickory has no name for.

@@ -171,6 +171,18 @@ impl<'a> Ede<'a> {
         }
     }
 
+    /// Blocked (RFC 8914 §4.16) by DNS rebinding protection: refused "due to a security
+    /// policy implemented on the server being directly talked to", which this is. Not
+    /// Filtered (17, a blocklist the client asked for) nor Prohibited (18, a policy about the
+    /// client); the text says it was no list.
+    pub fn rebinding() -> Self {
+        Self {
+            code: 15,
+            prefix: "",
+            text: "DNS rebinding: a public name answered with a private address",
+        }
+    }
+
     /// The INFO-CODE.
     pub fn code(&self) -> u16 {
         self.code
@@ -186,6 +198,8 @@ pub(super) struct Reply<'a> {
     pub ede: Option<Ede<'a>>,
     /// Send only the header and question with TC set (ANY over UDP).
     pub truncate: bool,
+    /// Set AA: the house's own data (local names, private zones), not a forwarded answer.
+    pub authoritative: bool,
 }
 
 impl Reply<'_> {
@@ -196,6 +210,7 @@ impl Reply<'_> {
             records: None,
             ede: None,
             truncate: false,
+            authoritative: false,
         }
     }
 }
@@ -204,7 +219,7 @@ impl Reply<'_> {
 pub(super) fn write_reply(echo: &Echo<'_>, reply: &Reply<'_>, transport: Transport) -> Vec<u8> {
     let limit = echo.limit(transport);
     let mut out = Vec::with_capacity(512);
-    write_header(&mut out, echo, reply.rcode, reply.truncate);
+    write_header(&mut out, echo, reply);
     out.extend_from_slice(&echo.question);
     let question_end = out.len();
     if let Some(records) = reply.records.filter(|_| !reply.truncate) {
@@ -240,11 +255,13 @@ pub(super) fn write_reply(echo: &Echo<'_>, reply: &Reply<'_>, transport: Transpo
 }
 
 /// The header, with QDCOUNT and ARCOUNT already right and no records counted yet.
-fn write_header(out: &mut Vec<u8>, echo: &Echo<'_>, rcode: ResponseCode, truncate: bool) {
+fn write_header(out: &mut Vec<u8>, echo: &Echo<'_>, reply: &Reply<'_>) {
+    let rcode = reply.rcode;
     out.extend_from_slice(&echo.id.to_be_bytes());
     let mut flags: u16 = 0x8000 | 0x0080; // QR, RA
     flags |= u16::from(u8::from(echo.op_code) & 0x0F) << 11;
-    flags |= u16::from(truncate) << 9;
+    flags |= u16::from(reply.authoritative) << 10;
+    flags |= u16::from(reply.truncate) << 9;
     flags |= u16::from(echo.recursion_desired) << 8;
     flags |= u16::from(echo.checking_disabled) << 4;
     flags |= u16::from(rcode) & 0x0F;

@@ -13,6 +13,7 @@ use super::blocked::{BlockedRecords, blocked_plan};
 use super::reply::{Echo, Ede, MAX_UDP_PAYLOAD, Reply, Transport, write_reply};
 use super::request::Rejection;
 use crate::config::BlockAnswer;
+use crate::local::LocalAnswer;
 
 /// The blocked answer to `question` (the profile's `answer`, records living `ttl`), with the
 /// Extended DNS Error `ede` (naming the list).
@@ -48,6 +49,25 @@ pub fn write_answer(
     let reply = Reply {
         records: Some(&served),
         ede,
+        ..Reply::code(answer.rcode)
+    };
+    write_reply(echo, &reply, transport)
+}
+
+/// The house's own answer to `question` (AA set), or SERVFAIL should it not encode.
+pub fn write_local(
+    echo: &Echo<'_>,
+    question: &Question,
+    local: &LocalAnswer,
+    transport: Transport,
+) -> Vec<u8> {
+    let Some(answer) = Answer::local(question, local) else {
+        return write_reply(echo, &Reply::code(ResponseCode::ServFail), transport);
+    };
+    let served = answer.served(TtlRule::Aged(0));
+    let reply = Reply {
+        records: Some(&served),
+        authoritative: true,
         ..Reply::code(answer.rcode)
     };
     write_reply(echo, &reply, transport)

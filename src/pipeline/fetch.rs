@@ -73,24 +73,28 @@ impl Fetcher {
         }
     }
 
-    /// The answer to `question` and where it came from.
+    /// The answer to `question` and where it came from, asked of `via` (a forward zone's
+    /// upstreams) or else of the general upstreams.
     pub(super) async fn answer(
         &self,
         question: &Question,
+        via: Option<&Arc<dyn Forward>>,
     ) -> Result<(Arc<Entry>, Source), UpstreamError> {
+        let upstreams = via.unwrap_or(&self.upstreams);
         let key = question.cache_key();
         let stale = match self.cache.get(&key) {
             Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),
             Lookup::Stale(entry) => entry,
             Lookup::Miss => {
-                let entry = self.fetched(key.to_key(), question).await?;
+                let entry = self.fetched(key.to_key(), question, upstreams).await?;
                 return Ok((entry, Source::Upstream));
             }
         };
         if stale.refresh_failed_within(FAILURE_RECHECK) {
             return Ok(self.serve_stale(stale));
         }
-        match tokio::time::timeout(STALE_AFTER, self.fetched(key.to_key(), question)).await {
+        let fetched = self.fetched(key.to_key(), question, upstreams);
+        match tokio::time::timeout(STALE_AFTER, fetched).await {
             Ok(Ok(entry)) => Ok((entry, Source::Upstream)),
             Ok(Err(_)) | Err(_) => Ok(self.serve_stale(stale)),
         }
@@ -103,13 +107,24 @@ impl Fetcher {
 
     /// The result of the fetch under way for `key`, or of a new one. A task that did not
     /// finish (its runtime stopping) drops its sender: failed.
-    async fn fetched(&self, key: CacheKey, question: &Question) -> Fetched {
-        let fetch = self.fetch(key, question);
+    async fn fetched(
+        &self,
+        key: CacheKey,
+        question: &Question,
+        upstreams: &Arc<dyn Forward>,
+    ) -> Fetched {
+        let fetch = self.fetch(key, question, upstreams);
         fetch.await.unwrap_or(Err(UpstreamError::AllFailed))
     }
 
-    /// The fetch under way for `key`, or a new one.
-    fn fetch(&self, key: CacheKey, question: &Question) -> SharedFetch {
+    /// The fetch under way for `key`, or a new one through `upstreams`. A name is in one
+    /// forward zone or none, so questions sharing a key share their upstreams too.
+    fn fetch(
+        &self,
+        key: CacheKey,
+        question: &Question,
+        upstreams: &Arc<dyn Forward>,
+    ) -> SharedFetch {
         let (fetch, done) = {
             let mut in_flight = lock(&self.in_flight);
             if let Some(fetch) = in_flight.get(&key) {
@@ -129,7 +144,7 @@ impl Fetcher {
         // its `InFlightEntry` takes the lock to leave the map.
         tokio::spawn(forward(
             self.cache.clone(),
-            self.upstreams.clone(),
+            upstreams.clone(),
             InFlightEntry {
                 in_flight: self.in_flight.clone(),
                 key,
@@ -232,7 +247,7 @@ mod tests {
         std::thread::spawn(move || {
             let _runtime = handle.enter();
             let question = Question::parse("www.example.com", "A").unwrap();
-            let mut answer = pin!(asking.answer(&question));
+            let mut answer = pin!(asking.answer(&question, None));
             let polled = answer
                 .as_mut()
                 .poll(&mut Context::from_waker(Waker::noop()));

@@ -5,10 +5,13 @@
 //! ```text
 //! identify  client address → device → profile              (every later stage needs them)
 //! local     ANY over UDP, meta-types, classes other than IN → Truncated | NotImplemented | …
+//!           local names, private reverse zones, home.arpa   → Local (authoritative)
+//!           forward zones                                   → their own upstreams
 //! decide    lists containing the name, block & !allow       → Blocked (stop)
 //! cache     shared by every profile                         → hit
 //! upstream  forward (one fetch per question), then cache    → answer | stale | ServFail
 //! inspect   names inside the answer, same profile           → Blocked
+//!           house addresses in a public name's answer       → Rebinding
 //! ```
 //!
 //! The result is one [`Resolution`]: the [`Outcome`] (everything the reply writer needs) with
@@ -32,6 +35,7 @@ use self::fetch::Fetcher;
 pub use self::fetch::{STALE_AFTER, STALE_TTL, Source};
 use crate::cache::{Cache, Entry};
 use crate::dns::{Ecs, Ede, Forward, Question, QuestionKind, Transport, TtlRule, UpstreamError};
+use crate::local::{Local, LocalAnswer};
 use crate::metrics::QueryResult;
 use crate::neighbours::Neighbours;
 use crate::net::ForwardedClient;
@@ -77,13 +81,21 @@ pub enum Outcome {
     Refused,
     /// No upstream answered in time, and why.
     ServFail(UpstreamError),
+    /// Answered at home, authoritatively: a local name, or a private reverse zone or
+    /// `home.arpa` name nothing local covers.
+    Local(LocalAnswer),
+    /// A public name answered with an address inside the house: blocked as DNS rebinding.
+    Rebinding,
 }
 
 impl Outcome {
     /// The `result` metric label.
     pub fn result(&self) -> QueryResult {
         match self {
-            Self::Blocked { .. } | Self::BlockedByOverride(_) => QueryResult::Blocked,
+            Self::Blocked { .. } | Self::BlockedByOverride(_) | Self::Rebinding => {
+                QueryResult::Blocked
+            }
+            Self::Local(_) => QueryResult::Local,
             Self::Answered {
                 source: Source::Upstream,
                 ..
@@ -123,6 +135,7 @@ impl Outcome {
     pub fn ede<'a>(&self, policy: &'a Policy, why: &'a str) -> Option<Ede<'a>> {
         match self {
             Self::Blocked { list, .. } => Some(Ede::blocked(&policy.list(*list).id)),
+            Self::Rebinding => Some(Ede::rebinding()),
             Self::Answered {
                 source: Source::Stale,
                 ..
@@ -202,6 +215,9 @@ pub struct Pipeline {
     neighbours: Neighbours,
     /// The household's overrides (pause, allow, block), above the profiles.
     overrides: Arc<OverrideStore>,
+    /// Whether forward zones go to their own upstreams (off in `explain`'s dry run, which
+    /// must send nothing anywhere).
+    forward_zones: bool,
 }
 
 impl Pipeline {
@@ -211,6 +227,16 @@ impl Pipeline {
             fetcher: Fetcher::new(cache, Arc::new(upstreams)),
             neighbours: Neighbours::default(),
             overrides: Arc::new(OverrideStore::in_memory()),
+            forward_zones: true,
+        }
+    }
+
+    /// This pipeline with every question that would go upstream sent to its one forwarder,
+    /// forward zones' too: for a dry run whose forwarder goes nowhere.
+    pub fn without_forward_zones(self) -> Self {
+        Self {
+            forward_zones: false,
+            ..self
         }
     }
 
@@ -246,6 +272,18 @@ impl Pipeline {
         if let Some(outcome) = answered_here(question, query.transport) {
             return done(outcome, false, None);
         }
+        // The house's own names and private zones are answered here, before anything can
+        // send them out; a forward zone picks the only upstreams its names may go to.
+        let via = match policy
+            .local()
+            .resolve(question.name(), question.qtype_code())
+        {
+            Some(Local::Answer(answer)) => return done(Outcome::Local(answer), false, None),
+            Some(Local::Forward(index, _)) if self.forward_zones => {
+                Some(policy.forward_upstreams(index))
+            }
+            Some(Local::Forward(..)) | None => None,
+        };
         // decide: before the cache and the upstreams, so a blocked name never leaves the house
         // and one cache can serve every profile. The household's overrides come first, above
         // the profile: a block beats its allow lists; an allow or a pause beats its block
@@ -268,7 +306,7 @@ impl Pipeline {
         }
         // cache, then upstream: only upstream answers are cached; identical questions share
         // one fetch, and an expired answer stands in when the upstreams fail (RFC 8767).
-        let (entry, source) = match self.fetcher.answer(question).await {
+        let (entry, source) = match self.fetcher.answer(question, via).await {
             Ok(found) => found,
             Err(error) => return done(Outcome::ServFail(error), false),
         };
@@ -297,8 +335,16 @@ impl Pipeline {
             let by = BlockedBy::AnswerAddress(address);
             return done(Outcome::Blocked { list, by }, true);
         }
+        // inspect: DNS rebinding, whatever the lists and overrides say (it protects the house,
+        // it is no list). Forward zones are the house's own resolvers, exempt.
+        if via.is_none()
+            && entry.answer.holds_house_address()
+            && policy.local().blocks_rebinding(question.name())
+        {
+            return done(Outcome::Rebinding, false);
+        }
         // Another client could have been answered otherwise only if a list holds a name, or
-        // a profile checks the answer's addresses against its networks.
+        // one of the answer's addresses is in a network list some profile blocks.
         let listed = !lists.is_empty()
             || targets.iter().any(|lists| !lists.is_empty())
             || (identity.ecs.is_some() && in_a_network(policy, &entry));

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::config::{
-    BlockAnswer, CacheSettings, ListSettings, ListSource, ProfileSettings, builtin_settings,
+    BlockAnswer, CacheSettings, ListSettings, ListSource, ProfileSettings, RecordSettings,
+    Settings, builtin_settings,
 };
 use crate::dns::{Answer, Forwarding, UpstreamError};
 use crate::metrics::Metrics;
@@ -87,6 +88,12 @@ fn pipeline(forwarder: &Arc<Scripted>) -> Pipeline {
 /// A house whose default profile blocks the list `block` and allows the list `keep` (each
 /// the names given, one a line, in files under `dir`), snapshot number `generation`.
 fn house(dir: &Path, block: &str, keep: &str, generation: u64) -> Policy {
+    let settings = house_settings(dir, block, keep, generation);
+    crate::policy::compile(&settings, &Metrics::new(), generation)
+}
+
+/// The settings of [`house`].
+fn house_settings(dir: &Path, block: &str, keep: &str, generation: u64) -> Settings {
     let mut settings = builtin_settings();
     let list = |id: &str, text: &str| {
         let path = dir.join(format!("{id}-{generation}.txt"));
@@ -110,7 +117,7 @@ fn house(dir: &Path, block: &str, keep: &str, generation: u64) -> Policy {
     }];
     settings.default_profile = "house".to_owned();
     settings.server.state_dir = dir.to_owned();
-    crate::policy::compile(&settings, &Metrics::new(), generation)
+    settings
 }
 
 const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 20));
@@ -311,4 +318,32 @@ async fn meta_types_and_any_over_udp_are_answered_here_and_never_forwarded() {
         outcome("ANY", Transport::Tcp).await,
         Outcome::Answered { .. }
     ));
+}
+
+/// The local stage comes before the lists and the upstreams: a local name is answered even
+/// when a list holds it, and neither it nor a private reverse name reaches the forwarder.
+#[tokio::test(start_paused = true)]
+async fn local_names_and_private_zones_are_answered_before_the_lists_and_never_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = house_settings(dir.path(), "nas.lan\n", "", 1);
+    settings.local.records = vec![RecordSettings {
+        name: "nas.lan".to_owned(),
+        ttl: Duration::from_secs(60),
+        a: vec!["192.168.1.10".parse().unwrap()],
+        aaaa: Vec::new(),
+        cname: None,
+        txt: Vec::new(),
+    }];
+    let policy = crate::policy::compile(&settings, &Metrics::new(), 1);
+    let forwarder = Arc::new(Scripted::default());
+    let pipeline = pipeline(&forwarder);
+    for name in ["nas.lan", "9.0.0.10.in-addr.arpa", "tv.home.arpa"] {
+        let resolution = ask(&pipeline, &policy, name).await;
+        assert!(matches!(resolution.outcome, Outcome::Local(_)), "{name}");
+        assert_eq!(resolution.outcome.result(), QueryResult::Local);
+    }
+    assert_eq!(forwarder.asked(), 0);
+    let public = ask(&pipeline, &policy, "www.example.com").await;
+    assert_eq!(source(&public.outcome), Some(Source::Upstream));
+    assert_eq!(forwarder.asked(), 1);
 }

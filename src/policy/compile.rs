@@ -5,6 +5,8 @@
 //! read is kept in the snapshot as "not loaded" with its reason, so the rest of the policy
 //! still works.
 
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
 use super::devices::DeviceIndexMap;
@@ -13,10 +15,12 @@ use super::schedules::ConfiguredDevice;
 use super::{Device, ListIndex, ListInfo, ListMask, NetworkSet, Policy, Profile};
 pub use crate::config::UNKNOWN_DEVICE;
 use crate::config::{ListSettings, ProfileSettings, Settings};
+use crate::dns::{Forward, Upstreams};
 use crate::lists::MatchMode;
 use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
 use crate::lists::store::ListStore;
+use crate::local::LocalZones;
 use crate::metrics::Metrics;
 
 /// Builds the snapshot numbered `generation`.
@@ -97,6 +101,12 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         devices,
         unknown,
         device_index,
+        local: LocalZones::compile(&settings.local),
+        forward_upstreams: (settings.local.forwards.iter())
+            .map(|forward| {
+                Arc::new(Upstreams::new(&forward.upstreams, metrics)) as Arc<dyn Forward>
+            })
+            .collect(),
     };
     policy.apply_schedules(jiff::ZonedDateTime::now().datetime());
     policy

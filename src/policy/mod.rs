@@ -28,8 +28,10 @@ pub use networks::NetworkSet;
 pub use profile::Profile;
 
 use crate::config::{ListSettings, ListSource, Window};
+use crate::dns::Forward;
 use crate::lists::MatchMode;
 use crate::lists::parse::{InvalidLine, ParseReport};
+use crate::local::LocalZones;
 use crate::metrics::{ClientCounters, Metrics};
 use crate::neighbours::Neighbours;
 use crate::net::ForwardedClient;
@@ -48,6 +50,11 @@ pub struct Policy {
     /// Clients that match no device: the default profile.
     unknown: Device,
     device_index: DeviceIndexMap,
+    /// Local names, forward zones, private zones, rebinding protection.
+    local: LocalZones,
+    /// The upstreams of each `[[forward]]`, in order (a reload builds them again, so their
+    /// health starts afresh).
+    forward_upstreams: Vec<Arc<dyn Forward>>,
 }
 
 /// A device of the snapshot (or the stand-in for unknown clients).
@@ -287,6 +294,16 @@ impl Policy {
     /// The matcher, for `explain`.
     pub fn matcher(&self) -> &Matcher {
         &self.matcher
+    }
+
+    /// The local network's names and zones.
+    pub fn local(&self) -> &LocalZones {
+        &self.local
+    }
+
+    /// The upstreams of `[[forward]]` number `index` (as [`LocalZones::resolve`] gives it).
+    pub fn forward_upstreams(&self, index: usize) -> &Arc<dyn Forward> {
+        &self.forward_upstreams[index]
     }
 
     /// Whether `device` is the stand-in for clients that match no device.

@@ -15,6 +15,7 @@ use tracing::debug;
 use crate::admission::{Admission, Verdict};
 use crate::dns::{
     Echo, Rcode, Request, Transport, reply_rcode, write_answer, write_blocked, write_code,
+    write_local,
 };
 use crate::metrics::{Metrics, QTYPE_LABELS, QueryResult, ResponseCounters};
 use crate::net::ForwardedClient;
@@ -156,6 +157,9 @@ impl DnsService {
         if let Some(decision) = &resolution.overridden {
             device.counters.count_override(decision.kind.as_str());
         }
+        if let Outcome::Rebinding = &resolution.outcome {
+            debug!(name = request.question.name(), device = %device.name, "blocked: a public name answered with a private address (DNS rebinding)");
+        }
         let result = resolution.outcome.result();
         self.count(device, request.question.qtype_row(), result, started);
         Some(reply)
@@ -227,13 +231,19 @@ fn write_resolution(
     let ede = outcome.ede(policy, &why);
     let code = |rcode, truncate| write_code(&echo, rcode, ede, truncate, transport);
     match outcome {
-        Outcome::Blocked { list, .. } => {
+        // A rebinding block is answered as a list's block is (with the profile's TTL); its
+        // EDE says which it was.
+        Outcome::Blocked { .. } | Outcome::Rebinding => {
             let profile = resolution.identity.profile;
+            let ttl = match outcome {
+                Outcome::Blocked { list, .. } => policy.blocked_ttl(profile, *list),
+                _ => profile.blocked_ttl,
+            };
             write_blocked(
                 &echo,
                 &request.question,
                 profile.answer,
-                policy.blocked_ttl(profile, *list),
+                ttl,
                 ede,
                 transport,
             )
@@ -252,6 +262,7 @@ fn write_resolution(
         Outcome::Answered { entry, .. } => {
             write_answer(&echo, &entry.answer, outcome.ttl_rule(), ede, transport)
         }
+        Outcome::Local(local) => write_local(&echo, &request.question, local, transport),
         Outcome::Truncated => code(Rcode::NoError, true),
         Outcome::NotImplemented => code(Rcode::NotImp, false),
         Outcome::Malformed => code(Rcode::FormErr, false),

@@ -17,6 +17,7 @@ mod encrypted_upstreams;
 mod harness_selftest;
 mod http_listener;
 mod install;
+mod local_network;
 mod metrics;
 mod networks;
 mod overrides;
