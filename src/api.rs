@@ -293,7 +293,7 @@ async fn run_to_completion<T: Send + 'static>(
 /// `POST /api/reload`: re-read the config and every list, as SIGHUP does.
 async fn reload(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
-        return denied;
+        return denied.into_response();
     }
     let reloader = state.reloader.clone();
     let outcome = run_to_completion(async move { reloader.reload_config().await }).await;
@@ -320,7 +320,7 @@ async fn refresh_lists(
     params: Result<Query<RefreshParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
-        return denied;
+        return denied.into_response();
     }
     let Ok(Query(params)) = params else {
         return error(StatusCode::BAD_REQUEST, "the only parameter is list=ID");

@@ -17,19 +17,53 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// A 400 naming the parameter or field that is wrong.
 pub fn bad(field: &str, problem: impl std::fmt::Display) -> Response {
-    error(StatusCode::BAD_REQUEST, format!("{field}: {problem}"))
+    Invalid::new(field, problem).into_response()
+}
+
+/// A parameter or field that is wrong, and why: answered 400 naming it. Small, so parsers can
+/// return it in a `Result` cheaply.
+#[derive(Debug)]
+pub struct Invalid(String);
+
+impl Invalid {
+    /// `field` is wrong because of `problem`.
+    pub fn new(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self(format!("{field}: {problem}"))
+    }
+}
+
+impl IntoResponse for Invalid {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
+/// Why a request was turned away before its handler ran.
+#[derive(Debug)]
+pub enum Denied {
+    /// No token is configured: the endpoint is off (403).
+    Off,
+    /// The request's token is missing or wrong (401).
+    BadToken,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Off => error(
+                StatusCode::FORBIDDEN,
+                "this endpoint is off: set server.api_token",
+            ),
+            Self::BadToken => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
+        }
+    }
 }
 
 /// Lets a request through only with `Authorization: Bearer <token>` matching `expected`; with
-/// no token configured the endpoint is off (403), so nothing that reveals browsing or changes
+/// no token configured the endpoint is off, so nothing that reveals browsing or changes
 /// filtering is ever open.
-pub fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = expected else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "this endpoint is off: set server.api_token",
-        ));
-    };
+pub fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), Denied> {
+    let expected = expected.ok_or(Denied::Off)?;
     let given = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -38,9 +72,6 @@ pub fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), Resp
     // Constant-time, so the comparison does not tell an attacker how much of a guess was right.
     match bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         true => Ok(()),
-        false => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        )),
+        false => Err(Denied::BadToken),
     }
 }

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
-use super::{authorize, bad, error};
+use super::{Invalid, authorize, bad, error};
 use crate::lists::parse::normalise_name;
 use crate::overrides::store::{MAX_NAMES, NewOverride};
 use crate::overrides::{Kind, Override, OverrideStore, Target};
@@ -65,7 +65,7 @@ fn target_exists(target: Target<'_>, policy: &Policy) -> bool {
 /// `GET /api/overrides`.
 async fn list(State(state): State<OverridesApi>, headers: HeaderMap) -> Response {
     if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
-        return denied;
+        return denied.into_response();
     }
     let policy = state.policy.load();
     let shown: Vec<_> = (state.overrides.list().iter())
@@ -77,13 +77,13 @@ async fn list(State(state): State<OverridesApi>, headers: HeaderMap) -> Response
 /// `POST /api/overrides` with a JSON body (see the README).
 async fn create(State(state): State<OverridesApi>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
-        return denied;
+        return denied.into_response();
     }
     let now = Timestamp::now();
     let policy = state.policy.load();
     let new = match parse_request(&body, &policy, now) {
         Ok(new) => new,
-        Err(response) => return response,
+        Err(invalid) => return invalid.into_response(),
     };
     match state.overrides.add(new, now) {
         Ok(created) => (StatusCode::CREATED, Json(shown(&created, &policy))).into_response(),
@@ -98,7 +98,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
-        return denied;
+        return denied.into_response();
     }
     let Ok(id) = id.parse::<u64>() else {
         return bad("id", format!("`{id}` is not an override id (a number)"));
@@ -113,11 +113,11 @@ async fn remove(
 }
 
 /// The override `body` asks for, checked field by field against `policy`.
-fn parse_request(body: &[u8], policy: &Policy, now: Timestamp) -> Result<NewOverride, Response> {
+fn parse_request(body: &[u8], policy: &Policy, now: Timestamp) -> Result<NewOverride, Invalid> {
     let fields: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|problem| bad("body", format!("not a JSON object: {problem}")))?;
+        .map_err(|problem| Invalid::new("body", format!("not a JSON object: {problem}")))?;
     if let Some(unknown) = fields.keys().find(|key| !FIELDS.contains(&key.as_str())) {
-        return Err(bad(
+        return Err(Invalid::new(
             unknown,
             format!("unknown field (the fields are {})", FIELDS.join(", ")),
         ));
@@ -127,22 +127,25 @@ fn parse_request(body: &[u8], policy: &Policy, now: Timestamp) -> Result<NewOver
         Some("allow") => Kind::Allow,
         Some("block") => Kind::Block,
         Some(other) => {
-            return Err(bad(
+            return Err(Invalid::new(
                 "kind",
                 format!("`{other}` is not pause, allow or block"),
             ));
         }
-        None => return Err(bad("kind", "missing: pause, allow or block")),
+        None => return Err(Invalid::new("kind", "missing: pause, allow or block")),
     };
     let device = text_field(&fields, "device")?.map(str::to_owned);
     let profile = text_field(&fields, "profile")?.map(str::to_owned);
     if let Some(device) = &device {
         if profile.is_some() {
-            return Err(bad("profile", "give a device or a profile, not both"));
+            return Err(Invalid::new(
+                "profile",
+                "give a device or a profile, not both",
+            ));
         }
         if !target_exists(Target::Device(device), policy) {
             let known: Vec<_> = policy.devices().map(|d| d.name.as_str()).collect();
-            return Err(bad(
+            return Err(Invalid::new(
                 "device",
                 format!(
                     "no device is called `{device}` (devices: {})",
@@ -155,7 +158,7 @@ fn parse_request(body: &[u8], policy: &Policy, now: Timestamp) -> Result<NewOver
         && !target_exists(Target::Profile(profile), policy)
     {
         let known: Vec<_> = policy.profiles().iter().map(|p| p.name.as_str()).collect();
-        return Err(bad(
+        return Err(Invalid::new(
             "profile",
             format!(
                 "no profile is called `{profile}` (profiles: {})",
@@ -177,31 +180,37 @@ fn parse_request(body: &[u8], policy: &Policy, now: Timestamp) -> Result<NewOver
 const FIELDS: [&str; 6] = ["kind", "device", "profile", "names", "for", "until"];
 
 /// The string field `key`, if present; anything but a string is an error naming it.
-fn text_field<'a>(fields: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, Response> {
+fn text_field<'a>(fields: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, Invalid> {
     match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
-        Some(_) => Err(bad(key, "must be a string")),
+        Some(_) => Err(Invalid::new(key, "must be a string")),
     }
 }
 
-fn names(fields: &Map<String, Value>, kind: Kind) -> Result<Vec<String>, Response> {
+fn names(fields: &Map<String, Value>, kind: Kind) -> Result<Vec<String>, Invalid> {
     let given = match fields.get("names") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items.clone(),
-        Some(_) => return Err(bad("names", "must be an array of names")),
+        Some(_) => return Err(Invalid::new("names", "must be an array of names")),
     };
     match kind {
         Kind::Pause if !given.is_empty() => {
-            return Err(bad("names", "a pause covers every name: leave names out"));
+            return Err(Invalid::new(
+                "names",
+                "a pause covers every name: leave names out",
+            ));
         }
         Kind::Allow | Kind::Block if given.is_empty() => {
-            return Err(bad("names", "missing: the names to allow or block"));
+            return Err(Invalid::new(
+                "names",
+                "missing: the names to allow or block",
+            ));
         }
         _ => {}
     }
     if given.len() > MAX_NAMES {
-        return Err(bad("names", format!("at most {MAX_NAMES} names")));
+        return Err(Invalid::new("names", format!("at most {MAX_NAMES} names")));
     }
     given
         .iter()
@@ -209,40 +218,45 @@ fn names(fields: &Map<String, Value>, kind: Kind) -> Result<Vec<String>, Respons
         .map(|(index, item)| {
             let field = format!("names[{index}]");
             let Value::String(name) = item else {
-                return Err(bad(&field, "must be a string"));
+                return Err(Invalid::new(&field, "must be a string"));
             };
-            normalise_name(name).map_err(|problem| bad(&field, format!("`{name}`: {problem}")))
+            normalise_name(name)
+                .map_err(|problem| Invalid::new(&field, format!("`{name}`: {problem}")))
         })
         .collect()
 }
 
-fn expiry(fields: &Map<String, Value>, now: Timestamp) -> Result<Option<Timestamp>, Response> {
+fn expiry(fields: &Map<String, Value>, now: Timestamp) -> Result<Option<Timestamp>, Invalid> {
     let until = match (text_field(fields, "for")?, text_field(fields, "until")?) {
-        (Some(_), Some(_)) => return Err(bad("until", "give `for` or `until`, not both")),
+        (Some(_), Some(_)) => return Err(Invalid::new("until", "give `for` or `until`, not both")),
         (None, None) => return Ok(None),
         (Some(duration), None) => {
             let parsed = humantime::parse_duration(duration).map_err(|_| {
-                bad(
+                Invalid::new(
                     "for",
                     format!("`{duration}` is not a duration like 30m, 1h or 2d"),
                 )
             })?;
             if parsed.is_zero() || parsed > MAX_DURATION {
-                return Err(bad("for", "must be more than 0s and at most a year"));
+                return Err(Invalid::new(
+                    "for",
+                    "must be more than 0s and at most a year",
+                ));
             }
-            let span =
-                jiff::SignedDuration::try_from(parsed).map_err(|_| bad("for", "too long"))?;
-            now.checked_add(span).map_err(|_| bad("for", "too long"))?
+            let span = jiff::SignedDuration::try_from(parsed)
+                .map_err(|_| Invalid::new("for", "too long"))?;
+            now.checked_add(span)
+                .map_err(|_| Invalid::new("for", "too long"))?
         }
         (None, Some(time)) => time.parse::<Timestamp>().map_err(|_| {
-            bad(
+            Invalid::new(
                 "until",
                 format!("`{time}` is not an RFC 3339 time like 2026-12-24T18:00:00Z"),
             )
         })?,
     };
     if until <= now {
-        return Err(bad("until", "is not in the future"));
+        return Err(Invalid::new("until", "is not in the future"));
     }
     Ok(Some(until))
 }
