@@ -58,6 +58,9 @@ pub const BUILD_INFO: &str = "metasink_build_info";
 pub const REFUSED_TOTAL: &str = "metasink_refused_total";
 /// Queries dropped, unanswered, because the client exceeded its rate limit.
 pub const RATE_LIMITED_TOTAL: &str = "metasink_rate_limited_total";
+/// Queries dropped, unanswered, because the client (`limit="client"`) or everyone
+/// (`limit="total"`) had as many upstream fetches in flight as allowed.
+pub const FETCH_LIMITED_TOTAL: &str = "metasink_fetch_limited_total";
 
 /// How a query was answered: the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +136,7 @@ pub struct Metrics {
     list_bytes: IntGaugeVec,
     refused: IntCounter,
     rate_limited: IntCounter,
+    fetch_limited: IntCounterVec,
 }
 
 /// Per-client handles: one counter per (query type, result), one per blocking list.
@@ -319,6 +323,12 @@ impl Metrics {
                 RATE_LIMITED_TOTAL,
                 "Queries dropped unanswered: the client exceeded its rate limit",
             ),
+            fetch_limited: counter_vec(
+                &registry,
+                FETCH_LIMITED_TOTAL,
+                "Queries dropped unanswered: too many upstream fetches in flight, for the client or in all",
+                &["limit"],
+            ),
             registry,
         };
         let build_info = gauge_vec(
@@ -399,6 +409,12 @@ impl Metrics {
     /// label: a flood from spoofed addresses would otherwise create a series per address.
     pub fn rate_limited(&self) -> IntCounter {
         self.rate_limited.clone()
+    }
+
+    /// The counter of queries dropped by the cap `limit` on fetches in flight
+    /// ([`FETCH_LIMITED_TOTAL`]). No client label, as for the rate limit.
+    pub fn fetch_limited(&self, limit: &str) -> IntCounter {
+        self.fetch_limited.with_label_values(&[limit])
     }
 
     /// Records the outcome of loading the list `id`.

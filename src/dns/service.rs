@@ -20,7 +20,7 @@ use super::request::{Rejection, Request};
 use crate::admission::{Admission, Verdict};
 use crate::metrics::{Metrics, QueryResult};
 use crate::neighbours::Neighbours;
-use crate::pipeline::{Outcome, Pipeline};
+use crate::pipeline::{Asker, FetchLimit, Outcome, Pipeline};
 use crate::policy::{Policy, PolicyHandle, Profile};
 
 /// Extended DNS Error codes we send (RFC 8914 §4).
@@ -56,6 +56,8 @@ pub struct ServiceCounters {
     pub refused: IntCounter,
     /// Queries dropped by the rate limit.
     pub rate_limited: IntCounter,
+    /// Queries dropped by the caps on fetches in flight, indexed by [`FetchLimit`].
+    pub fetch_limited: [IntCounter; FetchLimit::ALL.len()],
 }
 
 impl ServiceCounters {
@@ -65,6 +67,7 @@ impl ServiceCounters {
             durations: metrics.request_durations(),
             refused: metrics.refused(),
             rate_limited: metrics.rate_limited(),
+            fetch_limited: FetchLimit::ALL.map(|limit| metrics.fetch_limited(limit.label())),
         }
     }
 }
@@ -184,7 +187,14 @@ impl DnsService {
             return Some(write_reply(&echo, &Reply::code(rcode), transport));
         }
         let profile = policy.profile_of(device);
-        let outcome = self.pipeline.resolve(&policy, profile, question).await;
+        let asker = Asker::new(client, policy.trusts(client));
+        let outcome = match self.pipeline.resolve(&policy, profile, question, asker).await {
+            Ok(outcome) => outcome,
+            Err(limit) => {
+                self.counters.fetch_limited[limit as usize].inc();
+                return None;
+            }
+        };
 
         let result = outcome.result();
         device

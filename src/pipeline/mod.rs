@@ -5,7 +5,7 @@
 //! identify  client address → device → profile            (caller: dns::service)
 //! decide    lists containing the name, block & !allow     → Blocked (stop)
 //! cache     shared by every profile                       → hit
-//! upstream  forward (one fetch per question), then cache  → answer | stale | ServFail
+//! upstream  forward (one fetch per question), then cache  → answer | stale | ServFail | drop
 //! inspect   names inside the answer, same profile         → Blocked
 //! ```
 //!
@@ -17,7 +17,11 @@ mod fetch;
 use std::sync::Arc;
 
 use self::fetch::Fetcher;
-pub use self::fetch::{STALE_AFTER, STALE_TTL, Source};
+pub use self::fetch::{
+    Asker, FetchLimit, MAX_FETCHES, MAX_FETCHES_PER_CLIENT, MAX_FETCHES_PER_FORWARDER,
+    STALE_AFTER, STALE_TTL, Source,
+};
+use self::fetch::Unanswered;
 use crate::cache::{Cache, Entry};
 use crate::dns::{Question, TtlRule, UpstreamError, Upstreams};
 use crate::metrics::QueryResult;
@@ -122,27 +126,31 @@ impl Pipeline {
         }
     }
 
-    /// Answers `question` for a client using `profile`, under the snapshot `policy`.
+    /// Answers `question` for `asker`, a client using `profile`, under the snapshot
+    /// `policy`; `Err` when the question must be dropped unanswered (see [`FetchLimit`]).
     pub async fn resolve(
         &self,
         policy: &Policy,
         profile: &Profile,
         question: &Question,
-    ) -> Outcome {
+        asker: Asker,
+    ) -> Result<Outcome, FetchLimit> {
         // decide: before the cache and the upstreams, so a blocked name never leaves the house
         // and one cache can serve every profile.
         let lists = policy.lists_containing(question.name());
         if let Some(list) = profile.blocking_list(lists) {
-            return Outcome::Blocked {
+            return Ok(Outcome::Blocked {
                 list,
                 by: BlockedBy::Question,
-            };
+            });
         }
         // cache, then upstream: only upstream answers are cached; identical questions share
-        // one fetch, and an expired answer stands in when the upstreams fail (RFC 8767).
-        let (entry, source) = match self.fetcher.answer(question).await {
+        // one fetch (no client may start more than its share of them), and an expired answer
+        // stands in when the upstreams fail (RFC 8767).
+        let (entry, source) = match self.fetcher.answer(question, asker).await {
             Ok(found) => found,
-            Err(error) => return Outcome::ServFail(error),
+            Err(Unanswered::Failed(error)) => return Ok(Outcome::ServFail(error)),
+            Err(Unanswered::Dropped(limit)) => return Err(limit),
         };
         // inspect: after the cache as well, because profiles differ and the cache is shared.
         // A name its profile allows is answered as it is (allow wins, CNAMEs included).
@@ -151,12 +159,12 @@ impl Pipeline {
             .then(|| blocked_target(policy, profile, &entry))
             .flatten()
         {
-            return Outcome::Blocked {
+            return Ok(Outcome::Blocked {
                 list,
                 by: BlockedBy::AnswerTarget,
-            };
+            });
         }
-        Outcome::Answered { entry, source }
+        Ok(Outcome::Answered { entry, source })
     }
 }
 
