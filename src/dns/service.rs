@@ -188,7 +188,11 @@ impl DnsService {
         }
         let profile = policy.profile_of(device);
         let asker = Asker::new(client, policy.trusts(client));
-        let outcome = match self.pipeline.resolve(&policy, profile, question, asker).await {
+        let outcome = match self
+            .pipeline
+            .resolve(&policy, profile, question, asker)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(limit) => {
                 self.counters.fetch_limited[limit as usize].inc();

@@ -203,7 +203,9 @@ impl Upstream {
     /// the deadline has passed.
     async fn attempt(&self, question: &Question, deadline: Instant, turn: Turn) -> Option<Answer> {
         let sent = Instant::now();
-        let limit = deadline.saturating_duration_since(sent).min(ATTEMPT_TIMEOUT);
+        let limit = deadline
+            .saturating_duration_since(sent)
+            .min(ATTEMPT_TIMEOUT);
         if limit.is_zero() {
             return None;
         }

@@ -401,7 +401,10 @@ mod tests {
         // Joining a fetch under way is free; another client starts its own; the addresses
         // of one IPv6 /64 are one client.
         assert_eq!(start(&fetcher, "n0.tarpit.test", greedy), Ok(()));
-        assert_eq!(start(&fetcher, "www.example.com", asker("192.0.2.2")), Ok(()));
+        assert_eq!(
+            start(&fetcher, "www.example.com", asker("192.0.2.2")),
+            Ok(())
+        );
         let same_64 = [asker("2001:db8::1"), asker("2001:db8::2")];
         for n in 0..MAX_FETCHES_PER_CLIENT {
             start(&fetcher, &format!("v6-{n}.tarpit.test"), same_64[n % 2]).unwrap();
@@ -420,13 +423,20 @@ mod tests {
         for n in 0..MAX_FETCHES_PER_FORWARDER {
             start(&fetcher, &format!("r{n}.example"), router).unwrap();
         }
-        assert_eq!(start(&fetcher, "over.example", router), Err(FetchLimit::Client));
+        assert_eq!(
+            start(&fetcher, "over.example", router),
+            Err(FetchLimit::Client)
+        );
         let devices = (1..=4).map(|n| asker(&format!("192.168.1.{}", 10 + n)));
         for (device, client) in devices.enumerate() {
             for n in 0..MAX_FETCHES_PER_CLIENT {
                 let started = start(&fetcher, &format!("d{device}-{n}.example"), client);
                 let full = device * MAX_FETCHES_PER_CLIENT + n + MAX_FETCHES_PER_FORWARDER;
-                let expected = if full < MAX_FETCHES { Ok(()) } else { Err(FetchLimit::Total) };
+                let expected = if full < MAX_FETCHES {
+                    Ok(())
+                } else {
+                    Err(FetchLimit::Total)
+                };
                 assert_eq!(started, expected, "device {device}, fetch {n}");
             }
         }
