@@ -387,6 +387,51 @@ async fn an_expired_answer_is_served_stale_only_when_the_upstreams_fail() {
     assert_eq!(metric(&metrics, "metasink_stale_answers_total"), 2.0);
 }
 
+/// The (owner, address) of every A record in any section of `reply`.
+fn every_a_record(reply: &Message) -> Vec<(String, Ipv4Addr)> {
+    let sections = [&reply.answers, &reply.authorities, &reply.additionals];
+    sections
+        .into_iter()
+        .flatten()
+        .filter_map(|record| match &record.data {
+            hickory_proto::rr::RData::A(address) => Some((record.name.to_ascii(), address.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn records_about_other_names_never_reach_the_client() {
+    let poisoning = FaultyUpstream::start(Fault::UnrelatedAnswer).await;
+    let daemon = TestDaemon::start(&config(&[poisoning.addr])).await;
+    // Forwarded, then from the cache: both clean.
+    for _ in 0..2 {
+        let (reply, _) = timed_query(&daemon, "x.poison.test").await;
+        assert_eq!(
+            every_a_record(&reply),
+            [("x.poison.test.".to_owned(), FAULTY_ANSWER)],
+            "not {VICTIM} {POISON}"
+        );
+    }
+    poisoning.set_fault(Fault::UnrelatedAuthority);
+    for _ in 0..2 {
+        let (reply, _) = timed_query(&daemon, "y.poison.test").await;
+        assert_eq!(rcode(&reply), ResponseCode::NXDomain);
+        assert_eq!(every_a_record(&reply), [], "not {VICTIM} {POISON}");
+        let owners: Vec<_> = reply
+            .authorities
+            .iter()
+            .map(|record| (record.name.to_ascii(), record.record_type()))
+            .collect();
+        assert_eq!(owners, [("poison.test.".to_owned(), RecordType::SOA)]);
+    }
+    assert_eq!(
+        poisoning.queries(),
+        2,
+        "the second answers came from the cache"
+    );
+}
+
 #[tokio::test]
 async fn two_resolvers_forwarding_to_each_other_fail_within_the_deadline() {
     // A's port is chosen first so that B can forward to it before A starts.
