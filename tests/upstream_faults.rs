@@ -346,6 +346,25 @@ async fn a_failing_upstream_is_skipped_probed_with_back_off_and_taken_back() {
 }
 
 #[tokio::test]
+async fn an_upstream_marked_down_is_still_asked_when_no_other_can_answer() {
+    let bad = FaultyUpstream::start(Fault::Garbage).await;
+    let daemon = TestDaemon::start(&config(&[bad.addr])).await;
+    for n in 1..=3 {
+        let (reply, _) = timed_query(&daemon, &format!("d{n}.example")).await;
+        assert_eq!(rcode(&reply), ResponseCode::ServFail);
+    }
+    assert_eq!(healthy(&daemon.metrics().await, bad.addr), 0.0);
+    // Healed, with no probe due for a second: the next question goes to it all the same,
+    // and its answer puts it back in service.
+    bad.set_fault(Fault::None);
+    let (reply, elapsed) = timed_query(&daemon, "healed.example").await;
+    assert_eq!(a_addrs(&reply), [FAULTY_ANSWER]);
+    assert!(elapsed < ATTEMPT_TIMEOUT, "answered after {elapsed:?}");
+    assert_eq!(bad.udp_queries(), 4, "sent, not failed unsent");
+    assert_eq!(healthy(&daemon.metrics().await, bad.addr), 1.0);
+}
+
+#[tokio::test]
 async fn an_expired_answer_is_served_stale_only_when_the_upstreams_fail() {
     let first = FaultyUpstream::start_with_ttl(Fault::None, 1).await;
     let second = FaultyUpstream::start_with_ttl(Fault::Drop, 1).await;

@@ -160,9 +160,13 @@ impl Upstreams {
         // Allocated only when an upstream is down.
         let mut skipped = Vec::new();
         for upstream in &self.servers {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
             // Asked only when reached, so a probe is not spent on a query another upstream
-            // already answered.
-            let Some(turn) = upstream.health.turn(Instant::now()) else {
+            // already answered (or on one out of time).
+            let Some(turn) = upstream.health.turn(now) else {
                 skipped.push(upstream);
                 continue;
             };

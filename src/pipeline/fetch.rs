@@ -18,10 +18,10 @@
 //! device cannot fill the table the others need. Joining a fetch under way costs nothing
 //! and is never refused. A question over a cap is dropped unanswered ([`FetchLimit`]), as
 //! Unbound drops one over its `wait-limit` (per address) or `num-queries-per-thread`: a
-//! SERVFAIL would be cached by the stub or forwarder as the name's answer, costs a send to
-//! whatever address the datagram claims, and tells a flood to come again at once, while a
-//! real client takes silence for loss and retries after its timeout, by when a slot is
-//! usually free. An expired answer, when the cache has one, is served instead of nothing.
+//! SERVFAIL may be cached by a stub or forwarder as the name's answer (RFC 2308 §7.1 allows
+//! five minutes), costs a send to whatever address the datagram claims, and tells a flood
+//! to come again at once, while a real client takes silence for loss and retries after its
+//! timeout, by when a slot is usually free. An expired answer, when the cache has one, is served instead of nothing.
 //!
 //! # Serve-stale (RFC 8767)
 //! When the cache only has an expired answer (kept for [`crate::cache::MAX_STALENESS`]), the

@@ -18,10 +18,7 @@ use std::sync::Arc;
 
 use self::fetch::Fetcher;
 use self::fetch::Unanswered;
-pub use self::fetch::{
-    Asker, FetchLimit, MAX_FETCHES, MAX_FETCHES_PER_CLIENT, MAX_FETCHES_PER_FORWARDER, STALE_AFTER,
-    STALE_TTL, Source,
-};
+pub use self::fetch::{Asker, FetchLimit, MAX_FETCHES_PER_CLIENT, STALE_AFTER, STALE_TTL, Source};
 use crate::cache::{Cache, Entry};
 use crate::dns::{Question, TtlRule, UpstreamError, Upstreams};
 use crate::metrics::QueryResult;
