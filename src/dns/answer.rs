@@ -398,25 +398,29 @@ mod tests {
         Record::from_rdata(name(owner), 300, RData::CNAME(CNAME(name(target))))
     }
 
+    /// Records as (owner, type), in order.
+    type Listed = Vec<(String, RecordType)>;
+
+    fn listed(records: &[Record]) -> Listed {
+        records
+            .iter()
+            .map(|record| (record.name.to_ascii(), record.record_type()))
+            .collect()
+    }
+
     /// What the reply to `qname`/`qtype` made from these sections holds: the answer and
-    /// authority sections as (owner, type) in order.
+    /// authority sections, listed.
     fn kept(
         qname: &str,
         qtype: &str,
         rcode: ResponseCode,
         answers: Vec<Record>,
         authorities: Vec<Record>,
-    ) -> (Vec<(String, RecordType)>, Vec<(String, RecordType)>) {
+    ) -> (Listed, Listed) {
         let question = Question::parse(qname, qtype).unwrap();
         let answer = Answer::new(&question, rcode, answers, authorities).unwrap();
         let message =
             Message::from_vec(&answer.to_message_bytes(&question, 7, TtlRule::Aged(0))).unwrap();
-        let listed = |records: &[Record]| {
-            records
-                .iter()
-                .map(|record| (record.name.to_ascii(), record.record_type()))
-                .collect()
-        };
         (listed(&message.answers), listed(&message.authorities))
     }
 
@@ -677,12 +681,6 @@ mod tests {
                 record("www.old.example.", RecordType::DNAME),
             ],
         );
-        let listed = |records: &[Record]| -> Vec<(String, RecordType)> {
-            records
-                .iter()
-                .map(|record| (record.name.to_ascii(), record.record_type()))
-                .collect()
-        };
         let expected = [
             ("old.example.", RecordType::DNAME),
             ("www.old.example.", RecordType::CNAME),
