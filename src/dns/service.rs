@@ -20,7 +20,7 @@ use super::request::{Rejection, Request};
 use crate::admission::{Admission, Verdict};
 use crate::metrics::{Metrics, QueryResult};
 use crate::neighbours::Neighbours;
-use crate::pipeline::{Asker, FetchLimit, Outcome, Pipeline};
+use crate::pipeline::{FetchLimit, FetchStarter, Outcome, Pipeline};
 use crate::policy::{Policy, PolicyHandle, Profile};
 
 /// Extended DNS Error codes we send (RFC 8914 §4).
@@ -187,10 +187,10 @@ impl DnsService {
             return Some(write_reply(&echo, &Reply::code(rcode), transport));
         }
         let profile = policy.profile_of(device);
-        let asker = Asker::new(client, policy.trusts(client));
+        let starter = FetchStarter::new(client, policy.trusts(client));
         let outcome = match self
             .pipeline
-            .resolve(&policy, profile, question, asker)
+            .resolve(&policy, profile, question, starter)
             .await
         {
             Ok(outcome) => outcome,

@@ -76,20 +76,20 @@ pub enum Source {
     Stale,
 }
 
-/// Who asks a question, for the caps on fetches in flight.
+/// Who would start a fetch, and how many it may have in flight.
 #[derive(Clone, Copy, Debug)]
-pub struct Asker {
+pub struct FetchStarter {
     source: ClientSource,
     /// The most fetches it may have in flight.
-    share: usize,
+    limit: usize,
 }
 
-impl Asker {
+impl FetchStarter {
     /// The client at `address`, a trusted `forwarder` or not.
     pub fn new(address: IpAddr, forwarder: bool) -> Self {
         Self {
             source: client_source(address),
-            share: match forwarder {
+            limit: match forwarder {
                 true => MAX_FETCHES_PER_FORWARDER,
                 false => MAX_FETCHES_PER_CLIENT,
             },
@@ -161,11 +161,11 @@ impl Fetcher {
         }
     }
 
-    /// The answer to `question`, asked by `asker`, and where it came from.
+    /// The answer to `question`, asked by `starter`, and where it came from.
     pub async fn answer(
         &self,
         question: &Question,
-        asker: Asker,
+        starter: FetchStarter,
     ) -> Result<(Arc<Entry>, Source), Unanswered> {
         let key = question.cache_key();
         let stale = match self.cache.get(&key) {
@@ -173,7 +173,7 @@ impl Fetcher {
             Lookup::Stale(entry) => entry,
             Lookup::Miss => {
                 let fetch = self
-                    .fetch(key.to_key(), question, asker)
+                    .fetch(key.to_key(), question, starter)
                     .map_err(Unanswered::Dropped)?;
                 let entry = fetched(fetch).await.map_err(Unanswered::Failed)?;
                 return Ok((entry, Source::Upstream));
@@ -182,7 +182,7 @@ impl Fetcher {
         if stale.refresh_failed_within(FAILURE_RECHECK) {
             return Ok(self.serve_stale(stale));
         }
-        let Ok(fetch) = self.fetch(key.to_key(), question, asker) else {
+        let Ok(fetch) = self.fetch(key.to_key(), question, starter) else {
             return Ok(self.serve_stale(stale));
         };
         match tokio::time::timeout(STALE_AFTER, fetched(fetch)).await {
@@ -196,12 +196,12 @@ impl Fetcher {
         (entry, Source::Stale)
     }
 
-    /// The fetch under way for `key`, or a new one started for `asker` if the caps allow.
+    /// The fetch under way for `key`, or a new one started for `starter` if the caps allow.
     fn fetch(
         &self,
         key: CacheKey,
         question: &Question,
-        asker: Asker,
+        starter: FetchStarter,
     ) -> Result<SharedFetch, FetchLimit> {
         let (fetch, done) = {
             let mut in_flight = lock(&self.in_flight);
@@ -211,8 +211,8 @@ impl Fetcher {
             if in_flight.fetches.len() >= MAX_FETCHES {
                 return Err(FetchLimit::Total);
             }
-            let started = in_flight.started_by.entry(asker.source).or_default();
-            if *started >= asker.share {
+            let started = in_flight.started_by.entry(starter.source).or_default();
+            if *started >= starter.limit {
                 return Err(FetchLimit::Client);
             }
             *started += 1;
@@ -234,7 +234,7 @@ impl Fetcher {
             InFlightEntry {
                 in_flight: self.in_flight.clone(),
                 key,
-                source: asker.source,
+                source: starter.source,
             },
             question.clone(),
             done,
@@ -355,7 +355,7 @@ mod tests {
         std::thread::spawn(move || {
             let _runtime = handle.enter();
             let question = Question::parse("www.example.com", "A").unwrap();
-            let mut answer = pin!(asking.answer(&question, asker("192.0.2.1")));
+            let mut answer = pin!(asking.answer(&question, member("192.0.2.1")));
             let polled = answer
                 .as_mut()
                 .poll(&mut Context::from_waker(Waker::noop()));
@@ -376,23 +376,24 @@ mod tests {
         );
     }
 
-    fn asker(address: &str) -> Asker {
-        Asker::new(address.parse().unwrap(), false)
+    /// A device of the house at `address` (not a trusted forwarder).
+    fn member(address: &str) -> FetchStarter {
+        FetchStarter::new(address.parse().unwrap(), false)
     }
 
-    /// Starts a fetch of `name` for `asker`; the fetch itself never runs (nothing yields to
+    /// Starts a fetch of `name` for `starter`; the fetch itself never runs (nothing yields to
     /// the runtime), so it stays in flight.
-    fn start(fetcher: &Fetcher, name: &str, asker: Asker) -> Result<(), FetchLimit> {
+    fn start(fetcher: &Fetcher, name: &str, starter: FetchStarter) -> Result<(), FetchLimit> {
         let question = Question::parse(name, "A").unwrap();
         fetcher
-            .fetch(question.cache_key().to_key(), &question, asker)
+            .fetch(question.cache_key().to_key(), &question, starter)
             .map(drop)
     }
 
     #[tokio::test]
     async fn one_client_cannot_fill_the_in_flight_table() {
         let fetcher = fetcher();
-        let greedy = asker("192.0.2.1");
+        let greedy = member("192.0.2.1");
         for n in 0..MAX_FETCHES_PER_CLIENT {
             start(&fetcher, &format!("n{n}.tarpit.test"), greedy).unwrap();
         }
@@ -402,10 +403,10 @@ mod tests {
         // of one IPv6 /64 are one client.
         assert_eq!(start(&fetcher, "n0.tarpit.test", greedy), Ok(()));
         assert_eq!(
-            start(&fetcher, "www.example.com", asker("192.0.2.2")),
+            start(&fetcher, "www.example.com", member("192.0.2.2")),
             Ok(())
         );
-        let same_64 = [asker("2001:db8::1"), asker("2001:db8::2")];
+        let same_64 = [member("2001:db8::1"), member("2001:db8::2")];
         for n in 0..MAX_FETCHES_PER_CLIENT {
             start(&fetcher, &format!("v6-{n}.tarpit.test"), same_64[n % 2]).unwrap();
         }
@@ -419,7 +420,7 @@ mod tests {
     #[tokio::test]
     async fn the_table_has_a_cap_for_everyone_and_a_forwarder_gets_half() {
         let fetcher = fetcher();
-        let router = Asker::new("192.168.1.1".parse().unwrap(), true);
+        let router = FetchStarter::new("192.168.1.1".parse().unwrap(), true);
         for n in 0..MAX_FETCHES_PER_FORWARDER {
             start(&fetcher, &format!("r{n}.example"), router).unwrap();
         }
@@ -427,7 +428,7 @@ mod tests {
             start(&fetcher, "over.example", router),
             Err(FetchLimit::Client)
         );
-        let devices = (1..=4).map(|n| asker(&format!("192.168.1.{}", 10 + n)));
+        let devices = (1..=4).map(|n| member(&format!("192.168.1.{}", 10 + n)));
         for (device, client) in devices.enumerate() {
             for n in 0..MAX_FETCHES_PER_CLIENT {
                 let started = start(&fetcher, &format!("d{device}-{n}.example"), client);
@@ -446,7 +447,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_gets_its_slots_back_when_its_fetches_end() {
         let fetcher = fetcher();
-        let greedy = asker("192.0.2.1");
+        let greedy = member("192.0.2.1");
         for n in 0..MAX_FETCHES_PER_CLIENT {
             start(&fetcher, &format!("n{n}.tarpit.test"), greedy).unwrap();
         }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use self::fetch::Fetcher;
 use self::fetch::Unanswered;
-pub use self::fetch::{Asker, FetchLimit, MAX_FETCHES_PER_CLIENT, STALE_AFTER, STALE_TTL, Source};
+pub use self::fetch::{
+    FetchLimit, FetchStarter, MAX_FETCHES_PER_CLIENT, STALE_AFTER, STALE_TTL, Source,
+};
 use crate::cache::{Cache, Entry};
 use crate::dns::{Question, TtlRule, UpstreamError, Upstreams};
 use crate::metrics::QueryResult;
@@ -123,14 +125,15 @@ impl Pipeline {
         }
     }
 
-    /// Answers `question` for `asker`, a client using `profile`, under the snapshot
-    /// `policy`; `Err` when the question must be dropped unanswered (see [`FetchLimit`]).
+    /// Answers `question` for a client using `profile` (`starter` to the caps on fetches in
+    /// flight), under the snapshot `policy`; `Err` when the question must be dropped
+    /// unanswered (see [`FetchLimit`]).
     pub async fn resolve(
         &self,
         policy: &Policy,
         profile: &Profile,
         question: &Question,
-        asker: Asker,
+        starter: FetchStarter,
     ) -> Result<Outcome, FetchLimit> {
         // decide: before the cache and the upstreams, so a blocked name never leaves the house
         // and one cache can serve every profile.
@@ -144,7 +147,7 @@ impl Pipeline {
         // cache, then upstream: only upstream answers are cached; identical questions share
         // one fetch (no client may start more than its share of them), and an expired answer
         // stands in when the upstreams fail (RFC 8767).
-        let (entry, source) = match self.fetcher.answer(question, asker).await {
+        let (entry, source) = match self.fetcher.answer(question, starter).await {
             Ok(found) => found,
             Err(Unanswered::Failed(error)) => return Ok(Outcome::ServFail(error)),
             Err(Unanswered::Dropped(limit)) => return Err(limit),
