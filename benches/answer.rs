@@ -3,6 +3,11 @@
 //! a plain answer, a CNAME chain through a CDN, and a reply padded with records about other
 //! names.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes an undocumented `pub fn`"
+)]
+
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 

@@ -1,9 +1,15 @@
 //! The whole in-process query path (request bytes → parse → decide → cache → encode → reply
 //! bytes) without sockets, so a change's cost shows without a network: a blocked question, a
-//! cached one, and a malformed one.
+//! cached one (for the default profile, and for `no-meta`, which also checks the answer's
+//! addresses against Meta's networks), and a malformed one.
 //!
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
+
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes an undocumented `pub fn`"
+)]
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
@@ -16,9 +22,10 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use metasink::admission::Admission;
 use metasink::cache::Cache;
-use metasink::dns::{DnsService, ServiceCounters, Transport, Upstreams};
+use metasink::dns::{Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
+use metasink::server::{DnsService, ServiceCounters};
 use metasink::{config, policy};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -60,10 +67,14 @@ fn query(name: &str) -> Vec<u8> {
     message.to_vec().expect("encode")
 }
 
-fn service() -> DnsService {
+/// The service for clients of `profile` (`default_profile`).
+fn service(profile: &str) -> DnsService {
     let upstream = start_responder();
     // One client asks millions of times: no per-client rate limit here.
-    let text = format!("[server]\nrate_limit_qps = 0\n\n[[upstream]]\naddress = \"{upstream}\"\n");
+    let text = format!(
+        "default_profile = \"{profile}\"\n[server]\nrate_limit_qps = 0\n\n\
+         [[upstream]]\naddress = \"{upstream}\"\n"
+    );
     let settings = config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
     let metrics = Metrics::new();
     let snapshot = policy::compile(&settings, &metrics, 1);
@@ -82,16 +93,19 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let service = service();
+    let networks = service("no-meta");
+    let service = service("meta-apps");
     let cached = query("www.example.com.");
-    runtime
-        .block_on(service.respond(&cached, CLIENT, Transport::Udp))
-        .expect("warm the cache");
+    for service in [&service, &networks] {
+        runtime
+            .block_on(service.respond(&cached, CLIENT, Transport::Udp))
+            .expect("warm the cache");
+    }
     let blocked = query("www.meta.ai.");
     let malformed = cached[..cached.len() - 3].to_vec();
 
     let mut group = c.benchmark_group("query_path");
-    let mut run = |label: &str, request: &[u8]| {
+    let mut run = |label: &str, service: &DnsService, request: &[u8]| {
         group.bench_function(label, |b| {
             b.iter(|| {
                 let reply = service
@@ -101,9 +115,14 @@ fn bench(c: &mut Criterion) {
             })
         });
     };
-    run("blocked", &blocked);
-    run("cached", &cached);
-    run("malformed", &malformed);
+    run("blocked", &service, &blocked);
+    run("cached", &service, &cached);
+    run(
+        "cached, no-meta (answer addresses checked)",
+        &networks,
+        &cached,
+    );
+    run("malformed", &service, &malformed);
     group.finish();
 }
 

@@ -18,6 +18,7 @@
 //! the TTLs on the way. A question with the same cache key has the same labels (only ASCII
 //! case may differ), so every compression pointer still lands where it did.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -42,6 +43,8 @@ pub struct Answer {
     lifetime: Option<Duration>,
     /// Names inside the answer, lower-case without trailing dot, for answer inspection.
     targets: Box<[Box<str>]>,
+    /// The A and AAAA addresses of the answer section, for network inspection.
+    addresses: Box<[IpAddr]>,
 }
 
 /// How the TTLs of a served answer are written.
@@ -85,6 +88,7 @@ impl Answer {
         };
         let lifetime = lifetime(rcode, &answers, &authorities);
         let targets = answers.iter().filter_map(target_name).collect();
+        let addresses = answers.iter().filter_map(address).collect();
         let answer_count = u16::try_from(answers.len()).ok()?;
         let authority_count = u16::try_from(authorities.len()).ok()?;
 
@@ -109,6 +113,7 @@ impl Answer {
             authority_count,
             lifetime,
             targets,
+            addresses,
         })
     }
 
@@ -135,6 +140,11 @@ impl Answer {
     /// The names this answer points to (CNAME chain targets, HTTPS/SVCB target names).
     pub fn targets(&self) -> &[Box<str>] {
         &self.targets
+    }
+
+    /// The A and AAAA addresses of the answer section.
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.addresses
     }
 
     /// The records as a reply writes them, TTLs per `ttl`.
@@ -285,6 +295,15 @@ fn lifetime(rcode: ResponseCode, answers: &[Record], authorities: &[Record]) -> 
         return None;
     };
     Some(Duration::from_secs(u64::from(ttl)))
+}
+
+/// The address of an A or AAAA record.
+fn address(record: &Record) -> Option<IpAddr> {
+    match &record.data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+        _ => None,
+    }
 }
 
 fn target_name(record: &Record) -> Option<Box<str>> {

@@ -21,7 +21,13 @@
 //! SERVFAIL may be cached by a stub or forwarder as the name's answer (RFC 2308 §7.1 allows
 //! five minutes), costs a send to whatever address the datagram claims, and tells a flood
 //! to come again at once, while a real client takes silence for loss and retries after its
-//! timeout, by when a slot is usually free. An expired answer, when the cache has one, is served instead of nothing.
+//! timeout, by when a slot is usually free. An expired answer, when the cache has one, is
+//! served instead of nothing. `explain`'s dry run is nobody's client: no cap applies to it.
+//!
+//! [`MAX_FETCHES`] is a constant, not a share of the descriptor budget
+//! (`crate::fd_budget::FdBudget::upstream_sockets`, about 16 000 under the package's unit
+//! and 600 under a plain shell's `ulimit -n` of 1024): with a small limit, a socket that
+//! cannot be opened fails that fetch (SERVFAIL) rather than dropping the question.
 //!
 //! # Serve-stale (RFC 8767)
 //! When the cache only has an expired answer (kept for [`crate::cache::MAX_STALENESS`]), the
@@ -43,7 +49,7 @@ use futures_util::future::Shared;
 use tokio::sync::oneshot;
 
 use crate::cache::{Cache, Entry, Lookup};
-use crate::dns::{CacheKey, Question, UpstreamError, Upstreams};
+use crate::dns::{CacheKey, Forward, QUERY_DEADLINE, Question, UpstreamError};
 use crate::net::{ClientSource, client_source};
 
 /// Time a client waits for an upstream before it gets the expired answer, if there is one:
@@ -53,17 +59,17 @@ pub const STALE_AFTER: Duration = Duration::from_millis(1800);
 pub const STALE_TTL: u32 = 30;
 /// Time after a failed refresh during which the expired answer is served without asking
 /// upstream again (RFC 8767 §5 recommends 30 s).
-pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+pub(super) const FAILURE_RECHECK: Duration = Duration::from_secs(30);
 /// Most fetches in flight for everyone together. Unbound's `num-queries-per-thread` is 1024
 /// too; a household's fetches in flight number in the tens.
-pub const MAX_FETCHES: usize = 1024;
+pub(super) const MAX_FETCHES: usize = 1024;
 /// Most fetches one client starts that are in flight at once: a quarter of the table, more
 /// than a browser opening a page with hundreds of names needs (most are answered in
 /// milliseconds), while four devices asking at once never leave the rest without room.
 pub const MAX_FETCHES_PER_CLIENT: usize = MAX_FETCHES / 4;
 /// Most fetches a trusted forwarder starts that are in flight at once: it asks for the whole
 /// house, yet devices asking directly keep half the table.
-pub const MAX_FETCHES_PER_FORWARDER: usize = MAX_FETCHES / 2;
+pub(super) const MAX_FETCHES_PER_FORWARDER: usize = MAX_FETCHES / 2;
 
 /// Where an answer came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +84,7 @@ pub enum Source {
 
 /// Who would start a fetch, and how many it may have in flight.
 #[derive(Clone, Copy, Debug)]
-pub struct FetchStarter {
+pub(super) struct FetchStarter {
     source: ClientSource,
     /// The most fetches it may have in flight.
     limit: usize,
@@ -86,7 +92,7 @@ pub struct FetchStarter {
 
 impl FetchStarter {
     /// The client at `address`, a trusted `forwarder` or not.
-    pub fn new(address: IpAddr, forwarder: bool) -> Self {
+    pub(super) fn new(address: IpAddr, forwarder: bool) -> Self {
         Self {
             source: client_source(address),
             limit: match forwarder {
@@ -121,7 +127,7 @@ impl FetchLimit {
 
 /// Why the cache and upstream stages have no answer.
 #[derive(Clone, Debug)]
-pub enum Unanswered {
+pub(super) enum Unanswered {
     /// The fetch failed.
     Failed(UpstreamError),
     /// No fetch was started: a cap refused it.
@@ -145,27 +151,28 @@ struct Table {
 type InFlight = Mutex<Table>;
 
 /// The cache and the upstreams, and the fetches under way.
-pub struct Fetcher {
+pub(super) struct Fetcher {
     cache: Arc<Cache>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<dyn Forward>,
     in_flight: Arc<InFlight>,
 }
 
 impl Fetcher {
     /// Fetches through `upstreams` into `cache`.
-    pub fn new(cache: Cache, upstreams: Upstreams) -> Self {
+    pub(super) fn new(cache: Cache, upstreams: Arc<dyn Forward>) -> Self {
         Self {
             cache: Arc::new(cache),
-            upstreams: Arc::new(upstreams),
+            upstreams,
             in_flight: Arc::default(),
         }
     }
 
-    /// The answer to `question`, asked by `starter`, and where it came from.
-    pub async fn answer(
+    /// The answer to `question`, asked by `starter` (`None`: by nobody the caps count,
+    /// `explain`'s dry run), and where it came from.
+    pub(super) async fn answer(
         &self,
         question: &Question,
-        starter: FetchStarter,
+        starter: Option<FetchStarter>,
     ) -> Result<(Arc<Entry>, Source), Unanswered> {
         let key = question.cache_key();
         let stale = match self.cache.get(&key) {
@@ -196,29 +203,32 @@ impl Fetcher {
         (entry, Source::Stale)
     }
 
-    /// The fetch under way for `key`, or a new one started for `starter` if the caps allow.
+    /// The fetch under way for `key`, or a new one started for `starter` if the caps allow
+    /// (with no `starter`, no cap applies).
     fn fetch(
         &self,
         key: CacheKey,
         question: &Question,
-        starter: FetchStarter,
+        starter: Option<FetchStarter>,
     ) -> Result<SharedFetch, FetchLimit> {
         let (fetch, done) = {
             let mut in_flight = lock(&self.in_flight);
             if let Some(fetch) = in_flight.fetches.get(&key) {
                 return Ok(fetch.clone());
             }
-            if in_flight.fetches.len() >= MAX_FETCHES {
-                return Err(FetchLimit::Total);
+            if let Some(starter) = starter {
+                if in_flight.fetches.len() >= MAX_FETCHES {
+                    return Err(FetchLimit::Total);
+                }
+                let started = in_flight.started_by.entry(starter.source).or_default();
+                if *started >= starter.limit {
+                    return Err(FetchLimit::Client);
+                }
+                *started += 1;
             }
-            let started = in_flight.started_by.entry(starter.source).or_default();
-            if *started >= starter.limit {
-                return Err(FetchLimit::Client);
-            }
-            *started += 1;
             // Waiters share the task's result, not the fetch itself: only the task polls the
             // upstream exchange, so its sockets and timers belong to the runtime that runs it
-            // (each UDP listener has its own, see `crate::dns::udp`), and it completes
+            // (each UDP listener has its own, see `crate::server::udp`), and it completes
             // whoever is still waiting.
             let (done, result) = oneshot::channel();
             let fetch = result.shared();
@@ -234,7 +244,7 @@ impl Fetcher {
             InFlightEntry {
                 in_flight: self.in_flight.clone(),
                 key,
-                source: starter.source,
+                source: starter.map(|starter| starter.source),
             },
             question.clone(),
             done,
@@ -254,13 +264,15 @@ async fn fetched(fetch: SharedFetch) -> Fetched {
 /// the answer, so a question arriving in between finds one or the other.
 async fn forward(
     cache: Arc<Cache>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<dyn Forward>,
     entry: InFlightEntry,
     question: Question,
     done: oneshot::Sender<Fetched>,
 ) {
     let key = &entry.key;
-    let fetched = match upstreams.forward(&question).await {
+    // The deadline is the pipeline's promise to the client, whatever the forwarder does.
+    let forwarded = tokio::time::timeout(QUERY_DEADLINE, upstreams.forward(&question)).await;
+    let fetched = match forwarded.unwrap_or(Err(UpstreamError::AllFailed)) {
         Ok(mut answer) => {
             cache.clamp(&mut answer);
             let fetched = Arc::new(Entry::new(Arc::new(answer)));
@@ -286,15 +298,17 @@ async fn forward(
 struct InFlightEntry {
     in_flight: Arc<InFlight>,
     key: CacheKey,
-    /// The client that started the fetch.
-    source: ClientSource,
+    /// The client that started the fetch, if the caps count it.
+    source: Option<ClientSource>,
 }
 
 impl Drop for InFlightEntry {
     fn drop(&mut self) {
         let mut in_flight = lock(&self.in_flight);
         in_flight.fetches.remove(&self.key);
-        if let MapEntry::Occupied(mut started) = in_flight.started_by.entry(self.source) {
+        if let Some(source) = self.source
+            && let MapEntry::Occupied(mut started) = in_flight.started_by.entry(source)
+        {
             *started.get_mut() -= 1;
             if *started.get() == 0 {
                 started.remove();
@@ -319,9 +333,6 @@ mod tests {
     use crate::config::{CacheSettings, UpstreamSettings};
     use crate::metrics::Metrics;
 
-    /// A question asked while its runtime shuts down (tokio drops a task spawned then at
-    /// once, inside `spawn`) fails at once and leaves no fetch behind, instead of the task's
-    /// drop guard waiting for the in-flight lock its own spawn still held.
     /// A fetcher whose upstream is the discard port on loopback, where nothing listens.
     fn fetcher() -> Fetcher {
         let metrics = Metrics::new();
@@ -335,10 +346,13 @@ mod tests {
         };
         Fetcher::new(
             Cache::new(&settings, metrics.cache()),
-            Upstreams::new(&[upstream], &metrics),
+            Arc::new(crate::dns::Upstreams::new(&[upstream], &metrics)),
         )
     }
 
+    /// A question asked while its runtime shuts down (tokio drops a task spawned then at
+    /// once, inside `spawn`) fails at once and leaves no fetch behind, instead of the task's
+    /// drop guard waiting for the in-flight lock its own spawn still held.
     #[test]
     fn a_fetch_spawned_on_a_runtime_that_has_stopped_fails_at_once() {
         // Nothing is sent: the task is dropped before it runs.
@@ -355,7 +369,7 @@ mod tests {
         std::thread::spawn(move || {
             let _runtime = handle.enter();
             let question = Question::parse("www.example.com", "A").unwrap();
-            let mut answer = pin!(asking.answer(&question, member("192.0.2.1")));
+            let mut answer = pin!(asking.answer(&question, Some(member("192.0.2.1"))));
             let polled = answer
                 .as_mut()
                 .poll(&mut Context::from_waker(Waker::noop()));
@@ -386,7 +400,7 @@ mod tests {
     fn start(fetcher: &Fetcher, name: &str, starter: FetchStarter) -> Result<(), FetchLimit> {
         let question = Question::parse(name, "A").unwrap();
         fetcher
-            .fetch(question.cache_key().to_key(), &question, starter)
+            .fetch(question.cache_key().to_key(), &question, Some(starter))
             .map(drop)
     }
 

@@ -24,21 +24,23 @@
 //! service while it answers the rest of the house; only silence towards everyone does.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prometheus::IntGauge;
 use tracing::{info, warn};
 
 /// Consecutive unreachable attempts that mark an upstream down.
-pub const FAILURES_TO_MARK_DOWN: u32 = 3;
+pub(super) const FAILURES_TO_MARK_DOWN: u32 = 3;
 /// Time from being marked down to the first probe.
-pub const FIRST_PROBE_AFTER: Duration = Duration::from_secs(1);
+pub(super) const FIRST_PROBE_AFTER: Duration = Duration::from_secs(1);
 /// The longest wait between two probes of an upstream that stays down.
-pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How a query may use an upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Turn {
+pub(super) enum Turn {
     /// The upstream is up.
     Up,
     /// The upstream is down and this query is its probe.
@@ -50,7 +52,7 @@ pub enum Turn {
 }
 
 /// The health of one upstream, shared by every query.
-pub struct Health {
+pub(super) struct Health {
     /// The upstream's label, for logs.
     name: Box<str>,
     state: Mutex<State>,
@@ -77,7 +79,7 @@ struct Backoff {
 
 impl Health {
     /// An upstream presumed up until it fails.
-    pub fn new(name: &str, gauge: IntGauge) -> Self {
+    pub(super) fn new(name: &str, gauge: IntGauge) -> Self {
         gauge.set(1);
         Self {
             name: name.into(),
@@ -88,7 +90,7 @@ impl Health {
 
     /// Whether a query that reaches this upstream at `now` may use it: `None` to skip it.
     /// When a probe is due, this query becomes the probe.
-    pub fn turn(&self, now: Instant) -> Option<Turn> {
+    pub(super) fn turn(&self, now: Instant) -> Option<Turn> {
         let mut state = self.lock();
         let Some(backoff) = &mut state.down else {
             return Some(Turn::Up);
@@ -102,7 +104,7 @@ impl Health {
     }
 
     /// Records a reply (any reply: the upstream is reachable) that arrived at `now`.
-    pub fn reached(&self, now: Instant) {
+    pub(super) fn reached(&self, now: Instant) {
         let mut state = self.lock();
         state.failures = 0;
         // Replies to attempts sent earlier can be read later on another thread: the latest
@@ -116,7 +118,7 @@ impl Health {
 
     /// Records an attempt made in `turn`, sent at `sent`, that got no usable reply by `now`.
     /// It counts only if nothing at all came back from the upstream since `sent`.
-    pub fn unreachable(&self, turn: Turn, sent: Instant, now: Instant) {
+    pub(super) fn unreachable(&self, turn: Turn, sent: Instant, now: Instant) {
         let mut state = self.lock();
         if state.last_reply.is_some_and(|reply| reply >= sent) {
             // The upstream answered someone meanwhile: the trouble is this question.

@@ -1,0 +1,281 @@
+//! The DNS service: request bytes in, reply bytes out, whatever the transport. It keeps only
+//! the edge: admit the client, parse the request, run the [`Pipeline`], write the reply and
+//! count it, once, whatever happened.
+//!
+//! Transports ([`super::udp`], [`super::tcp`]) only move bytes; everything a client can see
+//! is decided here and in the pipeline, so UDP, TCP and the fuzzer exercise the same code.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use prometheus::{Histogram, IntCounter};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::admission::{Admission, Verdict};
+use crate::dns::{
+    Echo, Rcode, Request, Transport, reply_rcode, write_answer, write_blocked, write_code,
+};
+use crate::metrics::{Metrics, QTYPE_LABELS, QueryResult, ResponseCounters};
+use crate::net::ForwardedClient;
+use crate::pipeline::{Asker, FetchLimit, Outcome, Pipeline, Query, Resolution};
+use crate::policy::{Device, Policy, PolicyHandle};
+
+/// Who a client is to the per-client limits ([`DnsService::standing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Outside `allow_from`.
+    Stranger,
+    /// One of the house's clients.
+    Member,
+    /// A trusted forwarder: the whole house behind one address.
+    Forwarder,
+}
+
+/// Turns requests into replies.
+pub struct DnsService {
+    policy: PolicyHandle,
+    pipeline: Pipeline,
+    admission: Admission,
+    counters: ServiceCounters,
+}
+
+/// The service's own metric handles.
+pub struct ServiceCounters {
+    /// Time to answer, per result.
+    pub durations: [Histogram; QueryResult::ALL.len()],
+    /// Queries refused by the access list.
+    pub refused: IntCounter,
+    /// Queries dropped by the rate limit.
+    pub rate_limited: IntCounter,
+    /// Queries dropped by the caps on fetches in flight, indexed by [`FetchLimit`].
+    pub fetch_limited: [IntCounter; FetchLimit::ALL.len()],
+    /// Replies sent, by response code.
+    pub responses: ResponseCounters,
+}
+
+impl ServiceCounters {
+    /// The handles from `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            durations: metrics.request_durations(),
+            refused: metrics.refused(),
+            rate_limited: metrics.rate_limited(),
+            fetch_limited: FetchLimit::ALL.map(|limit| metrics.fetch_limited(limit.label())),
+            responses: metrics.responses(),
+        }
+    }
+}
+
+impl DnsService {
+    /// A service answering the clients `admission` lets in, from the snapshot in `policy`
+    /// through `pipeline`.
+    pub fn new(
+        policy: PolicyHandle,
+        pipeline: Pipeline,
+        admission: Admission,
+        counters: ServiceCounters,
+    ) -> Self {
+        Self {
+            policy,
+            pipeline,
+            admission,
+            counters,
+        }
+    }
+
+    /// Who `client` is to the per-client limits: a stranger (outside `allow_from`, only ever
+    /// answered REFUSED), one of the house's, or a trusted forwarder asking for many of them.
+    pub fn standing(&self, client: IpAddr) -> Standing {
+        if !self.admission.allows(client) {
+            Standing::Stranger
+        } else if self.policy.load().trusts(client) {
+            Standing::Forwarder
+        } else {
+            Standing::Member
+        }
+    }
+
+    /// The reply to `bytes` from `client`, or `None` when nothing must be sent back. Every
+    /// reply is counted by its response code, whichever path wrote it.
+    pub async fn respond(
+        &self,
+        bytes: &[u8],
+        client: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let reply = self.reply_to(bytes, client, transport).await;
+        if let Some(reply) = &reply {
+            self.counters.responses.count(reply_rcode(reply));
+        }
+        reply
+    }
+
+    /// [`Self::respond`]'s reply, before it is counted.
+    async fn reply_to(
+        &self,
+        bytes: &[u8],
+        client: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        // One snapshot for the whole query, even if a reload swaps in another meanwhile.
+        let policy = self.policy.load_full();
+        // admit: before anything is decoded. A stranger gets REFUSED (no bigger than its
+        // question, so useless for amplification) and never reaches an upstream; a client
+        // over its rate gets nothing at all. A trusted forwarder has no rate limit.
+        let verdict = match policy.trusts(client) {
+            true => self.admission.check_forwarder(client),
+            false => self.admission.check(client),
+        };
+        if verdict != Verdict::Answer {
+            return self.turn_away(bytes, client, transport, verdict, &policy, started);
+        }
+        // parse: a request whose question cannot be read gets its error code, if any.
+        let request = match Request::parse(bytes) {
+            Ok(request) => request,
+            Err(rejection) => {
+                let reply = rejection.reply(transport)?;
+                let device = self.device(&policy, client, &ForwardedClient::default());
+                self.count(device, OTHER_QTYPE, QueryResult::Refused, started);
+                return Some(reply);
+            }
+        };
+        let query = Query {
+            asker: Asker::Client {
+                address: client,
+                forwarded: &request.forwarded,
+            },
+            question: &request.question,
+            transport,
+        };
+        let resolution = self.pipeline.resolve(&policy, &query).await;
+        let reply = write_resolution(&request, bytes, &resolution, &policy, transport);
+        if let Outcome::Dropped(limit) = resolution.outcome {
+            self.counters.fetch_limited[limit as usize].inc();
+        }
+        let device = resolution.identity.device;
+        if let Outcome::Blocked { list, by } = &resolution.outcome {
+            device.counters.count_block(usize::from(*list));
+            debug!(name = request.question.name(), device = %device.name, profile = %resolution.identity.profile.name, list = %policy.list(*list).id, ?by, "blocked");
+        }
+        if let Some(decision) = &resolution.overridden {
+            device.counters.count_override(decision.kind.as_str());
+        }
+        let result = resolution.outcome.result();
+        self.count(device, request.question.qtype_row(), result, started);
+        reply
+    }
+
+    /// A query admission does not let in: refused (a stranger) or dropped (over its rate),
+    /// counted under `refused` like every other query not served.
+    fn turn_away(
+        &self,
+        bytes: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        verdict: Verdict,
+        policy: &Policy,
+        started: Instant,
+    ) -> Option<Vec<u8>> {
+        let refused = verdict == Verdict::Refuse;
+        match refused {
+            true => self.counters.refused.inc(),
+            false => self.counters.rate_limited.inc(),
+        }
+        // Only a query that reads as one is counted (and answered): bytes that are no DNS
+        // are no query.
+        let request = Request::parse(bytes).ok()?;
+        let reply = refused.then(|| {
+            let echo = Echo::of(&request, bytes);
+            write_code(&echo, Rcode::Refused, None, false, transport)
+        });
+        let device = self.device(policy, client, &request.forwarded);
+        self.count(
+            device,
+            request.question.qtype_row(),
+            QueryResult::Refused,
+            started,
+        );
+        reply
+    }
+
+    fn device<'p>(
+        &self,
+        policy: &'p Policy,
+        client: IpAddr,
+        forwarded: &ForwardedClient,
+    ) -> &'p Device {
+        self.pipeline.identify(policy, client, forwarded).device
+    }
+
+    /// Counts one query: the one place every answer (and every query turned away) is counted.
+    fn count(&self, device: &Device, qtype_row: usize, result: QueryResult, started: Instant) {
+        device.counters.count_query_row(qtype_row, result);
+        self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The `qtype` row of a query whose question could not be read: "other".
+const OTHER_QTYPE: usize = QTYPE_LABELS.len() - 1;
+
+/// The reply to `request` (read from `bytes`) from what the pipeline decided; `None` for a
+/// question dropped unanswered.
+fn write_resolution(
+    request: &Request,
+    bytes: &[u8],
+    resolution: &Resolution<'_>,
+    policy: &Policy,
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let echo = Echo::of(request, bytes).with_ecs(resolution.ecs);
+    let outcome = &resolution.outcome;
+    let why = outcome.why();
+    let ede = outcome.ede(policy, &why);
+    let code = |rcode, truncate| write_code(&echo, rcode, ede, truncate, transport);
+    let reply = match outcome {
+        Outcome::Blocked { list, .. } => {
+            let profile = resolution.identity.profile;
+            write_blocked(
+                &echo,
+                &request.question,
+                profile.answer,
+                policy.blocked_ttl(profile, *list),
+                ede,
+                transport,
+            )
+        }
+        Outcome::BlockedByOverride(decision) => {
+            let profile = resolution.identity.profile;
+            write_blocked(
+                &echo,
+                &request.question,
+                profile.answer,
+                ttl_within(profile.blocked_ttl, decision.expires),
+                ede,
+                transport,
+            )
+        }
+        Outcome::Answered { entry, .. } => {
+            write_answer(&echo, &entry.answer, outcome.ttl_rule(), ede, transport)
+        }
+        Outcome::Truncated => code(Rcode::NoError, true),
+        Outcome::NotImplemented => code(Rcode::NotImp, false),
+        Outcome::Malformed => code(Rcode::FormErr, false),
+        Outcome::Refused => code(Rcode::Refused, false),
+        Outcome::ServFail(_) => code(Rcode::ServFail, false),
+        Outcome::Dropped(_) => return None,
+    };
+    Some(reply)
+}
+
+/// A service shared by every listener task.
+pub type SharedService = Arc<DnsService>;
+
+/// The TTL of a blocked answer that an override decided: the profile's, but never past the
+/// override's end, so a client does not keep the block cached after it is lifted.
+fn ttl_within(ttl: std::time::Duration, expires: Option<jiff::Timestamp>) -> std::time::Duration {
+    let Some(end) = expires else { return ttl };
+    let left = end.duration_since(jiff::Timestamp::now()).as_secs().max(0);
+    ttl.min(std::time::Duration::from_secs(left.unsigned_abs()))
+}
