@@ -23,6 +23,10 @@ pub fn bad(field: &str, problem: impl std::fmt::Display) -> Response {
 /// Lets a request through only with `Authorization: Bearer <token>` matching `expected`; with
 /// no token configured the endpoint is off (403), so nothing that reveals browsing or changes
 /// filtering is ever open.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once per refused request"
+)]
 pub fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = expected else {
         return Err(error(
