@@ -1,7 +1,9 @@
 //! The whole in-process query path (request bytes → parse → decide → cache → encode → reply
 //! bytes) without sockets, so a change's cost shows without a network: a blocked question, a
 //! cached one (for the default profile, and for `no-meta`, which also checks the answer's
-//! addresses against Meta's networks), and a malformed one.
+//! addresses against Meta's networks), and a malformed one; the blocked and cached ones again
+//! with 100 household overrides in force that apply to everyone but match neither name (the
+//! most an override costs a question it does not decide).
 //!
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
@@ -24,6 +26,9 @@ use metasink::admission::Admission;
 use metasink::cache::Cache;
 use metasink::dns::{Transport, Upstreams};
 use metasink::metrics::Metrics;
+use metasink::overrides::Kind;
+use metasink::overrides::OverrideStore;
+use metasink::overrides::store::NewOverride;
 use metasink::pipeline::Pipeline;
 use metasink::server::{DnsService, ServiceCounters};
 use metasink::{config, policy};
@@ -67,8 +72,31 @@ fn query(name: &str) -> Vec<u8> {
     message.to_vec().expect("encode")
 }
 
-/// The service for clients of `profile` (`default_profile`).
+/// The service for clients of `profile` (`default_profile`), with no overrides.
 fn service(profile: &str) -> DnsService {
+    service_with(profile, Arc::new(OverrideStore::in_memory()))
+}
+
+/// 100 overrides for everyone, each allowing or blocking a name the bench never asks.
+fn hundred_overrides() -> Arc<OverrideStore> {
+    let store = OverrideStore::in_memory();
+    let now = jiff::Timestamp::now();
+    for n in 0..100 {
+        let kind = if n % 2 == 0 { Kind::Allow } else { Kind::Block };
+        let rule = NewOverride {
+            kind,
+            device: None,
+            profile: None,
+            names: vec![format!("site{n}.example.org")],
+            expires: Some(now + jiff::SignedDuration::from_hours(1)),
+        };
+        store.add(rule, now).expect("room for 100");
+    }
+    Arc::new(store)
+}
+
+/// The service for clients of `profile` (`default_profile`) deciding with `overrides`.
+fn service_with(profile: &str, overrides: Arc<OverrideStore>) -> DnsService {
     let upstream = start_responder();
     // One client asks millions of times: no per-client rate limit here.
     let text = format!(
@@ -79,7 +107,8 @@ fn service(profile: &str) -> DnsService {
     let metrics = Metrics::new();
     let snapshot = policy::compile(&settings, &metrics, 1);
     let upstreams = Upstreams::new(&settings.upstreams, &metrics);
-    let pipeline = Pipeline::new(Cache::new(&settings.cache, metrics.cache()), upstreams);
+    let pipeline = Pipeline::new(Cache::new(&settings.cache, metrics.cache()), upstreams)
+        .with_overrides(overrides);
     DnsService::new(
         Arc::new(ArcSwap::from_pointee(snapshot)),
         pipeline,
@@ -94,9 +123,10 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let networks = service("no-meta");
+    let overridden = service_with("meta-apps", hundred_overrides());
     let service = service("meta-apps");
     let cached = query("www.example.com.");
-    for service in [&service, &networks] {
+    for service in [&service, &networks, &overridden] {
         runtime
             .block_on(service.respond(&cached, CLIENT, Transport::Udp))
             .expect("warm the cache");
@@ -123,6 +153,8 @@ fn bench(c: &mut Criterion) {
         &cached,
     );
     run("malformed", &service, &malformed);
+    run("blocked, 100 overrides in force", &overridden, &blocked);
+    run("cached, 100 overrides in force", &overridden, &cached);
     group.finish();
 }
 

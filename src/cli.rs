@@ -176,11 +176,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             forwarders.join(", ")
         );
     }
-    let upstreams: Vec<_> = settings
-        .upstreams
-        .iter()
-        .map(|u| u.address.to_string())
-        .collect();
+    let upstreams: Vec<_> = settings.upstreams.iter().map(|u| u.label()).collect();
     println!(
         "  upstreams: {}",
         if upstreams.is_empty() {

@@ -34,6 +34,10 @@ pub const UPSTREAM_DURATION_SECONDS: &str = "metasink_upstream_duration_seconds"
 pub const UPSTREAM_ERRORS_TOTAL: &str = "metasink_upstream_errors_total";
 /// Whether each upstream is in use (1) or skipped after repeated failures (0), by upstream.
 pub const UPSTREAM_HEALTHY: &str = "metasink_upstream_healthy";
+/// 1 for each configured upstream, by upstream and protocol (udp, tcp, tls, https). An info
+/// series of its own: a `protocol` label on the other upstream series would change the
+/// documented label sets of series that exist already.
+pub const UPSTREAM_INFO: &str = "metasink_upstream_info";
 /// Expired answers served because no upstream answered in time (RFC 8767 serve-stale). They
 /// are also counted with `result="cached"` in [`QUERIES_TOTAL`], whose result set is fixed.
 pub const STALE_ANSWERS_TOTAL: &str = "metasink_stale_answers_total";
@@ -130,8 +134,9 @@ impl QueryResult {
 }
 
 /// Kinds of upstream failure: the `kind` label.
-pub const UPSTREAM_ERROR_KINDS: &[&str] =
-    &["timeout", "io", "servfail", "refused", "unusable", "other"];
+pub const UPSTREAM_ERROR_KINDS: &[&str] = &[
+    "timeout", "io", "tls", "servfail", "refused", "unusable", "other",
+];
 
 /// Buckets for the time to answer a query: fine below a millisecond, where cache hits and
 /// blocks land (10 µs to 1 ms), then on to 5 s, where SERVFAILs (1–2 s, after the upstream
@@ -156,6 +161,7 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
     upstream_healthy: IntGaugeVec,
+    upstream_info: IntGaugeVec,
     stale_answers: IntCounter,
     list_entries: IntGaugeVec,
     list_invalid_lines: IntCounterVec,
@@ -315,6 +321,12 @@ impl Metrics {
                 UPSTREAM_HEALTHY,
                 "1 while the upstream is in use, 0 while it is skipped after repeated failures",
                 &["upstream"],
+            ),
+            upstream_info: gauge_vec(
+                &registry,
+                UPSTREAM_INFO,
+                "1 for each configured upstream, with the protocol queries go over",
+                &["upstream", "protocol"],
             ),
             stale_answers: counter(
                 &registry,
@@ -509,6 +521,13 @@ impl Metrics {
                 .map(|kind| self.upstream_errors.with_label_values(&[label, kind]))
                 .collect(),
         }
+    }
+
+    /// Records that upstream `label` is reached over `protocol`.
+    pub fn upstream_protocol(&self, label: &str, protocol: &str) {
+        self.upstream_info
+            .with_label_values(&[label, protocol])
+            .set(1);
     }
 
     /// Cache handles.

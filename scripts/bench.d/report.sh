@@ -287,4 +287,43 @@ report() {
     notes+=("Largest share of the server core taken by other processes during a run: $worst (this machine is shared).")
     for note in "${notes[@]}"; do echo "- $note"; done
     targets_check
+    report_protocols
+}
+
+# The upstream protocol case (BENCH_PROTOCOLS): uncached QPS and p50 over DoT and DoH against
+# UDP, through the same local frontend; the targets of issue 17 (QPS ≥ ½ of UDP, p50 ≤ 2×).
+report_protocols() {
+    [[ ${BENCH_PROTOCOLS:-0} == 1 ]] && have metasink-udp,uncached.qps || return 0
+    local udp=metasink-udp protocol t
+    echo
+    echo "### Upstream protocols (metasink, no list → local Unbound → nsd; uncached names; tcp:// shows what TLS adds to a TCP stream)"
+    echo
+    echo "| upstream | uncached QPS | ×UDP | p50 / p99 ms @${BENCH_PROTOCOL_RATE} QPS | p50 ×UDP |"
+    echo "| --- | --- | --- | --- | --- |"
+    for protocol in ${PROTOCOLS[*]}; do
+        t=metasink-$protocol
+        have "$t,uncached.qps" || continue
+        printf '| %s | %s%s | %.2f× | %s / %s | %.2f× |\n' "$protocol" "$(fmt_qps "${R[$t,uncached.qps]}")" \
+            "$(marks "$t" uncached)" "$(calc "${R[$t,uncached.qps]} / ${R[$udp,uncached.qps]}")" \
+            "${R[$t,uncached@rate.lat_p50_ms]:-?}" "${R[$t,uncached@rate.lat_p99_ms]:-?}" \
+            "$(calc "${R[$t,uncached@rate.lat_p50_ms]:-0} / ${R[$udp,uncached@rate.lat_p50_ms]:-1}")"
+    done
+    echo
+    echo "Issue 17 targets (ratios from this run):"
+    echo
+    echo "| target | measured | verdict |"
+    echo "| --- | --- | --- |"
+    local qps p50
+    for protocol in ${PROTOCOLS[*]}; do
+        [[ $protocol == @(udp|tcp) ]] && continue
+        t=metasink-$protocol
+        have "$t,uncached.qps" || continue
+        qps=$(calc "${R[$t,uncached.qps]} / ${R[$udp,uncached.qps]}")
+        check_line "$protocol: uncached QPS ≥ ½ of UDP's" "$(printf '%.2f×' "$qps")"             "$(calc "$qps >= 0.5")"
+        if have "$t,uncached@rate.lat_p50_ms" && have "$udp,uncached@rate.lat_p50_ms"; then
+            p50=$(calc "${R[$t,uncached@rate.lat_p50_ms]} / ${R[$udp,uncached@rate.lat_p50_ms]}")
+            check_line "$protocol: p50 ≤ 2× UDP's" "$(printf '%.2f×' "$p50")" "$(calc "$p50 <= 2")"
+        fi
+    done
+    [[ -z ${PROTOCOLS_NOTE:-} ]] || echo "- $PROTOCOLS_NOTE"
 }

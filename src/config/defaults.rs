@@ -191,7 +191,7 @@ pub(super) fn resolv_conf_upstreams(text: &str, listen: &[SocketAddr]) -> Vec<Up
         .filter_map(nameserver)
         .map(|ip| SocketAddr::new(ip, DNS_PORT))
         .filter(|&address| !address.ip().is_unspecified() && !is_own_address(address, listen))
-        .map(|address| UpstreamSettings { address })
+        .map(UpstreamSettings::plain)
         .collect()
 }
 

@@ -13,7 +13,9 @@ mod defaults;
 mod error;
 mod raw;
 pub mod schedule;
+mod upstream;
 mod validate;
+mod values;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use ipnet::IpNet;
 pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings, presets};
 pub use error::ConfigError;
 pub use schedule::Window;
+pub use upstream::{CaFile, TlsSettings, UpstreamProtocol, UpstreamSettings};
 
 use serde::Deserialize;
 
@@ -150,13 +153,6 @@ pub struct DownloadSettings {
     pub max_bytes: u64,
     /// Downloads running at once.
     pub concurrency: usize,
-}
-
-/// One `[[upstream]]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamSettings {
-    /// Plain DNS: UDP with TCP fallback on truncation.
-    pub address: SocketAddr,
 }
 
 /// `[cache]`.

@@ -92,8 +92,16 @@ pub(super) struct RawDownload {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
-    /// `IP`, `IP:PORT` or `[IPv6]:PORT`.
+    /// `IP`, `IP:PORT` or `[IPv6]:PORT`, optionally after `udp://` or `tcp://`; or
+    /// `tls://HOST[:PORT]`, `https://HOST[:PORT]/PATH`.
     pub address: Text,
+    /// IP addresses of an encrypted upstream named by host (the span of the array is kept to
+    /// point at an empty one).
+    pub bootstrap: Option<Spanned<Vec<Text>>>,
+    /// The certificate name of an encrypted upstream given by IP address.
+    pub tls_name: Option<Text>,
+    /// PEM file of the roots its certificate is checked against, instead of the system's.
+    pub ca_file: Option<Text>,
 }
 
 /// `[cache]`.

@@ -19,7 +19,7 @@ use toml::Spanned;
 use super::defaults::presets;
 use super::defaults::{
     ALLOW_FROM, BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, DOWNLOAD,
-    RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, is_own_address, system_upstreams,
+    RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, system_upstreams,
 };
 use super::error::{ConfigError, Locator};
 use super::raw::{
@@ -27,6 +27,7 @@ use super::raw::{
     RawWindow, Text,
 };
 use super::schedule::{Days, TimeOfDay, Window, shadowed};
+use super::values::{entry_key, parse_socket_addr, relative_to};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
     DeviceSettings, DownloadSettings, ListSettings, ListSource, Origin, ProfileSettings,
@@ -79,7 +80,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
     let at = Locator::new(text, path);
     let server = server(&raw.server, path, &at)?;
     let admission = admission(&raw.server, &at)?;
-    let upstreams = upstreams(&raw.upstreams, &server.listen, &at)?;
+    let upstreams = upstreams(&raw.upstreams, &server.listen, path, &at)?;
     let cache = cache(&raw.cache, &at)?;
     let download = download(&raw.download, &at)?;
     let lists = lists(&raw.lists, path, &at)?;
@@ -301,11 +302,6 @@ fn api_token(
     Ok(Some((token, token_file)))
 }
 
-/// `text` as a path, relative ones resolved against the config file's directory.
-fn relative_to(config_path: &Path, text: &str) -> PathBuf {
-    config_path.parent().unwrap_or(Path::new("")).join(text)
-}
-
 /// `[download]`: every value above zero, and the interval, timeout and attempts within bounds
 /// that keep list servers from being polled without pause and one refresh (attempts × timeout
 /// plus the doubling delays) from holding up the next for hours.
@@ -444,6 +440,7 @@ fn clash(a: SocketAddr, b: SocketAddr) -> bool {
 fn upstreams(
     raw: &[RawUpstream],
     listen: &[SocketAddr],
+    config_path: &Path,
     at: &Locator<'_>,
 ) -> Result<Vec<UpstreamSettings>, ConfigError> {
     if raw.is_empty() {
@@ -452,17 +449,7 @@ fn upstreams(
     raw.iter()
         .enumerate()
         .map(|(index, upstream)| {
-            let key = entry_key("upstream", index, "address");
-            let address = socket_addr(&upstream.address, DNS_PORT, &key, at)?;
-            let problem = if address.port() == 0 || address.ip().is_unspecified() {
-                "is not an address a query can be sent to"
-            } else if is_own_address(address, listen) {
-                "is this server's own listen address: queries would loop"
-            } else {
-                return Ok(UpstreamSettings { address });
-            };
-            let message = format!("`{address}` {problem}");
-            Err(at.invalid(upstream.address.span(), key, message))
+            super::upstream::upstream(upstream, index, listen, config_path, at)
         })
         .collect()
 }
@@ -991,31 +978,6 @@ fn socket_addr(
         .map_err(|message| at.invalid(value.span(), key, message))
 }
 
-/// See [`socket_addr`].
-fn parse_socket_addr(text: &str, default_port: u16) -> Result<SocketAddr, String> {
-    if let Ok(address) = text.parse() {
-        return Ok(address);
-    }
-    if let Some(ip) = bare_ip(text) {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
-    match text.rsplit_once(':') {
-        Some((ip, port)) if bare_ip(ip).is_some() => {
-            Err(format!("`{port}` is not a port number (0 to 65535)"))
-        }
-        _ => Err(format!(
-            "`{text}` is not an IP address with an optional port, like `9.9.9.9`, \
-             `192.168.1.1:53` or `[2620:fe::fe]:53` (host names are not resolved)"
-        )),
-    }
-}
-
-/// `text` as an IP address, IPv6 optionally in brackets.
-fn bare_ip(text: &str) -> Option<IpAddr> {
-    let unbracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
-    unbracketed.unwrap_or(text).parse().ok()
-}
-
 /// A TTL given as a humantime duration (`"30s"`, `"5m"`, `"1d"`), or `default` when absent.
 fn optional_ttl(
     value: Option<&Text>,
@@ -1113,11 +1075,6 @@ fn declare<'a>(
         }
     };
     Err(at.invalid(name.span(), key, message))
-}
-
-/// The key path of `field` in the `index`th `[[table]]` of the file: `profile[2].block`.
-fn entry_key(table: &str, index: usize, field: &str) -> String {
-    format!("{table}[{index}].{field}")
 }
 
 /// Puts `item` in place of the item with the same id, or at the end when there is none.

@@ -11,7 +11,9 @@
 //! and the wait goes on (RFC 5452's query matching). The UDP sockets those queries use are
 //! kept open and reused ([`sockets`]). A truncated answer is asked again on a TCP connection
 //! of its own, closed when the answer is in (truncation is rare; Unbound and dnsmasq open
-//! one per query too).
+//! one per query too). Upstreams written `tcp://`, `tls://` (DoT) or `https://` (DoH) are
+//! reached over a connection kept open instead ([`connection`]); everything else here
+//! (order, deadlines, health, what a reply means) is the same for every protocol.
 //!
 //! A query gets [`ATTEMPT_TIMEOUT`] per upstream and [`QUERY_DEADLINE`] in all, so a client
 //! sees SERVFAIL well before it gives up on us. Answers are cached once, by
@@ -34,6 +36,7 @@
 //! the only upstream down, and every other device then got SERVFAIL for queries the
 //! upstream would have answered. Unbound and dnsmasq keep sending too.
 
+mod connection;
 mod health;
 mod sockets;
 
@@ -52,6 +55,7 @@ use hickory_resolver::net::udp::UdpClientStream;
 use hickory_resolver::net::xfer::{DnsRequestSender, FirstAnswer};
 use hickory_resolver::net::{DnsHandle, NetError};
 
+use self::connection::Connected;
 use self::health::{Health, Turn};
 use self::sockets::ReusingProvider;
 use super::{Answer, Question};
@@ -92,6 +96,8 @@ struct Upstream {
     provider: ReusingProvider,
     /// Source ports never used: every upstream's port (see [`Upstreams::new`]).
     avoided_ports: Arc<HashSet<u16>>,
+    /// The kept-open connection of a `tcp://`, `tls://` or `https://` upstream; None for UDP.
+    connected: Option<Connected>,
     counters: UpstreamCounters,
     health: Health,
 }
@@ -101,6 +107,9 @@ struct Upstream {
 enum Failure {
     Timeout,
     Io,
+    /// The TLS handshake failed: a certificate not valid for the name, not signed by a trusted
+    /// root, expired... Fails closed: nothing is sent unencrypted instead.
+    Tls,
     ServFail,
     Refused,
     /// A reply we cannot serve: another response code (FORMERR, NOTIMP...), not a response
@@ -116,6 +125,7 @@ impl Failure {
         match self {
             Self::Timeout => "timeout",
             Self::Io => "io",
+            Self::Tls => "tls",
             Self::ServFail => "servfail",
             Self::Refused => "refused",
             Self::Unusable => "unusable",
@@ -128,7 +138,7 @@ impl Failure {
     /// otherwise three odd questions in a row from one client would take it out of service
     /// for everyone.
     fn is_unreachable(self) -> bool {
-        matches!(self, Self::Timeout | Self::Io | Self::Other)
+        matches!(self, Self::Timeout | Self::Io | Self::Tls | Self::Other)
     }
 }
 
@@ -192,12 +202,15 @@ impl Upstream {
         metrics: &Metrics,
     ) -> Self {
         let address = settings.address;
-        let label = address.to_string();
+        let label = settings.label();
         let counters = metrics.upstream(&label);
+        metrics.upstream_protocol(&label, settings.protocol.name());
         let health = Health::new(&label, counters.healthy.clone());
+        let provider = ReusingProvider::default();
         Self {
             address,
-            provider: ReusingProvider::default(),
+            connected: Connected::new(settings, provider.clone()),
+            provider,
             avoided_ports,
             counters,
             health,
@@ -250,8 +263,13 @@ impl Upstream {
         Ok(answer)
     }
 
-    /// One exchange over UDP, and again over TCP if the UDP answer was truncated.
+    /// One exchange over UDP, and again over TCP if the UDP answer was truncated; or one on
+    /// the upstream's connection.
     async fn exchange(&self, question: &Question) -> Result<Message, NetError> {
+        if let Some(connected) = &self.connected {
+            let response = connected.exchange(|| request(question)).await?;
+            return Ok(response.into_message());
+        }
         let mut udp = UdpClientStream::builder(self.address, self.provider.clone())
             .with_timeout(Some(ATTEMPT_TIMEOUT))
             .avoid_local_ports(self.avoided_ports.clone())
@@ -313,9 +331,19 @@ fn answer_of(question: &Question, message: Message) -> Result<Answer, Failure> {
 fn failure_of(error: &NetError) -> Failure {
     match error {
         NetError::Timeout => Failure::Timeout,
+        NetError::Io(error) if is_tls(error) => Failure::Tls,
         NetError::Io(_) => Failure::Io,
+        NetError::RustlsError(_) => Failure::Tls,
         _ => Failure::Other,
     }
+}
+
+/// Whether an I/O error is rustls refusing the connection (tokio-rustls reports handshake
+/// failures as I/O errors holding the rustls error).
+fn is_tls(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 #[cfg(test)]
@@ -324,10 +352,8 @@ mod tests {
 
     #[test]
     fn no_upstream_port_is_ever_a_source_port() {
-        let settings =
-            ["127.0.0.1:5300", "127.0.0.1:5301", "[::1]:53"].map(|address| UpstreamSettings {
-                address: address.parse().unwrap(),
-            });
+        let settings = ["127.0.0.1:5300", "127.0.0.1:5301", "[::1]:53"]
+            .map(|address| UpstreamSettings::plain(address.parse().unwrap()));
         let upstreams = Upstreams::new(&settings, &Metrics::new());
         for upstream in &upstreams.servers {
             assert_eq!(

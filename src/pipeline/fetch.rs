@@ -341,9 +341,7 @@ mod tests {
             min_ttl: Duration::ZERO,
             max_ttl: Duration::from_secs(60),
         };
-        let upstream = UpstreamSettings {
-            address: "127.0.0.1:9".parse().unwrap(),
-        };
+        let upstream = UpstreamSettings::plain("127.0.0.1:9".parse().unwrap());
         Fetcher::new(
             Cache::new(&settings, metrics.cache()),
             Arc::new(crate::dns::Upstreams::new(&[upstream], &metrics)),

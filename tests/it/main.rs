@@ -13,6 +13,7 @@ mod catalogue;
 mod cli;
 mod dashboard;
 mod downloads;
+mod encrypted_upstreams;
 mod harness_selftest;
 mod http_listener;
 mod install;

@@ -12,6 +12,8 @@
 //!   HTTP helper for `/metrics`.
 //! - [`list_server`]: an HTTP server for one downloadable list (ETag, 304, request count).
 //! - [`process`]: the `metasink` binary as a process, for signals and exit status.
+//! - [`encrypted`]: [`EncryptedUpstream`], a DoT and DoH server with a certificate from a CA made
+//!   by the test, that counts requests and connections and can drop every connection.
 //! - [`inspect`]: readable accessors over a reply (`rcode`, `a_addrs`, `ede`, `min_answer_ttl`, ...).
 //! - [`prometheus`]: [`Prometheus`], a real Prometheus process scraping test daemons every
 //!   second, and `promtool check metrics`.
@@ -25,6 +27,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod encrypted;
 pub mod faulty;
 pub mod inspect;
 pub mod list_server;
@@ -35,6 +38,7 @@ pub mod upstream;
 // Re-exports so a test only needs `use crate::common::*;`.
 pub use client::*;
 pub use daemon::*;
+pub use encrypted::*;
 pub use faulty::*;
 pub use inspect::*;
 pub use list_server::*;

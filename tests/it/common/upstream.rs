@@ -272,7 +272,7 @@ impl Drop for TestUpstream {
     }
 }
 
-fn build_catalog(records: &[TestRecord<'_>]) -> Catalog {
+pub(crate) fn build_catalog(records: &[TestRecord<'_>]) -> Catalog {
     const SERIAL: u32 = 1;
     let origin = Name::root();
     // The type annotation picks the default runtime provider (Tokio).
