@@ -25,9 +25,10 @@
 //! served instead of nothing. `explain`'s dry run is nobody's client: no cap applies to it.
 //!
 //! [`MAX_FETCHES`] is a constant, not a share of the descriptor budget
-//! (`crate::fd_budget::FdBudget::upstream_sockets`, about 16 000 under the package's unit
-//! and 600 under a plain shell's `ulimit -n` of 1024): with a small limit, a socket that
-//! cannot be opened fails that fetch (SERVFAIL) rather than dropping the question.
+//! (`crate::fd_budget::FdBudget::upstream_sockets`: about 16 000 under the unit's
+//! `LimitNOFILE=16384`, under 700 with a hard limit of 1024, where the budget already warns).
+//! Sizing it from the budget would mean passing the budget down to the pipeline; with a
+//! small limit, an attempt whose socket cannot be opened fails like any other.
 //!
 //! # Serve-stale (RFC 8767)
 //! When the cache only has an expired answer (kept for [`crate::cache::MAX_STALENESS`]), the
