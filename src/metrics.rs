@@ -80,6 +80,9 @@ pub const BUILD_INFO: &str = "metasink_build_info";
 pub const REFUSED_TOTAL: &str = "metasink_refused_total";
 /// Queries dropped, unanswered, because the client exceeded its rate limit.
 pub const RATE_LIMITED_TOTAL: &str = "metasink_rate_limited_total";
+/// Queries dropped, unanswered, because the client (`limit="client"`) or everyone
+/// (`limit="total"`) had as many upstream fetches in flight as allowed.
+pub const FETCH_LIMITED_TOTAL: &str = "metasink_fetch_limited_total";
 /// Replies sent, by response code ([`RCODE_LABELS`]): every reply, whatever its result.
 pub const RESPONSES_TOTAL: &str = "metasink_responses_total";
 
@@ -177,6 +180,7 @@ pub struct Metrics {
     list_bytes: IntGaugeVec,
     refused: IntCounter,
     rate_limited: IntCounter,
+    fetch_limited: IntCounterVec,
     override_decisions: IntCounterVec,
     overrides_active: IntGaugeVec,
     device_profile: IntGaugeVec,
@@ -409,6 +413,12 @@ impl Metrics {
                 RATE_LIMITED_TOTAL,
                 "Queries dropped unanswered: the client exceeded its rate limit",
             ),
+            fetch_limited: counter_vec(
+                &registry,
+                FETCH_LIMITED_TOTAL,
+                "Queries dropped unanswered: too many upstream fetches in flight, for the client or in all",
+                &["limit"],
+            ),
             override_decisions: counter_vec(
                 &registry,
                 OVERRIDE_DECISIONS_TOTAL,
@@ -544,6 +554,12 @@ impl Metrics {
     /// label: a flood from spoofed addresses would otherwise create a series per address.
     pub fn rate_limited(&self) -> IntCounter {
         self.rate_limited.clone()
+    }
+
+    /// The counter of queries dropped by the cap `limit` on fetches in flight
+    /// ([`FETCH_LIMITED_TOTAL`]). No client label, as for the rate limit.
+    pub fn fetch_limited(&self, limit: &str) -> IntCounter {
+        self.fetch_limited.with_label_values(&[limit])
     }
 
     /// The counters of replies by response code ([`RESPONSES_TOTAL`]).

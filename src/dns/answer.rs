@@ -4,6 +4,14 @@
 //! HTTPS/SVCB targets). A positive answer keeps its authority records only when they hold
 //! an SOA or the client asked for DNSSEC ([`keeps_authority`]).
 //!
+//! Only records about the question are kept ([`relevant`]): the answer section holds the
+//! question's name and the names its CNAME chain reaches, the authority section the
+//! question's zones. Done here, once, where an upstream answer becomes a cache entry, so
+//! that what the cache keeps is clean too. The additional section is not kept at all (glue
+//! and extra addresses are for resolvers, not stubs, and are records about other names
+//! too); the OPT record of a reply is always our own ([`super::reply`]), never the
+//! upstream's.
+//!
 //! The records are encoded once, when the answer arrives (hickory's encoder, names
 //! compressed against the question at offset 12, as in any reply), and kept as bytes with
 //! the place of every TTL: a reply copies them behind the client's own question and rewrites
@@ -14,7 +22,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::Question;
 use super::reply::Records;
@@ -76,6 +84,7 @@ impl Answer {
         answers: Vec<Record>,
         authorities: Vec<Record>,
     ) -> Option<Self> {
+        let (answers, authorities) = relevant(question, answers, authorities);
         let authorities = if keeps_authority(question, rcode, &answers, &authorities) {
             authorities
         } else {
@@ -186,6 +195,81 @@ fn rewrite_ttls(records: &mut [u8], offsets: &[u16], new: impl Fn(u32) -> u32) {
         let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
         field.copy_from_slice(&new(ttl).to_be_bytes());
     }
+}
+
+/// The records of the answer and authority sections that are about `question`, as Unbound's
+/// scrubber and dnsmasq keep them: an upstream's answer for `x.poison.test` carrying
+/// `www.victim.test A 6.6.6.6` would otherwise reach the client, whose stub may take it
+/// for the victim's address (answers are not cached under other names here, but a client's
+/// own cache or a forwarder behind us might).
+///
+/// - Answer section: records owned by the question's name and by the names its CNAME chain
+///   reaches, put in the order of the chain (stubs such as glibc follow it in order and
+///   skip what comes out of order); a DNAME (and a signature) owned by an ancestor of a
+///   chain name, which synthesised the CNAME that follows it, stays in its place. The chain
+///   is not followed for a CNAME or ANY question: the CNAME is then the answer itself.
+/// - Authority section: records owned by a name of the chain or one of its ancestors (the
+///   SOA of a negative answer, the zone's NS records), never addresses or aliases (Unbound
+///   removes those as "potential poison"); DNSSEC denial records (NSEC, NSEC3, RRSIG) are
+///   kept whatever their owner, because their owners are neighbouring or hashed names, and
+///   no client takes them for data.
+fn relevant(
+    question: &Question,
+    mut answers: Vec<Record>,
+    mut authorities: Vec<Record>,
+) -> (Vec<Record>, Vec<Record>) {
+    let chain = cname_chain(question, &answers);
+    let place = |record: &Record| chain_place(&chain, record);
+    answers.retain(|record| place(record).is_some());
+    if !answers.is_sorted_by_key(place) {
+        // Stable: records of one name keep the upstream's order.
+        answers.sort_by_key(place);
+    }
+    authorities.retain(|record| match record.record_type() {
+        RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3 => true,
+        RecordType::A | RecordType::AAAA | RecordType::CNAME | RecordType::DNAME => false,
+        _ => chain.iter().any(|name| record.name.zone_of(name)),
+    });
+    (answers, authorities)
+}
+
+/// The question's name, then each name its CNAME chain in `answers` reaches, in order; a
+/// loop ends the chain.
+fn cname_chain(question: &Question, answers: &[Record]) -> Vec<Name> {
+    let mut chain = vec![question.name.clone()];
+    if matches!(question.qtype, RecordType::CNAME | RecordType::ANY) {
+        return chain;
+    }
+    while let Some(target) = answers.iter().find_map(|record| match &record.data {
+        RData::CNAME(cname)
+            if chain
+                .last()
+                .is_some_and(|name| same_name(&record.name, name)) =>
+        {
+            Some(&cname.0)
+        }
+        _ => None,
+    }) {
+        if chain.iter().any(|name| same_name(name, target)) {
+            break;
+        }
+        chain.push(target.clone());
+    }
+    chain
+}
+
+/// The place in `chain` of the name `record` is about; `None`: it is about another name.
+fn chain_place(chain: &[Name], record: &Record) -> Option<usize> {
+    let synthesises = matches!(record.record_type(), RecordType::DNAME | RecordType::RRSIG);
+    chain.iter().position(|name| {
+        same_name(&record.name, name) || (synthesises && record.name.zone_of(name))
+    })
+}
+
+/// Whether `a` and `b` are the same name, ignoring ASCII case and whether either is
+/// written fully qualified.
+fn same_name(a: &Name, b: &Name) -> bool {
+    a.zone_of(b) && b.zone_of(a)
 }
 
 /// Whether the answer keeps the upstream's authority section. Minimal responses, as Unbound
@@ -319,8 +403,12 @@ mod tests {
     }
 
     fn soa(ttl: u32, minimum: u32) -> Record {
+        soa_of("example.com.", ttl, minimum)
+    }
+
+    fn soa_of(zone: &str, ttl: u32, minimum: u32) -> Record {
         let data = SOA::new(name("ns.test."), name("host.test."), 1, 60, 60, 60, minimum);
-        Record::from_rdata(name("test."), ttl, RData::SOA(data))
+        Record::from_rdata(name(zone), ttl, RData::SOA(data))
     }
 
     /// `www.example.com. 300 CNAME target`.
@@ -334,6 +422,41 @@ mod tests {
 
     fn a(owner: &str, ttl: u32) -> Record {
         Record::from_rdata(name(owner), ttl, RData::A(A::new(192, 0, 2, 1)))
+    }
+
+    /// `owner 300 A 6.6.6.6`: a record about a name nobody asked for.
+    fn poison(owner: &str) -> Record {
+        Record::from_rdata(name(owner), 300, RData::A(A::new(6, 6, 6, 6)))
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        Record::from_rdata(name(owner), 300, RData::CNAME(CNAME(name(target))))
+    }
+
+    /// Records as (owner, type), in order.
+    type Listed = Vec<(String, RecordType)>;
+
+    fn listed(records: &[Record]) -> Listed {
+        records
+            .iter()
+            .map(|record| (record.name.to_ascii(), record.record_type()))
+            .collect()
+    }
+
+    /// What the reply to `qname`/`qtype` made from these sections holds: the answer and
+    /// authority sections, listed.
+    fn kept(
+        qname: &str,
+        qtype: &str,
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+    ) -> (Listed, Listed) {
+        let question = Question::parse(qname, qtype).unwrap();
+        let answer = Answer::new(&question, rcode, answers, authorities).unwrap();
+        let message =
+            Message::from_vec(&answer.to_message_bytes(&question, 7, TtlRule::Aged(0))).unwrap();
+        (listed(&message.answers), listed(&message.authorities))
     }
 
     fn answer(rcode: ResponseCode, answers: Vec<Record>, authorities: Vec<Record>) -> Answer {
@@ -388,7 +511,7 @@ mod tests {
     #[test]
     fn served_records_are_the_upstream_records_behind_the_clients_own_question() {
         let text = Record::from_rdata(
-            name("www.example.com."),
+            name("edge.cdn.net."),
             300,
             RData::TXT(TXT::new(vec!["v=spf1 -all".into()])),
         );
@@ -441,6 +564,175 @@ mod tests {
             let sections = (message.answers.len(), message.authorities.len());
             assert_eq!(sections, (count, 1), "{rcode:?} with {count} answers");
         }
+    }
+
+    #[test]
+    fn records_about_other_names_are_dropped_from_the_answer() {
+        let (answers, _) = kept(
+            "x.poison.test",
+            "A",
+            ResponseCode::NoError,
+            vec![
+                poison("www.victim.test."),
+                a("x.poison.test.", 60),
+                poison("poison.test."),
+            ],
+            vec![],
+        );
+        assert_eq!(answers, [("x.poison.test.".into(), RecordType::A)]);
+        // Their names are not inspected either.
+        let question = Question::parse("x.poison.test", "A").unwrap();
+        let injected = vec![
+            a("x.poison.test.", 60),
+            cname("www.victim.test.", "t.test."),
+        ];
+        let answer = Answer::new(&question, ResponseCode::NoError, injected, vec![]).unwrap();
+        assert!(answer.targets().is_empty());
+    }
+
+    #[test]
+    fn an_nxdomain_keeps_only_its_zones_records_in_authority() {
+        let victim_ns = Record::from_rdata(
+            name("victim.test."),
+            3600,
+            RData::NS(NS(name("ns.evil.test."))),
+        );
+        let (answers, authorities) = kept(
+            "x.poison.test",
+            "A",
+            ResponseCode::NXDomain,
+            vec![],
+            vec![
+                poison("www.victim.test."),
+                soa_of("poison.test.", 3600, 120),
+                victim_ns,
+                // Owned by an ancestor, but an address in authority is never kept.
+                poison("poison.test."),
+            ],
+        );
+        assert!(answers.is_empty());
+        assert_eq!(authorities, [("poison.test.".into(), RecordType::SOA)]);
+    }
+
+    #[test]
+    fn the_cname_chain_is_kept_in_its_order_and_nothing_else() {
+        // Out of order, with a stranger in the middle and a record about a name the chain
+        // never reaches.
+        let (answers, authorities) = kept(
+            "www.example.com",
+            "A",
+            ResponseCode::NoError,
+            vec![
+                a("edge.cdn.net.", 60),
+                poison("www.victim.test."),
+                cname("mid.example.net.", "edge.cdn.net."),
+                cname("www.example.com.", "mid.example.net."),
+                poison("other.cdn.net."),
+            ],
+            vec![
+                soa_of("cdn.net.", 3600, 60),
+                soa_of("victim.test.", 3600, 60),
+            ],
+        );
+        let expected = [
+            ("www.example.com.", RecordType::CNAME),
+            ("mid.example.net.", RecordType::CNAME),
+            ("edge.cdn.net.", RecordType::A),
+        ];
+        assert_eq!(
+            answers,
+            expected.map(|(owner, rtype)| (owner.into(), rtype))
+        );
+        // The SOA of the zone the chain ends in stays; another zone's goes.
+        assert_eq!(authorities, [("cdn.net.".into(), RecordType::SOA)]);
+    }
+
+    #[test]
+    fn a_cname_question_is_answered_by_the_cname_alone_and_loops_end() {
+        let chain = || {
+            vec![
+                cname("www.example.com.", "edge.cdn.net."),
+                a("edge.cdn.net.", 60),
+            ]
+        };
+        let (answers, _) = kept(
+            "www.example.com",
+            "CNAME",
+            ResponseCode::NoError,
+            chain(),
+            vec![],
+        );
+        assert_eq!(answers, [("www.example.com.".into(), RecordType::CNAME)]);
+        let (answers, _) = kept(
+            "www.example.com",
+            "A",
+            ResponseCode::NoError,
+            chain(),
+            vec![],
+        );
+        assert_eq!(answers.len(), 2);
+        let looping = vec![
+            cname("b.example.com.", "www.example.com."),
+            cname("www.example.com.", "b.example.com."),
+        ];
+        let (answers, _) = kept(
+            "www.example.com",
+            "A",
+            ResponseCode::NoError,
+            looping,
+            vec![],
+        );
+        let expected = [
+            ("www.example.com.", RecordType::CNAME),
+            ("b.example.com.", RecordType::CNAME),
+        ];
+        assert_eq!(
+            answers,
+            expected.map(|(owner, rtype)| (owner.into(), rtype))
+        );
+    }
+
+    #[test]
+    fn a_dname_above_the_question_and_dnssec_denial_records_are_kept() {
+        let record = |owner: &str, code: RecordType| {
+            let data = RData::Unknown {
+                code,
+                rdata: hickory_proto::rr::rdata::NULL::with(vec![0]),
+            };
+            Record::from_rdata(name(owner), 300, data)
+        };
+        let question = Question::parse("www.old.example", "A").unwrap();
+        let (answers, authorities) = relevant(
+            &question,
+            vec![
+                record("old.example.", RecordType::DNAME),
+                record("victim.test.", RecordType::DNAME),
+                cname("www.old.example.", "www.new.example."),
+                a("www.new.example.", 60),
+            ],
+            vec![
+                record("abc123.new.example.", RecordType::NSEC3),
+                record("abc123.new.example.", RecordType::RRSIG),
+                record("www.old.example.", RecordType::DNAME),
+            ],
+        );
+        let expected = [
+            ("old.example.", RecordType::DNAME),
+            ("www.old.example.", RecordType::CNAME),
+            ("www.new.example.", RecordType::A),
+        ];
+        assert_eq!(
+            listed(&answers),
+            expected.map(|(owner, rtype)| (owner.into(), rtype))
+        );
+        let expected = [
+            ("abc123.new.example.", RecordType::NSEC3),
+            ("abc123.new.example.", RecordType::RRSIG),
+        ];
+        assert_eq!(
+            listed(&authorities),
+            expected.map(|(owner, rtype)| (owner.into(), rtype))
+        );
     }
 
     #[test]

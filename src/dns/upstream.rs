@@ -24,13 +24,17 @@
 //! Racing them would send every name to every upstream: the household picked its first
 //! resolver (a local one, a filtering service) on purpose, and a race would leak each
 //! question to the fallback too and double the load. The cost racing hides, a dead first
-//! upstream, is paid only until passive health ([`health`]) skips it: three slow queries,
-//! then one probe now and then.
+//! upstream, is paid only until passive health ([`health`]) skips it: three timeouts with
+//! nothing at all heard from it meanwhile, then one probe now and then.
 //!
 //! # When every upstream is down
-//! Nothing is sent and the query fails at once ([`UpstreamError::AllDown`]) until a probe is
-//! due: a fast SERVFAIL (or a stale answer, see [`crate::pipeline`]) instead of a two-second
-//! wait for an answer that will not come.
+//! Upstreams that health skips are the last resort: when no upstream in service answered
+//! (or none is in service), they are asked anyway, in order, within the same deadline. So a
+//! query never fails without having been sent: health only decides the order. Failing fast
+//! instead once looked cheaper (a quick SERVFAIL rather than a two-second wait), but it
+//! turned a wrong verdict into an outage for everybody: one client's timeouts could mark
+//! the only upstream down, and every other device then got SERVFAIL for queries the
+//! upstream would have answered. Unbound and dnsmasq keep sending too.
 
 mod connection;
 mod health;
@@ -72,9 +76,6 @@ pub enum UpstreamError {
     /// Every upstream tried failed or ran out of time.
     #[error("no upstream answered in time")]
     AllFailed,
-    /// Every upstream is down and none is due for a probe: nothing was sent.
-    #[error("every upstream is down; probing with back-off")]
-    AllDown,
 }
 
 impl UpstreamError {
@@ -161,36 +162,36 @@ impl Upstreams {
         Self { servers }
     }
 
-    /// Forwards `question` to each upstream in order, skipping those that are down, until
-    /// one answers or the deadline passes.
+    /// Forwards `question` to each upstream in order, those that are down last, until one
+    /// answers or the deadline passes.
     pub async fn forward(&self, question: &Question) -> Result<Answer, UpstreamError> {
         if self.servers.is_empty() {
             return Err(UpstreamError::NoUpstreams);
         }
         let deadline = Instant::now() + QUERY_DEADLINE;
-        let mut attempted = false;
+        // Allocated only when an upstream is down.
+        let mut skipped = Vec::new();
         for upstream in &self.servers {
             let now = Instant::now();
-            let remaining = deadline.saturating_duration_since(now);
-            if remaining.is_zero() {
+            if now >= deadline {
                 break;
             }
             // Asked only when reached, so a probe is not spent on a query another upstream
-            // already answered.
+            // already answered (or on one out of time).
             let Some(turn) = upstream.health.turn(now) else {
+                skipped.push(upstream);
                 continue;
             };
-            attempted = true;
-            let limit = remaining.min(ATTEMPT_TIMEOUT);
-            if let Some(answer) = upstream.attempt(question, limit, turn).await {
+            if let Some(answer) = upstream.attempt(question, deadline, turn).await {
                 return Ok(answer);
             }
         }
-        Err(if attempted {
-            UpstreamError::AllFailed
-        } else {
-            UpstreamError::AllDown
-        })
+        for upstream in skipped {
+            if let Some(answer) = upstream.attempt(question, deadline, Turn::LastResort).await {
+                return Ok(answer);
+            }
+        }
+        Err(UpstreamError::AllFailed)
     }
 }
 
@@ -216,23 +217,32 @@ impl Upstream {
         }
     }
 
-    /// One attempt within `limit`, made in `turn`; counts a failure and tells the health
-    /// what the attempt showed.
-    async fn attempt(&self, question: &Question, limit: Duration, turn: Turn) -> Option<Answer> {
+    /// One attempt of at most [`ATTEMPT_TIMEOUT`], ending by `deadline`, made in `turn`;
+    /// counts a failure and tells the health what the attempt showed. `None` at once when
+    /// the deadline has passed.
+    async fn attempt(&self, question: &Question, deadline: Instant, turn: Turn) -> Option<Answer> {
+        let sent = Instant::now();
+        let limit = deadline
+            .saturating_duration_since(sent)
+            .min(ATTEMPT_TIMEOUT);
+        if limit.is_zero() {
+            return None;
+        }
         let result = tokio::time::timeout(limit, self.ask(question))
             .await
             .unwrap_or(Err(Failure::Timeout));
+        let now = Instant::now();
         match result {
             Ok(answer) => {
-                self.health.reached();
+                self.health.reached(now);
                 Some(answer)
             }
             Err(failure) => {
                 self.counters.count_error(failure.label());
                 if failure.is_unreachable() {
-                    self.health.unreachable(turn, Instant::now());
+                    self.health.unreachable(turn, sent, now);
                 } else {
-                    self.health.reached();
+                    self.health.reached(now);
                 }
                 None
             }

@@ -9,6 +9,27 @@
 //! that comes back to us from upstream joins the fetch it caused instead of starting another,
 //! and fails with it at the deadline.
 //!
+//! # Caps on the fetches in flight
+//! Each fetch holds a task and, while it waits, an upstream socket, and one waiting on a
+//! name whose servers never answer holds them for the whole deadline. At most
+//! [`MAX_FETCHES`] are in flight, and one client (an IPv4 address or an IPv6 /64, as the
+//! rate limit counts them) starts at most [`MAX_FETCHES_PER_CLIENT`] of them, a trusted
+//! forwarder (the whole house behind one address) [`MAX_FETCHES_PER_FORWARDER`]: one
+//! device cannot fill the table the others need. Joining a fetch under way costs nothing
+//! and is never refused. A question over a cap is dropped unanswered ([`FetchLimit`]), as
+//! Unbound drops one over its `wait-limit` (per address) or `num-queries-per-thread`: a
+//! SERVFAIL may be cached by a stub or forwarder as the name's answer (RFC 2308 §7.1 allows
+//! five minutes), costs a send to whatever address the datagram claims, and tells a flood
+//! to come again at once, while a real client takes silence for loss and retries after its
+//! timeout, by when a slot is usually free. An expired answer, when the cache has one, is
+//! served instead of nothing. `explain`'s dry run is nobody's client: no cap applies to it.
+//!
+//! [`MAX_FETCHES`] is a constant, not a share of the descriptor budget
+//! (`crate::fd_budget::FdBudget::upstream_sockets`: about 16 000 under the unit's
+//! `LimitNOFILE=16384`, under 700 with a hard limit of 1024, where the budget already warns).
+//! Sizing it from the budget would mean passing the budget down to the pipeline; with a
+//! small limit, an attempt whose socket cannot be opened fails like any other.
+//!
 //! # Serve-stale (RFC 8767)
 //! When the cache only has an expired answer (kept for [`crate::cache::MAX_STALENESS`]), the
 //! question is forwarded as usual; if no upstream has answered [`STALE_AFTER`] into the query
@@ -19,6 +40,8 @@
 //! 30 s while the upstreams keep failing.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +51,7 @@ use tokio::sync::oneshot;
 
 use crate::cache::{Cache, Entry, Lookup};
 use crate::dns::{CacheKey, Forward, QUERY_DEADLINE, Question, UpstreamError};
+use crate::net::{ClientSource, client_source};
 
 /// Time a client waits for an upstream before it gets the expired answer, if there is one:
 /// below the 2 s query deadline, so the stale answer beats the SERVFAIL.
@@ -37,6 +61,16 @@ pub const STALE_TTL: u32 = 30;
 /// Time after a failed refresh during which the expired answer is served without asking
 /// upstream again (RFC 8767 §5 recommends 30 s).
 pub(super) const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+/// Most fetches in flight for everyone together. Unbound's `num-queries-per-thread` is 1024
+/// too; a household's fetches in flight number in the tens.
+pub(super) const MAX_FETCHES: usize = 1024;
+/// Most fetches one client starts that are in flight at once: a quarter of the table, more
+/// than a browser opening a page with hundreds of names needs (most are answered in
+/// milliseconds), while four devices asking at once never leave the rest without room.
+pub const MAX_FETCHES_PER_CLIENT: usize = MAX_FETCHES / 4;
+/// Most fetches a trusted forwarder starts that are in flight at once: it asks for the whole
+/// house, yet devices asking directly keep half the table.
+pub(super) const MAX_FETCHES_PER_FORWARDER: usize = MAX_FETCHES / 2;
 
 /// Where an answer came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,12 +83,73 @@ pub enum Source {
     Stale,
 }
 
+/// Who would start a fetch, and how many it may have in flight.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FetchStarter {
+    source: ClientSource,
+    /// The most fetches it may have in flight.
+    limit: usize,
+}
+
+impl FetchStarter {
+    /// The client at `address`, a trusted `forwarder` or not.
+    pub(super) fn new(address: IpAddr, forwarder: bool) -> Self {
+        Self {
+            source: client_source(address),
+            limit: match forwarder {
+                true => MAX_FETCHES_PER_FORWARDER,
+                false => MAX_FETCHES_PER_CLIENT,
+            },
+        }
+    }
+}
+
+/// The cap that refused to start a fetch: the question is dropped unanswered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchLimit {
+    /// The client has its share of fetches in flight.
+    Client,
+    /// The table is full.
+    Total,
+}
+
+impl FetchLimit {
+    /// Every cap, in the order of their discriminants.
+    pub const ALL: [Self; 2] = [Self::Client, Self::Total];
+
+    /// The `limit` label of [`crate::metrics::FETCH_LIMITED_TOTAL`].
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Total => "total",
+        }
+    }
+}
+
+/// Why the cache and upstream stages have no answer.
+#[derive(Clone, Debug)]
+pub(super) enum Unanswered {
+    /// The fetch failed.
+    Failed(UpstreamError),
+    /// No fetch was started: a cap refused it.
+    Dropped(FetchLimit),
+}
+
 /// The result of one fetch, shared by every question waiting for it.
 type Fetched = Result<Arc<Entry>, UpstreamError>;
 /// A fetch's result as its waiters share it: the task's channel (closed without a result if
 /// the task was dropped).
 type SharedFetch = Shared<oneshot::Receiver<Fetched>>;
-type InFlight = Mutex<HashMap<CacheKey, SharedFetch>>;
+
+/// The fetches under way, and how many each client started.
+#[derive(Default)]
+struct Table {
+    fetches: HashMap<CacheKey, SharedFetch>,
+    /// Fetches in flight per client that started them; a client with none has no entry.
+    started_by: HashMap<ClientSource, usize>,
+}
+
+type InFlight = Mutex<Table>;
 
 /// The cache and the upstreams, and the fetches under way.
 pub(super) struct Fetcher {
@@ -74,27 +169,34 @@ impl Fetcher {
     }
 
     /// The answer to `question` and where it came from, asked of `via` (a forward zone's
-    /// upstreams) or else of the general upstreams.
+    /// upstreams) or else of the general upstreams, for `starter` (`None`: for nobody the caps
+    /// count, `explain`'s dry run).
     pub(super) async fn answer(
         &self,
         question: &Question,
         via: Option<&Arc<dyn Forward>>,
-    ) -> Result<(Arc<Entry>, Source), UpstreamError> {
+        starter: Option<FetchStarter>,
+    ) -> Result<(Arc<Entry>, Source), Unanswered> {
         let upstreams = via.unwrap_or(&self.upstreams);
         let key = question.cache_key();
         let stale = match self.cache.get(&key) {
             Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),
             Lookup::Stale(entry) => entry,
             Lookup::Miss => {
-                let entry = self.fetched(key.to_key(), question, upstreams).await?;
+                let fetch = self
+                    .fetch(key.to_key(), question, upstreams, starter)
+                    .map_err(Unanswered::Dropped)?;
+                let entry = fetched(fetch).await.map_err(Unanswered::Failed)?;
                 return Ok((entry, Source::Upstream));
             }
         };
         if stale.refresh_failed_within(FAILURE_RECHECK) {
             return Ok(self.serve_stale(stale));
         }
-        let fetched = self.fetched(key.to_key(), question, upstreams);
-        match tokio::time::timeout(STALE_AFTER, fetched).await {
+        let Ok(fetch) = self.fetch(key.to_key(), question, upstreams, starter) else {
+            return Ok(self.serve_stale(stale));
+        };
+        match tokio::time::timeout(STALE_AFTER, fetched(fetch)).await {
             Ok(Ok(entry)) => Ok((entry, Source::Upstream)),
             Ok(Err(_)) | Err(_) => Ok(self.serve_stale(stale)),
         }
@@ -105,30 +207,30 @@ impl Fetcher {
         (entry, Source::Stale)
     }
 
-    /// The result of the fetch under way for `key`, or of a new one. A task that did not
-    /// finish (its runtime stopping) drops its sender: failed.
-    async fn fetched(
-        &self,
-        key: CacheKey,
-        question: &Question,
-        upstreams: &Arc<dyn Forward>,
-    ) -> Fetched {
-        let fetch = self.fetch(key, question, upstreams);
-        fetch.await.unwrap_or(Err(UpstreamError::AllFailed))
-    }
-
-    /// The fetch under way for `key`, or a new one through `upstreams`. A name is in one
-    /// forward zone or none, so questions sharing a key share their upstreams too.
+    /// The fetch under way for `key`, or a new one through `upstreams` started for `starter`
+    /// if the caps allow (with no `starter`, no cap applies). A name is in one forward zone or
+    /// none, so questions sharing a key share their upstreams too.
     fn fetch(
         &self,
         key: CacheKey,
         question: &Question,
         upstreams: &Arc<dyn Forward>,
-    ) -> SharedFetch {
+        starter: Option<FetchStarter>,
+    ) -> Result<SharedFetch, FetchLimit> {
         let (fetch, done) = {
             let mut in_flight = lock(&self.in_flight);
-            if let Some(fetch) = in_flight.get(&key) {
-                return fetch.clone();
+            if let Some(fetch) = in_flight.fetches.get(&key) {
+                return Ok(fetch.clone());
+            }
+            if let Some(starter) = starter {
+                if in_flight.fetches.len() >= MAX_FETCHES {
+                    return Err(FetchLimit::Total);
+                }
+                let started = in_flight.started_by.entry(starter.source).or_default();
+                if *started >= starter.limit {
+                    return Err(FetchLimit::Client);
+                }
+                *started += 1;
             }
             // Waiters share the task's result, not the fetch itself: only the task polls the
             // upstream exchange, so its sockets and timers belong to the runtime that runs it
@@ -136,7 +238,7 @@ impl Fetcher {
             // whoever is still waiting.
             let (done, result) = oneshot::channel();
             let fetch = result.shared();
-            in_flight.insert(key.clone(), fetch.clone());
+            in_flight.fetches.insert(key.clone(), fetch.clone());
             (fetch, done)
         };
         // Spawned once in the map (the task leaves it when done, which must come after) but
@@ -148,12 +250,19 @@ impl Fetcher {
             InFlightEntry {
                 in_flight: self.in_flight.clone(),
                 key,
+                source: starter.map(|starter| starter.source),
             },
             question.clone(),
             done,
         ));
-        fetch
+        Ok(fetch)
     }
+}
+
+/// The result of `fetch`. A task that did not finish (its runtime stopping) drops its
+/// sender: failed.
+async fn fetched(fetch: SharedFetch) -> Fetched {
+    fetch.await.unwrap_or(Err(UpstreamError::AllFailed))
 }
 
 /// Forwards `question`, caches the answer and hands the result to the waiters through
@@ -177,8 +286,8 @@ async fn forward(
             Ok(fetched)
         }
         Err(error) => {
-            // Only a refresh that went out starts the recheck timer: with every upstream
-            // down nothing was asked, and the next question may well find one back up.
+            // Only a refresh that went out starts the recheck timer: with no upstream
+            // configured nothing was asked.
             if error.was_attempted() {
                 cache.refresh_failed(key);
             }
@@ -189,22 +298,34 @@ async fn forward(
     let _ = done.send(fetched);
 }
 
-/// A fetch's place in the in-flight map, given up when the fetch ends however it ends
+/// A fetch's place in the in-flight table, given up when the fetch ends however it ends
 /// (answered, failed, or dropped with its runtime), so a question is never left waiting
-/// on a fetch that is gone.
+/// on a fetch that is gone and the client that started it gets its slot back.
 struct InFlightEntry {
     in_flight: Arc<InFlight>,
     key: CacheKey,
+    /// The client that started the fetch, if the caps count it.
+    source: Option<ClientSource>,
 }
 
 impl Drop for InFlightEntry {
     fn drop(&mut self) {
-        lock(&self.in_flight).remove(&self.key);
+        let mut in_flight = lock(&self.in_flight);
+        in_flight.fetches.remove(&self.key);
+        if let Some(source) = self.source
+            && let MapEntry::Occupied(mut started) = in_flight.started_by.entry(source)
+        {
+            *started.get_mut() -= 1;
+            if *started.get() == 0 {
+                started.remove();
+            }
+        }
     }
 }
 
-fn lock(in_flight: &InFlight) -> MutexGuard<'_, HashMap<CacheKey, SharedFetch>> {
-    // Each update is one insert or remove: nothing is left half-done by a panic.
+fn lock(in_flight: &InFlight) -> MutexGuard<'_, Table> {
+    // Each update is an insert or a remove with its count: nothing is left half-done by a
+    // panic.
     in_flight.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -218,23 +339,28 @@ mod tests {
     use crate::config::{CacheSettings, UpstreamSettings};
     use crate::metrics::Metrics;
 
-    /// A question asked while its runtime shuts down (tokio drops a task spawned then at
-    /// once, inside `spawn`) fails at once and leaves no fetch behind, instead of the task's
-    /// drop guard waiting for the in-flight lock its own spawn still held.
-    #[test]
-    fn a_fetch_spawned_on_a_runtime_that_has_stopped_fails_at_once() {
+    /// A fetcher whose upstream is the discard port on loopback, where nothing listens.
+    fn fetcher() -> Fetcher {
         let metrics = Metrics::new();
         let settings = CacheSettings {
             size: 16,
             min_ttl: Duration::ZERO,
             max_ttl: Duration::from_secs(60),
         };
-        // Nothing is sent: the task is dropped before it runs.
         let upstream = UpstreamSettings::plain("127.0.0.1:9".parse().unwrap());
-        let fetcher = Arc::new(Fetcher::new(
+        Fetcher::new(
             Cache::new(&settings, metrics.cache()),
             Arc::new(crate::dns::Upstreams::new(&[upstream], &metrics)),
-        ));
+        )
+    }
+
+    /// A question asked while its runtime shuts down (tokio drops a task spawned then at
+    /// once, inside `spawn`) fails at once and leaves no fetch behind, instead of the task's
+    /// drop guard waiting for the in-flight lock its own spawn still held.
+    #[test]
+    fn a_fetch_spawned_on_a_runtime_that_has_stopped_fails_at_once() {
+        // Nothing is sent: the task is dropped before it runs.
+        let fetcher = Arc::new(fetcher());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -247,20 +373,117 @@ mod tests {
         std::thread::spawn(move || {
             let _runtime = handle.enter();
             let question = Question::parse("www.example.com", "A").unwrap();
-            let mut answer = pin!(asking.answer(&question, None));
+            let mut answer = pin!(asking.answer(&question, None, Some(member("192.0.2.1"))));
             let polled = answer
                 .as_mut()
                 .poll(&mut Context::from_waker(Waker::noop()));
-            sent.send(matches!(polled, Poll::Ready(Err(UpstreamError::AllFailed))))
-                .unwrap();
+            let failed = matches!(
+                polled,
+                Poll::Ready(Err(Unanswered::Failed(UpstreamError::AllFailed)))
+            );
+            sent.send(failed).unwrap();
         });
         let failed = outcome
             .recv_timeout(Duration::from_secs(10))
             .expect("the question is stuck: spawning deadlocked on the in-flight lock");
         assert!(failed, "the question fails with AllFailed");
+        let in_flight = lock(&fetcher.in_flight);
         assert!(
-            lock(&fetcher.in_flight).is_empty(),
+            in_flight.fetches.is_empty() && in_flight.started_by.is_empty(),
             "no fetch is left behind"
         );
+    }
+
+    /// A device of the house at `address` (not a trusted forwarder).
+    fn member(address: &str) -> FetchStarter {
+        FetchStarter::new(address.parse().unwrap(), false)
+    }
+
+    /// Starts a fetch of `name` for `starter`; the fetch itself never runs (nothing yields to
+    /// the runtime), so it stays in flight.
+    fn start(fetcher: &Fetcher, name: &str, starter: FetchStarter) -> Result<(), FetchLimit> {
+        let question = Question::parse(name, "A").unwrap();
+        fetcher
+            .fetch(
+                question.cache_key().to_key(),
+                &question,
+                &fetcher.upstreams,
+                Some(starter),
+            )
+            .map(drop)
+    }
+
+    #[tokio::test]
+    async fn one_client_cannot_fill_the_in_flight_table() {
+        let fetcher = fetcher();
+        let greedy = member("192.0.2.1");
+        for n in 0..MAX_FETCHES_PER_CLIENT {
+            start(&fetcher, &format!("n{n}.tarpit.test"), greedy).unwrap();
+        }
+        let over = start(&fetcher, "over.tarpit.test", greedy);
+        assert_eq!(over, Err(FetchLimit::Client));
+        // Joining a fetch under way is free; another client starts its own; the addresses
+        // of one IPv6 /64 are one client.
+        assert_eq!(start(&fetcher, "n0.tarpit.test", greedy), Ok(()));
+        assert_eq!(
+            start(&fetcher, "www.example.com", member("192.0.2.2")),
+            Ok(())
+        );
+        let same_64 = [member("2001:db8::1"), member("2001:db8::2")];
+        for n in 0..MAX_FETCHES_PER_CLIENT {
+            start(&fetcher, &format!("v6-{n}.tarpit.test"), same_64[n % 2]).unwrap();
+        }
+        assert_eq!(
+            start(&fetcher, "over.v6.tarpit.test", same_64[0]),
+            Err(FetchLimit::Client),
+            "a /64 is one client"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_table_has_a_cap_for_everyone_and_a_forwarder_gets_half() {
+        let fetcher = fetcher();
+        let router = FetchStarter::new("192.168.1.1".parse().unwrap(), true);
+        for n in 0..MAX_FETCHES_PER_FORWARDER {
+            start(&fetcher, &format!("r{n}.example"), router).unwrap();
+        }
+        assert_eq!(
+            start(&fetcher, "over.example", router),
+            Err(FetchLimit::Client)
+        );
+        let devices = (1..=4).map(|n| member(&format!("192.168.1.{}", 10 + n)));
+        for (device, client) in devices.enumerate() {
+            for n in 0..MAX_FETCHES_PER_CLIENT {
+                let started = start(&fetcher, &format!("d{device}-{n}.example"), client);
+                let full = device * MAX_FETCHES_PER_CLIENT + n + MAX_FETCHES_PER_FORWARDER;
+                let expected = if full < MAX_FETCHES {
+                    Ok(())
+                } else {
+                    Err(FetchLimit::Total)
+                };
+                assert_eq!(started, expected, "device {device}, fetch {n}");
+            }
+        }
+        assert_eq!(lock(&fetcher.in_flight).fetches.len(), MAX_FETCHES);
+    }
+
+    #[tokio::test]
+    async fn a_client_gets_its_slots_back_when_its_fetches_end() {
+        let fetcher = fetcher();
+        let greedy = member("192.0.2.1");
+        for n in 0..MAX_FETCHES_PER_CLIENT {
+            start(&fetcher, &format!("n{n}.tarpit.test"), greedy).unwrap();
+        }
+        // Nothing listens on the discard port: each fetch fails (port unreachable) or times
+        // out and leaves the table.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !lock(&fetcher.in_flight).fetches.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the fetches end");
+        assert!(lock(&fetcher.in_flight).started_by.is_empty());
+        assert_eq!(start(&fetcher, "again.tarpit.test", greedy), Ok(()));
     }
 }

@@ -9,7 +9,7 @@
 //!           forward zones                                   → their own upstreams
 //! decide    lists containing the name, block & !allow       → Blocked (stop)
 //! cache     shared by every profile                         → hit
-//! upstream  forward (one fetch per question), then cache    → answer | stale | ServFail
+//! upstream  forward (one fetch per question), then cache    → answer | stale | ServFail | Dropped
 //! inspect   names inside the answer, same profile           → Blocked
 //!           house addresses in a public name's answer       → Rebinding
 //! ```
@@ -19,8 +19,9 @@
 //! runs the same function, so what it prints is what a client gets.
 //!
 //! The cache and upstream stages, with in-flight de-duplication, the query deadline and
-//! serve-stale ([`STALE_AFTER`], [`STALE_TTL`]), live in the `fetch` submodule; upstreams are
-//! reached through the [`Forward`] seam.
+//! serve-stale ([`STALE_AFTER`], [`STALE_TTL`]), and the caps on fetches in flight per client
+//! ([`MAX_FETCHES_PER_CLIENT`]) live in the `fetch` submodule; upstreams are reached through
+//! the [`Forward`] seam.
 
 mod fetch;
 #[cfg(test)]
@@ -31,8 +32,8 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use self::fetch::Fetcher;
-pub use self::fetch::{STALE_AFTER, STALE_TTL, Source};
+pub use self::fetch::{FetchLimit, MAX_FETCHES_PER_CLIENT, STALE_AFTER, STALE_TTL, Source};
+use self::fetch::{FetchStarter, Fetcher, Unanswered};
 use crate::cache::{Cache, Entry};
 use crate::dns::{Ecs, Ede, Forward, Question, QuestionKind, Transport, TtlRule, UpstreamError};
 use crate::local::{Local, LocalAnswer};
@@ -86,6 +87,8 @@ pub enum Outcome {
     Local(LocalAnswer),
     /// A public name answered with an address inside the house: blocked as DNS rebinding.
     Rebinding,
+    /// No reply at all: starting a fetch would have passed a cap on fetches in flight.
+    Dropped(FetchLimit),
 }
 
 impl Outcome {
@@ -106,10 +109,13 @@ impl Outcome {
                 ..
             } => QueryResult::Cached,
             Self::ServFail(_) => QueryResult::ServFail,
-            // Not served, and never forwarded: counted as refused, whatever the code says.
-            Self::Truncated | Self::NotImplemented | Self::Malformed | Self::Refused => {
-                QueryResult::Refused
-            }
+            // Not served, and never forwarded: counted as refused, whatever the code says (a
+            // dropped question too, as one over the rate limit is).
+            Self::Truncated
+            | Self::NotImplemented
+            | Self::Malformed
+            | Self::Refused
+            | Self::Dropped(_) => QueryResult::Refused,
         }
     }
 
@@ -305,10 +311,19 @@ impl Pipeline {
             return done(Outcome::Blocked { list, by }, true);
         }
         // cache, then upstream: only upstream answers are cached; identical questions share
-        // one fetch, and an expired answer stands in when the upstreams fail (RFC 8767).
-        let (entry, source) = match self.fetcher.answer(question, via).await {
+        // one fetch (no client may start more than its share of them), and an expired answer
+        // stands in when the upstreams fail (RFC 8767). `explain`'s profile is nobody's
+        // client: no cap applies to it.
+        let starter = match query.asker {
+            Asker::Client { address, .. } => {
+                Some(FetchStarter::new(address, policy.trusts(address)))
+            }
+            Asker::Profile(_) => None,
+        };
+        let (entry, source) = match self.fetcher.answer(question, via, starter).await {
             Ok(found) => found,
-            Err(error) => return done(Outcome::ServFail(error), false),
+            Err(Unanswered::Failed(error)) => return done(Outcome::ServFail(error), false),
+            Err(Unanswered::Dropped(limit)) => return done(Outcome::Dropped(limit), false),
         };
         // inspect: after the cache as well, because profiles differ and the cache is shared.
         // A name its profile allows is answered as it is (allow wins, CNAMEs included).

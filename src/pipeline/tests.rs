@@ -347,3 +347,48 @@ async fn local_names_and_private_zones_are_answered_before_the_lists_and_never_f
     assert_eq!(source(&public.outcome), Some(Source::Upstream));
     assert_eq!(forwarder.asked(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_over_its_fetches_in_flight_is_dropped_and_explain_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = house(dir.path(), "", "", 1);
+    let forwarder = Arc::new(Scripted::default());
+    forwarder.hang.store(true, Ordering::SeqCst);
+    let pipeline = Arc::new(pipeline(&forwarder));
+    let policy = Arc::new(policy);
+
+    // The client's share of fetches, each waiting on a name the forwarder never answers.
+    let waiting: Vec<_> = (0..MAX_FETCHES_PER_CLIENT)
+        .map(|n| {
+            let (pipeline, policy) = (pipeline.clone(), policy.clone());
+            tokio::spawn(async move {
+                ask(&pipeline, &policy, &format!("n{n}.tarpit.test"))
+                    .await
+                    .outcome
+                    .result()
+            })
+        })
+        .collect();
+    while forwarder.asked() < MAX_FETCHES_PER_CLIENT {
+        tokio::task::yield_now().await;
+    }
+
+    let over = ask(&pipeline, &policy, "over.tarpit.test").await;
+    assert!(matches!(over.outcome, Outcome::Dropped(FetchLimit::Client)));
+    assert_eq!(over.outcome.result(), QueryResult::Refused);
+    assert_eq!(forwarder.asked(), MAX_FETCHES_PER_CLIENT, "never forwarded");
+
+    // `explain --profile` is nobody's client: it forwards all the same.
+    let question = Question::parse("explain.tarpit.test", "A").unwrap();
+    let query = Query {
+        asker: Asker::Profile(0),
+        question: &question,
+        transport: Transport::Udp,
+    };
+    let explained = pipeline.resolve(&policy, &query).await;
+    assert!(matches!(explained.outcome, Outcome::ServFail(_)));
+    assert_eq!(forwarder.asked(), MAX_FETCHES_PER_CLIENT + 1);
+    for task in waiting {
+        assert_eq!(task.await.unwrap(), QueryResult::ServFail);
+    }
+}

@@ -19,7 +19,7 @@ use crate::dns::{
 };
 use crate::metrics::{Metrics, QTYPE_LABELS, QueryResult, ResponseCounters};
 use crate::net::ForwardedClient;
-use crate::pipeline::{Asker, Outcome, Pipeline, Query, Resolution};
+use crate::pipeline::{Asker, FetchLimit, Outcome, Pipeline, Query, Resolution};
 use crate::policy::{Device, Policy, PolicyHandle};
 
 /// Who a client is to the per-client limits ([`DnsService::standing`]).
@@ -49,6 +49,8 @@ pub struct ServiceCounters {
     pub refused: IntCounter,
     /// Queries dropped by the rate limit.
     pub rate_limited: IntCounter,
+    /// Queries dropped by the caps on fetches in flight, indexed by [`FetchLimit`].
+    pub fetch_limited: [IntCounter; FetchLimit::ALL.len()],
     /// Replies sent, by response code.
     pub responses: ResponseCounters,
 }
@@ -60,6 +62,7 @@ impl ServiceCounters {
             durations: metrics.request_durations(),
             refused: metrics.refused(),
             rate_limited: metrics.rate_limited(),
+            fetch_limited: FetchLimit::ALL.map(|limit| metrics.fetch_limited(limit.label())),
             responses: metrics.responses(),
         }
     }
@@ -149,6 +152,9 @@ impl DnsService {
         };
         let resolution = self.pipeline.resolve(&policy, &query).await;
         let reply = write_resolution(&request, bytes, &resolution, &policy, transport);
+        if let Outcome::Dropped(limit) = resolution.outcome {
+            self.counters.fetch_limited[limit as usize].inc();
+        }
         let device = resolution.identity.device;
         if let Outcome::Blocked { list, by } = &resolution.outcome {
             device.counters.count_block(usize::from(*list));
@@ -162,7 +168,7 @@ impl DnsService {
         }
         let result = resolution.outcome.result();
         self.count(device, request.question.qtype_row(), result, started);
-        Some(reply)
+        reply
     }
 
     /// A query admission does not let in: refused (a stranger) or dropped (over its rate),
@@ -217,20 +223,21 @@ impl DnsService {
 /// The `qtype` row of a query whose question could not be read: "other".
 const OTHER_QTYPE: usize = QTYPE_LABELS.len() - 1;
 
-/// The reply to `request` (read from `bytes`) from what the pipeline decided.
+/// The reply to `request` (read from `bytes`) from what the pipeline decided; `None` for a
+/// question dropped unanswered.
 fn write_resolution(
     request: &Request,
     bytes: &[u8],
     resolution: &Resolution<'_>,
     policy: &Policy,
     transport: Transport,
-) -> Vec<u8> {
+) -> Option<Vec<u8>> {
     let echo = Echo::of(request, bytes).with_ecs(resolution.ecs);
     let outcome = &resolution.outcome;
     let why = outcome.why();
     let ede = outcome.ede(policy, &why);
     let code = |rcode, truncate| write_code(&echo, rcode, ede, truncate, transport);
-    match outcome {
+    let reply = match outcome {
         // A rebinding block is answered as a list's block is (with the profile's TTL); its
         // EDE says which it was.
         Outcome::Blocked { .. } | Outcome::Rebinding => {
@@ -268,7 +275,9 @@ fn write_resolution(
         Outcome::Malformed => code(Rcode::FormErr, false),
         Outcome::Refused => code(Rcode::Refused, false),
         Outcome::ServFail(_) => code(Rcode::ServFail, false),
-    }
+        Outcome::Dropped(_) => return None,
+    };
+    Some(reply)
 }
 
 /// A service shared by every listener task.

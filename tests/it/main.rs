@@ -25,4 +25,5 @@ mod reload;
 mod transport;
 mod upstream_failure;
 mod upstream_faults;
+mod upstream_health;
 mod upstream_sockets;

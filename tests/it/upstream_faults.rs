@@ -344,6 +344,25 @@ async fn a_failing_upstream_is_skipped_probed_with_back_off_and_taken_back() {
 }
 
 #[tokio::test]
+async fn an_upstream_marked_down_is_still_asked_when_no_other_can_answer() {
+    let bad = FaultyUpstream::start(Fault::Garbage).await;
+    let daemon = TestDaemon::start(&config(&[bad.addr])).await;
+    for n in 1..=3 {
+        let (reply, _) = timed_query(&daemon, &format!("d{n}.example")).await;
+        assert_eq!(rcode(&reply), ResponseCode::ServFail);
+    }
+    assert_eq!(healthy(&daemon.metrics().await, bad.addr), 0.0);
+    // Healed, with no probe due for a second: the next question goes to it all the same,
+    // and its answer puts it back in service.
+    bad.set_fault(Fault::None);
+    let (reply, elapsed) = timed_query(&daemon, "healed.example").await;
+    assert_eq!(a_addrs(&reply), [FAULTY_ANSWER]);
+    assert!(elapsed < ATTEMPT_TIMEOUT, "answered after {elapsed:?}");
+    assert_eq!(bad.udp_queries(), 4, "sent, not failed unsent");
+    assert_eq!(healthy(&daemon.metrics().await, bad.addr), 1.0);
+}
+
+#[tokio::test]
 async fn an_expired_answer_is_served_stale_only_when_the_upstreams_fail() {
     let first = FaultyUpstream::start_with_ttl(Fault::None, 1).await;
     let second = FaultyUpstream::start_with_ttl(Fault::Drop, 1).await;
@@ -383,6 +402,51 @@ async fn an_expired_answer_is_served_stale_only_when_the_upstreams_fail() {
 
     let metrics = daemon.metrics().await;
     assert_eq!(metric(&metrics, "metasink_stale_answers_total"), 2.0);
+}
+
+/// The (owner, address) of every A record in any section of `reply`.
+fn every_a_record(reply: &Message) -> Vec<(String, Ipv4Addr)> {
+    let sections = [&reply.answers, &reply.authorities, &reply.additionals];
+    sections
+        .into_iter()
+        .flatten()
+        .filter_map(|record| match &record.data {
+            hickory_proto::rr::RData::A(address) => Some((record.name.to_ascii(), address.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn records_about_other_names_never_reach_the_client() {
+    let poisoning = FaultyUpstream::start(Fault::UnrelatedAnswer).await;
+    let daemon = TestDaemon::start(&config(&[poisoning.addr])).await;
+    // Forwarded, then from the cache: both clean.
+    for _ in 0..2 {
+        let (reply, _) = timed_query(&daemon, "x.poison.test").await;
+        assert_eq!(
+            every_a_record(&reply),
+            [("x.poison.test.".to_owned(), FAULTY_ANSWER)],
+            "not {VICTIM} {POISON}"
+        );
+    }
+    poisoning.set_fault(Fault::UnrelatedAuthority);
+    for _ in 0..2 {
+        let (reply, _) = timed_query(&daemon, "y.poison.test").await;
+        assert_eq!(rcode(&reply), ResponseCode::NXDomain);
+        assert_eq!(every_a_record(&reply), [], "not {VICTIM} {POISON}");
+        let owners: Vec<_> = reply
+            .authorities
+            .iter()
+            .map(|record| (record.name.to_ascii(), record.record_type()))
+            .collect();
+        assert_eq!(owners, [("poison.test.".to_owned(), RecordType::SOA)]);
+    }
+    assert_eq!(
+        poisoning.queries(),
+        2,
+        "the second answers came from the cache"
+    );
 }
 
 #[tokio::test]

@@ -13,6 +13,15 @@
 //! upstream answers SERVFAIL when that name's own servers are broken), and counting them
 //! would let one broken domain, or one odd question, that a client keeps retrying take the
 //! whole house offline. The caller decides which is which.
+//!
+//! # Health follows the upstream, not the names
+//! A recursive upstream stays silent about a name whose own servers never answer, for as
+//! long as it keeps trying them: a timeout says something about the upstream only if the
+//! upstream said nothing at all meanwhile. So a failed attempt counts only when no reply (of
+//! any kind, to any question) arrived from that upstream since the attempt was sent. One
+//! client asking ten names a second in a subtree whose servers are dead (an attacker's
+//! domain, a page loading random subdomains of one) then never takes the upstream out of
+//! service while it answers the rest of the house; only silence towards everyone does.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -36,6 +45,10 @@ pub(super) enum Turn {
     Up,
     /// The upstream is down and this query is its probe.
     Probe,
+    /// The upstream is down and no probe is due, but no other upstream answered: asked
+    /// anyway, so that no query fails without having been sent (see [`crate::dns::Upstreams`]).
+    /// A failure then says nothing new and a reply brings it back, like any reply.
+    LastResort,
 }
 
 /// The health of one upstream, shared by every query.
@@ -51,6 +64,8 @@ pub(super) struct Health {
 struct State {
     /// Unreachable attempts since the last reply.
     failures: u32,
+    /// When the last reply arrived, if one has.
+    last_reply: Option<Instant>,
     /// While down: when the next probe may go.
     down: Option<Backoff>,
 }
@@ -88,26 +103,35 @@ impl Health {
         Some(Turn::Probe)
     }
 
-    /// Records a reply (any reply: the upstream is reachable).
-    pub(super) fn reached(&self) {
+    /// Records a reply (any reply: the upstream is reachable) that arrived at `now`.
+    pub(super) fn reached(&self, now: Instant) {
         let mut state = self.lock();
         state.failures = 0;
+        // Replies to attempts sent earlier can be read later on another thread: the latest
+        // time stays.
+        state.last_reply = state.last_reply.max(Some(now));
         if state.down.take().is_some() {
             info!(upstream = %self.name, "upstream answers again: back in use");
         }
         self.gauge.set(1);
     }
 
-    /// Records an attempt made in `turn` that got no usable reply, at `now`.
-    pub(super) fn unreachable(&self, turn: Turn, now: Instant) {
+    /// Records an attempt made in `turn`, sent at `sent`, that got no usable reply by `now`.
+    /// It counts only if nothing at all came back from the upstream since `sent`.
+    pub(super) fn unreachable(&self, turn: Turn, sent: Instant, now: Instant) {
         let mut state = self.lock();
+        if state.last_reply.is_some_and(|reply| reply >= sent) {
+            // The upstream answered someone meanwhile: the trouble is this question.
+            return;
+        }
         match (turn, &mut state.down) {
             (Turn::Probe, Some(backoff)) => {
                 backoff.interval = (backoff.interval * 2).min(MAX_PROBE_INTERVAL);
                 backoff.next_probe = now + backoff.interval;
             }
-            // Queries sent before it went down, failing late, say nothing new.
-            (Turn::Up, Some(_)) => {}
+            // Queries sent before it went down, failing late, and queries sent to it anyway
+            // say nothing new.
+            (Turn::Up | Turn::LastResort, Some(_)) => {}
             (_, None) => {
                 state.failures = state.failures.saturating_add(1);
                 if state.failures >= FAILURES_TO_MARK_DOWN {
@@ -139,7 +163,7 @@ mod tests {
 
     fn mark_down(health: &Health, now: Instant) {
         for _ in 0..FAILURES_TO_MARK_DOWN {
-            health.unreachable(Turn::Up, now);
+            health.unreachable(Turn::Up, now, now);
         }
     }
 
@@ -148,10 +172,10 @@ mod tests {
         let health = health();
         let start = Instant::now();
         for _ in 1..FAILURES_TO_MARK_DOWN {
-            health.unreachable(Turn::Up, start);
+            health.unreachable(Turn::Up, start, start);
         }
         assert_eq!(health.turn(start), Some(Turn::Up), "not yet");
-        health.unreachable(Turn::Up, start);
+        health.unreachable(Turn::Up, start, start);
         assert_eq!(health.gauge.get(), 0);
         assert_eq!(health.turn(start + Duration::from_millis(999)), None);
         let probe_time = start + FIRST_PROBE_AFTER;
@@ -170,7 +194,7 @@ mod tests {
             now += wait;
             assert_eq!(health.turn(now - Duration::from_millis(1)), None);
             assert_eq!(health.turn(now), Some(Turn::Probe));
-            health.unreachable(Turn::Probe, now);
+            health.unreachable(Turn::Probe, now, now);
             wait = health.lock().down.unwrap().interval;
             waits.push(wait.as_secs());
         }
@@ -182,14 +206,45 @@ mod tests {
         let health = health();
         let now = Instant::now();
         mark_down(&health, now);
-        // Queries sent while it was up keep timing out after it went down.
-        health.unreachable(Turn::Up, now + Duration::from_millis(500));
-        assert_eq!(health.turn(now + FIRST_PROBE_AFTER), Some(Turn::Probe));
-        health.reached();
+        // Queries sent while it was up keep timing out after it went down, and so do
+        // queries sent to it anyway.
+        let later = now + Duration::from_millis(500);
+        health.unreachable(Turn::Up, now, later);
+        health.unreachable(Turn::LastResort, later, later);
+        let probe_time = now + FIRST_PROBE_AFTER;
+        assert_eq!(health.turn(probe_time), Some(Turn::Probe));
+        health.reached(probe_time);
         assert_eq!(health.gauge.get(), 1);
-        assert_eq!(health.turn(now + FIRST_PROBE_AFTER), Some(Turn::Up));
+        assert_eq!(health.turn(probe_time), Some(Turn::Up));
         // The count starts over.
-        health.unreachable(Turn::Up, now);
-        assert_eq!(health.turn(now), Some(Turn::Up));
+        let after = probe_time + Duration::from_millis(1);
+        health.unreachable(Turn::Up, after, after);
+        assert_eq!(health.turn(after), Some(Turn::Up));
+        assert_eq!(health.lock().failures, 1);
+    }
+
+    #[test]
+    fn timeouts_while_the_upstream_answers_others_never_count() {
+        let health = health();
+        let start = Instant::now();
+        // Questions about a silent subtree, one every 100 ms, each timing out a second
+        // later, while the upstream answers another question every half second.
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        for tick in (0..4000).step_by(100) {
+            if tick % 500 == 200 {
+                health.reached(at(tick));
+            }
+            if let Some(sent) = tick.checked_sub(1000) {
+                health.unreachable(Turn::Up, at(sent), at(tick));
+                assert_eq!(health.turn(at(tick)), Some(Turn::Up), "at {tick} ms");
+            }
+        }
+        assert_eq!(health.gauge.get(), 1);
+        // Silence towards everyone still counts: nothing came back after these were sent.
+        let quiet = start + Duration::from_secs(10);
+        for _ in 0..FAILURES_TO_MARK_DOWN {
+            health.unreachable(Turn::Up, quiet, quiet + Duration::from_secs(1));
+        }
+        assert_eq!(health.gauge.get(), 0);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -56,7 +56,17 @@ pub enum Fault {
     WrongSourceFirst,
     /// Over UDP, reply with TC set; over TCP, read the query and reset the connection.
     ResetTcp,
+    /// Answer (UDP and TCP), with [`VICTIM`] A [`POISON`] added to the answer section: a
+    /// record about a name nobody asked for.
+    UnrelatedAnswer,
+    /// NXDOMAIN (UDP and TCP) with the SOA of the question's parent and [`VICTIM`] A
+    /// [`POISON`] in the authority section.
+    UnrelatedAuthority,
 }
+
+/// The name the records of [`Fault::UnrelatedAnswer`] and [`Fault::UnrelatedAuthority`]
+/// are about.
+pub const VICTIM: &str = "www.victim.test";
 
 /// What the server shares with its tasks.
 struct State {
@@ -179,6 +189,9 @@ async fn reply_udp(socket: Arc<UdpSocket>, client: SocketAddr, query: Message, s
         Fault::Drop => {}
         Fault::Rcode(code) => send(with_rcode(&query, code)).await,
         Fault::Truncate | Fault::ResetTcp => send(truncated(&query)).await,
+        fault @ (Fault::UnrelatedAnswer | Fault::UnrelatedAuthority) => {
+            send(unrelated(&query, fault, state.ttl)).await;
+        }
         Fault::Garbage => {
             send(vec![!(id >> 8) as u8, 0x01, 0xff]).await;
             let mut junk = id.to_be_bytes().to_vec();
@@ -250,6 +263,9 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<State>) {
                 tokio::time::sleep(delay).await;
                 answer(&query, state.ttl)
             }
+            fault @ (Fault::UnrelatedAnswer | Fault::UnrelatedAuthority) => {
+                unrelated(&query, fault, state.ttl)
+            }
             _ => answer(&query, state.ttl),
         };
         let mut framed = u16::try_from(reply.len()).unwrap().to_be_bytes().to_vec();
@@ -279,6 +295,23 @@ fn answer(query: &Message, ttl: u32) -> Vec<u8> {
         }
     }
     reply.to_vec().expect("encode answer")
+}
+
+/// The reply of [`Fault::UnrelatedAnswer`] or [`Fault::UnrelatedAuthority`] to `query`.
+fn unrelated(query: &Message, fault: Fault, ttl: u32) -> Vec<u8> {
+    let victim = Record::from_rdata(fqdn(VICTIM), ttl, RData::A(A(POISON)));
+    if fault == Fault::UnrelatedAnswer {
+        let mut reply = Message::from_vec(&answer(query, ttl)).expect("our own answer");
+        reply.add_answer(victim);
+        return reply.to_vec().expect("encode");
+    }
+    let mut reply = response(query);
+    reply.metadata.response_code = ResponseCode::NXDomain;
+    let zone = query.queries[0].name().base_name();
+    let soa = SOA::new(fqdn("ns.test"), fqdn("host.test"), 1, 60, 60, 60, 60);
+    reply.add_authority(Record::from_rdata(zone, ttl, RData::SOA(soa)));
+    reply.add_authority(victim);
+    reply.to_vec().expect("encode")
 }
 
 fn with_rcode(query: &Message, code: ResponseCode) -> Vec<u8> {

@@ -14,6 +14,9 @@
 //! Every query that reaches the handler is counted, in total and per (lower-cased name, type),
 //! before the catalog answers it. The server stops when the `TestUpstream` is dropped.
 //!
+//! [`TestUpstream::start_silent_under`] starts one that never answers names in one subtree (still
+//! counting them), like a recursive resolver asked about a domain whose servers never answer.
+//!
 //! [`UnresponsiveUpstream`] is an address where UDP and TCP are bound but nothing ever answers.
 
 use std::collections::HashMap;
@@ -23,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hickory_proto::op::{Header, HeaderCounts};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, SOA, SVCB, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::Server;
@@ -111,10 +115,12 @@ struct Counters {
     udp_sources: Mutex<Vec<SocketAddr>>,
 }
 
-/// Counts every request, then lets the catalog answer it.
+/// Counts every request, then lets the catalog answer it (unless it is about `silent_under`).
 struct CountingHandler {
     catalog: Catalog,
     counters: Arc<Counters>,
+    /// Questions about this name and the names below it get no reply at all.
+    silent_under: Option<LowerName>,
 }
 
 // `RequestHandler` is an `#[async_trait]` trait; this is the signature the macro produces, spelled
@@ -148,6 +154,19 @@ impl RequestHandler for CountingHandler {
                     *per_query.entry(key).or_default() += 1;
                 }
             }
+            if let Some(silent) = &self.silent_under
+                && request
+                    .queries
+                    .queries()
+                    .iter()
+                    .any(|query| silent.zone_of(query.name()))
+            {
+                // Nothing is sent: the "response" is only what the server logs.
+                return ResponseInfo::from(Header {
+                    metadata: request.metadata,
+                    counts: HeaderCounts::default(),
+                });
+            }
             self.catalog
                 .handle_request::<R, T>(request, response_handle)
                 .await
@@ -172,8 +191,23 @@ impl TestUpstream {
         Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), records).await
     }
 
+    /// Like [`TestUpstream::start`], but questions about `subtree` or any name below it are
+    /// counted and never answered.
+    pub async fn start_silent_under(records: &[TestRecord<'_>], subtree: &str) -> Self {
+        let silent = LowerName::new(&fqdn(subtree));
+        Self::start_with(IpAddr::V4(Ipv4Addr::LOCALHOST), records, Some(silent)).await
+    }
+
     /// Like [`TestUpstream::start`] on a given loopback address (e.g. `::1` or `127.0.0.2`).
     pub async fn start_on(ip: IpAddr, records: &[TestRecord<'_>]) -> Self {
+        Self::start_with(ip, records, None).await
+    }
+
+    async fn start_with(
+        ip: IpAddr,
+        records: &[TestRecord<'_>],
+        silent_under: Option<LowerName>,
+    ) -> Self {
         assert!(
             ip.is_loopback(),
             "tests bind loopback addresses only, not {ip}"
@@ -186,6 +220,7 @@ impl TestUpstream {
         let mut server = Server::new(CountingHandler {
             catalog,
             counters: counters.clone(),
+            silent_under,
         });
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(10), 32);
