@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::config::{BlockAnswer, ProfileSettings};
+use crate::config::{BlockAnswer, ProfileMode, ProfileSettings};
 
 /// The profile used for unknown clients when the config does not say otherwise.
 pub const DEFAULT_PROFILE: &str = "meta-apps";
@@ -57,6 +57,7 @@ pub fn presets() -> Vec<ProfileSettings> {
             answer: BlockAnswer::Null,
             blocked_ttl: PRESET_BLOCKED_TTL,
             inspect_answers: true,
+            mode: ProfileMode::Enforce,
         })
         .collect()
 }

@@ -43,6 +43,23 @@ pub(super) struct RawConfig {
     /// `[[device]]`, in file order.
     #[serde(default, rename = "device")]
     pub devices: Vec<RawDevice>,
+    /// `[querylog]`.
+    #[serde(default)]
+    pub querylog: RawQuerylog,
+}
+
+/// `[querylog]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuerylog {
+    /// `off`, `blocked` or `all`.
+    pub mode: Option<Text>,
+    /// Humantime duration entries are kept.
+    pub retention: Option<Text>,
+    /// Largest database, in bytes.
+    pub max_bytes: Option<Spanned<u64>>,
+    /// The database file; empty for memory only.
+    pub path: Option<Text>,
 }
 
 /// `[server]`.
@@ -137,6 +154,8 @@ pub(super) struct RawProfile {
     pub blocked_ttl: Option<Text>,
     /// Check names inside upstream answers.
     pub inspect_answers: Option<bool>,
+    /// `enforce` or `observe`.
+    pub mode: Option<Text>,
 }
 
 /// One `[[device]]`.
@@ -151,6 +170,8 @@ pub(super) struct RawDevice {
     pub matches: Spanned<Vec<Text>>,
     /// Profile name.
     pub profile: Text,
+    /// `off`, `blocked` or `all`.
+    pub querylog: Option<Text>,
 }
 
 /// Reads `text` (from `path`) into a [`RawConfig`].

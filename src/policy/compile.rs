@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::devices::DeviceIndexMap;
 use super::matcher::{MatcherBuilder, Scope};
 use super::{Device, ListIndex, ListInfo, ListMask, Policy, Profile};
-use crate::config::{ListSettings, ProfileSettings, Settings};
+use crate::config::{ListSettings, LogMode, ProfileMode, ProfileSettings, Settings};
 use crate::lists::MatchMode;
 use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
@@ -36,9 +36,10 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         .map(|p| compile_profile(p, &lists))
         .collect();
     let profile_index = |name: &str| profiles.iter().position(|p| p.name == name).unwrap_or(0);
-    let make_device = |name: &str, profile: usize| Device {
+    let make_device = |name: &str, profile: usize, querylog: Option<LogMode>| Device {
         name: name.to_owned(),
         profile,
+        querylog: querylog.unwrap_or(settings.querylog.mode),
         counters: metrics.client_counters(
             name,
             &profiles[profile].name,
@@ -48,9 +49,19 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
     let devices: Vec<Device> = settings
         .devices
         .iter()
-        .map(|device| make_device(&device.name, profile_index(&device.profile)))
+        .map(|device| {
+            make_device(
+                &device.name,
+                profile_index(&device.profile),
+                device.querylog,
+            )
+        })
         .collect();
-    let unknown = make_device(UNKNOWN_DEVICE, profile_index(&settings.default_profile));
+    let unknown = make_device(
+        UNKNOWN_DEVICE,
+        profile_index(&settings.default_profile),
+        None,
+    );
     let device_index = DeviceIndexMap::new(
         settings
             .devices
@@ -138,6 +149,7 @@ fn compile_profile(settings: &ProfileSettings, lists: &[ListInfo]) -> Profile {
         answer: settings.answer,
         blocked_ttl: settings.blocked_ttl,
         inspect_answers: settings.inspect_answers,
+        observe: settings.mode == ProfileMode::Observe,
     }
 }
 

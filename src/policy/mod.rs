@@ -21,7 +21,7 @@ pub use devices::{DeviceIndex, DeviceIndexMap, ForwardedClient};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
 pub use profile::Profile;
 
-use crate::config::{ListSettings, ListSource};
+use crate::config::{ListSettings, ListSource, LogMode};
 use crate::lists::MatchMode;
 use crate::lists::parse::{InvalidLine, ParseReport};
 use crate::metrics::{ClientCounters, Metrics};
@@ -46,6 +46,8 @@ pub struct Device {
     pub name: String,
     /// Index of its profile.
     pub profile: usize,
+    /// Which of its queries the query log keeps (its own mode, else `[querylog] mode`).
+    pub querylog: LogMode,
     /// Its metric handles.
     pub counters: ClientCounters,
 }
