@@ -58,6 +58,16 @@ pub const BUILD_INFO: &str = "metasink_build_info";
 pub const REFUSED_TOTAL: &str = "metasink_refused_total";
 /// Queries dropped, unanswered, because the client exceeded its rate limit.
 pub const RATE_LIMITED_TOTAL: &str = "metasink_rate_limited_total";
+/// Query log entries written to the database.
+pub const QUERYLOG_WRITTEN_TOTAL: &str = "metasink_querylog_written_total";
+/// Query log entries dropped because the queue to the writer was full.
+pub const QUERYLOG_DROPPED_TOTAL: &str = "metasink_querylog_dropped_total";
+/// Failed writes (and prunes) of the query log database.
+pub const QUERYLOG_WRITE_ERRORS_TOTAL: &str = "metasink_querylog_write_errors_total";
+/// Size of the query log database on disk, its WAL included.
+pub const QUERYLOG_DATABASE_BYTES: &str = "metasink_querylog_database_bytes";
+/// Queries an observe-mode profile would have blocked, by device, profile and list.
+pub const WOULD_BLOCK_TOTAL: &str = "metasink_would_block_total";
 
 /// How a query was answered: the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +143,21 @@ pub struct Metrics {
     list_bytes: IntGaugeVec,
     refused: IntCounter,
     rate_limited: IntCounter,
+    would_block: IntCounterVec,
+    querylog: QuerylogCounters,
+}
+
+/// The query log's handles.
+#[derive(Clone)]
+pub struct QuerylogCounters {
+    /// Entries written to the database.
+    pub written: IntCounter,
+    /// Entries dropped at the full queue.
+    pub dropped: IntCounter,
+    /// Failed database writes.
+    pub write_errors: IntCounter,
+    /// The database's size.
+    pub database_bytes: IntGauge,
 }
 
 /// Per-client handles: one counter per (query type, result), one per blocking list.
@@ -319,6 +344,34 @@ impl Metrics {
                 RATE_LIMITED_TOTAL,
                 "Queries dropped unanswered: the client exceeded its rate limit",
             ),
+            would_block: counter_vec(
+                &registry,
+                WOULD_BLOCK_TOTAL,
+                "Queries an observe-mode profile would have blocked (answered as allowed)",
+                &["device", "profile", "list"],
+            ),
+            querylog: QuerylogCounters {
+                written: counter(
+                    &registry,
+                    QUERYLOG_WRITTEN_TOTAL,
+                    "Query log entries written to the database",
+                ),
+                dropped: counter(
+                    &registry,
+                    QUERYLOG_DROPPED_TOTAL,
+                    "Query log entries dropped: the queue to the writer was full",
+                ),
+                write_errors: counter(
+                    &registry,
+                    QUERYLOG_WRITE_ERRORS_TOTAL,
+                    "Failed writes of the query log database",
+                ),
+                database_bytes: gauge(
+                    &registry,
+                    QUERYLOG_DATABASE_BYTES,
+                    "Size of the query log database on disk",
+                ),
+            },
             registry,
         };
         let build_info = gauge_vec(
@@ -365,6 +418,27 @@ impl Metrics {
             .map(|list| list.map(|id| self.blocked.with_label_values(&[device, profile, id])))
             .collect();
         ClientCounters { queries, blocked }
+    }
+
+    /// [`Self::client_counters`] for a device whose profile only observes: its blocks are
+    /// counted in [`WOULD_BLOCK_TOTAL`] instead of [`BLOCKED_TOTAL`].
+    pub fn observe_counters(
+        &self,
+        device: &str,
+        profile: &str,
+        lists: &[Option<&str>],
+    ) -> ClientCounters {
+        let mut counters = self.client_counters(device, profile, &[]);
+        counters.blocked = lists
+            .iter()
+            .map(|list| list.map(|id| self.would_block.with_label_values(&[device, profile, id])))
+            .collect();
+        counters
+    }
+
+    /// The query log's handles.
+    pub fn querylog(&self) -> QuerylogCounters {
+        self.querylog.clone()
     }
 
     /// Handles for the upstream labelled `label` (its configured address).

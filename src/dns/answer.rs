@@ -128,10 +128,51 @@ impl Answer {
         &self.targets
     }
 
+    /// The first `max` addresses (A and AAAA records) of the answer section, for the query
+    /// log. Read from the wire form off the query path; a record that cannot be read ends
+    /// the walk.
+    pub fn addresses(&self, max: usize) -> Vec<std::net::IpAddr> {
+        let bytes = &self.records[..];
+        let mut found = Vec::new();
+        let mut at = 0;
+        for _ in 0..self.answer_count {
+            let Some((rtype, rdata, next)) = record_at(bytes, at) else {
+                break;
+            };
+            let address = match (rtype, rdata.len()) {
+                (RecordType::A, 4) => <[u8; 4]>::try_from(rdata).ok().map(std::net::IpAddr::from),
+                (RecordType::AAAA, 16) => {
+                    <[u8; 16]>::try_from(rdata).ok().map(std::net::IpAddr::from)
+                }
+                _ => None,
+            };
+            found.extend(address);
+            if found.len() >= max {
+                break;
+            }
+            at = next;
+        }
+        found
+    }
+
     /// The records as a reply writes them, TTLs per `ttl`.
     pub(super) fn served(&self, ttl: TtlRule) -> ServedAnswer<'_> {
         ServedAnswer { answer: self, ttl }
     }
+}
+
+/// The type and data of the record at `at` in `bytes`, and where the next one starts.
+fn record_at(bytes: &[u8], at: usize) -> Option<(RecordType, &[u8], usize)> {
+    // NAME, TYPE (2), CLASS (2), TTL (4), RDLENGTH (2), RDATA.
+    let fixed = skip_name(bytes, at)?;
+    let field = |offset: usize| -> Option<u16> {
+        let pair = bytes.get(fixed + offset..fixed + offset + 2)?;
+        Some(u16::from_be_bytes([pair[0], pair[1]]))
+    };
+    let rtype = RecordType::from(field(0)?);
+    let start = fixed + 10;
+    let end = start + usize::from(field(8)?);
+    Some((rtype, bytes.get(start..end)?, end))
 }
 
 /// An answer's records with the TTLs one reply gives them.

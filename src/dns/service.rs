@@ -20,8 +20,9 @@ use super::request::{Rejection, Request};
 use crate::admission::{Admission, Verdict};
 use crate::metrics::{Metrics, QueryResult};
 use crate::neighbours::Neighbours;
-use crate::pipeline::{Outcome, Pipeline};
-use crate::policy::{Policy, PolicyHandle, Profile};
+use crate::pipeline::{BlockedBy, Outcome, Pipeline, Source};
+use crate::policy::{Device, Identified, Policy, PolicyHandle, Profile};
+use crate::records::{BlockedAt, LogResult, QueryRecord, Records};
 
 /// Extended DNS Error codes we send (RFC 8914 §4).
 pub(super) const EDE_BLOCKED: u16 = 15;
@@ -46,6 +47,8 @@ pub struct DnsService {
     counters: ServiceCounters,
     /// The MAC addresses of clients on the LAN, for devices matched by one.
     neighbours: Neighbours,
+    /// The query log, observe and clients (issue 14); `None` in benches and the fuzzer.
+    records: Option<Arc<Records>>,
 }
 
 /// The service's own metric handles.
@@ -84,7 +87,14 @@ impl DnsService {
             admission,
             counters,
             neighbours: Neighbours::default(),
+            records: None,
         }
+    }
+
+    /// This service, handing every answered query to `records`.
+    pub fn with_records(mut self, records: Arc<Records>) -> Self {
+        self.records = Some(records);
+        self
     }
 
     /// Who `client` is to the per-client limits: a stranger (outside `allow_from`, only ever
@@ -171,7 +181,7 @@ impl DnsService {
             return Some(write_reply(&echo, &reply, transport));
         }
 
-        let device = policy.client(client, &request.forwarded, &self.neighbours);
+        let (device, identified) = policy.identify(client, &request.forwarded, &self.neighbours);
         if request.forwarded.names_anyone() && policy.is_unknown(device) && policy.trusts(client) {
             // How a household finds the MAC address or address to write in a [[device]].
             debug!(forwarder = %client, mac = ?request.forwarded.mac.map(|mac| mac.to_string()), subnet = ?request.forwarded.subnet, "a forwarder named a client that is no device: default profile");
@@ -181,7 +191,14 @@ impl DnsService {
             device
                 .counters
                 .count_query_row(question.qtype_row(), QueryResult::Refused);
-            return Some(write_reply(&echo, &Reply::code(rcode), transport));
+            let bytes = write_reply(&echo, &Reply::code(rcode), transport);
+            // ── records hook (issue 14), refused questions ──
+            if let Some(records) = &self.records {
+                let profile = policy.profile_of(device);
+                let seen = Seen { client, identified, device, profile, question, started, reply: &bytes };
+                records.submit(&seen.refused(&policy), device.querylog, &policy);
+            }
+            return Some(bytes);
         }
         let profile = policy.profile_of(device);
         let outcome = self.pipeline.resolve(&policy, profile, question).await;
@@ -194,8 +211,19 @@ impl DnsService {
             device.counters.count_block(usize::from(*list));
             debug!(name = question.name(), device = %device.name, profile = %profile.name, list = %policy.list(*list).id, ?by, "blocked");
         }
+        // An observe-mode profile's block counters are `metasink_would_block_total`.
+        if let Outcome::Answered { would_block: Some((list, by)), .. } = &outcome {
+            device.counters.count_block(usize::from(*list));
+            debug!(name = question.name(), device = %device.name, profile = %profile.name, list = %policy.list(*list).id, ?by, "would block (observe mode)");
+        }
         let bytes = write_outcome(&echo, question, &outcome, profile, &policy, transport);
         self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
+        // ── records hook (issue 14): the query log, observe and clients ──
+        if let Some(records) = &self.records {
+            let seen = Seen { client, identified, device, profile, question, started, reply: &bytes };
+            records.submit(&seen.record(&outcome, &policy), device.querylog, &policy);
+        }
+        // ── end of records hook ──
         Some(bytes)
     }
 }
@@ -274,6 +302,76 @@ fn write_outcome(
                 ..Reply::code(ResponseCode::ServFail)
             };
             write_reply(echo, &reply, transport)
+        }
+    }
+}
+
+/// ── records hook (issue 14) ── What the query path knows about one answered query, turned
+/// into the [`QueryRecord`] the records layer takes. Everything is borrowed: building it
+/// allocates nothing.
+struct Seen<'a> {
+    client: IpAddr,
+    identified: Identified,
+    device: &'a Device,
+    profile: &'a Profile,
+    question: &'a Question,
+    started: Instant,
+    /// The reply as sent: its RCODE is read from the header.
+    reply: &'a [u8],
+}
+
+impl<'a> Seen<'a> {
+    /// The record of a question the pipeline answered with `outcome`.
+    fn record(&self, outcome: &'a Outcome, policy: &'a Policy) -> QueryRecord<'a> {
+        let (result, list, at, answer) = match outcome {
+            Outcome::Blocked { list, by } => (LogResult::Blocked, Some(*list), Some(*by), None),
+            Outcome::Answered {
+                entry,
+                source,
+                would_block,
+            } => {
+                let result = match (would_block, source) {
+                    (Some(_), _) => LogResult::WouldBlock,
+                    (None, Source::Upstream) => LogResult::Forwarded,
+                    (None, Source::Cache) => LogResult::Cached,
+                    (None, Source::Stale) => LogResult::Stale,
+                };
+                let list = would_block.map(|(list, _)| list);
+                let at = would_block.map(|(_, by)| by);
+                (result, list, at, Some(&entry.answer))
+            }
+            Outcome::ServFail(_) => (LogResult::ServFail, None, None, None),
+        };
+        QueryRecord {
+            result,
+            list: list.map(|list| policy.list(list).id.as_str()),
+            blocked_at: at.map(|by| match by {
+                BlockedBy::Question => BlockedAt::Question,
+                BlockedBy::AnswerTarget => BlockedAt::AnswerTarget,
+            }),
+            answer,
+            ..self.refused(policy)
+        }
+    }
+
+    /// The record of a question answered here with REFUSED or another code.
+    fn refused(&self, policy: &Policy) -> QueryRecord<'a> {
+        QueryRecord {
+            time: std::time::SystemTime::now(),
+            client: self.client,
+            mac: self.identified.mac,
+            device: &self.device.name,
+            profile: &self.profile.name,
+            identified_by: self.identified.by,
+            question: self.question,
+            lists: policy.lists_containing(self.question.name()),
+            result: LogResult::Refused,
+            list: None,
+            blocked_at: None,
+            rcode: self.reply.get(3).map_or(0, |flags| flags & 0x0F),
+            answer: None,
+            upstream: None,
+            duration: self.started.elapsed(),
         }
     }
 }

@@ -50,6 +50,8 @@ pub enum Outcome {
         entry: Arc<Entry>,
         /// Forwarded, cached, or cached and expired.
         source: Source,
+        /// The list an observe-mode profile would have blocked it with (issue 14 dry run).
+        would_block: Option<(ListIndex, BlockedBy)>,
     },
     /// No upstream answered in time.
     ServFail(UpstreamError),
@@ -84,6 +86,7 @@ impl Outcome {
             Self::Answered {
                 entry,
                 source: Source::Cache,
+                ..
             } => TtlRule::aged(entry.age()),
             _ => TtlRule::Aged(0),
         }
@@ -131,12 +134,17 @@ impl Pipeline {
     ) -> Outcome {
         // decide: before the cache and the upstreams, so a blocked name never leaves the house
         // and one cache can serve every profile.
+        // An observe-mode profile decides the same, then answers as if it allowed the name.
         let lists = policy.lists_containing(question.name());
+        let mut would_block = None;
         if let Some(list) = profile.blocking_list(lists) {
-            return Outcome::Blocked {
-                list,
-                by: BlockedBy::Question,
-            };
+            if !profile.observe {
+                return Outcome::Blocked {
+                    list,
+                    by: BlockedBy::Question,
+                };
+            }
+            would_block = Some((list, BlockedBy::Question));
         }
         // cache, then upstream: only upstream answers are cached; identical questions share
         // one fetch, and an expired answer stands in when the upstreams fail (RFC 8767).
@@ -151,12 +159,19 @@ impl Pipeline {
             .then(|| blocked_target(policy, profile, &entry))
             .flatten()
         {
-            return Outcome::Blocked {
-                list,
-                by: BlockedBy::AnswerTarget,
-            };
+            if !profile.observe {
+                return Outcome::Blocked {
+                    list,
+                    by: BlockedBy::AnswerTarget,
+                };
+            }
+            would_block = would_block.or(Some((list, BlockedBy::AnswerTarget)));
         }
-        Outcome::Answered { entry, source }
+        Outcome::Answered {
+            entry,
+            source,
+            would_block,
+        }
     }
 }
 

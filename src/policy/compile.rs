@@ -20,6 +20,9 @@ use crate::metrics::Metrics;
 /// Device label of clients that match no device.
 pub const UNKNOWN_DEVICE: &str = "unknown";
 
+/// The lists that hold every Meta registrable domain: a name in one is Meta's.
+const META_LISTS: [&str; 2] = ["all-meta", "all-meta-brands"];
+
 /// Builds the snapshot numbered `generation`.
 pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Policy {
     let mut matcher = MatcherBuilder::new();
@@ -40,11 +43,18 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         name: name.to_owned(),
         profile,
         querylog: querylog.unwrap_or(settings.querylog.mode),
-        counters: metrics.client_counters(
-            name,
-            &profiles[profile].name,
-            &blocking_ids(&profiles[profile], &lists),
-        ),
+        counters: match profiles[profile].observe {
+            false => metrics.client_counters(
+                name,
+                &profiles[profile].name,
+                &blocking_ids(&profiles[profile], &lists),
+            ),
+            true => metrics.observe_counters(
+                name,
+                &profiles[profile].name,
+                &blocking_ids(&profiles[profile], &lists),
+            ),
+        },
     };
     let devices: Vec<Device> = settings
         .devices
@@ -77,8 +87,13 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         names = matcher.len(),
         "policy built"
     );
+    let meta_lists = (lists.iter().enumerate())
+        .filter(|(_, list)| META_LISTS.contains(&list.id.as_str()))
+        .map(|(index, _)| list_index(index))
+        .collect();
     Policy {
         generation,
+        meta_lists,
         lists,
         matcher,
         profiles,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub use compile::{UNKNOWN_DEVICE, compile};
-pub use devices::{DeviceIndex, DeviceIndexMap, ForwardedClient};
+pub use devices::{DeviceIndex, DeviceIndexMap, ForwardedClient, Identified, IdentifiedBy};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
 pub use profile::Profile;
 
@@ -38,6 +38,8 @@ pub struct Policy {
     /// Clients that match no device: the default profile.
     unknown: Device,
     device_index: DeviceIndexMap,
+    /// See [`Self::meta_lists`].
+    meta_lists: ListMask,
 }
 
 /// A device of the snapshot (or the stand-in for unknown clients).
@@ -149,8 +151,21 @@ impl Policy {
         forwarded: &ForwardedClient,
         neighbours: &Neighbours,
     ) -> &Device {
-        self.known_device(address, forwarded, neighbours)
-            .unwrap_or(&self.unknown)
+        self.identify(address, forwarded, neighbours).0
+    }
+
+    /// [`Self::client`], with how it was identified (see [`DeviceIndexMap::identify_how`]).
+    pub fn identify(
+        &self,
+        address: IpAddr,
+        forwarded: &ForwardedClient,
+        neighbours: &Neighbours,
+    ) -> (&Device, Identified) {
+        let identified = self
+            .device_index
+            .identify_how(address, forwarded, |address| neighbours.mac_of(address));
+        let device = identified.device.and_then(|index| self.devices.get(index));
+        (device.unwrap_or(&self.unknown), identified)
     }
 
     /// [`Self::client`], `None` for a client that is no configured device.
@@ -160,9 +175,14 @@ impl Policy {
         forwarded: &ForwardedClient,
         neighbours: &Neighbours,
     ) -> Option<&Device> {
-        self.device_index
-            .identify(address, forwarded, |address| neighbours.mac_of(address))
-            .and_then(|index| self.devices.get(index))
+        let (device, _) = self.identify(address, forwarded, neighbours);
+        (!self.is_unknown(device)).then_some(device)
+    }
+
+    /// The lists whose names are Meta's (`all-meta`, `all-meta-brands`): what the observe
+    /// view watches.
+    pub fn meta_lists(&self) -> ListMask {
+        self.meta_lists
     }
 
     /// Whether `address` is a trusted forwarder (`server.trusted_forwarders`).
