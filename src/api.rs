@@ -128,17 +128,22 @@ impl IntoResponse for Denied {
 /// Lets a state-changing request through only with the configured bearer token.
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Denied> {
     let expected = state.api_token.as_ref().ok_or(Denied::Off)?;
+    if bearer_token_matches(expected, headers) {
+        Ok(())
+    } else {
+        Err(Denied::BadToken)
+    }
+}
+
+/// Whether the request's `Authorization: Bearer` token is `expected`.
+pub(crate) fn bearer_token_matches(expected: &str, headers: &HeaderMap) -> bool {
     let given = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     // Constant-time, so the comparison does not tell an attacker how much of a guess was right.
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(Denied::BadToken)
-    }
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// Runs the state change `work` on its own task and waits for it.

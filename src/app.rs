@@ -16,11 +16,13 @@ use crate::admission::Admission;
 use crate::api::{self, ApiState};
 use crate::cache::Cache;
 use crate::config::Settings;
+use crate::http::records::RecordsApi;
 use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
 use crate::refresh::Refresher;
+use crate::records::Records;
 use crate::reload::Reloader;
 
 /// A running daemon.
@@ -35,6 +37,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     reloader: Arc<Reloader>,
     refresher: Arc<Refresher>,
+    records: Arc<Records>,
 }
 
 impl Daemon {
@@ -61,12 +64,18 @@ impl Daemon {
         let cache = Cache::new(&settings.cache, metrics.cache());
         let pipeline = Pipeline::new(cache, upstreams);
         let admission = Admission::new(&settings.admission);
+        let records = Arc::new(Records::start(
+            &settings.querylog,
+            &settings.server.state_dir,
+            &metrics,
+        ));
         let service = DnsService::new(
             policy.clone(),
             pipeline,
             admission,
             ServiceCounters::new(&metrics),
-        );
+        )
+        .with_records(records.clone());
         let dns = DnsServer::bind(&settings.server.listen, service)
             .await
             .with_context(|| format!("binding DNS listeners {:?}", settings.server.listen))?;
@@ -82,7 +91,12 @@ impl Daemon {
             reloader: reloader.clone(),
             refresher: refresher.clone(),
             api_token: settings.server.api_token.as_deref().map(Arc::from),
-        });
+        })
+        .merge(crate::http::records::router(RecordsApi {
+            records: records.clone(),
+            policy: policy.clone(),
+            api_token: settings.server.api_token.as_deref().map(Arc::from),
+        }));
         let http_shutdown = CancellationToken::new();
         let http = tokio::spawn(api::serve(listener, router, http_shutdown.clone()));
         let background = CancellationToken::new();
@@ -98,6 +112,7 @@ impl Daemon {
             metrics,
             reloader,
             refresher,
+            records,
         })
     }
 
@@ -136,6 +151,11 @@ impl Daemon {
         &self.refresher
     }
 
+    /// The query log, observe and clients.
+    pub fn records(&self) -> &Arc<Records> {
+        &self.records
+    }
+
     /// Stops the DNS listeners (letting queries in flight finish), then the HTTP listener,
     /// then background tasks. DNS is already down by then, and a restart waits for this: an
     /// HTTP client that never finishes its request, or a download that would take minutes,
@@ -146,6 +166,12 @@ impl Daemon {
         finish_within_grace(&mut self.http, "HTTP connections").await;
         self.background.cancel();
         finish_within_grace(&mut self.refresh_task, "list downloads").await;
+        // DNS is down: the last records are in the queue. Written (and observe saved) on the
+        // records thread; this waits for it without blocking the runtime.
+        let records = self.records.clone();
+        if tokio::task::spawn_blocking(move || records.shutdown()).await.is_err() {
+            warn!("saving the query log and observe table failed");
+        }
         info!("stopped");
     }
 }

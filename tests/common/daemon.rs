@@ -19,8 +19,10 @@ pub struct TestDaemon {
     dir: tempfile::TempDir,
 }
 
-/// The `[server]` table every test daemon gets unless its config has one: loopback, OS ports.
-const TEST_SERVER: &str = "\n[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\n";
+/// The `[server]` table every test daemon gets unless its config has one: loopback, OS ports,
+/// and a state directory inside the test's own (observe and the query log are kept there).
+const TEST_SERVER: &str =
+    "\n[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nstate_dir = \"state\"\n";
 
 /// The upstream of test daemons whose config names none: the discard port on loopback, where
 /// nothing listens.
