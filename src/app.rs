@@ -16,13 +16,13 @@ use crate::admission::Admission;
 use crate::api::{self, ApiState};
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::http::records::RecordsApi;
 use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams};
+use crate::http::records::RecordsApi;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
-use crate::refresh::Refresher;
 use crate::records::Records;
+use crate::refresh::Refresher;
 use crate::reload::Reloader;
 
 /// A running daemon.
@@ -169,7 +169,10 @@ impl Daemon {
         // DNS is down: the last records are in the queue. Written (and observe saved) on the
         // records thread; this waits for it without blocking the runtime.
         let records = self.records.clone();
-        if tokio::task::spawn_blocking(move || records.shutdown()).await.is_err() {
+        if tokio::task::spawn_blocking(move || records.shutdown())
+            .await
+            .is_err()
+        {
             warn!("saving the query log and observe table failed");
         }
         info!("stopped");

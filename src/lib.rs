@@ -61,3 +61,4 @@ pub mod policy;
 pub mod records;
 pub mod refresh;
 pub mod reload;
+pub mod remote;

@@ -1707,8 +1707,9 @@ mod tests {
             )
         );
         assert!(
-            error("[querylog]\nretention = \"a week\"\n")
-                .starts_with(&format!("{PATH}:2: querylog.retention: `a week` is not a duration")),
+            error("[querylog]\nretention = \"a week\"\n").starts_with(&format!(
+                "{PATH}:2: querylog.retention: `a week` is not a duration"
+            )),
         );
         assert_eq!(
             error("[querylog]\nmax_bytes = 1000\n"),

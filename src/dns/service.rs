@@ -195,7 +195,15 @@ impl DnsService {
             // ── records hook (issue 14), refused questions ──
             if let Some(records) = &self.records {
                 let profile = policy.profile_of(device);
-                let seen = Seen { client, identified, device, profile, question, started, reply: &bytes };
+                let seen = Seen {
+                    client,
+                    identified,
+                    device,
+                    profile,
+                    question,
+                    started,
+                    reply: &bytes,
+                };
                 records.submit(&seen.refused(&policy), device.querylog, &policy);
             }
             return Some(bytes);
@@ -212,7 +220,11 @@ impl DnsService {
             debug!(name = question.name(), device = %device.name, profile = %profile.name, list = %policy.list(*list).id, ?by, "blocked");
         }
         // An observe-mode profile's block counters are `metasink_would_block_total`.
-        if let Outcome::Answered { would_block: Some((list, by)), .. } = &outcome {
+        if let Outcome::Answered {
+            would_block: Some((list, by)),
+            ..
+        } = &outcome
+        {
             device.counters.count_block(usize::from(*list));
             debug!(name = question.name(), device = %device.name, profile = %profile.name, list = %policy.list(*list).id, ?by, "would block (observe mode)");
         }
@@ -220,7 +232,15 @@ impl DnsService {
         self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
         // ── records hook (issue 14): the query log, observe and clients ──
         if let Some(records) = &self.records {
-            let seen = Seen { client, identified, device, profile, question, started, reply: &bytes };
+            let seen = Seen {
+                client,
+                identified,
+                device,
+                profile,
+                question,
+                started,
+                reply: &bytes,
+            };
             records.submit(&seen.record(&outcome, &policy), device.querylog, &policy);
         }
         // ── end of records hook ──

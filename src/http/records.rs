@@ -59,7 +59,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// A 400 naming `parameter`.
 fn bad(parameter: &str, problem: impl std::fmt::Display) -> Response {
-    error(StatusCode::BAD_REQUEST, format!("parameter `{parameter}`: {problem}"))
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("parameter `{parameter}`: {problem}"),
+    )
 }
 
 /// Lets the request through only with the configured bearer token.
@@ -82,7 +85,10 @@ fn authorize(state: &RecordsApi, headers: &HeaderMap) -> Result<(), Response> {
 /// Refuses parameters other than `known`, naming the first.
 fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), Response> {
     match params.keys().find(|key| !known.contains(&key.as_str())) {
-        Some(key) => Err(bad(key, format!("unknown; the parameters are {}", known.join(", ")))),
+        Some(key) => Err(bad(
+            key,
+            format!("unknown; the parameters are {}", known.join(", ")),
+        )),
         None => Ok(()),
     }
 }
@@ -94,13 +100,20 @@ fn filter(params: &HashMap<String, String>, with_limit: bool) -> Result<Filter, 
         match key.as_str() {
             "device" => filter.device = Some(value.clone()),
             "client" => {
-                let client = value.parse::<IpAddr>().map_err(|_| bad(key, format!("`{value}` is not an IP address")))?;
+                let client = value
+                    .parse::<IpAddr>()
+                    .map_err(|_| bad(key, format!("`{value}` is not an IP address")))?;
                 filter.client = Some(client.to_canonical());
             }
             "name" => filter.name = Some(normal_name(key, value)?),
             "result" => {
-                let result = LogResult::ALL.into_iter().find(|result| result.as_str() == value);
-                let words: Vec<&str> = LogResult::ALL.iter().map(|result| result.as_str()).collect();
+                let result = LogResult::ALL
+                    .into_iter()
+                    .find(|result| result.as_str() == value);
+                let words: Vec<&str> = LogResult::ALL
+                    .iter()
+                    .map(|result| result.as_str())
+                    .collect();
                 filter.result = Some(result.ok_or_else(|| {
                     bad(key, format!("`{value}` is not one of {}", words.join(", ")))
                 })?);
@@ -109,7 +122,12 @@ fn filter(params: &HashMap<String, String>, with_limit: bool) -> Result<Filter, 
             "limit" if with_limit => {
                 filter.limit = match value.parse::<usize>() {
                     Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-                    _ => return Err(bad(key, format!("`{value}` is not a number from 1 to {MAX_LIMIT}"))),
+                    _ => {
+                        return Err(bad(
+                            key,
+                            format!("`{value}` is not a number from 1 to {MAX_LIMIT}"),
+                        ));
+                    }
                 }
             }
             _ => {}
@@ -134,17 +152,27 @@ fn since(key: &str, value: &str) -> Result<Timestamp, Response> {
     }
     match humantime::parse_duration(value) {
         Ok(back) => Ok(Timestamp::now().minus(back)),
-        Err(_) => Err(bad(key, format!("`{value}` is neither an RFC 3339 time nor a duration like 10m"))),
+        Err(_) => Err(bad(
+            key,
+            format!("`{value}` is neither an RFC 3339 time nor a duration like 10m"),
+        )),
     }
 }
 
 /// `GET /api/queries`: log entries, newest first.
-async fn queries(State(state): State<RecordsApi>, headers: HeaderMap, Query(params): Params) -> Response {
+async fn queries(
+    State(state): State<RecordsApi>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
     if let Err(denied) = authorize(&state, &headers) {
         return denied;
     }
-    let checked = only(&params, &["device", "client", "name", "result", "since", "limit"])
-        .and_then(|()| filter(&params, true));
+    let checked = only(
+        &params,
+        &["device", "client", "name", "result", "since", "limit"],
+    )
+    .and_then(|()| filter(&params, true));
     let filter = match checked {
         Ok(filter) => filter,
         Err(bad) => return bad,
@@ -160,7 +188,11 @@ async fn queries(State(state): State<RecordsApi>, headers: HeaderMap, Query(para
 
 /// `GET /api/queries/stream`: server-sent events, one `query` event (a JSON entry) per new
 /// entry the filter keeps; a `lagged` event tells a reader it fell behind and missed some.
-async fn stream(State(state): State<RecordsApi>, headers: HeaderMap, Query(params): Params) -> Response {
+async fn stream(
+    State(state): State<RecordsApi>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
     if let Err(denied) = authorize(&state, &headers) {
         return denied;
     }
@@ -171,19 +203,20 @@ async fn stream(State(state): State<RecordsApi>, headers: HeaderMap, Query(param
         Err(bad) => return bad,
     };
     let receiver = state.records.subscribe();
-    let events = futures_util::stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
-        loop {
-            let event = match receiver.recv().await {
-                Ok(entry) if filter.keeps(&entry) => query_event(&entry),
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    Event::default().event("lagged").data(missed.to_string())
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            return Some((Ok::<_, Infallible>(event), (receiver, filter)));
-        }
-    });
+    let events =
+        futures_util::stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
+            loop {
+                let event = match receiver.recv().await {
+                    Ok(entry) if filter.keeps(&entry) => query_event(&entry),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        Event::default().event("lagged").data(missed.to_string())
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((Ok::<_, Infallible>(event), (receiver, filter)));
+            }
+        });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -195,19 +228,29 @@ fn query_event(entry: &LogEntry) -> Event {
 }
 
 /// `GET /api/observe[?device=D]`: the Meta names each device asked.
-async fn observe(State(state): State<RecordsApi>, headers: HeaderMap, Query(params): Params) -> Response {
+async fn observe(
+    State(state): State<RecordsApi>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
     if let Err(denied) = authorize(&state, &headers) {
         return denied;
     }
     if let Err(bad) = only(&params, &["device"]) {
         return bad;
     }
-    let names = state.records.observed(params.get("device").map(String::as_str));
+    let names = state
+        .records
+        .observed(params.get("device").map(String::as_str));
     Json(json!({ "names": names })).into_response()
 }
 
 /// `GET /api/clients`: the clients seen.
-async fn clients(State(state): State<RecordsApi>, headers: HeaderMap, Query(params): Params) -> Response {
+async fn clients(
+    State(state): State<RecordsApi>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
     if let Err(denied) = authorize(&state, &headers) {
         return denied;
     }
@@ -219,7 +262,11 @@ async fn clients(State(state): State<RecordsApi>, headers: HeaderMap, Query(para
 
 /// `GET /api/explain?name=N[&client=IP|&profile=P][&type=T]`: what `metasink explain`
 /// prints, as JSON (its text too, under `text`).
-async fn explain_name(State(state): State<RecordsApi>, headers: HeaderMap, Query(params): Params) -> Response {
+async fn explain_name(
+    State(state): State<RecordsApi>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
     if let Err(denied) = authorize(&state, &headers) {
         return denied;
     }

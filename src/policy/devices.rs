@@ -137,8 +137,8 @@ impl DeviceIndexMap {
         forwarded: &ForwardedClient,
         neighbour_mac: impl FnOnce(IpAddr) -> Option<MacAddress>,
     ) -> Identified {
-        let found = |device: Option<DeviceIndex>, by: IdentifiedBy, mac: Option<MacAddress>| {
-            match device {
+        let found =
+            |device: Option<DeviceIndex>, by: IdentifiedBy, mac: Option<MacAddress>| match device {
                 Some(device) => Identified {
                     device: Some(device),
                     by,
@@ -149,8 +149,7 @@ impl DeviceIndexMap {
                     by: IdentifiedBy::Default,
                     mac,
                 },
-            }
-        };
+            };
         if forwarded.names_anyone() && self.trusts(address) {
             let by_mac = forwarded.mac.and_then(|mac| self.macs.get(&mac).copied());
             let device = by_mac.or_else(|| forwarded.subnet.and_then(|net| self.find_network(net)));

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::entry::{QueryRecord, Timestamp};
 use crate::net::MacAddress;
@@ -20,7 +20,7 @@ use crate::policy::IdentifiedBy;
 pub const MAX_CLIENTS: usize = 2048;
 
 /// One client: the API's JSON.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientSeen {
     /// Its address.
     pub address: IpAddr,
@@ -123,7 +123,11 @@ impl Clients {
                 blocked: client.blocked,
             })
             .collect();
-        clients.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.address.cmp(&b.address)));
+        clients.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then(a.address.cmp(&b.address))
+        });
         clients
     }
 }

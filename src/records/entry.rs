@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::op::ResponseCode;
 use serde::{Deserialize, Serialize};
 
 use crate::dns::{Answer, Question};
@@ -133,7 +132,6 @@ pub(super) struct Queued {
 
 impl Queued {
     pub(super) fn of(record: &QueryRecord<'_>) -> Self {
-        let rcode = ResponseCode::from_low(record.rcode & 0x0F);
         Self {
             entry: LogEntry {
                 time: Timestamp::of(record.time),
@@ -147,7 +145,7 @@ impl Queued {
                 result: record.result.as_str().to_owned(),
                 list: record.list.map(str::to_owned),
                 blocked_by: record.blocked_at.map(|at| at.as_str().to_owned()),
-                rcode: rcode.to_str().to_owned(),
+                rcode: rcode_name(record.rcode),
                 answers: Vec::new(),
                 upstream: record.upstream.map(str::to_owned),
                 duration_ms: record.duration.as_secs_f64() * 1000.0,
@@ -164,6 +162,18 @@ impl Queued {
         }
         entry
     }
+}
+
+/// The mnemonic of a header RCODE (RFC 1035 §4.1.1, RFC 2136 §2.2), as dig prints it.
+fn rcode_name(rcode: u8) -> String {
+    const NAMES: [&str; 11] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+        "NXRRSET", "NOTAUTH", "NOTZONE",
+    ];
+    let rcode = rcode & 0x0F;
+    NAMES
+        .get(usize::from(rcode))
+        .map_or_else(|| format!("RCODE{rcode}"), |name| (*name).to_owned())
 }
 
 /// One query log entry.
@@ -231,7 +241,10 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// `time` in Unix milliseconds (0 before 1970).
     pub fn of(time: SystemTime) -> Self {
-        let millis = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
         Self(i64::try_from(millis).unwrap_or(i64::MAX))
     }
 
@@ -247,7 +260,10 @@ impl Timestamp {
 
     /// `self` less `duration`.
     pub fn minus(self, duration: Duration) -> Self {
-        Self(self.0.saturating_sub(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// RFC 3339 with milliseconds, UTC.

@@ -43,10 +43,17 @@ impl Default for Filter {
 impl Filter {
     /// Whether `entry` passes.
     pub fn keeps(&self, entry: &LogEntry) -> bool {
-        self.device.as_ref().is_none_or(|device| *device == entry.device)
+        self.device
+            .as_ref()
+            .is_none_or(|device| *device == entry.device)
             && self.client.is_none_or(|client| client == entry.client)
-            && self.name.as_ref().is_none_or(|name| name_matches(name, &entry.name))
-            && self.result.is_none_or(|result| result.as_str() == entry.result)
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|name| name_matches(name, &entry.name))
+            && self
+                .result
+                .is_none_or(|result| result.as_str() == entry.result)
             && self.since.is_none_or(|since| entry.time > since)
     }
 }

@@ -36,10 +36,10 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::sync::broadcast;
 
 pub use self::clients::{ClientSeen, Clients};
+use self::entry::Queued;
 pub use self::entry::{BlockedAt, LogEntry, LogResult, QueryRecord, Timestamp};
 pub use self::filter::Filter;
-pub use self::observe::{ObservedName, Observe};
-use self::entry::Queued;
+pub use self::observe::{Observe, ObservedName};
 use self::ring::{RING_BYTES, RING_ENTRIES, Ring};
 use self::store::Store;
 use crate::config::{LogMode, QuerylogSettings};
@@ -90,7 +90,10 @@ impl Records {
         let shared = Arc::new(Shared {
             ring: Mutex::new(Ring::new(RING_ENTRIES, RING_BYTES)),
             live: broadcast::channel(LIVE_CAPACITY).0,
-            observe: Observe::load(Some(state_dir.join(observe::OBSERVE_FILE)), settings.retention),
+            observe: Observe::load(
+                Some(state_dir.join(observe::OBSERVE_FILE)),
+                settings.retention,
+            ),
             database: settings.path.clone(),
             stop: AtomicBool::new(false),
         });
@@ -157,7 +160,12 @@ impl Records {
                 }
             }
         }
-        Ok(self.shared.ring.lock().map(|ring| ring.select(filter)).unwrap_or_default())
+        Ok(self
+            .shared
+            .ring
+            .lock()
+            .map(|ring| ring.select(filter))
+            .unwrap_or_default())
     }
 
     /// New log entries as they are recorded, for the live view.
@@ -246,7 +254,10 @@ impl Writer {
         let Some(store) = &mut self.store else {
             return;
         };
-        let written = store.write(batch);
+        // The cap is checked after every batch: a burst must not take the file far past it.
+        let written = store
+            .write(batch)
+            .and_then(|()| store.enforce_cap(self.max_bytes));
         self.outcome(written, failing, "writing the query log");
         if *failing {
             return;
@@ -265,7 +276,7 @@ impl Writer {
         let Some(store) = &mut self.store else {
             return;
         };
-        let pruned = store.prune(oldest, self.max_bytes);
+        let pruned = store.prune_older(oldest);
         let bytes = store.bytes();
         self.counters
             .database_bytes

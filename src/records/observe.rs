@@ -199,7 +199,10 @@ impl Observe {
             return;
         };
         // Read from disk, so checked: plausible names only, within the bounds, and recent.
-        for name in names.into_iter().filter(|name| plausible(name) && name.last_seen >= oldest) {
+        for name in names
+            .into_iter()
+            .filter(|name| plausible(name) && name.last_seen >= oldest)
+        {
             if count(&table) >= MAX_OBSERVED {
                 break;
             }
@@ -209,7 +212,10 @@ impl Observe {
                 // Lists are read again at the first query under a policy.
                 generation: 0,
             };
-            (table.entry(observed.name.device.as_str().into()).or_default()).insert(key, observed);
+            (table
+                .entry(observed.name.device.as_str().into())
+                .or_default())
+            .insert(key, observed);
         }
     }
 }
@@ -243,7 +249,11 @@ fn count(table: &Table) -> usize {
 /// Drops the least recently seen name.
 fn evict_oldest(table: &mut Table) {
     let oldest = (table.iter())
-        .flat_map(|(device, names)| names.iter().map(move |(name, o)| (o.name.last_seen, device, name)))
+        .flat_map(|(device, names)| {
+            names
+                .iter()
+                .map(move |(name, o)| (o.name.last_seen, device, name))
+        })
         .min_by_key(|(seen, _, _)| *seen)
         .map(|(_, device, name)| (device.clone(), name.clone()));
     if let Some((device, name)) = oldest

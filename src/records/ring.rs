@@ -54,7 +54,11 @@ impl Ring {
 
     /// Drops entries older than `oldest` (retention).
     pub fn prune_before(&mut self, oldest: super::entry::Timestamp) {
-        while self.entries.front().is_some_and(|entry| entry.time < oldest) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|entry| entry.time < oldest)
+        {
             if let Some(entry) = self.entries.pop_front() {
                 self.bytes -= entry.approximate_bytes();
             }

@@ -28,10 +28,9 @@ pub const REOPEN_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a statement waits for a lock another connection holds (a checkpoint).
 const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// The schema. `auto_vacuum` must come before the first table: it is what lets pruning give
-/// the space back to the file system.
+/// The schema. `auto_vacuum = INCREMENTAL`, set before it, is what lets pruning give the
+/// space back to the file system.
 const SCHEMA: &str = "
-PRAGMA auto_vacuum = INCREMENTAL;
 CREATE TABLE IF NOT EXISTS queries (
     id INTEGER PRIMARY KEY,
     time_ms INTEGER NOT NULL,
@@ -84,36 +83,54 @@ impl Store {
         insert(self.connection()?, entries)
     }
 
-    /// Deletes entries older than `oldest`, then the oldest ones until the database (its WAL
-    /// included) is under `max_bytes`.
-    pub fn prune(&mut self, oldest: Timestamp, max_bytes: u64) -> rusqlite::Result<()> {
+    /// Deletes entries older than `oldest`.
+    pub fn prune_older(&mut self, oldest: Timestamp) -> rusqlite::Result<()> {
         let connection = self.connection()?;
-        let removed = connection.execute("DELETE FROM queries WHERE time_ms < ?1", [oldest.0])?;
-        if removed > 0 {
+        if connection.execute("DELETE FROM queries WHERE time_ms < ?1", [oldest.0])? > 0 {
             connection.execute_batch("PRAGMA incremental_vacuum;")?;
         }
-        // A tenth of the rows at a time: each round gives pages back, then the size is read
-        // again. Bounded, so a database that will not shrink (another process holds it)
-        // costs a few rounds, not a loop.
-        for _ in 0..20 {
+        Ok(())
+    }
+
+    /// Deletes the oldest entries until the database (its WAL included) is under `max_bytes`.
+    ///
+    /// Deleting the oldest rows frees whole pages of the table and of the time and device
+    /// indexes (all in insertion order), which `incremental_vacuum` gives back; the name
+    /// index is in name order, so its pages only thin out. When that is not enough (the
+    /// first time the cap is reached, mostly) the file is rebuilt with `VACUUM`. The loop is
+    /// bounded, so a database that will not shrink costs a few rounds, not a spin.
+    pub fn enforce_cap(&mut self, max_bytes: u64) -> rusqlite::Result<()> {
+        for round in 0..5 {
             if self.bytes() <= max_bytes {
-                break;
+                return Ok(());
             }
             let connection = self.connection()?;
             connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
             if self.bytes() <= max_bytes {
-                break;
+                return Ok(());
             }
             let connection = self.connection()?;
-            let rows: i64 = connection.query_row("SELECT count(*) FROM queries", [], |row| row.get(0))?;
-            if rows == 0 {
-                break;
-            }
+            let rows: i64 =
+                connection.query_row("SELECT count(*) FROM queries", [], |row| row.get(0))?;
+            let rows = u64::try_from(rows).unwrap_or(0);
+            // Down to four fifths of the cap, by the share of the file the rows take now.
+            let target = max_bytes / 5 * 4;
+            let keep = u64::try_from(
+                u128::from(rows) * u128::from(target) / u128::from(self.bytes().max(1)),
+            )
+            .unwrap_or(0)
+            .min(rows.saturating_sub(1));
+            let connection = self.connection()?;
             connection.execute(
                 "DELETE FROM queries WHERE id IN (SELECT id FROM queries ORDER BY id LIMIT ?1)",
-                [(rows / 10).max(1)],
+                [i64::try_from(rows - keep).unwrap_or(i64::MAX)],
             )?;
-            connection.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            connection
+                .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            if self.bytes() > max_bytes && round > 0 || rows <= 1 {
+                let connection = self.connection()?;
+                connection.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            }
         }
         Ok(())
     }
@@ -129,12 +146,19 @@ impl Store {
         let current = std::fs::symlink_metadata(&self.path)
             .ok()
             .map(|meta| (meta.dev(), meta.ino()));
-        if self.open.as_ref().is_some_and(|open| Some(open.identity) != current) {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|open| Some(open.identity) != current)
+        {
             tracing::warn!(path = %self.path.display(), "the query log database was replaced or removed; opening it again");
             self.open = None;
         }
         if self.open.is_none() {
-            if self.failed_at.is_some_and(|at| at.elapsed() < REOPEN_INTERVAL) {
+            if self
+                .failed_at
+                .is_some_and(|at| at.elapsed() < REOPEN_INTERVAL)
+            {
                 return Err(rusqlite::Error::InvalidPath(self.path.clone()));
             }
             match open_for_writing(&self.path) {
@@ -200,6 +224,8 @@ fn open_for_writing(path: &Path) -> rusqlite::Result<Open> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
+    // Before anything writes the first page, or it does not take (see SCHEMA).
+    connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     // WAL: readers and the writer never wait for each other; NORMAL sync is safe in WAL
     // mode (a power cut may lose the last batch, never the database).
     connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -231,6 +257,15 @@ pub fn read(path: &Path, filter: &Filter) -> rusqlite::Result<Option<Vec<LogEntr
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
+    // The writer creates the file, then the table: in between there is nothing to read.
+    let tables: i64 = connection.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'queries'",
+        [],
+        |row| row.get(0),
+    )?;
+    if tables == 0 {
+        return Ok(None);
+    }
     let mut statement = connection.prepare_cached(
         "SELECT time_ms, client, mac, device, profile, identified_by, name, type, result, list, \
          blocked_by, rcode, answers, upstream, duration_ms FROM queries \
@@ -257,7 +292,9 @@ pub fn read(path: &Path, filter: &Filter) -> rusqlite::Result<Option<Vec<LogEntr
                 time: Timestamp(row.get(0)?),
                 // Written by us, but read from disk: a value that does not parse is shown
                 // as the unspecified address rather than failing the whole request.
-                client: client.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                client: client
+                    .parse()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
                 mac: row.get(2)?,
                 device: row.get(3)?,
                 profile: row.get(4)?,
@@ -268,7 +305,10 @@ pub fn read(path: &Path, filter: &Filter) -> rusqlite::Result<Option<Vec<LogEntr
                 list: row.get(9)?,
                 blocked_by: row.get(10)?,
                 rcode: row.get(11)?,
-                answers: answers.split_whitespace().filter_map(|a| a.parse().ok()).collect(),
+                answers: answers
+                    .split_whitespace()
+                    .filter_map(|a| a.parse().ok())
+                    .collect(),
                 upstream: row.get(13)?,
                 duration_ms: row.get(14)?,
             })

@@ -105,6 +105,13 @@ impl TestDaemon {
     pub async fn stop(self) {
         self.daemon.shutdown().await;
     }
+
+    /// Stops the daemon and hands back its directory (config and state), for a restart with
+    /// [`Self::start_in`].
+    pub async fn stop_keeping_dir(self) -> tempfile::TempDir {
+        self.daemon.shutdown().await;
+        self.dir
+    }
 }
 
 /// `GET path` over HTTP/1.1; returns (status code, body).
