@@ -2,6 +2,11 @@
 //! bytes) without sockets, so a change's cost shows without a network: a blocked question, a
 //! cached one, and a malformed one.
 //!
+//! Each runs twice more with the records layer attached (issue 14): with the query log off
+//! (clients and observe only; the hook's standing cost) and with it on for every query (in
+//! this tight loop the queue fills between the writer's 100 ms drains, so most entries take
+//! the drop path).
+//!
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
 
@@ -19,6 +24,7 @@ use metasink::cache::Cache;
 use metasink::dns::{DnsService, ServiceCounters, Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
+use metasink::records::Records;
 use metasink::{config, policy};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -60,50 +66,76 @@ fn query(name: &str) -> Vec<u8> {
     message.to_vec().expect("encode")
 }
 
-fn service() -> DnsService {
+/// The service; with `querylog` (a `[querylog] mode`), the records layer too, its state in
+/// `state_dir`.
+fn service(querylog: Option<(&str, &std::path::Path)>) -> DnsService {
     let upstream = start_responder();
     // One client asks millions of times: no per-client rate limit here.
-    let text = format!("[server]\nrate_limit_qps = 0\n\n[[upstream]]\naddress = \"{upstream}\"\n");
+    let mut text =
+        format!("[server]\nrate_limit_qps = 0\n\n[[upstream]]\naddress = \"{upstream}\"\n");
+    if let Some((mode, state_dir)) = querylog {
+        text = text.replace(
+            "[server]\n",
+            &format!("[server]\nstate_dir = \"{}\"\n", state_dir.display()),
+        );
+        text.push_str(&format!("[querylog]\nmode = \"{mode}\"\npath = \"\"\n"));
+    }
     let settings = config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
     let metrics = Metrics::new();
     let snapshot = policy::compile(&settings, &metrics, 1);
     let upstreams = Upstreams::new(&settings.upstreams, &metrics);
     let pipeline = Pipeline::new(Cache::new(&settings.cache, metrics.cache()), upstreams);
-    DnsService::new(
+    let service = DnsService::new(
         Arc::new(ArcSwap::from_pointee(snapshot)),
         pipeline,
         Admission::new(&settings.admission),
         ServiceCounters::new(&metrics),
-    )
+    );
+    match querylog {
+        None => service,
+        Some((_, state_dir)) => service.with_records(Arc::new(Records::start(
+            &settings.querylog,
+            state_dir,
+            &metrics,
+        ))),
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let service = service();
-    let cached = query("www.example.com.");
-    runtime
-        .block_on(service.respond(&cached, CLIENT, Transport::Udp))
-        .expect("warm the cache");
-    let blocked = query("www.meta.ai.");
-    let malformed = cached[..cached.len() - 3].to_vec();
-
+    let state_dir = tempfile::tempdir().expect("state dir");
     let mut group = c.benchmark_group("query_path");
-    let mut run = |label: &str, request: &[u8]| {
-        group.bench_function(label, |b| {
-            b.iter(|| {
-                let reply = service
-                    .respond(black_box(request), CLIENT, Transport::Udp)
-                    .now_or_never();
-                black_box(reply.flatten().expect("answered without waiting"))
-            })
-        });
-    };
-    run("blocked", &blocked);
-    run("cached", &cached);
-    run("malformed", &malformed);
+    for (suffix, querylog) in [
+        ("", None),
+        (", records, log off", Some("off")),
+        (", records, log all", Some("all")),
+    ] {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let service = service(querylog.map(|mode| (mode, state_dir.path())));
+        let cached = query("www.example.com.");
+        runtime
+            .block_on(service.respond(&cached, CLIENT, Transport::Udp))
+            .expect("warm the cache");
+        let blocked = query("www.meta.ai.");
+        let malformed = cached[..cached.len() - 3].to_vec();
+        let mut run = |label: &str, request: &[u8]| {
+            group.bench_function(format!("{label}{suffix}"), |b| {
+                b.iter(|| {
+                    let reply = service
+                        .respond(black_box(request), CLIENT, Transport::Udp)
+                        .now_or_never();
+                    black_box(reply.flatten().expect("answered without waiting"))
+                })
+            });
+        };
+        run("blocked", &blocked);
+        run("cached", &cached);
+        if querylog.is_none() {
+            run("malformed", &malformed);
+        }
+    }
     group.finish();
 }
 

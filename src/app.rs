@@ -151,11 +151,6 @@ impl Daemon {
         &self.refresher
     }
 
-    /// The query log, observe and clients.
-    pub fn records(&self) -> &Arc<Records> {
-        &self.records
-    }
-
     /// Stops the DNS listeners (letting queries in flight finish), then the HTTP listener,
     /// then background tasks. DNS is already down by then, and a restart waits for this: an
     /// HTTP client that never finishes its request, or a download that would take minutes,

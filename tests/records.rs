@@ -84,6 +84,18 @@ fn unlimited(text: &str) -> String {
     text.replace("[server]\n", "[server]\nrate_limit_qps = 0\n")
 }
 
+/// The field names of a JSON object, sorted.
+fn keys(object: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = object
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
 async fn get(daemon: &TestDaemon, path: &str) -> Value {
     let (status, body) = get_with(daemon, Some(TOKEN), path).await;
     assert_eq!(status, 200, "GET {path}: {body}");
@@ -168,13 +180,7 @@ async fn each_result_appears_in_the_log_with_its_device_list_and_fields() {
             &Value::from("NOERROR")
         )
     );
-    let mut fields: Vec<&str> = entry
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
+    let fields = keys(entry);
     assert_eq!(
         fields,
         [
@@ -493,13 +499,7 @@ async fn observe_lists_an_uncatalogued_meta_name_under_its_device_only() {
             &Value::from(0)
         )
     );
-    let mut fields: Vec<&str> = new
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
+    let fields = keys(new);
     assert_eq!(
         fields,
         [
@@ -557,13 +557,7 @@ async fn observe_lists_an_uncatalogued_meta_name_under_its_device_only() {
             &Value::from(1)
         )
     );
-    let mut fields: Vec<&str> = quest
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
+    let fields = keys(quest);
     assert_eq!(
         fields,
         [

@@ -347,6 +347,29 @@ mod tests {
         Answer::new(&question, rcode, answers, authorities).unwrap()
     }
 
+    #[test]
+    fn addresses_are_the_first_a_and_aaaa_records_of_the_answer_section() {
+        let aaaa = Record::from_rdata(
+            name("target.example.net."),
+            300,
+            RData::AAAA(hickory_proto::rr::rdata::AAAA::new(
+                0x2001, 0xdb8, 0, 0, 0, 0, 0, 1,
+            )),
+        );
+        let answers = vec![
+            cname_to("target.example.net."),
+            a("target.example.net.", 300),
+            aaaa,
+        ];
+        let answer = answer(ResponseCode::NoError, answers, vec![soa(300, 60)]);
+        let expected: Vec<std::net::IpAddr> =
+            vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        assert_eq!(answer.addresses(4), expected);
+        assert_eq!(answer.addresses(1), expected[..1]);
+        let negative = super::tests::answer(ResponseCode::NXDomain, vec![], vec![soa(300, 60)]);
+        assert!(negative.addresses(4).is_empty());
+    }
+
     /// The answer to a client that set the DNSSEC OK bit: every section kept.
     fn dnssec_answer(
         rcode: ResponseCode,

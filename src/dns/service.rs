@@ -182,6 +182,14 @@ impl DnsService {
         }
 
         let (device, identified) = policy.identify(client, &request.forwarded, &self.neighbours);
+        // ── records hook (issue 14): what the records layer is told about this query ──
+        let seen = Seen {
+            client,
+            identified,
+            device,
+            question,
+            started,
+        };
         if request.forwarded.names_anyone() && policy.is_unknown(device) && policy.trusts(client) {
             // How a household finds the MAC address or address to write in a [[device]].
             debug!(forwarder = %client, mac = ?request.forwarded.mac.map(|mac| mac.to_string()), subnet = ?request.forwarded.subnet, "a forwarder named a client that is no device: default profile");
@@ -194,17 +202,7 @@ impl DnsService {
             let bytes = write_reply(&echo, &Reply::code(rcode), transport);
             // ── records hook (issue 14), refused questions ──
             if let Some(records) = &self.records {
-                let profile = policy.profile_of(device);
-                let seen = Seen {
-                    client,
-                    identified,
-                    device,
-                    profile,
-                    question,
-                    started,
-                    reply: &bytes,
-                };
-                records.submit(&seen.refused(&policy), device.querylog, &policy);
+                records.submit(&seen.refused(&policy, &bytes), device.querylog, &policy);
             }
             return Some(bytes);
         }
@@ -232,16 +230,8 @@ impl DnsService {
         self.counters.durations[result as usize].observe(started.elapsed().as_secs_f64());
         // ── records hook (issue 14): the query log, observe and clients ──
         if let Some(records) = &self.records {
-            let seen = Seen {
-                client,
-                identified,
-                device,
-                profile,
-                question,
-                started,
-                reply: &bytes,
-            };
-            records.submit(&seen.record(&outcome, &policy), device.querylog, &policy);
+            let record = seen.record(&outcome, &policy, &bytes);
+            records.submit(&record, device.querylog, &policy);
         }
         // ── end of records hook ──
         Some(bytes)
@@ -333,16 +323,13 @@ struct Seen<'a> {
     client: IpAddr,
     identified: Identified,
     device: &'a Device,
-    profile: &'a Profile,
     question: &'a Question,
     started: Instant,
-    /// The reply as sent: its RCODE is read from the header.
-    reply: &'a [u8],
 }
 
 impl<'a> Seen<'a> {
-    /// The record of a question the pipeline answered with `outcome`.
-    fn record(&self, outcome: &'a Outcome, policy: &'a Policy) -> QueryRecord<'a> {
+    /// The record of a question the pipeline answered with `outcome` in `reply`.
+    fn record(&self, outcome: &'a Outcome, policy: &'a Policy, reply: &[u8]) -> QueryRecord<'a> {
         let (result, list, at, answer) = match outcome {
             Outcome::Blocked { list, by } => (LogResult::Blocked, Some(*list), Some(*by), None),
             Outcome::Answered {
@@ -370,25 +357,26 @@ impl<'a> Seen<'a> {
                 BlockedBy::AnswerTarget => BlockedAt::AnswerTarget,
             }),
             answer,
-            ..self.refused(policy)
+            ..self.refused(policy, reply)
         }
     }
 
-    /// The record of a question answered here with REFUSED or another code.
-    fn refused(&self, policy: &Policy) -> QueryRecord<'a> {
+    /// The record of a question answered here (REFUSED, NOTIMP, …) in `reply`.
+    fn refused(&self, policy: &'a Policy, reply: &[u8]) -> QueryRecord<'a> {
         QueryRecord {
             time: std::time::SystemTime::now(),
             client: self.client,
             mac: self.identified.mac,
             device: &self.device.name,
-            profile: &self.profile.name,
+            profile: &policy.profile_of(self.device).name,
             identified_by: self.identified.by,
             question: self.question,
             lists: policy.lists_containing(self.question.name()),
             result: LogResult::Refused,
             list: None,
             blocked_at: None,
-            rcode: self.reply.get(3).map_or(0, |flags| flags & 0x0F),
+            // The reply's header: flags in bytes 2 and 3, RCODE in the low four bits.
+            rcode: reply.get(3).map_or(0, |flags| flags & 0x0F),
             answer: None,
             upstream: None,
             duration: self.started.elapsed(),

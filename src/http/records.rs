@@ -49,16 +49,32 @@ pub fn router(state: RecordsApi) -> Router {
         .with_state(state)
 }
 
+/// The parameters of `/api/queries/stream`: what an entry must match.
+const FILTER_PARAMS: [&str; 4] = ["device", "client", "name", "result"];
+/// The parameters of `/api/queries`: the filter, where to start and how many.
+const QUERIES_PARAMS: [&str; 6] = ["device", "client", "name", "result", "since", "limit"];
+/// The parameters of `/api/explain`.
+const EXPLAIN_PARAMS: [&str; 4] = ["name", "client", "profile", "type"];
+
 /// The query string, as given.
 type Params = Query<HashMap<String, String>>;
 
+/// Why a request was turned away: a status and a message, sent as `{"error": message}`.
+struct Problem(StatusCode, String);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
 /// A JSON error response.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+fn error(status: StatusCode, message: impl Into<String>) -> Problem {
+    Problem(status, message.into())
 }
 
 /// A 400 naming `parameter`.
-fn bad(parameter: &str, problem: impl std::fmt::Display) -> Response {
+fn bad(parameter: &str, problem: impl std::fmt::Display) -> Problem {
     error(
         StatusCode::BAD_REQUEST,
         format!("parameter `{parameter}`: {problem}"),
@@ -66,7 +82,7 @@ fn bad(parameter: &str, problem: impl std::fmt::Display) -> Response {
 }
 
 /// Lets the request through only with the configured bearer token.
-fn authorize(state: &RecordsApi, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(state: &RecordsApi, headers: &HeaderMap) -> Result<(), Problem> {
     let Some(expected) = &state.api_token else {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -83,7 +99,7 @@ fn authorize(state: &RecordsApi, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 /// Refuses parameters other than `known`, naming the first.
-fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), Response> {
+fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), Problem> {
     match params.keys().find(|key| !known.contains(&key.as_str())) {
         Some(key) => Err(bad(
             key,
@@ -94,7 +110,7 @@ fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), Response
 }
 
 /// The filter of `/api/queries` (`with_limit`) or its stream.
-fn filter(params: &HashMap<String, String>, with_limit: bool) -> Result<Filter, Response> {
+fn filter(params: &HashMap<String, String>, with_limit: bool) -> Result<Filter, Problem> {
     let mut filter = Filter::default();
     for (key, value) in params {
         match key.as_str() {
@@ -137,7 +153,7 @@ fn filter(params: &HashMap<String, String>, with_limit: bool) -> Result<Filter, 
 }
 
 /// A name as the log keeps it: lower case, no trailing dot.
-fn normal_name(key: &str, value: &str) -> Result<String, Response> {
+fn normal_name(key: &str, value: &str) -> Result<String, Problem> {
     let name = value.trim_end_matches('.').to_ascii_lowercase();
     if name.is_empty() || name.len() > 253 {
         return Err(bad(key, "is not a DNS name"));
@@ -146,7 +162,7 @@ fn normal_name(key: &str, value: &str) -> Result<String, Response> {
 }
 
 /// `since=`: an RFC 3339 time, or a duration back from now (`10m`, `1h`).
-fn since(key: &str, value: &str) -> Result<Timestamp, Response> {
+fn since(key: &str, value: &str) -> Result<Timestamp, Problem> {
     if let Some(time) = Timestamp::parse_rfc3339(value) {
         return Ok(time);
     }
@@ -159,30 +175,34 @@ fn since(key: &str, value: &str) -> Result<Timestamp, Response> {
     }
 }
 
+/// Lets a request through with the right token and only the `known` parameters.
+fn admit(
+    state: &RecordsApi,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), Problem> {
+    authorize(state, headers)?;
+    only(params, known)
+}
+
 /// `GET /api/queries`: log entries, newest first.
 async fn queries(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
-    }
-    let checked = only(
-        &params,
-        &["device", "client", "name", "result", "since", "limit"],
-    )
-    .and_then(|()| filter(&params, true));
-    let filter = match checked {
-        Ok(filter) => filter,
-        Err(bad) => return bad,
-    };
+) -> Result<Response, Problem> {
+    admit(&state, &headers, &params, &QUERIES_PARAMS)?;
+    let filter = filter(&params, true)?;
     let records = state.records.clone();
     // SQLite blocks: off the runtime's threads.
     match tokio::task::spawn_blocking(move || records.queries(&filter)).await {
-        Ok(Ok(entries)) => Json(json!({ "queries": entries })).into_response(),
-        Ok(Err(message)) => error(StatusCode::SERVICE_UNAVAILABLE, message),
-        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
+        Ok(Ok(entries)) => Ok(Json(json!({ "queries": entries })).into_response()),
+        Ok(Err(message)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, message)),
+        Err(failure) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            failure.to_string(),
+        )),
     }
 }
 
@@ -192,16 +212,9 @@ async fn stream(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
-    }
-    let checked = only(&params, &["device", "client", "name", "result"])
-        .and_then(|()| filter(&params, false));
-    let filter = match checked {
-        Ok(filter) => filter,
-        Err(bad) => return bad,
-    };
+) -> Result<Response, Problem> {
+    admit(&state, &headers, &params, &FILTER_PARAMS)?;
+    let filter = filter(&params, false)?;
     let receiver = state.records.subscribe();
     let events =
         futures_util::stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
@@ -217,9 +230,9 @@ async fn stream(
                 return Some((Ok::<_, Infallible>(event), (receiver, filter)));
             }
         });
-    Sse::new(events)
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+        .into_response())
 }
 
 fn query_event(entry: &LogEntry) -> Event {
@@ -232,17 +245,11 @@ async fn observe(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
-    }
-    if let Err(bad) = only(&params, &["device"]) {
-        return bad;
-    }
-    let names = state
-        .records
-        .observed(params.get("device").map(String::as_str));
-    Json(json!({ "names": names })).into_response()
+) -> Result<Response, Problem> {
+    admit(&state, &headers, &params, &["device"])?;
+    let device = params.get("device").map(String::as_str);
+    let names = state.records.observed(device);
+    Ok(Json(json!({ "names": names })).into_response())
 }
 
 /// `GET /api/clients`: the clients seen.
@@ -250,14 +257,9 @@ async fn clients(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
-    }
-    if let Err(bad) = only(&params, &[]) {
-        return bad;
-    }
-    Json(json!({ "clients": state.records.clients() })).into_response()
+) -> Result<Response, Problem> {
+    admit(&state, &headers, &params, &[])?;
+    Ok(Json(json!({ "clients": state.records.clients() })).into_response())
 }
 
 /// `GET /api/explain?name=N[&client=IP|&profile=P][&type=T]`: what `metasink explain`
@@ -266,36 +268,33 @@ async fn explain_name(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
-    }
-    if let Err(bad) = only(&params, &["name", "client", "profile", "type"]) {
-        return bad;
-    }
-    let Some(name) = params.get("name") else {
-        return bad("name", "is required");
-    };
+) -> Result<Response, Problem> {
+    admit(&state, &headers, &params, &EXPLAIN_PARAMS)?;
+    let name = params
+        .get("name")
+        .ok_or_else(|| bad("name", "is required"))?;
     let policy = state.policy.load();
     let viewpoint = match (params.get("client"), params.get("profile")) {
-        (Some(_), Some(_)) => return bad("profile", "give client or profile, not both"),
-        (Some(client), None) => match client.parse::<IpAddr>() {
-            Ok(address) => Viewpoint::Client(address),
-            Err(_) => return bad("client", format!("`{client}` is not an IP address")),
-        },
+        (Some(_), Some(_)) => return Err(bad("profile", "give client or profile, not both")),
+        (Some(client), None) => Viewpoint::Client(
+            (client.parse::<IpAddr>())
+                .map_err(|_| bad("client", format!("`{client}` is not an IP address")))?,
+        ),
         (None, Some(profile)) => Viewpoint::Profile(profile.clone()),
         (None, None) => Viewpoint::Profile(policy.default_profile().name.clone()),
     };
     let qtype = params.get("type").map_or("A", String::as_str);
-    let question = match Question::parse(name, qtype) {
-        Ok(question) => question,
-        Err(problem) if Question::parse(name, "A").is_ok() => return bad("type", problem),
-        Err(problem) => return bad("name", problem),
-    };
-    let explanation = match explain(&policy, &viewpoint, &question) {
-        Ok(explanation) => explanation,
-        Err(problem) => return bad("profile", problem),
-    };
+    let question = Question::parse(name, qtype).map_err(|problem| {
+        // The name alone parses: the type is what is wrong.
+        let parameter = if Question::parse(name, "A").is_ok() {
+            "type"
+        } else {
+            "name"
+        };
+        bad(parameter, problem)
+    })?;
+    let explanation =
+        explain(&policy, &viewpoint, &question).map_err(|problem| bad("profile", problem))?;
     let hits: Vec<_> = (explanation.hits.iter())
         .map(|hit| {
             json!({
@@ -311,7 +310,7 @@ async fn explain_name(
         Some((address, device)) => (Some(address.to_string()), device.clone()),
         None => (None, None),
     };
-    Json(json!({
+    Ok(Json(json!({
         "name": explanation.name,
         "client": client,
         "device": device,
@@ -324,5 +323,5 @@ async fn explain_name(
         "answer": explanation.answer,
         "text": explanation.to_string(),
     }))
-    .into_response()
+    .into_response())
 }

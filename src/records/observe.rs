@@ -262,3 +262,67 @@ fn evict_oldest(table: &mut Table) {
         names.remove(&name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(device: &str, name: &str, last_seen: Timestamp) -> ObservedName {
+        ObservedName {
+            device: device.into(),
+            name: name.into(),
+            lists: vec![UNCATALOGUED.into()],
+            asked: 2,
+            blocked: 1,
+            first_seen: last_seen.minus(Duration::from_secs(60)),
+            last_seen,
+        }
+    }
+
+    #[test]
+    fn a_saved_table_is_read_back_checked_and_an_unreadable_one_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(OBSERVE_FILE);
+        let now = Timestamp::now();
+        let week = Duration::from_secs(7 * 86400);
+        let names = vec![
+            name("quest", "graph.oculus.com", now),
+            // Too old for the retention, and implausible: both dropped.
+            name("quest", "old.oculus.com", now.minus(week * 2)),
+            ObservedName {
+                blocked: 5,
+                ..name("tv", "www.facebook.com", now)
+            },
+        ];
+        std::fs::write(&path, serde_json::to_vec(&ObserveFile { names }).unwrap()).unwrap();
+        let observe = Observe::load(Some(path.clone()), week);
+        let kept: Vec<String> = observe.names(None).into_iter().map(|n| n.name).collect();
+        assert_eq!(kept, ["graph.oculus.com"]);
+
+        std::fs::write(&path, "{not json").unwrap();
+        let observe = Observe::load(Some(path.clone()), week);
+        assert!(observe.names(None).is_empty());
+        assert!(dir.path().join("observe.json.bad").exists());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn saving_never_follows_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(OBSERVE_FILE);
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        // A link where the temporary file will be created.
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &temporary).unwrap();
+        assert!(persist::write_atomically(&path, b"{}").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        // A link at the file's own name is replaced, not written through.
+        let _ = std::fs::remove_file(&temporary);
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        persist::write_atomically(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}");
+    }
+}

@@ -64,14 +64,68 @@ impl Ring {
             }
         }
     }
+}
 
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::entry::Timestamp;
+
+    fn entry(name: &str, time: i64) -> Arc<LogEntry> {
+        Arc::new(LogEntry {
+            time: Timestamp(time),
+            client: "192.0.2.1".parse().unwrap(),
+            mac: None,
+            device: "tv".into(),
+            profile: "strict".into(),
+            identified_by: "address".into(),
+            name: name.into(),
+            qtype: "A".into(),
+            result: "forwarded".into(),
+            list: None,
+            blocked_by: None,
+            rcode: "NOERROR".into(),
+            answers: Vec::new(),
+            upstream: None,
+            duration_ms: 0.1,
+        })
     }
 
-    /// Whether it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    fn names(ring: &Ring) -> Vec<String> {
+        let all = Filter {
+            limit: 100,
+            ..Filter::default()
+        };
+        ring.select(&all).into_iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn the_oldest_entries_go_first_over_either_cap() {
+        let mut by_count = Ring::new(2, usize::MAX);
+        for (time, name) in ["a.test", "b.test", "c.test"].into_iter().enumerate() {
+            by_count.push(entry(name, time as i64));
+        }
+        assert_eq!(names(&by_count), ["c.test", "b.test"]);
+
+        let one = entry("a.test", 0).approximate_bytes();
+        let mut by_bytes = Ring::new(100, one * 2 + one / 2);
+        for (time, name) in ["a.test", "b.test", "c.test"].into_iter().enumerate() {
+            by_bytes.push(entry(name, time as i64));
+        }
+        assert_eq!(names(&by_bytes), ["c.test", "b.test"]);
+
+        by_bytes.prune_before(Timestamp(2));
+        assert_eq!(names(&by_bytes), ["c.test"]);
+        by_bytes.prune_before(Timestamp(3));
+        assert!(names(&by_bytes).is_empty());
+    }
+
+    #[test]
+    fn a_name_filter_takes_subdomains_on_a_label_boundary() {
+        use crate::records::filter::name_matches;
+        assert!(name_matches("meta.ai", "meta.ai"));
+        assert!(name_matches("meta.ai", "www.meta.ai"));
+        assert!(!name_matches("meta.ai", "notmeta.ai"));
+        assert!(!name_matches("www.meta.ai", "meta.ai"));
     }
 }
