@@ -119,6 +119,19 @@ async fn entries_when(
     }
 }
 
+/// The value of the metric `series` once it reaches `value` (or after 5 s): the writer
+/// counts after it writes, and reads the database size once a second.
+async fn metric_reaching(daemon: &TestDaemon, series: &str, value: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = metric(&daemon.metrics().await, series);
+        if now >= value || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn find<'a>(entries: &'a [Value], name: &str, result: &str) -> Option<&'a Value> {
     entries
         .iter()
@@ -258,16 +271,8 @@ async fn each_result_appears_in_the_log_with_its_device_list_and_fields() {
         ),
         0.0
     );
-    assert!(
-        metric(&metrics, "metasink_querylog_written_total") >= 6.0,
-        "{metrics}"
-    );
-    assert!(
-        metric(&metrics, "metasink_querylog_database_bytes") > 0.0 || {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            metric(&daemon.metrics().await, "metasink_querylog_database_bytes") > 0.0
-        }
-    );
+    assert!(metric_reaching(&daemon, "metasink_querylog_written_total", 6.0).await >= 6.0);
+    assert!(metric_reaching(&daemon, "metasink_querylog_database_bytes", 1.0).await > 0.0);
     daemon.stop().await;
 }
 
@@ -285,6 +290,23 @@ async fn a_servfail_is_logged() {
         (&entry["rcode"], &entry["device"]),
         (&Value::from("SERVFAIL"), &Value::from("quest"))
     );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_answer_is_logged_as_stale() {
+    let faulty = FaultyUpstream::start_with_ttl(Fault::None, 1).await;
+    let text = config_without_upstream(&format!("[[upstream]]\naddress = \"{}\"\n", faulty.addr));
+    let daemon = TestDaemon::start(&text).await;
+    ask(&daemon, QUEST, "www.example.test").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Expired, and the upstream stops answering: the expired answer.
+    faulty.set_fault(Fault::Drop);
+    let reply = ask(&daemon, QUEST, "www.example.test").await;
+    assert_eq!(a_addrs(&reply), [FAULTY_ANSWER]);
+    let entries = entries_when(&daemon, "/api/queries", |e| e.len() >= 2).await;
+    let results: Vec<&Value> = entries.iter().map(|e| &e["result"]).collect();
+    assert_eq!(results, ["stale", "forwarded"], "{entries:?}");
     daemon.stop().await;
 }
 
@@ -419,17 +441,7 @@ async fn an_unwritable_database_loses_no_answer_and_counts_the_error() {
         );
         assert_eq!(reply.answers.len(), 1, "query {index} ({name})");
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let errors = loop {
-        let errors = metric(
-            &daemon.metrics().await,
-            "metasink_querylog_write_errors_total",
-        );
-        if errors > 0.0 || Instant::now() > deadline {
-            break errors;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let errors = metric_reaching(&daemon, "metasink_querylog_write_errors_total", 1.0).await;
     assert!(errors > 0.0, "write errors counted");
     // The live view still has them, from memory.
     let entries = entries_when(&daemon, "/api/queries?limit=500", |e| e.len() >= 200).await;
