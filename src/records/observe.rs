@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{QueryRecord, Timestamp};
@@ -57,8 +58,8 @@ struct ObserveFile {
     names: Vec<ObservedName>,
 }
 
-/// Per device, per name.
-type Table = HashMap<Box<str>, HashMap<Box<str>, Observed>>;
+/// Per device, per name (foldhash, seeded per process: looked up on every Meta query).
+type Table = HashMap<Box<str>, HashMap<Box<str>, Observed, RandomState>, RandomState>;
 
 /// A name's counts, and the policy generation its lists were read under.
 struct Observed {
@@ -78,7 +79,7 @@ impl Observe {
     /// The table kept in `path` (none: memory only) for `retention`, read back from it.
     pub fn load(path: Option<PathBuf>, retention: Duration) -> Self {
         let observe = Self {
-            table: Mutex::new(Table::new()),
+            table: Mutex::new(Table::default()),
             path,
             retention,
             changed: AtomicBool::new(false),
@@ -243,7 +244,7 @@ fn categories(record: &QueryRecord<'_>, policy: &Policy) -> Vec<String> {
 }
 
 fn count(table: &Table) -> usize {
-    table.values().map(HashMap::len).sum()
+    table.values().map(|names| names.len()).sum()
 }
 
 /// Drops the least recently seen name.
