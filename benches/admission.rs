@@ -3,6 +3,11 @@
 //! stranger, the rate limit off, a flood of new sources into a full table, and two threads
 //! checking at once (to see whether they slow each other down).
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes an undocumented `pub fn`"
+)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Barrier;

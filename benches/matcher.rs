@@ -3,6 +3,11 @@
 //! resident bytes per name. The data set is test data kept outside the crate; without it the
 //! benchmarks print a note and do nothing.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes an undocumented `pub fn`"
+)]
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The whole in-process query path (request bytes → parse → decide → cache → encode → reply
 //! bytes) without sockets, so a change's cost shows without a network: a blocked question, a
-//! cached one, and a malformed one.
+//! cached one (for the default profile, and for `no-meta`, which also checks the answer's
+//! addresses against Meta's networks), and a malformed one.
 //!
 //! Each runs twice more with the records layer attached (issue 14): with the query log off
 //! (clients and observe only; the hook's standing cost) and with it on for every query (in
@@ -9,6 +10,11 @@
 //!
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
+
+#![allow(
+    missing_docs,
+    reason = "criterion_group! writes an undocumented `pub fn`"
+)]
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
@@ -21,10 +27,11 @@ use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use metasink::admission::Admission;
 use metasink::cache::Cache;
-use metasink::dns::{DnsService, ServiceCounters, Transport, Upstreams};
+use metasink::dns::{Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
 use metasink::records::Records;
+use metasink::server::{DnsService, ServiceCounters};
 use metasink::{config, policy};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -66,13 +73,15 @@ fn query(name: &str) -> Vec<u8> {
     message.to_vec().expect("encode")
 }
 
-/// The service; with `querylog` (a `[querylog] mode`), the records layer too, its state in
-/// `state_dir`.
-fn service(querylog: Option<(&str, &std::path::Path)>) -> DnsService {
+/// The service for clients of `profile` (`default_profile`); with `querylog` (a
+/// `[querylog] mode`), the records layer too, its state in `state_dir`.
+fn service(profile: &str, querylog: Option<(&str, &std::path::Path)>) -> DnsService {
     let upstream = start_responder();
     // One client asks millions of times: no per-client rate limit here.
-    let mut text =
-        format!("[server]\nrate_limit_qps = 0\n\n[[upstream]]\naddress = \"{upstream}\"\n");
+    let mut text = format!(
+        "default_profile = \"{profile}\"\n[server]\nrate_limit_qps = 0\n\n\
+         [[upstream]]\naddress = \"{upstream}\"\n"
+    );
     if let Some((mode, state_dir)) = querylog {
         text = text.replace(
             "[server]\n",
@@ -113,14 +122,18 @@ fn bench(c: &mut Criterion) {
             .enable_all()
             .build()
             .expect("runtime");
-        let service = service(querylog.map(|mode| (mode, state_dir.path())));
+        let querylog = querylog.map(|mode| (mode, state_dir.path()));
+        let networks = querylog.is_none().then(|| service("no-meta", None));
+        let service = service("meta-apps", querylog);
         let cached = query("www.example.com.");
-        runtime
-            .block_on(service.respond(&cached, CLIENT, Transport::Udp))
-            .expect("warm the cache");
+        for service in std::iter::once(&service).chain(networks.as_ref()) {
+            runtime
+                .block_on(service.respond(&cached, CLIENT, Transport::Udp))
+                .expect("warm the cache");
+        }
         let blocked = query("www.meta.ai.");
         let malformed = cached[..cached.len() - 3].to_vec();
-        let mut run = |label: &str, request: &[u8]| {
+        let mut run = |label: &str, service: &DnsService, request: &[u8]| {
             group.bench_function(format!("{label}{suffix}"), |b| {
                 b.iter(|| {
                     let reply = service
@@ -130,10 +143,15 @@ fn bench(c: &mut Criterion) {
                 })
             });
         };
-        run("blocked", &blocked);
-        run("cached", &cached);
-        if querylog.is_none() {
-            run("malformed", &malformed);
+        run("blocked", &service, &blocked);
+        run("cached", &service, &cached);
+        if let Some(networks) = &networks {
+            run(
+                "cached, no-meta (answer addresses checked)",
+                networks,
+                &cached,
+            );
+            run("malformed", &service, &malformed);
         }
     }
     group.finish();

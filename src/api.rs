@@ -9,29 +9,60 @@
 //!
 //! A state change, once accepted, runs to the end even if the client hangs up: see
 //! `run_to_completion`.
+//!
+//! Every request must name this server in its `Host` header (see `check_host`), so a web page
+//! that rebinds its own name to the listener's address cannot read it.
+//!
+//! Connections are capped (the descriptor budget, [`crate::fd_budget`], sizes the cap) and a
+//! client has [`HEADER_TIMEOUT`] to send a request's headers, from the moment it connects or
+//! its previous answer went out: a connection that sends nothing, half a request, or nothing
+//! more after an answer is closed then. At the cap a new connection takes the slot of the
+//! oldest idle one ([`crate::slots`]) and is only closed at once when every connection is
+//! working on a request. Not waiting at the cap (leaving newcomers in the kernel's accept
+//! queue, where they cost no descriptor) because Prometheus or a health check would then wait
+//! behind every idle connection an attacker queued; not closing newcomers at once because
+//! idle connections would then lock everyone out for the header timeout.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
 
+use crate::http::overrides::{self, OverridesApi};
+use crate::http::records::{self, RecordsApi};
+use crate::http::{authorize, error};
 use crate::metrics::Metrics;
+use crate::overrides::OverrideStore;
 use crate::policy::PolicyHandle;
+use crate::records::Records;
 use crate::refresh::Refresher;
 use crate::reload::Reloader;
+use crate::slots::{Slot, Slots};
 
 /// Largest request body accepted (the API takes its parameters in the query string).
 const MAX_BODY_BYTES: usize = 1024;
+/// Time a client has to send a request's headers, counted from the connection's start or
+/// from its previous answer (so it is the keep-alive idle timeout too).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (out of descriptors, the listener stays ready: retrying at
+/// once would spin a core).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -46,10 +77,29 @@ pub struct ApiState {
     pub refresher: Arc<Refresher>,
     /// The bearer token of state-changing endpoints; `None` turns them off.
     pub api_token: Option<Arc<str>>,
+    /// `server.http_hosts`: names `Host` may carry besides the listener's own addresses and
+    /// `localhost`.
+    pub http_hosts: Arc<[String]>,
+    /// The household's overrides.
+    pub overrides: Arc<OverrideStore>,
+    /// The query log, observe and clients.
+    pub records: Arc<Records>,
 }
 
 /// The routes.
 pub fn router(state: ApiState) -> Router {
+    let hosts = state.http_hosts.clone();
+    let overrides = overrides::router(OverridesApi {
+        overrides: state.overrides.clone(),
+        policy: state.policy.clone(),
+        api_token: state.api_token.clone(),
+    });
+    let records = records::router(RecordsApi {
+        records: state.records.clone(),
+        policy: state.policy.clone(),
+        overrides: state.overrides.clone(),
+        api_token: state.api_token.clone(),
+    });
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -57,15 +107,145 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/lists/refresh", post(refresh_lists))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .merge(overrides)
+        .merge(records)
+        // Last, so it guards every route merged above.
+        .layer(middleware::from_fn_with_state(hosts, check_host))
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(error) = served {
-        tracing::error!(%error, "HTTP listener stopped");
+/// The address a request's connection was accepted on (a request extension).
+#[derive(Clone, Copy)]
+struct ListenerAddr(SocketAddr);
+
+/// Refuses a request whose `Host` does not name this server: against DNS rebinding, where a
+/// web page points its own name at the listener and reads the answers as same-origin. The
+/// page's name is what such a request carries, so only names the server is known by pass:
+/// the address the client connected to, `localhost`, and `server.http_hosts`. The port is not
+/// checked: a rebinding page must use the listener's port anyway, and a reverse proxy may
+/// forward another.
+///
+/// 421 Misdirected Request, not 403: the server is not the one that name points at, which
+/// is no question of permission (RFC 9110 §15.5.20); the body says which key to extend.
+async fn check_host(State(hosts): State<Arc<[String]>>, request: Request, next: Next) -> Response {
+    let Some(host) = request.headers().get(HOST) else {
+        // RFC 9112 §3.2: a request without Host gets 400.
+        return error(StatusCode::BAD_REQUEST, "the Host header is missing");
+    };
+    let listener = request.extensions().get::<ListenerAddr>().map(|a| a.0.ip());
+    let named = host
+        .to_str()
+        .ok()
+        .is_some_and(|host| names_this_server(host, listener, &hosts));
+    if !named {
+        let shown = String::from_utf8_lossy(host.as_bytes()).into_owned();
+        let message =
+            format!("`Host: {shown}` does not name this server: add the name to server.http_hosts");
+        return error(StatusCode::MISDIRECTED_REQUEST, message);
+    }
+    next.run(request).await
+}
+
+/// Whether the `Host` value `host` (a name or address, with or without a port) is `localhost`,
+/// `listener` (the address the client connected to) or one of `hosts`.
+fn names_this_server(host: &str, listener: Option<IpAddr>, hosts: &[String]) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`.
+        Some(bracketed) => bracketed.split_once(']').map_or("", |(address, _)| address),
+        None => host.split_once(':').map_or(host.as_str(), |(name, _)| name),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let own_address = |address: IpAddr| {
+        // A dual-stack listener sees IPv4 clients at IPv4-mapped IPv6 addresses.
+        listener.is_some_and(|own| own.to_canonical() == address.to_canonical())
+    };
+    name == "localhost"
+        || hosts.iter().any(|allowed| allowed == name)
+        || name.parse().is_ok_and(own_address)
+}
+
+/// Serves `router` on `listener`, at most `slots` connections at once, until `shutdown` is
+/// cancelled; then lets each connection finish the request it is working on.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    slots: Arc<Slots>,
+    shutdown: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "HTTP accept failed; retrying shortly");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let Some(slot) = slots.admit() else {
+            tracing::debug!("HTTP connection refused: every connection is answering a request");
+            continue;
+        };
+        let connection = serve_connection(stream, router.clone(), slot, shutdown.clone());
+        connections.spawn(connection);
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// Serves one connection (HTTP/1.1 with keep-alive) until it ends, is evicted or `shutdown`.
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    slot: Slot,
+    shutdown: CancellationToken,
+) {
+    let listener = stream.local_addr().ok().map(ListenerAddr);
+    let slot = Arc::new(slot);
+    let service = {
+        let slot = slot.clone();
+        hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            // Busy while the answer is made, so the connection is not evicted under it.
+            let busy = slot.busy();
+            if let Some(listener) = listener {
+                request.extensions_mut().insert(listener);
+            }
+            let answer = busy.is_some().then(|| router.clone().call(request));
+            async move {
+                let Some(answer) = answer else {
+                    // Evicted between two requests: the newcomer has the slot.
+                    let mut refused =
+                        error(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+                    let close = HeaderValue::from_static("close");
+                    refused.headers_mut().insert(CONNECTION, close);
+                    return Ok::<_, Infallible>(refused);
+                };
+                let response = answer.await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(error) = served {
+                tracing::debug!(%error, "HTTP connection ended");
+            }
+        }
+        // Idle (or it would not have been chosen): closing it loses no answer.
+        () = slot.evicted() => {}
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 
@@ -100,52 +280,6 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     }))
 }
 
-/// A JSON error response.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-/// Why a state-changing request was turned away.
-enum Denied {
-    /// No token is configured: the endpoints are off.
-    Off,
-    /// The request's token is missing or wrong.
-    BadToken,
-}
-
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Off => error(
-                StatusCode::FORBIDDEN,
-                "state-changing endpoints are off: set server.api_token",
-            ),
-            Self::BadToken => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
-        }
-    }
-}
-
-/// Lets a state-changing request through only with the configured bearer token.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Denied> {
-    let expected = state.api_token.as_ref().ok_or(Denied::Off)?;
-    if bearer_token_matches(expected, headers) {
-        Ok(())
-    } else {
-        Err(Denied::BadToken)
-    }
-}
-
-/// Whether the request's `Authorization: Bearer` token is `expected`.
-pub(crate) fn bearer_token_matches(expected: &str, headers: &HeaderMap) -> bool {
-    let given = headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant-time, so the comparison does not tell an attacker how much of a guess was right.
-    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
-}
-
 /// Runs the state change `work` on its own task and waits for it.
 ///
 /// hyper drops a handler's future when the client's connection closes. Dropped halfway, a
@@ -169,8 +303,8 @@ async fn run_to_completion<T: Send + 'static>(
 
 /// `POST /api/reload`: re-read the config and every list, as SIGHUP does.
 async fn reload(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
+    if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
+        return denied;
     }
     let reloader = state.reloader.clone();
     let outcome = run_to_completion(async move { reloader.reload_config().await }).await;
@@ -196,8 +330,8 @@ async fn refresh_lists(
     headers: HeaderMap,
     params: Result<Query<RefreshParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
+    if let Err(denied) = authorize(state.api_token.as_deref(), &headers) {
+        return denied;
     }
     let Ok(Query(params)) = params else {
         return error(StatusCode::BAD_REQUEST, "the only parameter is list=ID");
@@ -209,5 +343,42 @@ async fn refresh_lists(
         Err(failed) => failed,
         Ok(Ok(results)) => Json(json!({ "lists": results })).into_response(),
         Ok(Err(message)) => error(StatusCode::NOT_FOUND, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_the_server_by_its_address_localhost_or_a_configured_name() {
+        let hosts: Vec<String> = vec!["metasink.lan".into()];
+        let v4 = Some("192.168.1.2".parse().unwrap());
+        let mapped = Some("::ffff:192.168.1.2".parse().unwrap());
+        let v6 = Some("fd00::2".parse().unwrap());
+        for (host, listener) in [
+            ("192.168.1.2", v4),
+            ("192.168.1.2:9353", v4),
+            ("192.168.1.2:9353", mapped),
+            ("[fd00::2]:9353", v6),
+            ("[FD00::2]", v6),
+            ("localhost:9353", None),
+            ("LocalHost", v4),
+            ("metasink.lan", v4),
+            ("Metasink.Lan.:9353", v4),
+        ] {
+            assert!(names_this_server(host, listener, &hosts), "{host}");
+        }
+        for (host, listener) in [
+            ("rebind.attacker.example:9353", v4),
+            ("192.168.1.3:9353", v4),
+            ("[fd00::3]:9353", v6),
+            ("localhost.attacker.example", v4),
+            ("metasink.lan.attacker.example", v4),
+            ("", v4),
+            ("[fd00::2", v6),
+        ] {
+            assert!(!names_this_server(host, listener, &hosts), "{host}");
+        }
     }
 }

@@ -16,14 +16,18 @@ use crate::admission::Admission;
 use crate::api::{self, ApiState};
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::dns::{DnsServer, DnsService, ServiceCounters, Upstreams};
-use crate::http::records::RecordsApi;
+use crate::dns::Upstreams;
+use crate::fd_budget::FdBudget;
 use crate::metrics::Metrics;
+use crate::overrides::OverrideStore;
+use crate::permissions;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
 use crate::records::Records;
 use crate::refresh::Refresher;
 use crate::reload::Reloader;
+use crate::server::{DnsServer, DnsService, ServiceCounters, listener_descriptors};
+use crate::slots::Slots;
 
 /// A running daemon.
 pub struct Daemon {
@@ -44,6 +48,12 @@ impl Daemon {
     /// Builds everything from `settings` and starts serving. Returns once every listener is
     /// bound.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        for warning in permissions::warnings(&settings) {
+            warn!("{warning}");
+        }
+        // First, so the caps of what clients can open leave room for everything else.
+        let budget =
+            FdBudget::raise_and_plan(listener_descriptors(settings.server.listen.len()) + 1);
         let metrics = Arc::new(Metrics::new());
         // Built from bundled lists, files and stored downloads only: start-up never waits on
         // the network.
@@ -62,7 +72,11 @@ impl Daemon {
             tracing::warn!("no upstream configured: every name that is not blocked gets SERVFAIL");
         }
         let cache = Cache::new(&settings.cache, metrics.cache());
-        let pipeline = Pipeline::new(cache, upstreams);
+        let overrides = Arc::new(OverrideStore::open(
+            &settings.server.state_dir,
+            metrics.overrides_active(),
+        ));
+        let pipeline = Pipeline::new(cache, upstreams).with_overrides(overrides.clone());
         let admission = Admission::new(&settings.admission);
         let records = Arc::new(Records::start(
             &settings.querylog,
@@ -76,7 +90,7 @@ impl Daemon {
             ServiceCounters::new(&metrics),
         )
         .with_records(records.clone());
-        let dns = DnsServer::bind(&settings.server.listen, service)
+        let dns = DnsServer::bind(&settings.server.listen, service, budget.tcp_connections)
             .await
             .with_context(|| format!("binding DNS listeners {:?}", settings.server.listen))?;
 
@@ -91,16 +105,21 @@ impl Daemon {
             reloader: reloader.clone(),
             refresher: refresher.clone(),
             api_token: settings.server.api_token.as_deref().map(Arc::from),
-        })
-        .merge(crate::http::records::router(RecordsApi {
+            http_hosts: settings.server.http_hosts.clone().into(),
+            overrides: overrides.clone(),
             records: records.clone(),
-            policy: policy.clone(),
-            api_token: settings.server.api_token.as_deref().map(Arc::from),
-        }));
+        });
         let http_shutdown = CancellationToken::new();
-        let http = tokio::spawn(api::serve(listener, router, http_shutdown.clone()));
+        let http_slots = Slots::new(budget.http_connections);
+        let http = tokio::spawn(api::serve(
+            listener,
+            router,
+            http_slots,
+            http_shutdown.clone(),
+        ));
         let background = CancellationToken::new();
         let refresh_task = tokio::spawn(refresher.clone().run(background.clone()));
+        tokio::spawn(keep_time(policy.clone(), overrides, background.clone()));
         Ok(Self {
             dns,
             http_addr,
@@ -382,5 +401,24 @@ mod watchdog_tests {
             .await
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    }
+}
+
+/// Once a second, puts in force the profile each device's schedule gives it at the local time
+/// (the system time zone, read again each time, so a daylight saving change or a new TZ is
+/// followed), and drops the overrides that have ended. A tick is a clock read and a few atomic
+/// stores; queries never read the clock for schedules.
+async fn keep_time(policy: PolicyHandle, overrides: Arc<OverrideStore>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                let now = jiff::ZonedDateTime::now();
+                policy.load().apply_schedules(now.datetime());
+                overrides.sweep(now.timestamp());
+            }
+        }
     }
 }

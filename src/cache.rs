@@ -31,9 +31,11 @@ pub struct Entry {
     pub answer: Arc<Answer>,
     stored: Instant,
     lifetime: Duration,
-    /// The lists containing each target name of the answer, and the policy generation they
-    /// were computed under: computed on first inspection.
-    target_lists: OnceLock<(u64, Box<[ListMask]>)>,
+    /// The lists containing each target name of the answer: computed on first inspection.
+    target_lists: PerGeneration,
+    /// The network lists holding each address of the answer: computed on first inspection by
+    /// a profile with `block_networks`.
+    address_lists: PerGeneration,
     /// When a refresh of this entry, once expired, last failed (RFC 8767 §5's failure
     /// recheck timer).
     refresh_failed: Mutex<Option<Instant>>,
@@ -47,7 +49,8 @@ impl Entry {
             answer,
             stored: Instant::now(),
             lifetime,
-            target_lists: OnceLock::new(),
+            target_lists: PerGeneration::default(),
+            address_lists: PerGeneration::default(),
             refresh_failed: Mutex::new(None),
         }
     }
@@ -69,12 +72,17 @@ impl Entry {
         generation: u64,
         compute: impl Fn() -> Box<[ListMask]>,
     ) -> Cow<'_, [ListMask]> {
-        let (computed_under, lists) = self.target_lists.get_or_init(|| (generation, compute()));
-        if *computed_under == generation {
-            Cow::Borrowed(lists)
-        } else {
-            Cow::Owned(compute().into_vec())
-        }
+        self.target_lists.get(generation, compute)
+    }
+
+    /// The network lists holding each address of the answer under the policy `generation`,
+    /// kept like [`Self::target_lists`].
+    pub fn address_lists(
+        &self,
+        generation: u64,
+        compute: impl Fn() -> Box<[ListMask]>,
+    ) -> Cow<'_, [ListMask]> {
+        self.address_lists.get(generation, compute)
     }
 
     /// Records that a refresh of this expired entry failed just now.
@@ -93,6 +101,24 @@ impl Entry {
         self.refresh_failed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// List masks computed once and kept with an entry, with the policy generation they were
+/// computed under.
+#[derive(Default)]
+struct PerGeneration(OnceLock<(u64, Box<[ListMask]>)>);
+
+impl PerGeneration {
+    /// The masks `compute` gives, computed on the first call and reused while the generation
+    /// stays the same (after a reload they are recomputed on every call, from the new policy).
+    fn get(&self, generation: u64, compute: impl Fn() -> Box<[ListMask]>) -> Cow<'_, [ListMask]> {
+        let (computed_under, lists) = self.0.get_or_init(|| (generation, compute()));
+        if *computed_under == generation {
+            Cow::Borrowed(lists)
+        } else {
+            Cow::Owned(compute().into_vec())
+        }
     }
 }
 

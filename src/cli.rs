@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -13,13 +14,22 @@ use crate::config::{self, ListSource, Settings};
 use crate::dns::Question;
 use crate::explain::{Viewpoint, explain};
 use crate::metrics::Metrics;
+use crate::overrides::OverrideStore;
 use crate::policy::{self, Policy};
-use crate::{app, catalogue, remote};
+use crate::{app, catalogue, permissions, port_owner, remote};
+
+/// `metasink --version`: the crate's version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("METASINK_GIT_COMMIT"),
+    ")"
+);
 
 /// metasink: a household DNS resolver that sinkholes Meta tracking, telemetry and AI domains
 /// per device.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +39,8 @@ pub struct Cli {
 enum Command {
     /// Run the daemon (built-in defaults without --config: 127.0.0.1:5053, bundled lists).
     Run(ConfigArg),
-    /// Validate a config and every list it uses; print a summary. Exit 1 on any error.
+    /// Validate a config and every list it uses, and name any process holding its listen
+    /// addresses (port 53); print a summary. Exit 1 on any error.
     Check(CheckArgs),
     /// Explain why NAME is or is not blocked for a client or a profile.
     Explain(ExplainArgs),
@@ -151,6 +162,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     println!("{origin}: config is valid");
+    for warning in permissions::warnings(&settings) {
+        println!("  warning:   {warning}");
+    }
     let listen: Vec<_> = settings
         .server
         .listen
@@ -206,8 +220,22 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             device.profile,
             addresses.join(", ")
         );
+        for window in &device.schedule {
+            println!("             schedule: {window}");
+        }
+        if !device.schedule.is_empty() {
+            let now = (policy.devices())
+                .find(|known| known.name == device.name)
+                .map_or("?", |known| policy.profile_of(known).name.as_str());
+            println!("             profile now: {now}");
+        }
     }
+    // Port 53 held by another resolver is the classic first-run failure: name the holder.
     let mut failed = false;
+    for finding in port_owner::findings(&settings.server.listen, settings.server.http) {
+        failed |= finding.fatal;
+        println!("  port:      {}", finding.message);
+    }
     for list in policy.lists() {
         match &list.load_error {
             // A URL list without a stored copy is downloaded once the daemon runs: failing
@@ -250,7 +278,13 @@ fn explain_command(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         (None, None) => Viewpoint::Profile(settings.default_profile.clone()),
     };
     let question = Question::parse(&args.name, &args.qtype).map_err(anyhow::Error::msg)?;
-    let explanation = explain(&policy, &viewpoint, &question).map_err(anyhow::Error::msg)?;
+    // The overrides the daemon keeps in its state_dir, so what is printed is what it does.
+    let overrides = OverrideStore::open(
+        &settings.server.state_dir,
+        Metrics::new().overrides_active(),
+    );
+    let explanation =
+        explain(&policy, Arc::new(overrides), &viewpoint, &question).map_err(anyhow::Error::msg)?;
     println!("{explanation}");
     Ok(ExitCode::SUCCESS)
 }
@@ -258,7 +292,7 @@ fn explain_command(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 fn lists(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     let policy = compile(&settings);
-    let presets = catalogue::presets();
+    let presets: Vec<_> = catalogue::presets().collect();
     println!(
         "{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  title",
         "id", "entries", "match", "confidence", "kind", "used by presets"
@@ -266,14 +300,22 @@ fn lists(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     for list in policy.lists() {
         let used_by: Vec<_> = presets
             .iter()
-            .filter(|p| p.block.contains(&list.id) || p.allow.contains(&list.id))
-            .map(|p| p.name.as_str())
+            .filter(|p| {
+                [p.block, p.allow, p.block_networks]
+                    .iter()
+                    .any(|ids| ids.contains(&list.id.as_str()))
+            })
+            .map(|p| p.name)
             .collect();
         println!(
             "{:<22} {:>7}  {:<10}  {:<10}  {:<6}  {:<28}  {}",
             list.id,
             list.entries,
-            list.match_mode().as_str(),
+            if list.networks {
+                "networks"
+            } else {
+                list.match_mode().as_str()
+            },
             list.confidence.as_deref().unwrap_or("-"),
             list.kind.as_deref().unwrap_or("-"),
             if used_by.is_empty() {

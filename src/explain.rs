@@ -2,17 +2,33 @@
 //! device the client maps to, its profile, every list entry that covers the name, whether an
 //! allow list overrides the block, and the answer the daemon would give.
 //!
-//! It runs the same decision as the query path ([`Profile::blocking_list`] over the matcher's
-//! masks), so what it prints is what the daemon does for the question itself. Names inside
-//! upstream answers (CNAME targets) are only known at query time and are not covered here.
+//! The verdict comes from the query path itself: the question goes through
+//! [`Pipeline::resolve`] (identify, local, decide, …) with an empty cache and no upstream, so
+//! what it prints is what the daemon does for the question itself. Names inside upstream
+//! answers (CNAME targets) are only known at query time and are not covered here;
+//! asked about an address, it says which network list holds it and whether the profile
+//! blocks answers holding it (`block_networks`).
 
 use std::fmt;
+use std::future::ready;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::dns::{Question, describe_blocked_answer};
-use crate::neighbours::Neighbours;
+use ipnet::IpNet;
+
+use crate::cache::Cache;
+use crate::config::CacheSettings;
+use crate::config::schedule::{next_change, window_at};
+use crate::dns::{
+    Forward, Forwarding, Question, Transport, UpstreamError, describe_blocked_answer,
+};
+use crate::metrics::Metrics;
+use crate::net::ForwardedClient;
+use crate::overrides::OverrideStore;
+use crate::pipeline::{Asker, BlockedBy, Outcome, Pipeline, Query, Resolution};
 use crate::policy::matcher::Scope;
-use crate::policy::{ForwardedClient, ListIndex, Policy, Profile};
+use crate::policy::{ListIndex, Policy, Profile};
 
 /// Whose point of view to explain from.
 #[derive(Clone, Debug)]
@@ -36,6 +52,17 @@ pub struct Hit {
     pub exception: bool,
     /// What the profile does with this list.
     pub role: Role,
+}
+
+/// A network list holding the address asked about.
+#[derive(Debug)]
+pub struct NetworkHit {
+    /// The list's id.
+    pub list: String,
+    /// Its network that holds the address.
+    pub network: IpNet,
+    /// Whether the profile blocks answers into it.
+    pub blocks: bool,
 }
 
 /// What a profile does with a list.
@@ -62,43 +89,63 @@ pub struct Explanation {
     pub profile_blocks: Vec<String>,
     /// See `profile_blocks`.
     pub profile_allows: Vec<String>,
+    /// Ids of the network lists it blocks (`block_networks`).
+    pub profile_block_networks: Vec<String>,
+    /// When the name asked about is an address: each network list holding it.
+    pub networks: Vec<NetworkHit>,
     /// Every entry covering the name.
     pub hits: Vec<Hit>,
     /// An allow list of the profile that holds the name, if any.
     pub allowed_by: Option<String>,
     /// The list that blocks the name, if any.
     pub blocked_by: Option<String>,
+    /// The override that decides it, if one does (which, what, until when).
+    pub overridden_by: Option<String>,
+    /// For a device with a schedule: which window is in force and until when.
+    pub schedule: Option<String>,
     /// The answer the daemon gives.
     pub answer: String,
 }
 
-/// Explains `question` from `viewpoint` under `policy`.
+/// Explains `question` from `viewpoint` under `policy` and `overrides`.
 pub fn explain(
     policy: &Policy,
+    overrides: Arc<OverrideStore>,
     viewpoint: &Viewpoint,
     question: &Question,
 ) -> Result<Explanation, String> {
-    let (client, profile) = match viewpoint {
-        Viewpoint::Client(address) => {
-            // Found as the daemon finds a client querying directly (its MAC address too).
-            let device = policy.known_device(
-                *address,
-                &ForwardedClient::default(),
-                &Neighbours::default(),
-            );
-            let profile = device.map_or_else(|| policy.default_profile(), |d| policy.profile_of(d));
-            (Some((*address, device.map(|d| d.name.clone()))), profile)
-        }
+    let forwarded = ForwardedClient::default();
+    let asker = match viewpoint {
+        // Found as the daemon finds a client querying directly (its MAC address too).
+        Viewpoint::Client(address) => Asker::Client {
+            address: *address,
+            forwarded: &forwarded,
+        },
         Viewpoint::Profile(name) => {
-            let profile = policy.profile_named(name).ok_or_else(|| {
+            Asker::Profile(profile_index(policy, name).ok_or_else(|| {
                 let names: Vec<_> = policy.profiles().iter().map(|p| p.name.as_str()).collect();
                 format!(
                     "no profile is called {name:?} (valid choices: {})",
                     names.join(", ")
                 )
-            })?;
-            (None, profile)
+            })?)
         }
+    };
+    let query = Query {
+        asker,
+        question,
+        // What most clients use; ANY is answered over TCP only.
+        transport: Transport::Udp,
+    };
+    let resolution = dry_run(policy, overrides, &query)?;
+    let profile = resolution.identity.profile;
+    let client = match viewpoint {
+        Viewpoint::Client(address) => {
+            let device = resolution.identity.device;
+            let name = (!policy.is_unknown(device)).then(|| device.name.clone());
+            Some((*address, name))
+        }
+        Viewpoint::Profile(_) => None,
     };
     let lists = policy.lists_containing(question.name());
     let list_ids = |indexes: &mut dyn Iterator<Item = ListIndex>| -> Vec<String> {
@@ -108,12 +155,33 @@ pub fn explain(
         .and(profile.allow)
         .first()
         .map(|index| policy.list(index).id.clone());
-    let blocked_by = profile
-        .blocking_list(lists)
-        .map(|index| policy.list(index).id.clone());
-    let answer = match profile.blocking_list(lists) {
-        Some(_) => describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
-        None => "forwarded to the upstreams (or answered from the cache)".to_owned(),
+    let schedule = client
+        .as_ref()
+        .and_then(|(_, device)| device.as_deref())
+        .and_then(|device| schedule_now(policy, device));
+    let (blocked_by, answer) = match resolution.outcome {
+        Outcome::BlockedByOverride(decision) => (
+            Some(decision.to_string()),
+            describe_blocked_answer(question, profile.answer, profile.blocked_ttl),
+        ),
+        Outcome::Blocked {
+            list,
+            by: BlockedBy::Question,
+        } => (
+            Some(policy.list(list).id.clone()),
+            describe_blocked_answer(question, profile.answer, policy.blocked_ttl(profile, list)),
+        ),
+        Outcome::Truncated => (
+            None,
+            "NOERROR with TC over UDP: the answer over TCP".to_owned(),
+        ),
+        Outcome::NotImplemented => (None, "NOTIMP, never forwarded".to_owned()),
+        Outcome::Malformed => (None, "FORMERR, never forwarded".to_owned()),
+        Outcome::Refused => (None, "REFUSED, never forwarded".to_owned()),
+        _ => (
+            None,
+            "forwarded to the upstreams (or answered from the cache)".to_owned(),
+        ),
     };
     Ok(Explanation {
         name: question.name().to_owned(),
@@ -121,11 +189,92 @@ pub fn explain(
         profile: profile.name.clone(),
         profile_blocks: list_ids(&mut profile.block.iter()),
         profile_allows: list_ids(&mut profile.allow.iter()),
+        profile_block_networks: list_ids(&mut profile.block_networks.iter()),
+        networks: network_hits(policy, profile, question.name()),
         hits: hits(policy, profile, question.name()),
         allowed_by,
         blocked_by,
+        overridden_by: resolution.overridden.map(|decision| decision.to_string()),
+        schedule,
         answer,
     })
+}
+
+/// Which window of `device`'s schedule is in force now and until when, in words; `None` for a
+/// device without a schedule.
+fn schedule_now(policy: &Policy, device: &str) -> Option<String> {
+    let windows = policy.schedule_of(device);
+    if windows.is_empty() {
+        return None;
+    }
+    let now = jiff::ZonedDateTime::now().datetime();
+    let until = next_change(windows, now).map_or_else(
+        || "for the whole week".to_owned(),
+        |time| format!("until {time}"),
+    );
+    Some(match window_at(windows, now) {
+        Some(index) => format!("window {index} ({}) applies {until}", windows[index]),
+        None => {
+            let own = policy
+                .own_profile_of(device)
+                .map_or("?", |p| p.name.as_str());
+            format!("no window applies: its own profile {own} {until}")
+        }
+    })
+}
+
+/// The index of the profile called `name`.
+fn profile_index(policy: &Policy, name: &str) -> Option<usize> {
+    policy
+        .profiles()
+        .iter()
+        .position(|profile| profile.name == name)
+}
+
+/// Where the dry run's questions go: nowhere, so a question that would be forwarded ends
+/// there, past every stage that decides without the upstreams.
+struct Nowhere;
+
+impl Forward for Nowhere {
+    fn forward<'a>(&'a self, _: &'a Question) -> Forwarding<'a> {
+        Box::pin(ready(Err(UpstreamError::NoUpstreams)))
+    }
+}
+
+/// Runs `query` through the query path with no cache and no upstream.
+fn dry_run<'p>(
+    policy: &'p Policy,
+    overrides: Arc<OverrideStore>,
+    query: &Query<'_>,
+) -> Result<Resolution<'p>, String> {
+    let settings = CacheSettings {
+        size: 0,
+        min_ttl: Duration::ZERO,
+        max_ttl: Duration::ZERO,
+    };
+    let pipeline = Pipeline::new(Cache::new(&settings, Metrics::new().cache()), Nowhere)
+        .with_overrides(overrides);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|error| format!("cannot start the dry run: {error}"))?;
+    Ok(runtime.block_on(pipeline.resolve(policy, query)))
+}
+
+/// When `name` is an address, the network lists holding it: what the pipeline checks in the
+/// answers of a profile with `block_networks`.
+fn network_hits(policy: &Policy, profile: &Profile, name: &str) -> Vec<NetworkHit> {
+    let Ok(address) = name.parse::<IpAddr>() else {
+        return Vec::new();
+    };
+    policy
+        .networks_of(address)
+        .map(|(list, network)| NetworkHit {
+            list: policy.list(list).id.clone(),
+            network,
+            blocks: profile.block_networks.contains(list),
+        })
+        .collect()
 }
 
 fn hits(policy: &Policy, profile: &Profile, name: &str) -> Vec<Hit> {
@@ -164,6 +313,28 @@ impl fmt::Display for Explanation {
         writeln!(f, "profile:  {}", self.profile)?;
         writeln!(f, "  blocks: {}", join_or_none(&self.profile_blocks))?;
         writeln!(f, "  allows: {}", join_or_none(&self.profile_allows))?;
+        if !self.profile_block_networks.is_empty() {
+            writeln!(
+                f,
+                "  blocks answers with an address in: {}",
+                self.profile_block_networks.join(", ")
+            )?;
+        }
+        for hit in &self.networks {
+            let verdict = if hit.blocks {
+                format!(
+                    "an answer holding it is BLOCKED by this profile, EDE 15 \"blocked by {}\"",
+                    hit.list
+                )
+            } else {
+                "not used by this profile".to_owned()
+            };
+            writeln!(
+                f,
+                "address:  {} is inside {} of {}: {verdict}",
+                self.name, hit.network, hit.list
+            )?;
+        }
         if self.hits.is_empty() {
             writeln!(f, "lists:    no list contains this name")?;
         } else {
@@ -190,9 +361,13 @@ impl fmt::Display for Explanation {
             Some(allow) => writeln!(f, "allow:    {allow} overrides any block")?,
             None => writeln!(f, "allow:    no allow list of this profile holds it")?,
         }
-        match &self.blocked_by {
-            Some(list) => writeln!(f, "verdict:  BLOCKED by {list}")?,
-            None => writeln!(f, "verdict:  not blocked")?,
+        if let Some(schedule) = &self.schedule {
+            writeln!(f, "schedule: {schedule}")?;
+        }
+        match (&self.blocked_by, &self.overridden_by) {
+            (Some(by), _) => writeln!(f, "verdict:  BLOCKED by {by}")?,
+            (None, Some(by)) => writeln!(f, "verdict:  not blocked: {by} decides it")?,
+            (None, None) => writeln!(f, "verdict:  not blocked")?,
         }
         write!(f, "answer:   {}", self.answer)?;
         if let Some(list) = &self.blocked_by {

@@ -4,42 +4,50 @@
 //!
 //! # One query, end to end
 //! ```text
-//!  UDP (recvmmsg batches) / TCP (RFC 7766) listeners       dns::udp, dns::tcp
+//!  UDP (recvmmsg batches) / TCP (RFC 7766) listeners         server::udp, server::tcp
 //!    ▼
-//!  admission: allow_from, per-client rate limit            admission → REFUSED / drop
+//!  edge: admission (allow_from, per-client rate limit),      server::service, admission
+//!        parse (fast reader, hickory fallback)               → REFUSED / drop / FORMERR
 //!    ▼
-//!  request: question (fast reader, hickory fallback),      dns::service, dns::wire, policy
-//!           client address → device → profile
+//!  the pipeline, one function: Pipeline::resolve
+//!  │ identify: client address → device → profile              policy
+//!  │ local:    ANY over UDP, meta-types, other classes        → TC / NOTIMP / FORMERR / REFUSED
+//!  │ decide:   lists containing the name; block & !allow      → blocked answer (stop)
+//!  │ cache:    one for every profile, upstream answers only   cache → hit
+//!  │ upstream: the configured resolvers, in order             dns::Forward (dns::Upstreams)
+//!  │ inspect:  CNAME / HTTPS / SVCB targets, same profile     → blocked answer
 //!    ▼
-//!  decide: lists containing the name; block & !allow       pipeline → blocked answer (stop)
-//!    ▼
-//!  cache: one for every profile, upstream answers only     cache    → hit
-//!    ▼
-//!  upstream: the configured resolvers, in order            dns::upstream
-//!    ▼
-//!  inspect: CNAME / HTTPS / SVCB targets, same profile     pipeline → blocked answer
-//!    ▼
-//!  respond (records in wire form), count                   dns::reply, dns::service, metrics
+//!  write the reply (records in wire form), count once        dns, server::service, metrics
 //! ```
 //! The order lives in one function, [`pipeline::Pipeline::resolve`], with the reason for each
-//! stage. Config and lists compile into one immutable [`policy::Policy`] snapshot, read by
-//! every query through an `ArcSwap`.
+//! stage; it returns one [`pipeline::Outcome`] the reply writer turns into bytes, and
+//! `explain` runs the same function. Config and lists compile into one immutable
+//! [`policy::Policy`] snapshot, read by every query through an `ArcSwap`.
 //!
 //! # Layout
-//! - [`cli`] — `run`, `check`, `explain`, `lists`.
-//! - [`app`] — start, serve, stop.
+//! Modules import downwards only (a unit test, `module_graph`, fails on a cycle):
+//! - [`cli`], [`app`] — `run`, `check`, `explain`, `lists`; start, serve, stop.
+//! - [`server`] — the transports (UDP, TCP, the listeners) and the bytes-in, bytes-out
+//!   service at their edge.  [`api`] — the HTTP listener.  [`reload`], [`refresh`] — new
+//!   snapshots from the config and from downloaded lists.
+//! - [`pipeline`] — the query path, stage by stage.  [`explain`] — why a name is blocked for
+//!   a client, through the same path.
 //! - [`admission`] — who may query and how fast: the access list and per-client rate limit.
-//! - [`config`] — the TOML file → validated [`config::Settings`] (errors name file, line, key).
-//! - [`catalogue`] — bundled lists (`blocklists/`) and preset profiles.
-//! - [`lists`] — list line formats and sources.
-//! - [`policy`] — the snapshot: matcher, profiles, devices.
-//! - [`pipeline`] — the query path.
-//! - [`cache`] — the shared answer cache.
-//! - [`dns`] — everything that touches hickory: questions, answers, blocked answers,
-//!   upstreams, listeners.
-//! - [`metrics`], [`api`] — Prometheus metrics and the HTTP listener.
-//! - [`net`] — address forms shared by the access list and device matching.
-//! - [`explain`] — why a name is blocked for a client.
+//! - [`policy`] — the snapshot: matcher, profiles, devices.  [`cache`] — the shared answer
+//!   cache.  [`neighbours`] — the MAC addresses of LAN clients.
+//! - [`dns`] — everything that touches hickory: questions, requests, answers, replies (blocked
+//!   answers among them), the upstream client and the [`dns::Forward`] seam.
+//! - [`lists`] — list line formats, sources and downloads.  [`metrics`] — Prometheus metrics
+//!   and their label sets.
+//! - [`config`] — the TOML file → validated [`config::Settings`] (errors name file, line, key),
+//!   over the bottom: [`net`] (address forms, access lists, MAC addresses) and [`catalogue`].
+//! - [`memory`] — allocator tuning for a small machine.
+//! - [`overrides`] — pause, allow and block from the API, with an expiry, above the profiles.
+//! - [`state_files`] — every read and write under `state_dir` (no links followed, atomic
+//!   writes); [`permissions`] — warnings about a `state_dir` others can write and a token
+//!   others can read.
+//! - [`fd_budget`], [`slots`] — descriptor limits and the connection caps sized from them.
+//! - [`port_owner`] — which process holds a listen address (`metasink check`).
 
 pub mod admission;
 pub mod api;
@@ -50,15 +58,25 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod explain;
+pub mod fd_budget;
 pub mod http;
 pub mod lists;
 pub mod memory;
 pub mod metrics;
 pub mod neighbours;
 pub mod net;
+pub mod overrides;
+pub mod permissions;
 pub mod pipeline;
 pub mod policy;
+pub mod port_owner;
 pub mod records;
 pub mod refresh;
 pub mod reload;
 pub mod remote;
+pub mod server;
+pub mod slots;
+pub mod state_files;
+
+#[cfg(test)]
+mod module_graph;

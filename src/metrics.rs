@@ -10,7 +10,13 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::dns::QTYPE_LABELS;
+/// The query types metrics name one by one (the `qtype` label); every other type is counted as
+/// "other", so the label set stays bounded whatever clients send.
+pub const QTYPE_LABELS: &[&str] = &[
+    "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "PTR", "SRV", "NS", "SOA", "ANY", "other",
+];
+
+use crate::lists::download::REFRESH_ERROR_REASONS;
 
 /// Queries answered, by device, profile, query type and result.
 pub const QUERIES_TOTAL: &str = "metasink_queries_total";
@@ -33,8 +39,10 @@ pub const UPSTREAM_HEALTHY: &str = "metasink_upstream_healthy";
 pub const STALE_ANSWERS_TOTAL: &str = "metasink_stale_answers_total";
 /// Entries loaded from each list.
 pub const LIST_ENTRIES: &str = "metasink_list_entries";
-/// Lines skipped as invalid while loading each list.
+/// Lines skipped as invalid while loading each list (every load and reload adds them again).
 pub const LIST_INVALID_LINES_TOTAL: &str = "metasink_list_invalid_lines_total";
+/// Invalid lines in each list as loaded now.
+pub const LIST_INVALID_LINES: &str = "metasink_list_invalid_lines";
 /// Whether each list is loaded (1) or not (0).
 pub const LIST_LOADED: &str = "metasink_list_loaded";
 /// Config reloads, by result (success, failure).
@@ -52,6 +60,16 @@ pub const LIST_REFRESH_ERRORS_TOTAL: &str = "metasink_list_refresh_errors_total"
 pub const LIST_BYTES: &str = "metasink_list_bytes";
 /// Time from receiving a query to having its answer, by result.
 pub const REQUEST_DURATION_SECONDS: &str = "metasink_request_duration_seconds";
+/// Queries an override decided, by device, profile and the override's kind.
+pub const OVERRIDE_DECISIONS_TOTAL: &str = "metasink_override_decisions_total";
+/// Overrides in force, by kind.
+pub const OVERRIDES_ACTIVE: &str = "metasink_overrides_active";
+/// 1 for the profile each device has right now (its schedule's, else its own), 0 for the
+/// other profiles its schedule can give it.
+pub const DEVICE_PROFILE: &str = "metasink_device_profile";
+
+/// The kinds of override: the `kind` label of the override metrics.
+pub const OVERRIDE_KINDS: [&str; 3] = ["pause", "allow", "block"];
 /// Always 1; the version is a label.
 pub const BUILD_INFO: &str = "metasink_build_info";
 /// Queries refused because the client is not in `server.allow_from`.
@@ -68,6 +86,18 @@ pub const QUERYLOG_WRITE_ERRORS_TOTAL: &str = "metasink_querylog_write_errors_to
 pub const QUERYLOG_DATABASE_BYTES: &str = "metasink_querylog_database_bytes";
 /// Queries an observe-mode profile would have blocked, by device, profile and list.
 pub const WOULD_BLOCK_TOTAL: &str = "metasink_would_block_total";
+/// Replies sent, by response code ([`RCODE_LABELS`]): every reply, whatever its result.
+pub const RESPONSES_TOTAL: &str = "metasink_responses_total";
+
+/// The `result` label of [`CONFIG_RELOAD_TOTAL`].
+pub const CONFIG_RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+/// The `result` label of [`LIST_REFRESH_TOTAL`].
+pub const LIST_REFRESH_RESULTS: [&str; 3] = ["updated", "not_modified", "failed"];
+/// The `rcode` label of [`RESPONSES_TOTAL`], indexed by response code; codes past NOTIMP and
+/// REFUSED (BADVERS, the dynamic-update codes) are rare enough to share `other`.
+pub const RCODE_LABELS: [&str; 7] = [
+    "noerror", "formerr", "servfail", "nxdomain", "notimp", "refused", "other",
+];
 
 /// How a query was answered: the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,9 +140,12 @@ impl QueryResult {
 pub const UPSTREAM_ERROR_KINDS: &[&str] =
     &["timeout", "io", "servfail", "refused", "unusable", "other"];
 
-/// Buckets for answers that never leave the machine (cache hits, blocks): 10 µs to 100 ms.
-const LOCAL_BUCKETS: &[f64] = &[
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1,
+/// Buckets for the time to answer a query: fine below a millisecond, where cache hits and
+/// blocks land (10 µs to 1 ms), then on to 5 s, where SERVFAILs (1–2 s, after the upstream
+/// deadline) and stale answers (about 1.8 s) land: a p99 must never stop at the last bucket.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
 ];
 /// Buckets for round trips to an upstream: 1 ms to 5 s.
 const NETWORK_BUCKETS: &[f64] = &[
@@ -133,6 +166,7 @@ pub struct Metrics {
     stale_answers: IntCounter,
     list_entries: IntGaugeVec,
     list_invalid_lines: IntCounterVec,
+    list_invalid_lines_now: IntGaugeVec,
     list_loaded: IntGaugeVec,
     request_duration: HistogramVec,
     config_reloads: IntCounterVec,
@@ -143,6 +177,10 @@ pub struct Metrics {
     list_bytes: IntGaugeVec,
     refused: IntCounter,
     rate_limited: IntCounter,
+    override_decisions: IntCounterVec,
+    overrides_active: IntGaugeVec,
+    device_profile: IntGaugeVec,
+    responses: IntCounterVec,
     would_block: IntCounterVec,
     querylog: QuerylogCounters,
 }
@@ -160,10 +198,13 @@ pub struct QuerylogCounters {
     pub database_bytes: IntGauge,
 }
 
-/// Per-client handles: one counter per (query type, result), one per blocking list.
+/// Per-client handles: one counter per (query type, result), one per blocking list, one per
+/// kind of override, and whether this (device, profile) pair is the one in force.
 pub struct ClientCounters {
     queries: Vec<[IntCounter; QueryResult::ALL.len()]>,
     blocked: Vec<Option<IntCounter>>,
+    overrides: [IntCounter; OVERRIDE_KINDS.len()],
+    in_force: IntGauge,
 }
 
 impl ClientCounters {
@@ -190,6 +231,17 @@ impl ClientCounters {
             counter.inc();
         }
     }
+    /// Counts one query an override of `kind` (one of [`OVERRIDE_KINDS`]) decided.
+    pub fn count_override(&self, kind: &str) {
+        if let Some(index) = OVERRIDE_KINDS.iter().position(|known| *known == kind) {
+            self.overrides[index].inc();
+        }
+    }
+
+    /// Marks this device's profile as the one in force (1) or not (0).
+    pub fn set_in_force(&self, in_force: bool) {
+        self.in_force.set(i64::from(in_force));
+    }
 }
 
 /// Handles for one upstream.
@@ -210,6 +262,22 @@ impl UpstreamCounters {
             .position(|known| *known == kind)
             .unwrap_or(UPSTREAM_ERROR_KINDS.len() - 1);
         self.errors[index].inc();
+    }
+}
+
+/// Counters of replies by response code ([`RESPONSES_TOTAL`]).
+#[derive(Clone)]
+pub struct ResponseCounters {
+    by_rcode: [IntCounter; RCODE_LABELS.len()],
+}
+
+impl ResponseCounters {
+    /// Counts one reply with the response code `rcode` (the header's four bits and the
+    /// OPT record's upper eight together).
+    pub fn count(&self, rcode: u16) {
+        let other = RCODE_LABELS.len() - 1;
+        let index = usize::from(rcode).min(other);
+        self.by_rcode[index].inc();
     }
 }
 
@@ -286,6 +354,12 @@ impl Metrics {
                 "Invalid lines skipped while loading the list",
                 &["list"],
             ),
+            list_invalid_lines_now: gauge_vec(
+                &registry,
+                LIST_INVALID_LINES,
+                "Invalid lines skipped in the list as loaded now",
+                &["list"],
+            ),
             list_loaded: gauge_vec(
                 &registry,
                 LIST_LOADED,
@@ -297,7 +371,7 @@ impl Metrics {
                 REQUEST_DURATION_SECONDS,
                 "Time to answer a query",
                 &["result"],
-                LOCAL_BUCKETS,
+                REQUEST_BUCKETS,
             ),
             config_reloads: counter_vec(
                 &registry,
@@ -344,6 +418,30 @@ impl Metrics {
                 RATE_LIMITED_TOTAL,
                 "Queries dropped unanswered: the client exceeded its rate limit",
             ),
+            override_decisions: counter_vec(
+                &registry,
+                OVERRIDE_DECISIONS_TOTAL,
+                "Queries an override (pause, allow, block) decided",
+                &["device", "profile", "kind"],
+            ),
+            overrides_active: gauge_vec(
+                &registry,
+                OVERRIDES_ACTIVE,
+                "Overrides in force",
+                &["kind"],
+            ),
+            device_profile: gauge_vec(
+                &registry,
+                DEVICE_PROFILE,
+                "1 for the profile the device has right now",
+                &["device", "profile"],
+            ),
+            responses: counter_vec(
+                &registry,
+                RESPONSES_TOTAL,
+                "Replies sent, by response code",
+                &["rcode"],
+            ),
             would_block: counter_vec(
                 &registry,
                 WOULD_BLOCK_TOTAL,
@@ -374,14 +472,23 @@ impl Metrics {
             },
             registry,
         };
+        // Series that exist from the start read 0 before their first event, so Prometheus's
+        // `increase()` sees that event (a series born at 1 shows no increase).
+        for result in CONFIG_RELOAD_RESULTS {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        for rcode in RCODE_LABELS {
+            metrics.responses.with_label_values(&[rcode]);
+        }
         let build_info = gauge_vec(
             &metrics.registry,
             BUILD_INFO,
             "Build information",
-            &["version"],
+            &["version", "revision"],
         );
+        // The revision is the git commit (build.rs), as `metasink --version` prints it.
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("METASINK_GIT_COMMIT")])
             .set(1);
         metrics
     }
@@ -417,7 +524,22 @@ impl Metrics {
             .iter()
             .map(|list| list.map(|id| self.blocked.with_label_values(&[device, profile, id])))
             .collect();
-        ClientCounters { queries, blocked }
+        let overrides = OVERRIDE_KINDS.map(|kind| {
+            self.override_decisions
+                .with_label_values(&[device, profile, kind])
+        });
+        let in_force = self.device_profile.with_label_values(&[device, profile]);
+        ClientCounters {
+            queries,
+            blocked,
+            overrides,
+            in_force,
+        }
+    }
+
+    /// The gauges of overrides in force, by kind, in the order of [`OVERRIDE_KINDS`].
+    pub fn overrides_active(&self) -> [IntGauge; OVERRIDE_KINDS.len()] {
+        OVERRIDE_KINDS.map(|kind| self.overrides_active.with_label_values(&[kind]))
     }
 
     /// [`Self::client_counters`] for a device whose profile only observes: its blocks are
@@ -475,6 +597,25 @@ impl Metrics {
         self.rate_limited.clone()
     }
 
+    /// The counters of replies by response code ([`RESPONSES_TOTAL`]).
+    pub fn responses(&self) -> ResponseCounters {
+        ResponseCounters {
+            by_rcode: RCODE_LABELS.map(|rcode| self.responses.with_label_values(&[rcode])),
+        }
+    }
+
+    /// Creates the refresh series of the downloaded list `id` at 0 (every result and every
+    /// failure reason), so the first refresh, and the first failure of each kind, shows as an
+    /// increase in Prometheus. Idempotent: a series that exists keeps its count.
+    pub fn create_list_refresh_series(&self, id: &str) {
+        for result in LIST_REFRESH_RESULTS {
+            self.list_refreshes.with_label_values(&[id, result]);
+        }
+        for reason in REFRESH_ERROR_REASONS {
+            self.list_refresh_errors.with_label_values(&[id, reason]);
+        }
+    }
+
     /// Records the outcome of loading the list `id`.
     pub fn record_list_load(&self, id: &str, loaded: bool, entries: usize, invalid_lines: usize) {
         self.list_loaded
@@ -486,6 +627,9 @@ impl Metrics {
         self.list_invalid_lines
             .with_label_values(&[id])
             .inc_by(u64::try_from(invalid_lines).unwrap_or(u64::MAX));
+        self.list_invalid_lines_now
+            .with_label_values(&[id])
+            .set(i64::try_from(invalid_lines).unwrap_or(i64::MAX));
     }
 
     /// Counts one config reload with `result` ("success" or "failure").
@@ -615,7 +759,8 @@ mod tests {
             r#"metasink_blocked_total{device="quest",list="meta-ai",profile="quest"} 1"#
         ));
         assert!(text.contains(&format!(
-            "{BUILD_INFO}{{version=\"{}\"}} 1",
+            "{BUILD_INFO}{{revision=\"{}\",version=\"{}\"}} 1",
+            env!("METASINK_GIT_COMMIT"),
             env!("CARGO_PKG_VERSION")
         )));
     }

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
-use crate::admission;
 use crate::config::{self, ConfigError, ListSource, Origin, Settings};
 use crate::lists::store::ListStore;
 use crate::metrics::Metrics;
+use crate::net::allowed;
 use crate::policy::{self, PolicyHandle};
 
 /// Why a reload was refused.
@@ -189,7 +189,7 @@ fn keep_restart_only_settings(running: &Settings, loaded: &mut Settings) {
 fn refused_forwarder(settings: &Settings) -> Option<std::net::IpAddr> {
     let allow_from = &settings.admission.allow_from;
     (settings.trusted_forwarders.iter())
-        .find(|&&forwarder| !admission::allowed(allow_from, forwarder))
+        .find(|&&forwarder| !allowed(allow_from, forwarder))
         .copied()
 }
 

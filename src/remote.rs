@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
+use reqwest::Method;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -103,6 +104,19 @@ impl Daemon {
 
     /// `GET path` with `query`, as a response whose status was checked.
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<reqwest::Response> {
+        self.send(Method::GET, path, query, None).await
+    }
+
+    /// `method path` with `query` and, if given, `body` as JSON, with the token; the response
+    /// once its status was checked (an error status is turned into a one-line error naming
+    /// the daemon's address and what it said).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<reqwest::Response> {
         let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), query).map_err(
             |error| {
                 anyhow!(
@@ -111,9 +125,13 @@ impl Daemon {
                 )
             },
         )?;
-        let mut request = self.client.get(url);
+        let mut request = self.client.request(method, url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = (request.header(reqwest::header::CONTENT_TYPE, "application/json"))
+                .body(serde_json::to_vec(body).context("writing the request body")?);
         }
         let response = request.send().await.map_err(|error| {
             anyhow!(
@@ -138,13 +156,15 @@ impl Daemon {
         }
     }
 
-    /// `GET path` as JSON of type `T`.
+    /// [`Self::send`], its answer read as JSON of type `T`.
     async fn json<T: DeserializeOwned>(
         &self,
+        method: Method,
         path: &str,
         query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
     ) -> anyhow::Result<T> {
-        let response = self.get(path, query).await?;
+        let response = self.send(method, path, query, body).await?;
         let body = response.bytes().await;
         let read = || format!("reading the answer of metasink at {}", self.base);
         serde_json::from_slice(&body.with_context(read)?).with_context(read)
@@ -214,7 +234,9 @@ pub fn log(args: &LogArgs) -> anyhow::Result<()> {
     block_on(async {
         let mut query = filter.clone();
         query.push(("limit", args.limit.to_string()));
-        let Queries { mut queries } = daemon.json("/api/queries", &query).await?;
+        let Queries { mut queries } = daemon
+            .json(Method::GET, "/api/queries", &query, None)
+            .await?;
         // Oldest first, as a log reads (and as --follow continues).
         queries.reverse();
         if !args.remote.json {
@@ -287,7 +309,7 @@ fn print_entry(entry: &LogEntry, json: bool) {
 pub fn observe(args: &ObserveArgs) -> anyhow::Result<()> {
     let daemon = Daemon::of(&args.remote)?;
     let query: Vec<(&str, String)> = args.device.iter().map(|d| ("device", d.clone())).collect();
-    let Names { names } = block_on(daemon.json("/api/observe", &query))?;
+    let Names { names } = block_on(daemon.json(Method::GET, "/api/observe", &query, None))?;
     let names: Vec<&ObservedName> = (names.iter())
         .filter(|name| !args.uncatalogued || name.lists.iter().any(|list| list == UNCATALOGUED))
         .collect();
@@ -329,7 +351,7 @@ pub fn observe(args: &ObserveArgs) -> anyhow::Result<()> {
 /// `metasink clients`.
 pub fn clients(args: &RemoteArgs) -> anyhow::Result<()> {
     let daemon = Daemon::of(args)?;
-    let ClientList { clients } = block_on(daemon.json("/api/clients", &[]))?;
+    let ClientList { clients } = block_on(daemon.json(Method::GET, "/api/clients", &[], None))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&clients)?);
         return Ok(());

@@ -2,7 +2,7 @@
 //! before anything beyond the DNS header is decoded.
 //!
 //! Two checks, in this order:
-//! 1. The access list (`access`): clients outside `server.allow_from` (by default loopback,
+//! 1. The access list ([`crate::net::AccessList`]): clients outside `server.allow_from` (by default loopback,
 //!    private, CGNAT, link-local and unique local networks) are refused. metasink is not an
 //!    open resolver (RFC 5358): a stranger never causes an upstream query.
 //! 2. The rate limit (`ratelimit`): each allowed source (an IPv4 address, or an IPv6 /64) has a
@@ -19,25 +19,16 @@
 //! `&self` from any number of threads and cost a scan of a few networks, a clock read, a hash,
 //! an uncontended lock and a map lookup (`benches/admission.rs`).
 
-mod access;
 mod ratelimit;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Instant;
 
-use ipnet::IpNet;
-
 use crate::config::AdmissionSettings;
+use crate::net::AccessList;
 
-use access::AccessList;
 use ratelimit::RateLimiter;
-
-/// Whether `allow_from` lets `client` query: the access list's own check, for judging a
-/// configuration (a trusted forwarder must be a client that is answered).
-pub fn allowed(allow_from: &[IpNet], client: IpAddr) -> bool {
-    AccessList::new(allow_from).allows(client)
-}
 
 /// What to do with a query, from its client's address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,15 +6,25 @@
 //! CNAME targets of an answer can never take the apps down through those edges. Blocked
 //! answers are the null address / NODATA, never NXDOMAIN (WhatsApp retries NXDOMAIN in a storm).
 
-use std::time::Duration;
-
-use crate::config::{BlockAnswer, ProfileMode, ProfileSettings};
+//!
+//! Plain data: `config` turns each [`Preset`] into profile settings (answers, TTLs, inspection),
+//! so the catalogue depends on nothing.
 
 /// The profile used for unknown clients when the config does not say otherwise.
 pub const DEFAULT_PROFILE: &str = "meta-apps";
 
-/// TTL of blocked answers in presets: short, so a change of profile takes effect quickly.
-const PRESET_BLOCKED_TTL: Duration = Duration::from_secs(10);
+/// A preset profile: its name and the bundled lists it blocks and allows.
+#[derive(Clone, Copy, Debug)]
+pub struct Preset {
+    /// What a config calls it (`profile = "quest"`).
+    pub name: &'static str,
+    /// Ids of the bundled lists it blocks.
+    pub block: &'static [&'static str],
+    /// Ids of the bundled lists it allows (allow wins over block).
+    pub allow: &'static [&'static str],
+    /// Ids of the bundled network lists whose addresses it blocks in answers.
+    pub block_networks: &'static [&'static str],
+}
 
 /// (name, block lists, allow lists) of every preset.
 const PRESETS: &[(&str, &[&str], &[&str])] = &[
@@ -44,20 +54,42 @@ const PRESETS: &[(&str, &[&str], &[&str])] = &[
         &["meta-tracking-strict", "meta-ai", "meta-tracking"],
         &[],
     ),
+    // Per-app presets: an app's own names blocked, the kept apps' keep lists allowed (allow
+    // wins, so a name an app list shares with a kept app stays reachable).
+    (
+        "whatsapp-only",
+        &[
+            "app-facebook",
+            "app-instagram",
+            "app-messenger",
+            "app-threads",
+            "app-quest",
+            "app-meta-ai",
+            "meta-ai",
+            "meta-tracking",
+        ],
+        &["keep-whatsapp"],
+    ),
+    (
+        "no-instagram",
+        &["app-instagram", "app-threads", "meta-ai", "meta-tracking"],
+        &["keep-facebook", "keep-messenger", "keep-whatsapp"],
+    ),
 ];
 
+/// (preset, network lists): the presets whose answers into a network are blocked. Only
+/// `no-meta`: Meta's networks also serve every kept app.
+const NETWORK_PRESETS: &[(&str, &[&str])] = &[("no-meta", &["meta-networks"])];
+
 /// The preset profiles, in a stable order.
-pub fn presets() -> Vec<ProfileSettings> {
-    PRESETS
-        .iter()
-        .map(|&(name, block, allow)| ProfileSettings {
-            name: name.to_owned(),
-            block: block.iter().map(|&id| id.to_owned()).collect(),
-            allow: allow.iter().map(|&id| id.to_owned()).collect(),
-            answer: BlockAnswer::Null,
-            blocked_ttl: PRESET_BLOCKED_TTL,
-            inspect_answers: true,
-            mode: ProfileMode::Enforce,
-        })
-        .collect()
+pub fn presets() -> impl Iterator<Item = Preset> {
+    PRESETS.iter().map(|&(name, block, allow)| Preset {
+        name,
+        block,
+        allow,
+        block_networks: NETWORK_PRESETS
+            .iter()
+            .find(|&&(preset, _)| preset == name)
+            .map_or(&[], |&(_, lists)| lists),
+    })
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
-    AdmissionSettings, CacheSettings, DownloadSettings, ListSettings, ListSource, LogMode, Origin,
-    QuerylogSettings, ServerSettings, Settings, UpstreamSettings,
+    AdmissionSettings, BlockAnswer, CacheSettings, DownloadSettings, ListSettings, ListSource,
+    LogMode, Origin, ProfileMode, ProfileSettings, QuerylogSettings, ServerSettings, Settings,
+    UpstreamSettings,
 };
-use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
+use crate::catalogue::{self, DEFAULT_PROFILE, bundled_ids};
 
 /// DNS listen address (UDP and TCP) when none is configured: loopback, and an unprivileged port
 /// so that trying metasink needs no root and does not fight a system resolver for port 53.
@@ -111,6 +112,26 @@ impl Default for AdmissionSettings {
     }
 }
 
+/// The preset profiles of the catalogue as settings, in its order: blocked names get the
+/// null address (never NXDOMAIN: WhatsApp retries NXDOMAIN in a storm) for `BLOCKED_TTL`,
+/// and names inside answers are inspected.
+pub fn presets() -> Vec<ProfileSettings> {
+    catalogue::presets()
+        .map(|preset| ProfileSettings {
+            name: preset.name.to_owned(),
+            block: preset.block.iter().map(|&id| id.to_owned()).collect(),
+            allow: preset.allow.iter().map(|&id| id.to_owned()).collect(),
+            block_networks: (preset.block_networks.iter())
+                .map(|&id| id.to_owned())
+                .collect(),
+            answer: BlockAnswer::Null,
+            blocked_ttl: BLOCKED_TTL,
+            inspect_answers: true,
+            mode: ProfileMode::Enforce,
+        })
+        .collect()
+}
+
 /// Where the system's resolvers are listed.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -126,8 +147,10 @@ pub fn builtin_settings() -> Settings {
         server: ServerSettings {
             listen,
             http: DEFAULT_HTTP_LISTEN,
+            http_hosts: Vec::new(),
             state_dir: state_dir.clone(),
             api_token: None,
+            token_file: None,
         },
         querylog: QuerylogSettings {
             mode: LogMode::Off,
@@ -167,6 +190,7 @@ pub(super) fn bundled_lists() -> Vec<ListSettings> {
             id: id.to_owned(),
             source: ListSource::Bundled(id.to_owned()),
             match_mode: None,
+            blocked_ttl: None,
         })
         .collect()
 }

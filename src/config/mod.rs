@@ -12,6 +12,7 @@
 mod defaults;
 mod error;
 mod raw;
+pub mod schedule;
 mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,11 +21,48 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings};
+pub use defaults::{DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN, builtin_settings, presets};
 pub use error::ConfigError;
+pub use schedule::Window;
 
-use crate::lists::MatchMode;
+use serde::Deserialize;
+
 use crate::net::MacAddress;
+
+/// Device label of clients that match no device: reserved, no `[[device]]` may take it.
+pub const UNKNOWN_DEVICE: &str = "unknown";
+
+/// The most lists one configuration (and so one policy snapshot) can hold: one bit each in
+/// the policy's list masks.
+pub const MAX_LISTS: usize = 64;
+
+/// How a plain entry (one written without `||x^` or `*.x`) matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchMode {
+    /// Only the name itself.
+    Exact,
+    /// The name and every name below it (on label boundaries).
+    Subdomains,
+}
+
+impl MatchMode {
+    /// The word used in config files and list headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Subdomains => "subdomains",
+        }
+    }
+
+    /// How a person reads it in `explain` and `lists` output.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Exact => "exact name",
+            Self::Subdomains => "name and subdomains",
+        }
+    }
+}
 
 /// A validated configuration: what the daemon runs with.
 #[derive(Clone, Debug)]
@@ -112,10 +150,16 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     /// `/metrics`, `/healthz` and the API.
     pub http: SocketAddr,
+    /// Names (lowercase, no port) a request's `Host` may carry besides the listener's own
+    /// addresses and `localhost`; any other is refused, against DNS rebinding.
+    pub http_hosts: Vec<String>,
     /// Where downloaded lists are kept between runs.
     pub state_dir: PathBuf,
     /// Bearer token of the state-changing API endpoints; `None` turns them off.
     pub api_token: Option<String>,
+    /// The file `api_token` was read from: the config file itself, or `api_token_file`
+    /// (`metasink check` and start-up warn when others can read it).
+    pub token_file: Option<PathBuf>,
 }
 
 /// Who may query and how fast: the `[server]` keys read by [`crate::admission::Admission`].
@@ -173,6 +217,9 @@ pub struct ListSettings {
     pub source: ListSource,
     /// How plain entries match; `None` means "as the list's header says, else subdomains".
     pub match_mode: Option<MatchMode>,
+    /// TTL of the answers this list blocks, over the profile's; `None` means "as the list's
+    /// header says, else the profile's".
+    pub blocked_ttl: Option<Duration>,
 }
 
 /// Where a list's text comes from.
@@ -221,6 +268,9 @@ pub struct ProfileSettings {
     pub block: Vec<String>,
     /// Ids of the lists whose names are never blocked (allow wins over block).
     pub allow: Vec<String>,
+    /// Ids of network lists: an upstream answer with an address inside one of their networks
+    /// is blocked (Meta's networks, for `no-meta`).
+    pub block_networks: Vec<String>,
     /// How blocked names are answered.
     pub answer: BlockAnswer,
     /// TTL of blocked answers.
@@ -260,10 +310,12 @@ pub struct DeviceSettings {
     pub addresses: Vec<IpNet>,
     /// MAC addresses that identify it, when a trusted forwarder names them.
     pub macs: Vec<MacAddress>,
-    /// The profile it uses.
+    /// The profile it uses outside its schedule's windows.
     pub profile: String,
     /// Its own query log mode; `None` follows `[querylog] mode`.
     pub querylog: Option<LogMode>,
+    /// Windows of the week with another profile; the first that covers the time wins.
+    pub schedule: Vec<Window>,
 }
 
 /// Reads, parses and validates the config file at `path`.

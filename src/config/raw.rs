@@ -70,6 +70,8 @@ pub(super) struct RawServer {
     pub listen: Option<Spanned<Vec<Text>>>,
     /// HTTP listen address.
     pub http: Option<Text>,
+    /// Host names the HTTP listener answers besides its own addresses and `localhost`.
+    pub http_hosts: Option<Vec<Text>>,
     /// Directory for downloaded lists.
     pub state_dir: Option<Text>,
     /// Bearer token of the mutating API endpoints.
@@ -134,6 +136,8 @@ pub(super) struct RawList {
     /// `exact` or `subdomains`.
     #[serde(rename = "match")]
     pub match_mode: Option<Text>,
+    /// Humantime duration.
+    pub blocked_ttl: Option<Text>,
 }
 
 /// One `[[profile]]`.
@@ -142,12 +146,20 @@ pub(super) struct RawList {
 pub(super) struct RawProfile {
     /// Unique name.
     pub name: Text,
+    /// A preset or another profile this one starts from.
+    pub extends: Option<Text>,
+    /// List ids taken out of what the profile inherits (a kept app's keep list, say).
+    #[serde(default)]
+    pub remove: Vec<Text>,
     /// List ids to block.
     #[serde(default)]
     pub block: Vec<Text>,
     /// List ids to allow.
     #[serde(default)]
     pub allow: Vec<Text>,
+    /// Network list ids: answers with an address inside are blocked.
+    #[serde(default)]
+    pub block_networks: Vec<Text>,
     /// `null`, `nodata`, `nxdomain` or `refused`.
     pub answer: Option<Text>,
     /// Humantime duration.
@@ -172,6 +184,23 @@ pub(super) struct RawDevice {
     pub profile: Text,
     /// `off`, `blocked` or `all`.
     pub querylog: Option<Text>,
+    /// Windows of the week that switch it to another profile.
+    #[serde(default)]
+    pub schedule: Vec<RawWindow>,
+}
+
+/// One window of a `[[device]] schedule`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    /// Profile name inside the window.
+    pub profile: Text,
+    /// `mon-fri`, `sat,sun`, `daily`.
+    pub days: Text,
+    /// `HH:MM`, local time.
+    pub from: Text,
+    /// `HH:MM`, local time.
+    pub to: Text,
 }
 
 /// Reads `text` (from `path`) into a [`RawConfig`].

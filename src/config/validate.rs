@@ -16,6 +16,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
+use super::defaults::presets;
 use super::defaults::{
     ALLOW_FROM, BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, DOWNLOAD,
     QUERYLOG_FILE, QUERYLOG_MAX_BYTES, QUERYLOG_RETENTION, RATE_LIMIT_BURST, RATE_LIMIT_QPS,
@@ -24,19 +25,17 @@ use super::defaults::{
 use super::error::{ConfigError, Locator};
 use super::raw::{
     RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawQuerylog, RawServer,
-    RawUpstream, Text,
+    RawUpstream, RawWindow, Text,
 };
+use super::schedule::{Days, TimeOfDay, Window, shadowed};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
     DeviceSettings, DownloadSettings, ListSettings, ListSource, LogMode, Origin, ProfileMode,
     ProfileSettings, QuerylogSettings, ServerSettings, Settings, UpstreamSettings,
 };
-use crate::admission;
-use crate::catalogue::{DEFAULT_PROFILE, bundled_ids, presets};
-use crate::lists::MatchMode;
-use crate::net::{MacAddress, canonical_network};
-use crate::policy::UNKNOWN_DEVICE;
-use crate::policy::mask::MAX_LISTS;
+use super::{MAX_LISTS, MatchMode, UNKNOWN_DEVICE};
+use crate::catalogue::{DEFAULT_PROFILE, bundled_ids};
+use crate::net::{MacAddress, allowed, canonical_network};
 
 /// Every `answer` a profile may give.
 const ANSWERS: [BlockAnswer; 4] = [
@@ -210,12 +209,18 @@ fn server(raw: &RawServer, path: &Path, at: &Locator<'_>) -> Result<ServerSettin
         }
         Some(value) => relative_to(path, value.get_ref()),
     };
-    let api_token = api_token(raw, path, at)?;
+    let (api_token, token_file) = api_token(raw, path, at)?.unzip();
+    let http_hosts = match &raw.http_hosts {
+        None => Vec::new(),
+        Some(values) => http_hosts(values, at)?,
+    };
     Ok(ServerSettings {
         listen,
         http,
+        http_hosts,
         state_dir,
         api_token,
+        token_file,
     })
 }
 
@@ -236,6 +241,41 @@ fn admission(raw: &RawServer, at: &Locator<'_>) -> Result<AdmissionSettings, Con
         rate_limit_qps: raw.rate_limit_qps.unwrap_or(RATE_LIMIT_QPS),
         rate_limit_burst: positive(&raw.rate_limit_burst, RATE_LIMIT_BURST, burst_key, at)?,
     })
+}
+
+/// `server.http_hosts`: host names (or IP addresses) without a port, lowercased.
+fn http_hosts(values: &[Text], at: &Locator<'_>) -> Result<Vec<String>, ConfigError> {
+    values
+        .iter()
+        .map(|value| {
+            let host = value.get_ref().trim().to_ascii_lowercase();
+            let host = host.strip_suffix('.').unwrap_or(&host);
+            let is_name = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    (1..=63).contains(&label.len())
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if is_name {
+                return Ok(host.to_owned());
+            }
+            // An IPv6 address is written in brackets in a URL; kept bare, as Host is matched.
+            let bare = (host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))).unwrap_or(host);
+            if let Ok(address) = bare.parse::<IpAddr>() {
+                return Ok(address.to_string());
+            }
+            let message = format!(
+                "`{}` is not a host name or IP address (write it as in the browser's address \
+                 bar, without scheme, port or path: `metasink.lan`, `192.168.1.2`)",
+                value.get_ref()
+            );
+            Err(at.invalid(value.span(), "server.http_hosts", message))
+        })
+        .collect()
 }
 
 /// The `server.trusted_forwarders` addresses. Single addresses only: everyone trusted can
@@ -261,7 +301,7 @@ fn forwarders(
                 return Err(at.invalid(value.span(), key, message));
             }
             let address = network.addr();
-            if !admission::allowed(allow_from, address) {
+            if !allowed(allow_from, address) {
                 let message = format!(
                     "`{address}` is outside server.allow_from, so every query it forwards would \
                      be refused: add it there too"
@@ -284,21 +324,24 @@ fn networks(values: &[Text], key: &str, at: &Locator<'_>) -> Result<Vec<IpNet>, 
 }
 
 /// `server.api_token`, or the first line of `server.api_token_file` (kept out of the config so
-/// the config can be world-readable). Tokens shorter than 16 characters are refused: they
-/// guard the reload and refresh endpoints.
+/// the config can be world-readable), with the file it was read from. Tokens shorter than 16
+/// characters are refused: they guard the reload and refresh endpoints.
 fn api_token(
     raw: &RawServer,
     path: &Path,
     at: &Locator<'_>,
-) -> Result<Option<String>, ConfigError> {
+) -> Result<Option<(String, PathBuf)>, ConfigError> {
     const MIN_TOKEN_LEN: usize = 16;
-    let (value, key, token) = match (&raw.api_token, &raw.api_token_file) {
+    let (value, key, token, token_file) = match (&raw.api_token, &raw.api_token_file) {
         (None, None) => return Ok(None),
         (Some(_), Some(file)) => {
             let message = "give either api_token or api_token_file, not both";
             return Err(at.invalid(file.span(), "server.api_token_file", message));
         }
-        (Some(token), None) => (token, "server.api_token", token.get_ref().trim().to_owned()),
+        (Some(token), None) => {
+            let text = token.get_ref().trim().to_owned();
+            (token, "server.api_token", text, path.to_path_buf())
+        }
         (None, Some(file)) => {
             let file_path = relative_to(path, file.get_ref());
             let text = std::fs::read_to_string(&file_path).map_err(|error| {
@@ -306,14 +349,14 @@ fn api_token(
                 at.invalid(file.span(), "server.api_token_file", message)
             })?;
             let token = text.lines().next().unwrap_or_default().trim().to_owned();
-            (file, "server.api_token_file", token)
+            (file, "server.api_token_file", token, file_path)
         }
     };
     if token.len() < MIN_TOKEN_LEN {
         let message = format!("the token must be at least {MIN_TOKEN_LEN} characters");
         return Err(at.invalid(value.span(), key, message));
     }
-    Ok(Some(token))
+    Ok(Some((token, token_file)))
 }
 
 /// `text` as a path, relative ones resolved against the config file's directory.
@@ -542,6 +585,11 @@ fn list_settings(
         id: raw.id.get_ref().clone(),
         source: source(&raw.source, config_path, &key("source"), at)?,
         match_mode: match_mode.transpose()?,
+        blocked_ttl: raw
+            .blocked_ttl
+            .as_ref()
+            .map(|value| optional_ttl(Some(value), BLOCKED_TTL, &key("blocked_ttl"), at))
+            .transpose()?,
     })
 }
 
@@ -580,63 +628,233 @@ fn source(
     Err(at.invalid(value.span(), key, problem))
 }
 
-/// The presets with the file's `[[profile]]`s added or replacing them by name.
+/// The presets with the file's `[[profile]]`s added or replacing them by name. A profile that
+/// `extends` another (a preset or a `[[profile]]`) starts from it: its parent is resolved first,
+/// and a chain that comes back to a profile is refused.
 fn profiles(
     raw: &[RawProfile],
     lists: &[ListSettings],
     at: &Locator<'_>,
 ) -> Result<Vec<ProfileSettings>, ConfigError> {
     let list_ids: Vec<&str> = lists.iter().map(|list| list.id.as_str()).collect();
-    let mut profiles = presets();
     let mut seen = HashMap::new();
     for (index, profile) in raw.iter().enumerate() {
         let key = entry_key("profile", index, "name");
         declare(&mut seen, &profile.name, "profile name", &key, at)?;
-        let settings = profile_settings(profile, index, &list_ids, at)?;
+    }
+    let mut resolved = vec![None; raw.len()];
+    for index in 0..raw.len() {
+        resolve_profile(raw, index, &list_ids, &mut resolved, &mut Vec::new(), at)?;
+    }
+    let mut profiles = presets();
+    for settings in resolved.into_iter().flatten() {
         replace_or_push(&mut profiles, settings, |p| &p.name);
     }
+    network_lists_hold_no_names(raw, &profiles, at)?;
     Ok(profiles)
 }
 
-/// One `[[profile]]` (its name already checked), its lists checked against `list_ids`.
+/// Refuses a list used both for names (`block`, `allow`) and for networks (`block_networks`):
+/// its lines are read one way or the other.
+fn network_lists_hold_no_names(
+    raw: &[RawProfile],
+    profiles: &[ProfileSettings],
+    at: &Locator<'_>,
+) -> Result<(), ConfigError> {
+    let network_lists: Vec<&str> = profiles
+        .iter()
+        .flat_map(|p| p.block_networks.iter().map(String::as_str))
+        .collect();
+    let name_lists: Vec<&str> = profiles
+        .iter()
+        .flat_map(|p| p.block.iter().chain(&p.allow).map(String::as_str))
+        .collect();
+    const NETWORKS: &str = "a network list: name it in `block_networks`";
+    const NAMES: &str = "a list of names: name it in `block` or `allow`";
+    for (index, profile) in raw.iter().enumerate() {
+        let uses = [
+            ("block", &profile.block, &network_lists, NETWORKS),
+            ("allow", &profile.allow, &network_lists, NETWORKS),
+            (
+                "block_networks",
+                &profile.block_networks,
+                &name_lists,
+                NAMES,
+            ),
+        ];
+        for (field, values, other_use, problem) in uses {
+            let clash = values
+                .iter()
+                .find(|value| other_use.contains(&value.get_ref().as_str()));
+            if let Some(value) = clash {
+                let message = format!("`{}` is {problem}", value.get_ref());
+                let key = entry_key("profile", index, field);
+                return Err(at.invalid(value.span(), key, message));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `index`th `[[profile]]`, resolved after its parent. `resolved` keeps the profiles done so
+/// far; `chain` holds the indexes whose parent is being resolved, so a cycle is seen.
+fn resolve_profile(
+    raw: &[RawProfile],
+    index: usize,
+    list_ids: &[&str],
+    resolved: &mut [Option<ProfileSettings>],
+    chain: &mut Vec<usize>,
+    at: &Locator<'_>,
+) -> Result<ProfileSettings, ConfigError> {
+    if let Some(done) = &resolved[index] {
+        return Ok(done.clone());
+    }
+    let profile = &raw[index];
+    let parent = match &profile.extends {
+        None => None,
+        Some(name) => {
+            let key = entry_key("profile", index, "extends");
+            let configured = raw.iter().position(|p| p.name.get_ref() == name.get_ref());
+            match configured {
+                Some(parent) if parent == index || chain.contains(&parent) => {
+                    let start = chain
+                        .iter()
+                        .position(|&i| i == parent)
+                        .unwrap_or(chain.len());
+                    let names: Vec<&str> = chain[start..]
+                        .iter()
+                        .chain([&index, &parent])
+                        .map(|&i| raw[i].name.get_ref().as_str())
+                        .collect();
+                    let message = format!(
+                        "`extends` goes round in a cycle: {} (to change a preset, give the new \
+                         profile a name of its own)",
+                        names.join(" → ")
+                    );
+                    return Err(at.invalid(name.span(), key, message));
+                }
+                Some(parent) => {
+                    chain.push(index);
+                    let settings = resolve_profile(raw, parent, list_ids, resolved, chain, at)?;
+                    chain.pop();
+                    Some(settings)
+                }
+                None => {
+                    let preset = presets().into_iter().find(|p| &p.name == name.get_ref());
+                    if preset.is_none() {
+                        let choices = presets()
+                            .into_iter()
+                            .map(|p| p.name)
+                            .chain(raw.iter().map(|p| p.name.get_ref().clone()))
+                            .filter(|choice| choice != profile.name.get_ref())
+                            .collect();
+                        let message = format!("unknown profile `{}`", name.get_ref());
+                        return Err(at.invalid_among(name.span(), key, message, choices));
+                    }
+                    preset
+                }
+            }
+        }
+    };
+    let settings = profile_settings(profile, index, parent.as_ref(), list_ids, at)?;
+    resolved[index] = Some(settings.clone());
+    Ok(settings)
+}
+
+/// One `[[profile]]` (its name already checked), its lists checked against `list_ids`, on top of
+/// `parent` when it extends one: the parent's lists come first, and what the profile leaves
+/// unset is the parent's.
 fn profile_settings(
     raw: &RawProfile,
     index: usize,
+    parent: Option<&ProfileSettings>,
     list_ids: &[&str],
     at: &Locator<'_>,
 ) -> Result<ProfileSettings, ConfigError> {
     let key = |field: &str| entry_key("profile", index, field);
-    let lists = |values: &[Text], field: &str| -> Result<Vec<String>, ConfigError> {
+    let removed = removed_lists(raw, index, parent, at)?;
+    let lists = |inherited: Option<&Vec<String>>,
+                 values: &[Text],
+                 field: &str|
+     -> Result<Vec<String>, ConfigError> {
         let key = key(field);
-        values
-            .iter()
-            .map(|value| reference(value, list_ids, "list", &key, at))
-            .collect()
+        let mut ids = inherited.cloned().unwrap_or_default();
+        ids.retain(|id| !removed.contains(&id.as_str()));
+        for value in values {
+            let id = reference(value, list_ids, "list", &key, at)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     };
     Ok(ProfileSettings {
         name: raw.name.get_ref().clone(),
-        block: lists(&raw.block, "block")?,
-        allow: lists(&raw.allow, "allow")?,
+        block: lists(parent.map(|p| &p.block), &raw.block, "block")?,
+        allow: lists(parent.map(|p| &p.allow), &raw.allow, "allow")?,
+        block_networks: lists(
+            parent.map(|p| &p.block_networks),
+            &raw.block_networks,
+            "block_networks",
+        )?,
         answer: raw
             .answer
             .as_ref()
             .map(|value| choose(value, &ANSWERS, BlockAnswer::as_str, &key("answer"), at))
             .transpose()?
+            .or(parent.map(|p| p.answer))
             .unwrap_or(BlockAnswer::Null),
         blocked_ttl: optional_ttl(
             raw.blocked_ttl.as_ref(),
-            BLOCKED_TTL,
+            parent.map_or(BLOCKED_TTL, |p| p.blocked_ttl),
             &key("blocked_ttl"),
             at,
         )?,
-        inspect_answers: raw.inspect_answers.unwrap_or(true),
+        inspect_answers: raw
+            .inspect_answers
+            .or(parent.map(|p| p.inspect_answers))
+            .unwrap_or(true),
         mode: raw
             .mode
             .as_ref()
             .map(|value| choose(value, &PROFILE_MODES, ProfileMode::as_str, &key("mode"), at))
             .transpose()?
+            .or(parent.map(|p| p.mode))
             .unwrap_or_default(),
     })
+}
+
+/// The ids of a profile's `remove`: each must be a list its parent blocks or allows.
+fn removed_lists<'a>(
+    raw: &'a RawProfile,
+    index: usize,
+    parent: Option<&ProfileSettings>,
+    at: &Locator<'_>,
+) -> Result<Vec<&'a str>, ConfigError> {
+    let key = entry_key("profile", index, "remove");
+    raw.remove
+        .iter()
+        .map(|value| {
+            let Some(parent) = parent else {
+                let message = "`remove` takes lists out of what `extends` brings: add `extends`";
+                return Err(at.invalid(value.span(), key.as_str(), message));
+            };
+            let id = value.get_ref().as_str();
+            let inherited = || {
+                parent
+                    .block
+                    .iter()
+                    .chain(&parent.allow)
+                    .chain(&parent.block_networks)
+            };
+            if inherited().any(|used| used == id) {
+                return Ok(id);
+            }
+            let choices = inherited().cloned().collect();
+            let message = format!("`{id}` is not a list of `{}`", parent.name);
+            Err(at.invalid_among(value.span(), key.as_str(), message, choices))
+        })
+        .collect()
 }
 
 /// `[[device]]`s: unique names, known profiles, and no address, network or MAC address in two
@@ -670,9 +888,58 @@ fn devices(
                 querylog: (device.querylog.as_ref())
                     .map(|value| choose(value, &LOG_MODES, LogMode::as_str, &key("querylog"), at))
                     .transpose()?,
+                schedule: schedule(&device.schedule, &key("schedule"), profile_names, at)?,
             })
         })
         .collect()
+}
+
+/// The windows of a device's `schedule` (see [`super::schedule`]).
+fn schedule(
+    raw: &[RawWindow],
+    key: &str,
+    profile_names: &[&str],
+    at: &Locator<'_>,
+) -> Result<Vec<Window>, ConfigError> {
+    let windows = raw
+        .iter()
+        .enumerate()
+        .map(|(index, window)| {
+            let key = |field: &str| format!("{key}[{index}].{field}");
+            let invalid = |text: &Text, field: &str| {
+                let (span, key) = (text.span(), key(field));
+                move |message: String| at.invalid(span, key, message)
+            };
+            let from =
+                TimeOfDay::parse(window.from.get_ref()).map_err(invalid(&window.from, "from"))?;
+            let to = TimeOfDay::parse(window.to.get_ref()).map_err(invalid(&window.to, "to"))?;
+            if from == to {
+                let message = "a window must end at another time than it starts; for a whole \
+                               day write from = \"00:00\", to = \"24:00\"";
+                return Err(at.invalid(window.to.span(), key("to"), message));
+            }
+            Ok(Window {
+                profile: reference(
+                    &window.profile,
+                    profile_names,
+                    "profile",
+                    &key("profile"),
+                    at,
+                )?,
+                days: Days::parse(window.days.get_ref()).map_err(invalid(&window.days, "days"))?,
+                from,
+                to,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some((never, by)) = shadowed(&windows) {
+        let message = format!(
+            "this window can never apply: the windows before it ({key}[{by}] and earlier) already \
+             cover all of its time, and the first window that covers a time wins"
+        );
+        return Err(at.invalid(raw[never].days.span(), format!("{key}[{never}]"), message));
+    }
+    Ok(windows)
 }
 
 /// What a `[[device]] match` entry identifies a device by.
@@ -1054,7 +1321,7 @@ mod tests {
         );
         assert_eq!(
             error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
-            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `state_dir`, `api_token`, `api_token_file`, \
+            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `http_hosts`, `state_dir`, `api_token`, `api_token_file`, \
              `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`"
         );
         assert_eq!(
@@ -1062,7 +1329,7 @@ mod tests {
                 "[[profile]]\nname = \"a\"\n\n[[profile]]\nname = \"b\"\nblocks = [\"meta-ai\"]\n"
             ),
             "/etc/metasink/config.toml:6: profile[1].blocks: unknown field `blocks`, expected one of \
-             `name`, `block`, `allow`, `answer`, `blocked_ttl`, `inspect_answers`, `mode`"
+             `name`, `extends`, `remove`, `block`, `allow`, `block_networks`, `answer`, `blocked_ttl`, `inspect_answers`, `mode`"
         );
         assert_errors(&[
             (
@@ -1163,6 +1430,62 @@ mod tests {
             .collect()
     }
 
+    fn schedule_config(windows: &str) -> String {
+        format!(
+            "[[device]]\nname = \"tablet\"\nmatch = [\"192.168.1.30\"]\nprofile = \"meta-apps\"\n\
+             schedule = [\n{windows}\n]\n"
+        )
+    }
+
+    #[test]
+    fn a_schedule_is_read_and_its_mistakes_name_file_line_and_key() {
+        let text = schedule_config(
+            "{ profile = \"no-meta\", days = \"mon-fri\", from = \"21:00\", to = \"07:00\" },",
+        );
+        let settings = check(&text).expect("valid");
+        let window = &settings.devices[0].schedule[0];
+        assert_eq!(
+            window.to_string(),
+            "profile no-meta on mon,tue,wed,thu,fri from 21:00 to 07:00 the next day"
+        );
+        let bad = |window: &str| error(&schedule_config(window));
+        assert_eq!(
+            bad("{ profile = \"no-meta\", days = \"mon-fry\", from = \"21:00\", to = \"07:00\" },"),
+            "/etc/metasink/config.toml:6: device[0].schedule[0].days: `fry` is not a day: use mon, \
+             tue, wed, thu, fri, sat, sun, ranges like `mon-fri`, lists like `sat,sun`, or `daily`"
+        );
+        assert_eq!(
+            bad("{ profile = \"no-meta\", days = \"daily\", from = \"25:00\", to = \"07:00\" },"),
+            "/etc/metasink/config.toml:6: device[0].schedule[0].from: `25:00` is not a time of \
+             day: write it as HH:MM, like `21:00` or `07:30`"
+        );
+        assert!(
+            bad("{ profile = \"nope\", days = \"daily\", from = \"20:00\", to = \"07:00\" },")
+                .starts_with(
+                    "/etc/metasink/config.toml:6: device[0].schedule[0].profile: unknown profile `nope`"
+                )
+        );
+        assert!(
+            bad("{ profile = \"no-meta\", days = \"daily\", from = \"20:00\", to = \"20:00\" },")
+                .starts_with(
+                    "/etc/metasink/config.toml:6: device[0].schedule[0].to: a window must end"
+                )
+        );
+        assert_eq!(
+            bad(
+                "{ profile = \"no-meta\", days = \"daily\", from = \"20:00\", to = \"08:00\" },\n\
+                 { profile = \"strict\", days = \"sat\", from = \"21:00\", to = \"07:00\" },"
+            ),
+            "/etc/metasink/config.toml:7: device[0].schedule[1]: this window can never apply: the \
+             windows before it (device[0].schedule[0] and earlier) already cover all of its time, \
+             and the first window that covers a time wins"
+        );
+        assert!(
+            bad("{ profile = \"no-meta\", days = \"daily\", from = \"20:00\" },")
+                .contains("missing field `to`")
+        );
+    }
+
     #[test]
     fn an_address_or_network_belongs_to_one_device() {
         assert_eq!(
@@ -1261,6 +1584,111 @@ mod tests {
             let expected = format!("{PATH}:{located}: {message}");
             assert!(got.starts_with(&expected), "{got}");
         }
+    }
+
+    /// The profile named `name` of `settings`.
+    fn profile<'a>(settings: &'a Settings, name: &str) -> &'a ProfileSettings {
+        settings
+            .profiles
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no profile {name}"))
+    }
+
+    #[test]
+    fn a_profile_extends_a_preset_or_a_profile_and_adds_to_it() {
+        let settings = check(
+            "[[profile]]\nname = \"kid\"\nextends = \"house\"\nblock = [\"app-whatsapp\"]\n\
+             answer = \"nodata\"\n\n\
+             [[profile]]\nname = \"house\"\nextends = \"meta-apps\"\n\
+             remove = [\"keep-instagram\"]\n\
+             block = [\"app-instagram\", \"meta-ai\"]\nblocked_ttl = \"1m\"\n",
+        )
+        .expect("valid");
+        let meta_apps = presets()
+            .into_iter()
+            .find(|p| p.name == "meta-apps")
+            .expect("preset");
+        let house = profile(&settings, "house");
+        let mut block = meta_apps.block.clone();
+        block.push("app-instagram".to_owned());
+        assert_eq!(house.block, block, "the parent's lists first, no repeat");
+        let mut allow = meta_apps.allow.clone();
+        allow.retain(|id| id != "keep-instagram");
+        assert_eq!(house.allow, allow, "`remove` takes the kept app's list out");
+        assert_eq!(house.blocked_ttl, Duration::from_secs(60));
+        assert_eq!(house.answer, meta_apps.answer);
+
+        // A profile declared before its parent still gets it, with what it sets itself.
+        let kid = profile(&settings, "kid");
+        block.push("app-whatsapp".to_owned());
+        assert_eq!(kid.block, block);
+        assert_eq!(kid.allow, allow);
+        assert_eq!(
+            (kid.answer, kid.blocked_ttl),
+            (BlockAnswer::NoData, Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_list_sets_the_ttl_of_what_it_blocks() {
+        let settings = check(
+            "[[list]]\nid = \"chatty\"\nsource = \"bundled:meta-tracking\"\nblocked_ttl = \"2h\"\n",
+        )
+        .expect("valid");
+        let chatty = settings
+            .lists
+            .iter()
+            .find(|l| l.id == "chatty")
+            .expect("list");
+        assert_eq!(chatty.blocked_ttl, Some(Duration::from_secs(7200)));
+        let bundled = settings
+            .lists
+            .iter()
+            .find(|l| l.id == "meta-ai")
+            .expect("list");
+        assert_eq!(
+            bundled.blocked_ttl, None,
+            "unset: the header's, else the profile's"
+        );
+        assert_errors(&[(
+            "[[list]]\nid = \"x\"\nsource = \"bundled:meta-ai\"\nblocked_ttl = \"soon\"\n",
+            "4: list[0].blocked_ttl",
+            "`soon` is not a duration",
+        )]);
+    }
+
+    #[test]
+    fn extends_refuses_cycles_and_unknown_profiles() {
+        assert_errors(&[
+            (
+                "[[profile]]\nname = \"a\"\nextends = \"b\"\n\n\
+                 [[profile]]\nname = \"b\"\nextends = \"c\"\n\n\
+                 [[profile]]\nname = \"c\"\nextends = \"a\"\n",
+                "11: profile[2].extends",
+                "`extends` goes round in a cycle: a → b → c → a",
+            ),
+            (
+                "[[profile]]\nname = \"meta-apps\"\nextends = \"meta-apps\"\n",
+                "3: profile[0].extends",
+                "`extends` goes round in a cycle: meta-apps → meta-apps",
+            ),
+            (
+                "[[profile]]\nname = \"a\"\nextends = \"nope\"\n",
+                "3: profile[0].extends",
+                "unknown profile `nope`",
+            ),
+            (
+                "[[profile]]\nname = \"a\"\nextends = \"quest\"\nremove = [\"keep-instagram\"]\n",
+                "4: profile[0].remove",
+                "`keep-instagram` is not a list of `quest`",
+            ),
+            (
+                "[[profile]]\nname = \"a\"\nremove = [\"meta-ai\"]\n",
+                "3: profile[0].remove",
+                "`remove` takes lists out of what `extends` brings",
+            ),
+        ]);
     }
 
     #[test]
@@ -1730,5 +2158,30 @@ mod tests {
                 choices(["enforce", "observe"])
             )
         );
+    }
+
+    #[test]
+    fn http_hosts_are_names_or_addresses_without_a_port() {
+        let settings =
+            check("[server]\nhttp_hosts = [\"Metasink.LAN.\", \"192.168.1.2\", \"[fd00::2]\"]\n")
+                .expect("valid hosts");
+        assert_eq!(
+            settings.server.http_hosts,
+            ["metasink.lan", "192.168.1.2", "fd00::2"]
+        );
+        assert!(check("").unwrap().server.http_hosts.is_empty());
+        for bad in [
+            "metasink.lan:9353",
+            "http://metasink.lan",
+            "",
+            "pi lan",
+            "-pi.lan",
+        ] {
+            assert_errors(&[(
+                &format!("[server]\nhttp_hosts = [\"ok.lan\", \"{bad}\"]\n"),
+                "2: server.http_hosts",
+                &format!("`{bad}` is not a host name or IP address"),
+            )]);
+        }
     }
 }

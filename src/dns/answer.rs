@@ -10,6 +10,7 @@
 //! the TTLs on the way. A question with the same cache key has the same labels (only ASCII
 //! case may differ), so every compression pointer still lands where it did.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -34,6 +35,8 @@ pub struct Answer {
     lifetime: Option<Duration>,
     /// Names inside the answer, lower-case without trailing dot, for answer inspection.
     targets: Box<[Box<str>]>,
+    /// The A and AAAA addresses of the answer section, for network inspection.
+    addresses: Box<[IpAddr]>,
 }
 
 /// How the TTLs of a served answer are written.
@@ -76,6 +79,7 @@ impl Answer {
         };
         let lifetime = lifetime(rcode, &answers, &authorities);
         let targets = answers.iter().filter_map(target_name).collect();
+        let addresses = answers.iter().filter_map(address).collect();
         let answer_count = u16::try_from(answers.len()).ok()?;
         let authority_count = u16::try_from(authorities.len()).ok()?;
 
@@ -100,6 +104,7 @@ impl Answer {
             authority_count,
             lifetime,
             targets,
+            addresses,
         })
     }
 
@@ -128,51 +133,15 @@ impl Answer {
         &self.targets
     }
 
-    /// The first `max` addresses (A and AAAA records) of the answer section, for the query
-    /// log. Read from the wire form off the query path; a record that cannot be read ends
-    /// the walk.
-    pub fn addresses(&self, max: usize) -> Vec<std::net::IpAddr> {
-        let bytes = &self.records[..];
-        let mut found = Vec::new();
-        let mut at = 0;
-        for _ in 0..self.answer_count {
-            let Some((rtype, rdata, next)) = record_at(bytes, at) else {
-                break;
-            };
-            let address = match (rtype, rdata.len()) {
-                (RecordType::A, 4) => <[u8; 4]>::try_from(rdata).ok().map(std::net::IpAddr::from),
-                (RecordType::AAAA, 16) => {
-                    <[u8; 16]>::try_from(rdata).ok().map(std::net::IpAddr::from)
-                }
-                _ => None,
-            };
-            found.extend(address);
-            if found.len() >= max {
-                break;
-            }
-            at = next;
-        }
-        found
+    /// The A and AAAA addresses of the answer section.
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.addresses
     }
 
     /// The records as a reply writes them, TTLs per `ttl`.
     pub(super) fn served(&self, ttl: TtlRule) -> ServedAnswer<'_> {
         ServedAnswer { answer: self, ttl }
     }
-}
-
-/// The type and data of the record at `at` in `bytes`, and where the next one starts.
-fn record_at(bytes: &[u8], at: usize) -> Option<(RecordType, &[u8], usize)> {
-    // NAME, TYPE (2), CLASS (2), TTL (4), RDLENGTH (2), RDATA.
-    let fixed = skip_name(bytes, at)?;
-    let field = |offset: usize| -> Option<u16> {
-        let pair = bytes.get(fixed + offset..fixed + offset + 2)?;
-        Some(u16::from_be_bytes([pair[0], pair[1]]))
-    };
-    let rtype = RecordType::from(field(0)?);
-    let start = fixed + 10;
-    let end = start + usize::from(field(8)?);
-    Some((rtype, bytes.get(start..end)?, end))
 }
 
 /// An answer's records with the TTLs one reply gives them.
@@ -242,6 +211,15 @@ fn lifetime(rcode: ResponseCode, answers: &[Record], authorities: &[Record]) -> 
         return None;
     };
     Some(Duration::from_secs(u64::from(ttl)))
+}
+
+/// The address of an A or AAAA record.
+fn address(record: &Record) -> Option<IpAddr> {
+    match &record.data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+        _ => None,
+    }
 }
 
 fn target_name(record: &Record) -> Option<Box<str>> {
@@ -345,29 +323,6 @@ mod tests {
     fn answer(rcode: ResponseCode, answers: Vec<Record>, authorities: Vec<Record>) -> Answer {
         let question = Question::parse("www.example.com", "A").unwrap();
         Answer::new(&question, rcode, answers, authorities).unwrap()
-    }
-
-    #[test]
-    fn addresses_are_the_first_a_and_aaaa_records_of_the_answer_section() {
-        let aaaa = Record::from_rdata(
-            name("target.example.net."),
-            300,
-            RData::AAAA(hickory_proto::rr::rdata::AAAA::new(
-                0x2001, 0xdb8, 0, 0, 0, 0, 0, 1,
-            )),
-        );
-        let answers = vec![
-            cname_to("target.example.net."),
-            a("target.example.net.", 300),
-            aaaa,
-        ];
-        let answer = answer(ResponseCode::NoError, answers, vec![soa(300, 60)]);
-        let expected: Vec<std::net::IpAddr> =
-            vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
-        assert_eq!(answer.addresses(4), expected);
-        assert_eq!(answer.addresses(1), expected[..1]);
-        let negative = super::tests::answer(ResponseCode::NXDomain, vec![], vec![soa(300, 60)]);
-        assert!(negative.addresses(4).is_empty());
     }
 
     /// The answer to a client that set the DNSSEC OK bit: every section kept.

@@ -7,6 +7,26 @@ use std::str::FromStr;
 use hickory_proto::op::Query;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
+use crate::metrics::QTYPE_LABELS;
+
+/// What a question asks for, as far as whether it is looked up at all is concerned.
+///
+/// Meta-types are not data to look up (RFC 6895 §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuestionKind {
+    /// Records of class IN: looked up.
+    Data,
+    /// ANY (RFC 8482).
+    Any,
+    /// A zone transfer (AXFR, IXFR) or an obsolete mailbox type (MAILA, MAILB).
+    Transfer,
+    /// A transaction signature (TSIG, TKEY): belongs in the additional section, never in a
+    /// question.
+    Signature,
+    /// A class other than IN (CHAOS `version.bind`, Hesiod).
+    OtherClass,
+}
+
 /// A question the daemon answers.
 #[derive(Clone, Debug)]
 pub struct Question {
@@ -99,6 +119,25 @@ impl Question {
         qtype_row(self.qtype)
     }
 
+    /// What kind of question this is to the pipeline's local stage (see [`QuestionKind`]).
+    pub fn kind(&self) -> QuestionKind {
+        /// Query types hickory has no name for.
+        const TKEY: u16 = 249;
+        const MAILB: u16 = 253;
+        const MAILA: u16 = 254;
+        if self.qclass != DNSClass::IN {
+            return QuestionKind::OtherClass;
+        }
+        match self.qtype {
+            RecordType::ANY => QuestionKind::Any,
+            RecordType::AXFR | RecordType::IXFR | RecordType::Unknown(MAILB | MAILA) => {
+                QuestionKind::Transfer
+            }
+            RecordType::TSIG | RecordType::Unknown(TKEY) => QuestionKind::Signature,
+            _ => QuestionKind::Data,
+        }
+    }
+
     /// The query type as DNS writes it ("A", "HTTPS", "TYPE65534").
     pub fn qtype_name(&self) -> String {
         self.qtype.to_string()
@@ -162,12 +201,6 @@ fn normalized_text(name: &Name) -> Box<str> {
     }
     text.into_boxed_str()
 }
-
-/// The query types metrics name one by one; every other type is counted as "other", so the
-/// label set stays bounded whatever clients send.
-pub const QTYPE_LABELS: &[&str] = &[
-    "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "PTR", "SRV", "NS", "SOA", "ANY", "other",
-];
 
 fn qtype_label(qtype: RecordType) -> &'static str {
     QTYPE_LABELS[qtype_row(qtype)]

@@ -22,20 +22,18 @@ use std::borrow::Cow;
 
 use hickory_proto::op::{Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
+use ipnet::IpNet;
 
 use super::request::Request;
-use super::wire::{HEADER_LEN, TYPE_OPT, question_bytes};
+use super::wire::{FLAG_DO, HEADER_LEN, PLAIN_UDP_PAYLOAD, TYPE_OPT, question_bytes};
 
 /// The largest UDP reply we send.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
-/// RFC 1035's UDP limit for clients without EDNS.
-pub(super) const PLAIN_UDP_PAYLOAD: u16 = 512;
-
 /// EDNS option code of Extended DNS Errors (RFC 8914 §2).
 const EDE_OPTION: u16 = 15;
-/// The DO bit in the OPT record's flags (RFC 3225 §3).
-const FLAG_DO: u16 = 0x8000;
+/// EDNS option code of EDNS Client Subnet (RFC 7871 §6).
+const ECS_OPTION: u16 = 8;
 /// Offsets of the answer and authority counts in the header.
 const ANCOUNT: usize = 6;
 const NSCOUNT: usize = 8;
@@ -50,7 +48,7 @@ pub enum Transport {
 }
 
 /// What a reply takes from its request.
-pub(super) struct Echo<'a> {
+pub struct Echo<'a> {
     id: u16,
     op_code: OpCode,
     recursion_desired: bool,
@@ -60,6 +58,18 @@ pub(super) struct Echo<'a> {
     question: Cow<'a, [u8]>,
     /// The client's EDNS payload size and DO bit; `None` without EDNS (then no OPT is sent).
     edns: Option<(u16, bool)>,
+    /// The EDNS Client Subnet option to send back, if any.
+    ecs: Option<Ecs>,
+}
+
+/// An EDNS Client Subnet option echoed in a reply (RFC 7871 §7.3): the client subnet as the
+/// request gave it, and the scope the answer holds for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ecs {
+    /// FAMILY, SOURCE PREFIX-LENGTH and ADDRESS, as the request had them.
+    pub subnet: IpNet,
+    /// SCOPE PREFIX-LENGTH: how much of the address the answer depended on (0: not at all).
+    pub scope: u8,
 }
 
 impl<'a> Echo<'a> {
@@ -93,7 +103,13 @@ impl<'a> Echo<'a> {
             checking_disabled: metadata.checking_disabled,
             question: Cow::Borrowed(&[]),
             edns: edns_payload.map(|payload| (payload, false)),
+            ecs: None,
         }
+    }
+
+    /// This echo with `ecs` in its OPT (when the request had EDNS).
+    pub fn with_ecs(self, ecs: Option<Ecs>) -> Self {
+        Self { ecs, ..self }
     }
 
     /// The reply size the transport allows this client.
@@ -118,11 +134,47 @@ pub(super) trait Records {
 
 /// An Extended DNS Error (RFC 8914): INFO-CODE and EXTRA-TEXT, the text as a fixed prefix
 /// and a variable part so callers need not allocate to join them.
+///
+/// Every code the daemon sends is made here, by name.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Ede<'a> {
-    pub code: u16,
-    pub prefix: &'static str,
-    pub text: &'a str,
+pub struct Ede<'a> {
+    code: u16,
+    prefix: &'static str,
+    text: &'a str,
+}
+
+impl<'a> Ede<'a> {
+    /// Blocked (RFC 8914 §4.16), naming the list.
+    pub fn blocked(list: &'a str) -> Self {
+        Self {
+            code: 15,
+            prefix: "blocked by ",
+            text: list,
+        }
+    }
+
+    /// Stale Answer (RFC 8914 §4.4; RFC 8767 §4).
+    pub fn stale_answer() -> Self {
+        Self {
+            code: 3,
+            prefix: "",
+            text: "no upstream answered in time; expired answer",
+        }
+    }
+
+    /// No Reachable Authority (RFC 8914 §4.23), with why.
+    pub fn no_reachable_authority(why: &'a str) -> Self {
+        Self {
+            code: 22,
+            prefix: "",
+            text: why,
+        }
+    }
+
+    /// The INFO-CODE.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
 }
 
 /// The content of a reply.
@@ -138,7 +190,7 @@ pub(super) struct Reply<'a> {
 
 impl Reply<'_> {
     /// A reply carrying only a response code.
-    pub fn code(rcode: ResponseCode) -> Self {
+    pub(super) fn code(rcode: ResponseCode) -> Self {
         Self {
             rcode,
             records: None,
@@ -228,6 +280,9 @@ fn write_opt(out: &mut Vec<u8>, echo: &Echo<'_>, rcode: ResponseCode, ede: Optio
     out.extend_from_slice(&(if dnssec_ok { FLAG_DO } else { 0 }).to_be_bytes());
     let rdlength_at = out.len();
     out.extend_from_slice(&[0, 0]);
+    if let Some(ecs) = echo.ecs {
+        write_ecs(out, ecs);
+    }
     if let Some(ede) = ede {
         out.extend_from_slice(&EDE_OPTION.to_be_bytes());
         let option_length_at = out.len();
@@ -246,6 +301,22 @@ fn write_opt(out: &mut Vec<u8>, echo: &Echo<'_>, rcode: ResponseCode, ede: Optio
     put_u16(out, rdlength_at, rdlength);
 }
 
+/// An EDNS Client Subnet option (RFC 7871 §6): FAMILY, SOURCE PREFIX-LENGTH, SCOPE
+/// PREFIX-LENGTH, and as many bytes of the address as the source prefix covers.
+fn write_ecs(out: &mut Vec<u8>, ecs: Ecs) {
+    let (family, octets): (u16, Vec<u8>) = match ecs.subnet.trunc() {
+        IpNet::V4(net) => (1, net.addr().octets().to_vec()),
+        IpNet::V6(net) => (2, net.addr().octets().to_vec()),
+    };
+    let source = ecs.subnet.prefix_len();
+    let address = &octets[..usize::from(source).div_ceil(8)];
+    out.extend_from_slice(&ECS_OPTION.to_be_bytes());
+    out.extend_from_slice(&(4 + address.len() as u16).to_be_bytes());
+    out.extend_from_slice(&family.to_be_bytes());
+    out.extend_from_slice(&[source, ecs.scope]);
+    out.extend_from_slice(address);
+}
+
 /// Starts a record owned by the question's name (a pointer to offset 12), class IN.
 pub(super) fn record_head(out: &mut Vec<u8>, rtype: RecordType, ttl: u32, rdata_len: u16) {
     out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
@@ -262,6 +333,7 @@ mod tests {
     use hickory_proto::rr::rdata::opt::EdnsOption;
 
     use super::super::blocked::{BlockedRecords, blocked_plan};
+    use super::super::wire::reply_rcode;
     use super::super::wire::tests::{query, samples};
     use super::*;
     use crate::config::BlockAnswer;
@@ -282,7 +354,19 @@ mod tests {
 
     fn write(bytes: &[u8], reply: &Reply<'_>, transport: Transport) -> Message {
         let request = Request::parse(bytes).unwrap();
-        Message::from_vec(&write_reply(&Echo::of(&request, bytes), reply, transport)).unwrap()
+        decode(&write_reply(&Echo::of(&request, bytes), reply, transport))
+    }
+
+    /// Decodes a reply written here, and checks that the response code the metrics read from
+    /// it is the one hickory reads (a reply cut short must not panic that reader).
+    fn decode(written: &[u8]) -> Message {
+        let message = Message::from_vec(written).unwrap();
+        let rcode = u16::from(message.metadata.response_code);
+        assert_eq!(reply_rcode(written), rcode, "{message:?}");
+        for cut in 0..written.len() {
+            reply_rcode(&written[..cut]);
+        }
+        message
     }
 
     fn blocked(bytes: &[u8], answer: BlockAnswer, transport: Transport, id: &str) -> Message {
@@ -381,7 +465,7 @@ mod tests {
         metadata.recursion_desired = true;
         let echo = Echo::without_question(&metadata, None);
         let bytes = write_reply(&echo, &Reply::code(ResponseCode::NotImp), Transport::Udp);
-        let notimp = Message::from_vec(&bytes).unwrap();
+        let notimp = decode(&bytes);
         assert_eq!(notimp.metadata.op_code, OpCode::Notify);
         assert_eq!(notimp.metadata.response_code, ResponseCode::NotImp);
         assert!(notimp.queries.is_empty());
@@ -389,7 +473,7 @@ mod tests {
         let metadata = Metadata::new(9, MessageType::Query, OpCode::Query);
         let echo = Echo::without_question(&metadata, Some(MAX_UDP_PAYLOAD));
         let bytes = write_reply(&echo, &Reply::code(ResponseCode::BADVERS), Transport::Udp);
-        let badvers = Message::from_vec(&bytes).unwrap();
+        let badvers = decode(&bytes);
         // (16 is BADVERS in an OPT and BADSIG in a TSIG: hickory names it the latter.)
         assert_eq!(u16::from(badvers.metadata.response_code), 16);
     }
@@ -499,7 +583,7 @@ mod tests {
             };
             let udp = write_reply(&echo, &reply, Transport::Udp);
             assert!(udp.len() <= 512, "{} bytes", udp.len());
-            let udp = Message::from_vec(&udp).unwrap();
+            let udp = decode(&udp);
             assert_eq!(udp.queries.len(), 1);
             assert_eq!(udp.queries[0].name().to_ascii(), name);
             assert_eq!(udp.queries[0].query_type(), RecordType::A);
@@ -509,7 +593,7 @@ mod tests {
             assert_eq!(edns.options().as_ref()[0].1, code_only);
             // TCP carries it all.
             let tcp = write_reply(&echo, &reply, Transport::Tcp);
-            let tcp = Message::from_vec(&tcp).unwrap();
+            let tcp = decode(&tcp);
             assert!(!tcp.metadata.truncation && !tcp.answers.is_empty());
             assert_eq!(tcp.edns.unwrap().options().as_ref()[0].1, whole);
         }

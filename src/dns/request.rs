@@ -22,8 +22,9 @@ use ipnet::IpNet;
 use std::ops::Range;
 
 use super::Question;
+use super::wire::read_request;
+use crate::net::ForwardedClient;
 use crate::net::MacAddress;
-use crate::policy::ForwardedClient;
 
 /// dnsmasq `--add-mac`: the client's MAC address as six bytes (a private-use code).
 const OPTION_MAC: u16 = 65001;
@@ -67,8 +68,16 @@ impl Request {
     /// Reads `bytes` as a client request: the common shape by hand ([`super::wire`]), the
     /// rest through hickory.
     pub fn parse(bytes: &[u8]) -> Result<Self, Rejection> {
-        match super::wire::read_request(bytes) {
-            Some(request) => Ok(request),
+        match read_request(bytes) {
+            Some(common) => Ok(Self {
+                metadata: common.metadata,
+                question: common.question,
+                edns_payload: common.edns_payload,
+                question_range: Some(common.question_range),
+                // An OPT with options is left to the hickory reader, which reads who a
+                // forwarder names.
+                forwarded: ForwardedClient::default(),
+            }),
             None => Self::parse_general(bytes),
         }
     }

@@ -36,7 +36,9 @@ mod sockets;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hickory_proto::op::{
     DnsRequest, DnsRequestOptions, DnsResponse, Message, MessageType, OpCode, ResponseCode,

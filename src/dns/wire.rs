@@ -14,24 +14,35 @@
 //!
 //! Every index is checked: no input panics.
 
-use hickory_proto::op::{Header, MessageType, OpCode};
+use std::ops::Range;
+
+use hickory_proto::op::{Header, MessageType, Metadata, OpCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::Question;
-use super::reply::PLAIN_UDP_PAYLOAD;
-use super::request::Request;
-use crate::policy::ForwardedClient;
 
 /// Size of the DNS header (RFC 1035 §4.1.1).
 pub(super) const HEADER_LEN: usize = 12;
 /// TYPE of the OPT pseudo-record (RFC 6891 §6.1.1).
 pub(super) const TYPE_OPT: u16 = 41;
 /// The DO bit in the OPT record's flags (RFC 3225 §3).
-const FLAG_DO: u16 = 0x8000;
+pub(super) const FLAG_DO: u16 = 0x8000;
+/// RFC 1035's UDP limit for clients without EDNS.
+pub(super) const PLAIN_UDP_PAYLOAD: u16 = 512;
+
+/// A request of the common shape, as the fast reader found it (see [`super::request`]).
+pub(super) struct CommonRequest {
+    pub metadata: Metadata,
+    pub question: Question,
+    /// The EDNS payload size, when the request had an OPT.
+    pub edns_payload: Option<u16>,
+    /// Where the question section lies in the request bytes.
+    pub question_range: Range<usize>,
+}
 
 /// Reads the common request shape; `None` means "ask the hickory reader".
-pub(super) fn read_request(bytes: &[u8]) -> Option<Request> {
+pub(super) fn read_request(bytes: &[u8]) -> Option<CommonRequest> {
     let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
     let metadata = header.metadata;
     if metadata.message_type != MessageType::Query
@@ -68,14 +79,11 @@ pub(super) fn read_request(bytes: &[u8]) -> Option<Request> {
         dnssec_ok,
         metadata.checking_disabled,
     );
-    Some(Request {
+    Some(CommonRequest {
         metadata,
         question,
         edns_payload,
-        question_range: Some(HEADER_LEN..question_end),
-        // An OPT with options is left to the hickory reader, which reads who a forwarder
-        // names.
-        forwarded: ForwardedClient::default(),
+        question_range: HEADER_LEN..question_end,
     })
 }
 
@@ -206,12 +214,50 @@ pub(super) fn record_ttl_offsets(
     Some((offsets, at))
 }
 
+/// The response code of a reply: the header's four bits, plus the upper eight that an OPT
+/// record in the additional section carries (RFC 6891 §6.1.3; BADVERS is 16). A reply too
+/// short to hold its counted records reads as its header's code.
+pub fn reply_rcode(reply: &[u8]) -> u16 {
+    let low = reply.get(3).map_or(0, |flags| u16::from(flags & 0x0F));
+    let high = opt_extended_rcode(reply).map_or(0, |high| u16::from(high) << 4);
+    high | low
+}
+
+/// The EXTENDED-RCODE byte of the reply's OPT record, if it has one.
+fn opt_extended_rcode(reply: &[u8]) -> Option<u8> {
+    let count = |at| u16_at(reply, at).map(usize::from);
+    let (questions, records, additionals) = (count(4)?, count(6)? + count(8)?, count(10)?);
+    let mut at = HEADER_LEN;
+    for _ in 0..questions {
+        at = skip_name(reply, at)? + 4; // QTYPE, QCLASS
+    }
+    for _ in 0..records {
+        at = record_end(reply, at)?;
+    }
+    for _ in 0..additionals {
+        let fields = skip_name(reply, at)?;
+        if u16_at(reply, fields)? == TYPE_OPT {
+            // TYPE, then CLASS (the payload size), then the TTL's first byte.
+            return reply.get(fields + 4).copied();
+        }
+        at = record_end(reply, at)?;
+    }
+    None
+}
+
+/// The end of the resource record starting at `at`: NAME, TYPE, CLASS, TTL, RDLENGTH, RDATA.
+fn record_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let rdlength_at = skip_name(bytes, at)? + 8;
+    Some(rdlength_at + 2 + usize::from(u16_at(bytes, rdlength_at)?))
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use hickory_proto::op::{Edns, Message, Query};
     use hickory_proto::rr::rdata::opt::EdnsOption;
 
     use super::*;
+    use crate::dns::request::Request;
 
     /// A request with ID 0xBEEF and RD set.
     pub(in crate::dns) fn query(
@@ -250,7 +296,7 @@ pub(super) mod tests {
             "{bytes:?}"
         );
         assert_eq!(fast.edns_payload, slow.edns_payload, "{bytes:?}");
-        let echoed = &bytes[fast.question_range.clone().unwrap()];
+        let echoed = &bytes[fast.question_range.clone()];
         assert_eq!(echoed, &question_bytes(s)[..], "{bytes:?}");
         true
     }

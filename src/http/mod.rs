@@ -1,4 +1,47 @@
-//! HTTP routes by area. The listener, `/metrics`, `/healthz` and the state-changing endpoints
-//! are in [`crate::api`], which merges these.
+//! The API's routes by area, merged into the listener's router by [`crate::api`], and what
+//! every handler shares: the bearer-token check and JSON errors that name what is wrong.
 
+pub mod overrides;
 pub mod records;
+
+use axum::Json;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+/// A JSON error response: `{"error": message}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A 400 naming the parameter or field that is wrong.
+pub fn bad(field: &str, problem: impl std::fmt::Display) -> Response {
+    error(StatusCode::BAD_REQUEST, format!("{field}: {problem}"))
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>` matching `expected`; with
+/// no token configured the endpoint is off (403), so nothing that reveals browsing or changes
+/// filtering is ever open.
+pub fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = expected else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "this endpoint is off: set server.api_token",
+        ));
+    };
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time, so the comparison does not tell an attacker how much of a guess was right.
+    match bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        true => Ok(()),
+        false => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        )),
+    }
+}

@@ -19,9 +19,10 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::api::bearer_token_matches;
 use crate::dns::Question;
 use crate::explain::{Role, Viewpoint, explain};
+use crate::http::{authorize, bad, error};
+use crate::overrides::OverrideStore;
 use crate::policy::PolicyHandle;
 use crate::policy::matcher::Scope;
 use crate::records::filter::MAX_LIMIT;
@@ -34,6 +35,8 @@ pub struct RecordsApi {
     pub records: Arc<Records>,
     /// The policy in force (for explain).
     pub policy: PolicyHandle,
+    /// The daemon's live overrides, so explain agrees with what clients get.
+    pub overrides: Arc<OverrideStore>,
     /// The API token; `None` turns these endpoints off.
     pub api_token: Option<Arc<str>>,
 }
@@ -59,47 +62,8 @@ const EXPLAIN_PARAMS: [&str; 4] = ["name", "client", "profile", "type"];
 /// The query string, as given.
 type Params = Query<HashMap<String, String>>;
 
-/// Why a request was turned away: a status and a message, sent as `{"error": message}`.
-struct Problem(StatusCode, String);
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-/// A JSON error response.
-fn error(status: StatusCode, message: impl Into<String>) -> Problem {
-    Problem(status, message.into())
-}
-
-/// A 400 naming `parameter`.
-fn bad(parameter: &str, problem: impl std::fmt::Display) -> Problem {
-    error(
-        StatusCode::BAD_REQUEST,
-        format!("parameter `{parameter}`: {problem}"),
-    )
-}
-
-/// Lets the request through only with the configured bearer token.
-fn authorize(state: &RecordsApi, headers: &HeaderMap) -> Result<(), Problem> {
-    let Some(expected) = &state.api_token else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "the query log, observe, clients and explain endpoints are off: set server.api_token",
-        ));
-    };
-    match bearer_token_matches(expected, headers) {
-        true => Ok(()),
-        false => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        )),
-    }
-}
-
 /// Refuses parameters other than `known`, naming the first.
-fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), Problem> {
+fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), Response> {
     match params.keys().find(|key| !known.contains(&key.as_str())) {
         Some(key) => Err(bad(
             key,
@@ -110,7 +74,7 @@ fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), Problem>
 }
 
 /// The filter of `/api/queries` (`with_limit`) or its stream.
-fn filter(params: &HashMap<String, String>, with_limit: bool) -> Result<Filter, Problem> {
+fn filter(params: &HashMap<String, String>, with_limit: bool) -> Result<Filter, Response> {
     let mut filter = Filter::default();
     for (key, value) in params {
         match key.as_str() {
@@ -153,7 +117,7 @@ fn filter(params: &HashMap<String, String>, with_limit: bool) -> Result<Filter, 
 }
 
 /// A name as the log keeps it: lower case, no trailing dot.
-fn normal_name(key: &str, value: &str) -> Result<String, Problem> {
+fn normal_name(key: &str, value: &str) -> Result<String, Response> {
     let name = value.trim_end_matches('.').to_ascii_lowercase();
     if name.is_empty() || name.len() > 253 {
         return Err(bad(key, "is not a DNS name"));
@@ -162,7 +126,7 @@ fn normal_name(key: &str, value: &str) -> Result<String, Problem> {
 }
 
 /// `since=`: an RFC 3339 time, or a duration back from now (`10m`, `1h`).
-fn since(key: &str, value: &str) -> Result<Timestamp, Problem> {
+fn since(key: &str, value: &str) -> Result<Timestamp, Response> {
     if let Some(time) = Timestamp::parse_rfc3339(value) {
         return Ok(time);
     }
@@ -181,8 +145,8 @@ fn admit(
     headers: &HeaderMap,
     params: &HashMap<String, String>,
     known: &[&str],
-) -> Result<(), Problem> {
-    authorize(state, headers)?;
+) -> Result<(), Response> {
+    authorize(state.api_token.as_deref(), headers)?;
     only(params, known)
 }
 
@@ -191,7 +155,7 @@ async fn queries(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Response, Problem> {
+) -> Result<Response, Response> {
     admit(&state, &headers, &params, &QUERIES_PARAMS)?;
     let filter = filter(&params, true)?;
     let records = state.records.clone();
@@ -212,7 +176,7 @@ async fn stream(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Response, Problem> {
+) -> Result<Response, Response> {
     admit(&state, &headers, &params, &FILTER_PARAMS)?;
     let filter = filter(&params, false)?;
     let receiver = state.records.subscribe();
@@ -245,7 +209,7 @@ async fn observe(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Response, Problem> {
+) -> Result<Response, Response> {
     admit(&state, &headers, &params, &["device"])?;
     let device = params.get("device").map(String::as_str);
     let names = state.records.observed(device);
@@ -257,7 +221,7 @@ async fn clients(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Response, Problem> {
+) -> Result<Response, Response> {
     admit(&state, &headers, &params, &[])?;
     Ok(Json(json!({ "clients": state.records.clients() })).into_response())
 }
@@ -268,7 +232,7 @@ async fn explain_name(
     State(state): State<RecordsApi>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Response, Problem> {
+) -> Result<Response, Response> {
     admit(&state, &headers, &params, &EXPLAIN_PARAMS)?;
     let name = params
         .get("name")
@@ -293,8 +257,13 @@ async fn explain_name(
         };
         bad(parameter, problem)
     })?;
+    // explain runs the query path on a runtime of its own: off this one's threads.
+    let (policy, overrides) = (state.policy.load_full(), state.overrides.clone());
     let explanation =
-        explain(&policy, &viewpoint, &question).map_err(|problem| bad("profile", problem))?;
+        tokio::task::spawn_blocking(move || explain(&policy, overrides, &viewpoint, &question))
+            .await
+            .map_err(|failure| error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()))?
+            .map_err(|problem| bad("profile", problem))?;
     let hits: Vec<_> = (explanation.hits.iter())
         .map(|hit| {
             json!({
@@ -317,9 +286,12 @@ async fn explain_name(
         "profile": explanation.profile,
         "profile_blocks": explanation.profile_blocks,
         "profile_allows": explanation.profile_allows,
+        "profile_block_networks": explanation.profile_block_networks,
         "lists": hits,
         "allowed_by": explanation.allowed_by,
         "blocked_by": explanation.blocked_by,
+        "overridden_by": explanation.overridden_by,
+        "schedule": explanation.schedule,
         "answer": explanation.answer,
         "text": explanation.to_string(),
     }))

@@ -10,6 +10,9 @@
 //! When to refresh, and what to do with the result (metrics, recompiling the policy), is the
 //! caller's business; this module only logs one line per refresh.
 //!
+//! Redirects are followed (a few, for mirrors) except from HTTPS to plain HTTP: a list asked
+//! for over HTTPS is never taken from a source anyone on the path could change.
+//!
 //! Refreshes of one URL take turns (two lists may share a source, and the API's refresh may
 //! overlap the timer's): the second then asks with the validators the first stored, and the
 //! two never write the copy at the same time, which could pair one's body with the other's
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{
     ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
 };
-use reqwest::{Client, Response, StatusCode, Url, redirect};
+use reqwest::{Client, ClientBuilder, Response, StatusCode, Url, redirect};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
@@ -51,7 +54,7 @@ const BINARY: &str = "binary data";
 
 /// Every value [`RefreshError::reason`] returns, so a caller can create its metric series
 /// ahead of time.
-pub const REFRESH_ERROR_REASONS: [&str; 9] = [
+pub const REFRESH_ERROR_REASONS: [&str; 10] = [
     "timeout",
     "http_status",
     "too_large",
@@ -61,6 +64,7 @@ pub const REFRESH_ERROR_REASONS: [&str; 9] = [
     "mostly_invalid",
     "network",
     "store",
+    "insecure_redirect",
 ];
 
 /// Fetches URL lists into a [`ListStore`]. Clones share the HTTP client (and its connection
@@ -141,6 +145,10 @@ pub enum RefreshError {
     /// The new copy could not be written.
     #[error("cannot store the new copy: {0}")]
     Store(io::Error),
+    /// The server redirected an `https://` URL to a plain `http://` one, which was not
+    /// followed.
+    #[error("{}", RedirectRefused::Downgrade)]
+    InsecureRedirect,
 }
 
 impl RefreshError {
@@ -156,6 +164,7 @@ impl RefreshError {
             Self::MostlyInvalid { .. } => "mostly_invalid",
             Self::Network(_) => "network",
             Self::Store(_) => "store",
+            Self::InsecureRedirect => "insecure_redirect",
         }
     }
 
@@ -182,12 +191,26 @@ pub enum DownloadError {
 impl Downloader {
     /// A downloader with the limits of `settings`, storing into `store`.
     pub fn new(settings: &DownloadSettings, store: ListStore) -> Result<Self, DownloadError> {
+        Self::with_client(settings, store, Client::builder())
+    }
+
+    /// [`Self::new`] with an HTTP client built from `builder` (tests add their own trust root).
+    fn with_client(
+        settings: &DownloadSettings,
+        store: ListStore,
+        builder: ClientBuilder,
+    ) -> Result<Self, DownloadError> {
         // reqwest is built without a crypto provider so that it does not pull in aws-lc-rs.
         // Installing fails only when a provider is already installed, which is just as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::builder()
+        let client = builder
             .user_agent(USER_AGENT)
-            .redirect(redirect::Policy::limited(MAX_REDIRECTS))
+            .redirect(redirect::Policy::custom(|attempt| {
+                match check_redirect(attempt.previous(), attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(refused) => attempt.error(refused),
+                }
+            }))
             .build()
             .map_err(|error| DownloadError::Client(error_chain(&error)))?;
         Ok(Self {
@@ -405,6 +428,33 @@ struct Download {
     meta: StoredMeta,
 }
 
+/// Why a redirect was not followed.
+#[derive(Debug, thiserror::Error)]
+enum RedirectRefused {
+    /// More than [`MAX_REDIRECTS`] in a row.
+    #[error("too many redirects (more than {MAX_REDIRECTS})")]
+    TooMany,
+    /// From HTTPS to anything else.
+    #[error(
+        "the server redirected an https:// URL to plain http://, which was not followed: \
+         anyone on the path could change a list fetched that way"
+    )]
+    Downgrade,
+}
+
+/// Whether a redirect to `next` may be followed, `previous` being the URLs requested so far
+/// (the list's own URL first). Once a request went over HTTPS, every later one must too.
+fn check_redirect(previous: &[Url], next: &Url) -> Result<(), RedirectRefused> {
+    // `previous` holds the list's own URL too, which is not a redirect.
+    if previous.len() > MAX_REDIRECTS {
+        return Err(RedirectRefused::TooMany);
+    }
+    if previous.iter().any(|url| url.scheme() == "https") && next.scheme() != "https" {
+        return Err(RedirectRefused::Downgrade);
+    }
+    Ok(())
+}
+
 /// Parses `url` once, up front, so a malformed one fails without retries.
 fn parse_url(url: &str) -> Result<Url, RefreshError> {
     let parsed =
@@ -529,8 +579,15 @@ fn header_text(headers: &HeaderMap, name: &reqwest::header::HeaderName) -> Optio
 }
 
 /// The error and its causes on one line, without the URL (it may carry a token, and the log
-/// line names the list anyway).
+/// line names the list anyway); a redirect to plain HTTP is an error of its own.
 fn network_error(error: reqwest::Error) -> RefreshError {
+    let mut cause = std::error::Error::source(&error);
+    while let Some(error) = cause {
+        if let Some(RedirectRefused::Downgrade) = error.downcast_ref() {
+            return RefreshError::InsecureRedirect;
+        }
+        cause = error.source();
+    }
     RefreshError::Network(error_chain(&error.without_url()))
 }
 
@@ -663,6 +720,82 @@ mod tests {
 
     fn default_downloader() -> (Downloader, ListStore, tempfile::TempDir) {
         downloader(&settings(3, Duration::from_secs(2)))
+    }
+
+    /// How the HTTPS test server answers a request for a path: a whole HTTP/1.1 response.
+    type RawReply = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+    /// An HTTPS server on 127.0.0.1 with a certificate made on the spot, answering each
+    /// request with `reply`; its `https://` URL for `/list.txt`, the certificate to trust, and
+    /// a count of the requests it read.
+    async fn serve_tls(reply: RawReply) -> (String, reqwest::Certificate, Arc<AtomicUsize>) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, reply, counter) =
+                    (acceptor.clone(), Arc::clone(&reply), Arc::clone(&counter));
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut byte = [0; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&head);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/");
+                    let _ = stream.write_all(reply(path).as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        let root = reqwest::Certificate::from_der(cert.der()).unwrap();
+        (format!("https://{address}/list.txt"), root, requests)
+    }
+
+    /// A default downloader whose client trusts only `root`.
+    fn tls_downloader(root: reqwest::Certificate) -> (Downloader, ListStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ListStore::new(dir.path());
+        let builder = Client::builder().tls_certs_only([root]);
+        let settings = settings(3, Duration::from_secs(2));
+        let mut downloader = Downloader::with_client(&settings, store.clone(), builder).unwrap();
+        downloader.retry_delay = Duration::from_millis(10);
+        (downloader, store, dir)
+    }
+
+    fn redirect_to(location: &str) -> String {
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+    }
+
+    fn raw_list() -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{GOOD_LIST}",
+            GOOD_LIST.len()
+        )
     }
 
     /// A previous good copy, which failed refreshes must leave alone.
@@ -1115,6 +1248,94 @@ mod tests {
         assert_eq!(store.meta(&url).unwrap().etag.as_deref(), Some("\"v1\""));
     }
 
+    #[tokio::test]
+    async fn a_redirect_from_https_to_http_is_refused_and_counted_as_such() {
+        let (plain_url, plain) = serve(
+            Duration::ZERO,
+            Box::new(|_, _| plain(StatusCode::OK, "downgraded.example\n")),
+        )
+        .await;
+        let (url, root, requests) =
+            serve_tls(Arc::new(move |_: &str| redirect_to(&plain_url))).await;
+        let (downloader, store, _dir) = tls_downloader(root);
+        let meta = seed(&store, &url);
+
+        let error = downloader.refresh("test", &url).await.unwrap_err();
+        assert!(matches!(error, RefreshError::InsecureRedirect), "{error:?}");
+        assert_eq!(error.reason(), "insecure_redirect");
+        assert!(error.to_string().contains("plain http://"), "{error}");
+        // Not retried, and the plain-HTTP server was never asked.
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
+        assert_eq!(plain.requests(), 0);
+        assert_untouched(&store, &url, &meta);
+    }
+
+    #[tokio::test]
+    async fn redirects_within_https_and_within_http_are_followed() {
+        let (url, root, requests) = serve_tls(Arc::new(|path: &str| match path {
+            "/list.txt" => redirect_to("/mirror/list.txt"),
+            _ => raw_list(),
+        }))
+        .await;
+        let (downloader, store, _dir) = tls_downloader(root);
+        let result = downloader.refresh("test", &url).await.unwrap();
+        assert!(
+            matches!(result, Refreshed::Updated { entries: 3, .. }),
+            "{result:?}"
+        );
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            store.load(&url).unwrap().as_deref(),
+            Some(GOOD_LIST.as_bytes())
+        );
+
+        let (url, seen) = serve(
+            Duration::ZERO,
+            Box::new(|n, _| match n {
+                1 => (StatusCode::FOUND, [("location", "/mirror/list.txt")]).into_response(),
+                _ => plain(StatusCode::OK, GOOD_LIST),
+            }),
+        )
+        .await;
+        let (downloader, store, _dir) = default_downloader();
+        let result = downloader.refresh("test", &url).await.unwrap();
+        assert!(
+            matches!(result, Refreshed::Updated { entries: 3, .. }),
+            "{result:?}"
+        );
+        assert_eq!(seen.requests(), 2);
+        assert_eq!(
+            store.load(&url).unwrap().as_deref(),
+            Some(GOOD_LIST.as_bytes())
+        );
+    }
+
+    #[test]
+    fn once_on_https_a_redirect_stays_on_https() {
+        let url = |text: &str| Url::parse(text).unwrap();
+        let (https, http) = (url("https://a.example/l"), url("http://a.example/l"));
+        let mirror = url("https://b.example/l");
+        let one = std::slice::from_ref;
+        assert!(check_redirect(one(&https), &mirror).is_ok());
+        assert!(check_redirect(one(&http), &mirror).is_ok());
+        assert!(check_redirect(one(&http), &url("http://b.example/l")).is_ok());
+        for previous in [vec![https.clone()], vec![http.clone(), mirror.clone()]] {
+            assert!(
+                matches!(
+                    check_redirect(&previous, &http),
+                    Err(RedirectRefused::Downgrade)
+                ),
+                "{previous:?}"
+            );
+        }
+        let chain = vec![http.clone(); MAX_REDIRECTS + 1];
+        assert!(matches!(
+            check_redirect(&chain, &http),
+            Err(RedirectRefused::TooMany)
+        ));
+        assert!(check_redirect(&chain[..MAX_REDIRECTS], &http).is_ok());
+    }
+
     #[test]
     fn retry_delays_double() {
         let (downloader, _store, _dir) = downloader(&settings(5, Duration::from_secs(1)));
@@ -1163,6 +1384,7 @@ mod tests {
             },
             RefreshError::Network("refused".into()),
             RefreshError::Store(io::Error::other("disk full")),
+            RefreshError::InsecureRedirect,
         ];
         let reasons: Vec<_> = errors.iter().map(RefreshError::reason).collect();
         assert_eq!(reasons, REFRESH_ERROR_REASONS);

@@ -14,7 +14,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+use std::time::Duration;
+
 use crate::lists::MatchMode;
+use crate::net::canonical_network;
 
 /// The most [`InvalidLine`] samples a [`ParseReport`] keeps; later bad lines are only counted.
 pub const MAX_INVALID_SAMPLES: usize = 5;
@@ -93,6 +97,12 @@ pub enum LineError {
     /// A header `# match:` line with a value other than `exact` or `subdomains`.
     #[error("unknown match mode `{0}`; expected `exact` or `subdomains`")]
     UnknownMatchMode(String),
+    /// A line of a network list that is neither an address nor a CIDR network.
+    #[error("`{0}` is not an IP address or a CIDR network like `192.0.2.0/24`")]
+    NotANetwork(String),
+    /// A header `# blocked_ttl:` line whose value is not a duration a DNS TTL can hold.
+    #[error("`{0}` is not a blocked_ttl; write a duration like `1h` (at most 68 years)")]
+    BadBlockedTtl(String),
 }
 
 /// A line that was refused, for the warning that names file and line.
@@ -127,6 +137,8 @@ pub struct ListHeader {
     pub confidence: Option<String>,
     /// `# kind:` — for example `block`.
     pub kind: Option<String>,
+    /// `# blocked_ttl:` — the TTL of answers this list blocks, over the profile's.
+    pub blocked_ttl: Option<Duration>,
 }
 
 /// The outcome of reading one list.
@@ -193,19 +205,9 @@ impl ListParser {
 
     /// Reads the next line (without its line ending).
     pub fn feed(&mut self, line: &str, on_entry: impl FnMut(Entry<'_>)) {
-        self.line += 1;
-        let line = if self.line == 1 {
-            strip_bom(line)
-        } else {
-            line
-        };
-        self.in_header = self.in_header && is_blank_or_comment(line.trim());
-        if self.in_header {
-            if let Err(error) = read_header_line(line, &mut self.report.header) {
-                self.report.record_invalid(self.line, error, line);
-            }
+        let Some(line) = self.entry_line(line) else {
             return;
-        }
+        };
         let mut found = 0;
         let mut on_entry = on_entry;
         let result = parse_line(line, |entry| {
@@ -216,6 +218,41 @@ impl ListParser {
         if let Err(error) = result {
             self.report.record_invalid(self.line, error, line);
         }
+    }
+
+    /// Reads the next line of a network list (one address or CIDR network a line, `#`
+    /// comments), passing each network to `on_network`.
+    pub fn feed_network(&mut self, line: &str, mut on_network: impl FnMut(IpNet)) {
+        let Some(line) = self.entry_line(line) else {
+            return;
+        };
+        match parse_network_line(line) {
+            Ok(Some(network)) => {
+                self.report.entries += 1;
+                on_network(network);
+            }
+            Ok(None) => {}
+            Err(error) => self.report.record_invalid(self.line, error, line),
+        }
+    }
+
+    /// Counts `line` and reads it into the header while the leading comment block lasts;
+    /// the line to read entries from once it is over.
+    fn entry_line<'l>(&mut self, line: &'l str) -> Option<&'l str> {
+        self.line += 1;
+        let line = if self.line == 1 {
+            strip_bom(line)
+        } else {
+            line
+        };
+        self.in_header = self.in_header && is_blank_or_comment(line.trim());
+        if !self.in_header {
+            return Some(line);
+        }
+        if let Err(error) = read_header_line(line, &mut self.report.header) {
+            self.report.record_invalid(self.line, error, line);
+        }
+        None
     }
 
     /// The report of everything fed.
@@ -449,6 +486,16 @@ fn is_housekeeping(name: &str) -> bool {
     )
 }
 
+/// A host name as every list entry is stored (lower-case ASCII, punycode, no trailing dot),
+/// for names that come from elsewhere (overrides) and must match what the matcher holds.
+pub fn normalise_name(raw: &str) -> Result<String, LineError> {
+    let name = normalise(raw.trim())?;
+    if !has_dot(&name) {
+        return Err(LineError::SingleLabel(name.into_owned()));
+    }
+    Ok(name.into_owned())
+}
+
 /// Lower-case ASCII, punycode for IDN, one trailing dot dropped, then checked against the rules
 /// for host names. Borrows when the input already has that form (the common case).
 fn normalise(raw: &str) -> Result<Cow<'_, str>, LineError> {
@@ -544,6 +591,7 @@ fn read_header_line(line: &str, header: &mut ListHeader) -> Result<(), LineError
         "confidence" => header.confidence = Some(value),
         "kind" => header.kind = Some(value),
         "match" => header.match_mode = Some(parse_match_mode(&value)?),
+        "blocked_ttl" => header.blocked_ttl = Some(parse_blocked_ttl(&value)?),
         _ => {}
     }
     Ok(())
@@ -564,6 +612,31 @@ fn parse_match_mode(value: &str) -> Result<MatchMode, LineError> {
         "subdomains" => Ok(MatchMode::Subdomains),
         _ => Err(LineError::UnknownMatchMode(value.to_owned())),
     }
+}
+
+/// The longest TTL DNS allows: 2^31 - 1 seconds, about 68 years (RFC 2181 section 8).
+const MAX_TTL_SECS: u64 = 0x7fff_ffff;
+
+/// One line of a network list: an address (a /32 or /128) or a CIDR network, host bits
+/// cleared, IPv4-mapped IPv6 read as IPv4; `None` for a blank or comment line.
+fn parse_network_line(line: &str) -> Result<Option<IpNet>, LineError> {
+    let text = line.split('#').next().unwrap_or_default().trim();
+    if text.is_empty() || text.starts_with('!') {
+        return Ok(None);
+    }
+    let network = text
+        .parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| LineError::NotANetwork(text.to_owned()))?;
+    Ok(Some(canonical_network(network.trunc())))
+}
+
+/// A `# blocked_ttl:` value: a duration whose seconds fit a DNS TTL.
+fn parse_blocked_ttl(value: &str) -> Result<Duration, LineError> {
+    humantime::parse_duration(value)
+        .ok()
+        .filter(|ttl| ttl.as_secs() <= MAX_TTL_SECS)
+        .ok_or_else(|| LineError::BadBlockedTtl(value.to_owned()))
 }
 
 /// The first [`SAMPLE_TEXT_CHARS`] characters of `text`, with `…` when cut.
@@ -875,6 +948,22 @@ mod tests {
     }
 
     #[test]
+    fn blocked_ttl_header() {
+        let report = parse_list("# blocked_ttl: 1h\na.com\n", |_| {});
+        assert_eq!(report.header.blocked_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(report.invalid_count, 0);
+        for bad in ["soon", "100years"] {
+            let report = parse_list(&format!("# blocked_ttl: {bad}\na.com\n"), |_| {});
+            assert_eq!(report.header.blocked_ttl, None, "{bad}");
+            assert_eq!(
+                report.invalid_samples[0].error,
+                LineError::BadBlockedTtl(bad.into())
+            );
+            assert_eq!(report.entries, 1, "a bad header line loses no entry");
+        }
+    }
+
+    #[test]
     fn unknown_match_mode() {
         let report = parse_list("# match: fuzzy\na.com\n", |_| {});
         assert_eq!(report.invalid_count, 1);
@@ -918,6 +1007,7 @@ genai-graph.facebook.com  # evidence: decompiled Meta app enum; breaks: Meta AI 
             match_mode: Some(MatchMode::Exact),
             confidence: Some("high".into()),
             kind: Some("block".into()),
+            blocked_ttl: None,
         };
         assert_eq!(report.header, header);
         assert_eq!(report.entries, 2);

@@ -2,20 +2,20 @@
 //! from the last good copy without waiting for the network.
 //!
 //! Each URL has two files named after it: the body as downloaded, and a small JSON record of
-//! its validators (ETag, Last-Modified) and size for conditional refreshes. Both are written to
-//! a temporary file first, synced to the disk and renamed into place, body first, so a crash or
-//! a power cut never leaves a torn copy, nor a meta file describing a body the disk never got.
-//! Every write has a temporary file of its own: two writes sharing one could rename each
-//! other's bytes into place (a list body holding JSON).
+//! its validators (ETag, Last-Modified) and size for conditional refreshes. Both go through
+//! [`crate::state_files`] (a fresh temporary file that is never a planted link, synced, then
+//! renamed into place), body first, so a crash or a power cut never leaves a torn copy, nor a
+//! meta file describing a body the disk never got. A stored file that is a link, or not a
+//! regular file, is an error: never read, and replaced by the next download.
 
-use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::state_files;
 
 /// What we know about a stored copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,60 +62,49 @@ impl ListStore {
     /// writing and renaming). Each write names its own, so nothing else would ever replace
     /// them; call it only while nothing writes to the store, i.e. at start-up.
     pub fn remove_unfinished_writes(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        let leftovers = entries.flatten().map(|entry| entry.path()).filter(|path| {
-            path.extension()
-                .is_some_and(|end| end == TEMPORARY_EXTENSION)
-        });
-        for path in leftovers {
-            if let Err(error) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "cannot remove an unfinished write");
-            }
-        }
+        state_files::remove_unfinished_writes(&self.dir);
     }
 
     /// The stored body of `url`, if there is one.
     pub fn load(&self, url: &str) -> io::Result<Option<Vec<u8>>> {
-        if_found(fs::read(self.body_path(url)))
+        state_files::read(&self.body_path(url))
     }
 
-    /// Whether a body of `url` is stored, without reading it.
+    /// Whether a body of `url` is stored (a regular file), without reading it.
     pub fn has_body(&self, url: &str) -> bool {
-        self.body_path(url).is_file()
+        matches!(self.body_len(url), Ok(Some(_)))
     }
 
     /// The stored body of `url` opened for reading, if there is one (big lists are streamed).
     pub fn open(&self, url: &str) -> io::Result<Option<fs::File>> {
-        if_found(fs::File::open(self.body_path(url)))
+        state_files::open(&self.body_path(url))
     }
 
     /// The size of the stored body of `url`, if there is one, without reading it.
     pub fn body_len(&self, url: &str) -> io::Result<Option<u64>> {
-        if_found(fs::metadata(self.body_path(url)).map(|metadata| metadata.len()))
+        state_files::size(&self.body_path(url))
     }
 
     /// The validators of the stored copy of `url`, if there is one.
     pub fn meta(&self, url: &str) -> Option<StoredMeta> {
-        let text = fs::read(self.meta_path(url)).ok()?;
+        let text = state_files::read(&self.meta_path(url)).ok()??;
         serde_json::from_slice(&text).ok()
     }
 
     /// Replaces the stored copy of `url`.
     pub fn save(&self, url: &str, body: &[u8], meta: &StoredMeta) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        state_files::create_dir(&self.dir)?;
         // The body is on the disk before the meta is written: a meta that survives a power
         // cut describes a whole body, so its validators never keep a cut one (a 304 would).
-        write_atomically(&self.body_path(url), body)?;
+        state_files::write(&self.body_path(url), body)?;
         self.save_meta(url, meta)
     }
 
     /// Replaces only the validators (after a `304 Not Modified`).
     pub fn save_meta(&self, url: &str, meta: &StoredMeta) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        state_files::create_dir(&self.dir)?;
         let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-        write_atomically(&self.meta_path(url), &json)
+        state_files::write(&self.meta_path(url), &json)
     }
 
     fn body_path(&self, url: &str) -> PathBuf {
@@ -148,75 +137,6 @@ fn file_stem(url: &str) -> String {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("{readable}-{hash:016x}")
-}
-
-/// How the temporary files of unfinished writes end.
-const TEMPORARY_EXTENSION: &str = "tmp";
-
-/// `Ok(None)` for a file that is not there, the result otherwise.
-fn if_found<T>(result: io::Result<T>) -> io::Result<Option<T>> {
-    match result {
-        Ok(found) => Ok(Some(found)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error),
-    }
-}
-
-/// Writes `bytes` to a temporary file beside `path` (the same directory, so the rename is
-/// atomic), syncs it, renames it into place and syncs the directory: readers see the old copy
-/// or the new one, never a part, and so does the next start after a power cut.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temporary = temporary_path(path);
-    // Without the sync the rename may reach the disk before the data: after a power cut the
-    // name would hold an empty or cut file, and the old copy would be gone.
-    let written = write_synced(&temporary, bytes).and_then(|()| fs::rename(&temporary, path));
-    if written.is_err() {
-        // Best effort: a full disk is the usual cause, and the leftover would only add to it.
-        let _ = fs::remove_file(&temporary);
-    }
-    written?;
-    sync_directory(path);
-    Ok(())
-}
-
-/// Creates `path` holding `bytes`, and returns once the disk has them.
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Syncs the directory holding `path`, so a rename into it is on the disk before the next
-/// write starts (the body's rename before the meta's).
-///
-/// A failure is logged, not returned: the new file is already in place for every reader, so
-/// calling the write failed would be untrue (and would leave a new body beside the old meta),
-/// and on a file system that cannot sync directories no list could ever be updated. Should a
-/// power cut then pair a meta with the wrong body, the size check before a conditional
-/// refresh catches it.
-fn sync_directory(path: &Path) {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    if let Err(error) = fs::File::open(dir).and_then(|dir| dir.sync_all()) {
-        tracing::warn!(
-            path = %dir.display(),
-            %error,
-            "cannot sync the list store's directory; a power cut may undo the last write"
-        );
-    }
-}
-
-/// A temporary name for a write to `path` that no other write uses: the file name, this
-/// process's id (another process on the same state directory) and a counter (another write in
-/// this one, such as the body and the meta of one URL, or two refreshes of it at once).
-fn temporary_path(path: &Path) -> PathBuf {
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let write = WRITES.fetch_add(1, Ordering::Relaxed);
-    let mut name = path.file_name().map(OsString::from).unwrap_or_default();
-    name.push(format!(
-        ".{}.{write}.{TEMPORARY_EXTENSION}",
-        std::process::id()
-    ));
-    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -263,17 +183,59 @@ mod tests {
     }
 
     #[test]
-    fn every_write_has_a_temporary_file_of_its_own() {
-        let dir = Path::new("/state/lists");
-        let body = temporary_path(&dir.join("x-1.txt"));
-        let meta = temporary_path(&dir.join("x-1.json"));
-        let again = temporary_path(&dir.join("x-1.txt"));
-        assert_ne!(body, meta);
-        assert_ne!(body, again);
-        for path in [&body, &meta, &again] {
-            assert_eq!(path.parent(), Some(dir), "{path:?}");
-            assert_eq!(path.extension().unwrap(), TEMPORARY_EXTENSION, "{path:?}");
+    fn links_planted_at_every_name_a_write_could_use_are_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ListStore::new(dir.path());
+        let url = "https://lists.example/hosts";
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious\n").unwrap();
+        fs::create_dir_all(&store.dir).unwrap();
+        // The final names, and every temporary name a predictable scheme would use: the file
+        // name, this process's id and a counter (`<name>.<pid>.<n>.tmp`).
+        for path in [store.body_path(url), store.meta_path(url)] {
+            symlink(&victim, &path).unwrap();
+            for write in 0..10_000 {
+                let mut name = path.file_name().unwrap().to_os_string();
+                name.push(format!(".{}.{write}.tmp", std::process::id()));
+                symlink(&victim, path.with_file_name(name)).unwrap();
+            }
         }
+        let meta = StoredMeta {
+            bytes: 12,
+            ..StoredMeta::default()
+        };
+        store.save(url, b"ads.example\n", &meta).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+        assert_eq!(
+            store.load(url).unwrap().as_deref(),
+            Some(&b"ads.example\n"[..])
+        );
+        assert_eq!(store.meta(url), Some(meta));
+    }
+
+    #[test]
+    fn a_stored_copy_replaced_by_a_link_is_not_read() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ListStore::new(dir.path());
+        let url = "https://lists.example/hosts";
+        let meta = StoredMeta {
+            bytes: 12,
+            ..StoredMeta::default()
+        };
+        store.save(url, b"ads.example\n", &meta).unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, b"root:x:0:0\n").unwrap();
+        for path in [store.body_path(url), store.meta_path(url)] {
+            fs::remove_file(&path).unwrap();
+            symlink(&secret, &path).unwrap();
+        }
+        assert!(store.load(url).is_err());
+        assert!(store.open(url).is_err());
+        assert!(store.body_len(url).is_err());
+        assert!(!store.has_body(url));
+        assert_eq!(store.meta(url), None);
     }
 
     #[test]

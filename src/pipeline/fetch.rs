@@ -27,7 +27,7 @@ use futures_util::future::Shared;
 use tokio::sync::oneshot;
 
 use crate::cache::{Cache, Entry, Lookup};
-use crate::dns::{CacheKey, Question, UpstreamError, Upstreams};
+use crate::dns::{CacheKey, Forward, QUERY_DEADLINE, Question, UpstreamError};
 
 /// Time a client waits for an upstream before it gets the expired answer, if there is one:
 /// below the 2 s query deadline, so the stale answer beats the SERVFAIL.
@@ -36,7 +36,7 @@ pub const STALE_AFTER: Duration = Duration::from_millis(1800);
 pub const STALE_TTL: u32 = 30;
 /// Time after a failed refresh during which the expired answer is served without asking
 /// upstream again (RFC 8767 §5 recommends 30 s).
-pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+pub(super) const FAILURE_RECHECK: Duration = Duration::from_secs(30);
 
 /// Where an answer came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,24 +57,27 @@ type SharedFetch = Shared<oneshot::Receiver<Fetched>>;
 type InFlight = Mutex<HashMap<CacheKey, SharedFetch>>;
 
 /// The cache and the upstreams, and the fetches under way.
-pub struct Fetcher {
+pub(super) struct Fetcher {
     cache: Arc<Cache>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<dyn Forward>,
     in_flight: Arc<InFlight>,
 }
 
 impl Fetcher {
     /// Fetches through `upstreams` into `cache`.
-    pub fn new(cache: Cache, upstreams: Upstreams) -> Self {
+    pub(super) fn new(cache: Cache, upstreams: Arc<dyn Forward>) -> Self {
         Self {
             cache: Arc::new(cache),
-            upstreams: Arc::new(upstreams),
+            upstreams,
             in_flight: Arc::default(),
         }
     }
 
     /// The answer to `question` and where it came from.
-    pub async fn answer(&self, question: &Question) -> Result<(Arc<Entry>, Source), UpstreamError> {
+    pub(super) async fn answer(
+        &self,
+        question: &Question,
+    ) -> Result<(Arc<Entry>, Source), UpstreamError> {
         let key = question.cache_key();
         let stale = match self.cache.get(&key) {
             Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),
@@ -114,7 +117,7 @@ impl Fetcher {
             }
             // Waiters share the task's result, not the fetch itself: only the task polls the
             // upstream exchange, so its sockets and timers belong to the runtime that runs it
-            // (each UDP listener has its own, see `crate::dns::udp`), and it completes
+            // (each UDP listener has its own, see `crate::server::udp`), and it completes
             // whoever is still waiting.
             let (done, result) = oneshot::channel();
             let fetch = result.shared();
@@ -143,13 +146,15 @@ impl Fetcher {
 /// the answer, so a question arriving in between finds one or the other.
 async fn forward(
     cache: Arc<Cache>,
-    upstreams: Arc<Upstreams>,
+    upstreams: Arc<dyn Forward>,
     entry: InFlightEntry,
     question: Question,
     done: oneshot::Sender<Fetched>,
 ) {
     let key = &entry.key;
-    let fetched = match upstreams.forward(&question).await {
+    // The deadline is the pipeline's promise to the client, whatever the forwarder does.
+    let forwarded = tokio::time::timeout(QUERY_DEADLINE, upstreams.forward(&question)).await;
+    let fetched = match forwarded.unwrap_or(Err(UpstreamError::AllFailed)) {
         Ok(mut answer) => {
             cache.clamp(&mut answer);
             let fetched = Arc::new(Entry::new(Arc::new(answer)));
@@ -215,7 +220,7 @@ mod tests {
         };
         let fetcher = Arc::new(Fetcher::new(
             Cache::new(&settings, metrics.cache()),
-            Upstreams::new(&[upstream], &metrics),
+            Arc::new(crate::dns::Upstreams::new(&[upstream], &metrics)),
         ));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -9,16 +9,15 @@ use tracing::{info, warn};
 
 use super::devices::DeviceIndexMap;
 use super::matcher::{MatcherBuilder, Scope};
-use super::{Device, ListIndex, ListInfo, ListMask, Policy, Profile};
+use super::schedules::ConfiguredDevice;
+use super::{Device, ListIndex, ListInfo, ListMask, NetworkSet, Policy, Profile};
+pub use crate::config::UNKNOWN_DEVICE;
 use crate::config::{ListSettings, LogMode, ProfileMode, ProfileSettings, Settings};
 use crate::lists::MatchMode;
 use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
 use crate::lists::store::ListStore;
 use crate::metrics::Metrics;
-
-/// Device label of clients that match no device.
-pub const UNKNOWN_DEVICE: &str = "unknown";
 
 /// The lists that hold every Meta registrable domain: a name in one is Meta's.
 const META_LISTS: [&str; 2] = ["all-meta", "all-meta-brands"];
@@ -27,11 +26,29 @@ const META_LISTS: [&str; 2] = ["all-meta", "all-meta-brands"];
 pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Policy {
     let mut matcher = MatcherBuilder::new();
     let store = ListStore::new(&settings.server.state_dir);
+    // A list some profile names in `block_networks` holds networks, not names (validation
+    // refuses a list used both ways).
+    let is_network_list = |id: &str| {
+        settings
+            .profiles
+            .iter()
+            .any(|profile| profile.block_networks.iter().any(|used| used == id))
+    };
+    let mut networks = Vec::new();
     let lists: Vec<ListInfo> = settings
         .lists
         .iter()
         .enumerate()
-        .map(|(index, list)| load_list(list, list_index(index), &store, &mut matcher))
+        .map(|(index, list)| {
+            let index = list_index(index);
+            if is_network_list(&list.id) {
+                let (info, set) = load_network_list(list, &store);
+                networks.push((index, set));
+                info
+            } else {
+                load_list(list, index, &store, &mut matcher)
+            }
+        })
         .collect();
     let profiles: Vec<Profile> = settings
         .profiles
@@ -56,15 +73,13 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
             ),
         },
     };
-    let devices: Vec<Device> = settings
+    let devices: Vec<ConfiguredDevice> = settings
         .devices
         .iter()
         .map(|device| {
-            make_device(
-                &device.name,
-                profile_index(&device.profile),
-                device.querylog,
-            )
+            ConfiguredDevice::new(&device.schedule, &device.profile, |profile| {
+                make_device(&device.name, profile_index(profile), device.querylog)
+            })
         })
         .collect();
     let unknown = make_device(
@@ -72,6 +87,7 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         profile_index(&settings.default_profile),
         None,
     );
+    unknown.counters.set_in_force(true);
     let device_index = DeviceIndexMap::new(
         settings
             .devices
@@ -91,16 +107,19 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         .filter(|(_, list)| META_LISTS.contains(&list.id.as_str()))
         .map(|(index, _)| list_index(index))
         .collect();
-    Policy {
+    let policy = Policy {
         generation,
         meta_lists,
         lists,
         matcher,
+        networks,
         profiles,
         devices,
         unknown,
         device_index,
-    }
+    };
+    policy.apply_schedules(jiff::ZonedDateTime::now().datetime());
+    policy
 }
 
 /// Validation caps the number of lists at [`super::MAX_LISTS`], so every index fits.
@@ -108,17 +127,24 @@ fn list_index(index: usize) -> ListIndex {
     ListIndex::try_from(index).expect("validation caps the number of lists")
 }
 
-/// Reads and parses one list into the matcher, logging a few bad lines and a summary.
+/// Reads and parses one network list (a `block_networks` list) into its set.
+fn load_network_list(settings: &ListSettings, store: &ListStore) -> (ListInfo, NetworkSet) {
+    let mut networks = Vec::new();
+    let mut info = read_list(settings, store, |parser, line| {
+        parser.feed_network(line, |network| networks.push(network));
+    });
+    info.networks = true;
+    (info, NetworkSet::new(networks))
+}
+
+/// Reads and parses one list into the matcher.
 fn load_list(
     settings: &ListSettings,
     index: ListIndex,
     store: &ListStore,
     matcher: &mut MatcherBuilder,
 ) -> ListInfo {
-    let origin = source::describe(&settings.source);
-    let mut info = ListInfo::new(settings, origin);
-    let mut parser = ListParser::default();
-    let read = source::for_each_line(&settings.source, store, |line| {
+    read_list(settings, store, |parser, line| {
         // The config's `match` wins; else the list's own header (read before any entry);
         // else name and subdomains.
         let plain = match settings.match_mode.or(parser.header().match_mode) {
@@ -133,7 +159,20 @@ fn load_list(
             };
             matcher.add(&entry.name, index, scope, entry.allow);
         });
-    });
+    })
+}
+
+/// Reads a list's lines from its source through `feed`, logging a few bad lines and a
+/// summary; a list that cannot be read is kept as not loaded, with its reason.
+fn read_list(
+    settings: &ListSettings,
+    store: &ListStore,
+    mut feed: impl FnMut(&mut ListParser, &str),
+) -> ListInfo {
+    let origin = source::describe(&settings.source);
+    let mut info = ListInfo::new(settings, origin);
+    let mut parser = ListParser::default();
+    let read = source::for_each_line(&settings.source, store, |line| feed(&mut parser, line));
     if let Err(error) = read {
         warn!(list = %settings.id, %error, "list not loaded");
         info.load_error = Some(error.to_string());
@@ -161,6 +200,7 @@ fn compile_profile(settings: &ProfileSettings, lists: &[ListInfo]) -> Profile {
         name: settings.name.clone(),
         block: mask(&settings.block),
         allow: mask(&settings.allow),
+        block_networks: mask(&settings.block_networks),
         answer: settings.answer,
         blocked_ttl: settings.blocked_ttl,
         inspect_answers: settings.inspect_answers,

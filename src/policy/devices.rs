@@ -13,28 +13,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::net::{MacAddress, canonical_network};
+use crate::net::{ForwardedClient, MacAddress, canonical_network};
 
 /// Index of a device in its policy snapshot.
 pub type DeviceIndex = usize;
-
-/// What a forwarder's query says about the client it forwards for (EDNS options, read by
-/// [`crate::dns`]). Empty for a query that names nobody.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ForwardedClient {
-    /// The client's MAC address (EDNS option 65001, or 65073 as text or base64).
-    pub mac: Option<MacAddress>,
-    /// The client's address or network (EDNS Client Subnet, RFC 7871), when it has at least
-    /// one bit of address.
-    pub subnet: Option<IpNet>,
-}
-
-impl ForwardedClient {
-    /// Whether the query names a client at all.
-    pub fn names_anyone(&self) -> bool {
-        self.mac.is_some() || self.subnet.is_some()
-    }
-}
 
 /// How a client's device was found: the `identified_by` of the query log and clients view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,16 +156,6 @@ impl DeviceIndexMap {
         self.trusted_forwarders.contains(&address.to_canonical())
     }
 
-    /// The device `address` belongs to. IPv4 clients reaching an IPv6 socket arrive as
-    /// `::ffff:a.b.c.d`; they are looked up as the IPv4 address they are.
-    fn find(&self, address: IpAddr) -> Option<DeviceIndex> {
-        let address = address.to_canonical();
-        match self.exact.get(&address) {
-            Some(&device) => Some(device),
-            None => self.in_networks(address),
-        }
-    }
-
     /// The device whose network is the longest holding `address` (canonical).
     fn in_networks(&self, address: IpAddr) -> Option<DeviceIndex> {
         self.networks
@@ -191,16 +163,32 @@ impl DeviceIndexMap {
             .find_map(|(net, device)| net.contains(&address).then_some(*device))
     }
 
+    /// The prefix length of the device address or network a forwarded client `subnet` was
+    /// matched by ([`Self::identify`]), `None` when it matched none: what the answer's EDNS
+    /// Client Subnet scope is (RFC 7871 §7.3).
+    pub fn subnet_scope(&self, subnet: IpNet) -> Option<u8> {
+        self.match_subnet(subnet).map(|(_, prefix_len)| prefix_len)
+    }
+
     /// The device a whole client subnet belongs to: a full-length one is an address; a wider
     /// one (a forwarder sending `/24`) only fits a device network at least as wide.
     fn find_network(&self, subnet: IpNet) -> Option<DeviceIndex> {
+        self.match_subnet(subnet).map(|(device, _)| device)
+    }
+
+    /// [`Self::find_network`], with the prefix length of the device address or network
+    /// that matched.
+    fn match_subnet(&self, subnet: IpNet) -> Option<(DeviceIndex, u8)> {
         let subnet = canonical_network(subnet);
-        if subnet.prefix_len() == subnet.max_prefix_len() {
-            return self.find(subnet.addr());
+        let full = subnet.max_prefix_len();
+        if subnet.prefix_len() == full
+            && let Some(&device) = self.exact.get(&subnet.addr())
+        {
+            return Some((device, full));
         }
         self.networks.iter().find_map(|(net, device)| {
             (net.prefix_len() <= subnet.prefix_len() && net.contains(&subnet.addr()))
-                .then_some(*device)
+                .then_some((*device, net.prefix_len()))
         })
     }
 }
@@ -231,7 +219,8 @@ mod tests {
             ],
             &[],
         );
-        let find = |text: &str| map.find(text.parse().unwrap());
+        let none = ForwardedClient::default();
+        let find = |text: &str| map.identify(text.parse().unwrap(), &none, |_| None);
         assert_eq!(find("192.168.1.20"), Some(0));
         assert_eq!(find("fd00::20"), Some(0));
         assert_eq!(find("192.168.1.65"), Some(0));
@@ -250,7 +239,8 @@ mod tests {
         let tv = nets(&["::ffff:192.168.1.30"]);
         let guests = nets(&["::ffff:192.168.9.0/120"]);
         let map = DeviceIndexMap::new([(0, &tv[..], &[][..]), (1, &guests[..], &[])], &[]);
-        let find = |text: &str| map.find(text.parse().unwrap());
+        let none = ForwardedClient::default();
+        let find = |text: &str| map.identify(text.parse().unwrap(), &none, |_| None);
         assert_eq!(find("192.168.1.30"), Some(0));
         assert_eq!(find("::ffff:192.168.1.30"), Some(0));
         assert_eq!(find("192.168.9.77"), Some(1));

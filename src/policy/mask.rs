@@ -9,8 +9,10 @@
 /// Index of a list inside one policy snapshot (its bit in a [`ListMask`]).
 pub type ListIndex = u8;
 
-/// The most lists one policy snapshot can hold.
-pub const MAX_LISTS: usize = 64;
+pub use crate::config::MAX_LISTS;
+
+// One bit per list in a `u64`.
+const _: () = assert!(MAX_LISTS == u64::BITS as usize);
 
 /// A set of list indexes, one bit per list.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]

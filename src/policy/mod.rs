@@ -9,32 +9,42 @@ mod compile;
 mod devices;
 pub mod mask;
 pub mod matcher;
+mod networks;
 mod profile;
+mod schedules;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use jiff::civil::DateTime;
 
 pub use compile::{UNKNOWN_DEVICE, compile};
-pub use devices::{DeviceIndex, DeviceIndexMap, ForwardedClient, Identified, IdentifiedBy};
+pub use devices::{DeviceIndex, DeviceIndexMap, Identified, IdentifiedBy};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
+pub use networks::NetworkSet;
 pub use profile::Profile;
 
-use crate::config::{ListSettings, ListSource, LogMode};
+use crate::config::{ListSettings, ListSource, LogMode, Window};
 use crate::lists::MatchMode;
 use crate::lists::parse::{InvalidLine, ParseReport};
 use crate::metrics::{ClientCounters, Metrics};
 use crate::neighbours::Neighbours;
+use crate::net::ForwardedClient;
 use matcher::Matcher;
+use schedules::ConfiguredDevice;
 
 /// One snapshot.
 pub struct Policy {
     generation: u64,
     lists: Vec<ListInfo>,
     matcher: Matcher,
+    /// The networks of each network list (`block_networks`), by list.
+    networks: Vec<(ListIndex, NetworkSet)>,
     profiles: Vec<Profile>,
-    devices: Vec<Device>,
+    devices: Vec<ConfiguredDevice>,
     /// Clients that match no device: the default profile.
     unknown: Device,
     device_index: DeviceIndexMap,
@@ -65,6 +75,10 @@ pub struct ListInfo {
     pub source: ListSource,
     /// The match mode the config asked for, if any.
     pub configured_match: Option<MatchMode>,
+    /// Whether its lines are networks (a `block_networks` list) rather than names.
+    pub networks: bool,
+    /// `blocked_ttl` of its `[[list]]`, if any.
+    pub configured_blocked_ttl: Option<Duration>,
     /// The title, description, confidence and kind its header gives, if any.
     pub title: Option<String>,
     /// See `title`.
@@ -75,6 +89,8 @@ pub struct ListInfo {
     pub kind: Option<String>,
     /// The match mode its header gives, if any.
     pub header_match: Option<MatchMode>,
+    /// `# blocked_ttl:` of its header, if any.
+    pub header_blocked_ttl: Option<Duration>,
     /// Entries loaded.
     pub entries: usize,
     /// Lines skipped as invalid.
@@ -92,11 +108,14 @@ impl ListInfo {
             origin,
             source: settings.source.clone(),
             configured_match: settings.match_mode,
+            networks: false,
+            configured_blocked_ttl: settings.blocked_ttl,
             title: None,
             description: None,
             confidence: None,
             kind: None,
             header_match: None,
+            header_blocked_ttl: None,
             entries: 0,
             invalid_lines: 0,
             invalid_samples: Vec::new(),
@@ -110,6 +129,7 @@ impl ListInfo {
         self.confidence = report.header.confidence;
         self.kind = report.header.kind;
         self.header_match = report.header.match_mode;
+        self.header_blocked_ttl = report.header.blocked_ttl;
         self.entries = report.entries;
         self.invalid_lines = report.invalid_count;
         self.invalid_samples = report.invalid_samples;
@@ -121,6 +141,13 @@ impl ListInfo {
             .or(self.header_match)
             .unwrap_or(MatchMode::Subdomains)
     }
+
+    /// The TTL of answers this list blocks, when it sets one: its `[[list]]`'s, else its
+    /// header's. It wins over the profile's, because the list knows how its names are retried
+    /// (WhatsApp retries blocked telemetry in a storm when the answer expires every 10 s).
+    pub fn blocked_ttl(&self) -> Option<Duration> {
+        self.configured_blocked_ttl.or(self.header_blocked_ttl)
+    }
 }
 
 impl Policy {
@@ -129,10 +156,14 @@ impl Policy {
         self.generation
     }
 
-    /// Publishes how each list loaded (`metasink_list_*`). Called for the snapshot in force
+    /// Publishes how each list loaded (`metasink_list_*`), and creates the refresh series of
+    /// downloaded lists (new ones too, after a reload) at 0. Called for the snapshot in force
     /// once it is in force: a rebuild that is refused must not report its lists.
     pub fn record_list_metrics(&self, metrics: &Metrics) {
         for list in &self.lists {
+            if let ListSource::Url(_) = list.source {
+                metrics.create_list_refresh_series(&list.id);
+            }
             metrics.record_list_load(
                 &list.id,
                 list.load_error.is_none(),
@@ -164,7 +195,9 @@ impl Policy {
         let identified = self
             .device_index
             .identify_how(address, forwarded, |address| neighbours.mac_of(address));
-        let device = identified.device.and_then(|index| self.devices.get(index));
+        let device = (identified.device)
+            .and_then(|index| self.devices.get(index))
+            .map(ConfiguredDevice::now);
         (device.unwrap_or(&self.unknown), identified)
     }
 
@@ -183,6 +216,34 @@ impl Policy {
     /// view watches.
     pub fn meta_lists(&self) -> ListMask {
         self.meta_lists
+    }
+
+    /// Puts in force, for every device with a schedule, the profile of local time `time`.
+    /// Called when the snapshot is built and once a second after: a query only reads it.
+    pub fn apply_schedules(&self, time: DateTime) {
+        for device in &self.devices {
+            device.apply(time);
+        }
+    }
+
+    /// The schedule of the device called `name` (empty without one).
+    pub fn schedule_of(&self, name: &str) -> &[Window] {
+        self.configured(name).map_or(&[], ConfiguredDevice::windows)
+    }
+
+    /// The profile the device called `name` has outside its schedule's windows.
+    pub fn own_profile_of(&self, name: &str) -> Option<&Profile> {
+        let own = self.configured(name)?.variants().first()?;
+        Some(self.profile_of(own))
+    }
+
+    /// Every configured device as it is now.
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter().map(ConfiguredDevice::now)
+    }
+
+    fn configured(&self, name: &str) -> Option<&ConfiguredDevice> {
+        self.devices.iter().find(|device| device.now().name == name)
     }
 
     /// Whether `address` is a trusted forwarder (`server.trusted_forwarders`).
@@ -210,9 +271,35 @@ impl Policy {
         self.matcher.lookup(name)
     }
 
+    /// For each of `addresses`, the network lists holding it (what the pipeline keeps with a
+    /// cached answer for the policy generation, as it does with the lists of its names).
+    pub fn networks_holding(&self, addresses: &[IpAddr]) -> Box<[ListMask]> {
+        addresses
+            .iter()
+            .map(|&address| {
+                self.networks_of(address)
+                    .map(|(list, _)| list)
+                    .collect::<ListMask>()
+            })
+            .collect()
+    }
+
+    /// Each network list holding `address`, with the network that does.
+    pub fn networks_of(&self, address: IpAddr) -> impl Iterator<Item = (ListIndex, IpNet)> + '_ {
+        self.networks
+            .iter()
+            .filter_map(move |(list, set)| Some((*list, set.network_of(address)?)))
+    }
+
     /// The list at `index`.
     pub fn list(&self, index: ListIndex) -> &ListInfo {
         &self.lists[usize::from(index)]
+    }
+
+    /// The TTL of an answer `profile` blocks because of `list`: the list's own when it sets one
+    /// ([`ListInfo::blocked_ttl`]), else the profile's.
+    pub fn blocked_ttl(&self, profile: &Profile, list: ListIndex) -> Duration {
+        self.list(list).blocked_ttl().unwrap_or(profile.blocked_ttl)
     }
 
     /// Every list, by index.
@@ -228,6 +315,22 @@ impl Policy {
     /// Whether `device` is the stand-in for clients that match no device.
     pub fn is_unknown(&self, device: &Device) -> bool {
         std::ptr::eq(device, &self.unknown)
+    }
+
+    /// The stand-in for clients that match no device.
+    pub fn unknown_device(&self) -> &Device {
+        &self.unknown
+    }
+
+    /// The EDNS Client Subnet scope of an answer that depended on which device the client
+    /// `subnet` a trusted forwarder named is (RFC 7871 §7.3): the prefix length of the device
+    /// network (or address) that matched it; for a subnet that matched none (the default
+    /// profile), the subnet's own length, as nothing says the rest of a wider network gets
+    /// the same answer.
+    pub fn ecs_scope(&self, subnet: IpNet) -> u8 {
+        self.device_index
+            .subnet_scope(subnet)
+            .unwrap_or(subnet.prefix_len())
     }
 
     /// The profile of the unknown-client stand-in (the default profile).

@@ -6,6 +6,7 @@
 //! (and observe, for Meta names). Its serde field names are the API's (issue 14 lists them):
 //! scripts and the web page rely on them.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -76,6 +77,8 @@ pub enum BlockedAt {
     Question,
     /// A CNAME or HTTPS/SVCB target in the answer.
     AnswerTarget,
+    /// An address of the answer, inside a network the profile blocks.
+    AnswerAddress,
 }
 
 impl BlockedAt {
@@ -84,6 +87,7 @@ impl BlockedAt {
         match self {
             Self::Question => "question",
             Self::AnswerTarget => "answer-target",
+            Self::AnswerAddress => "answer-address",
         }
     }
 }
@@ -109,8 +113,8 @@ pub struct QueryRecord<'a> {
     pub lists: ListMask,
     /// How it was answered.
     pub result: LogResult,
-    /// The list that blocked (or would have blocked) it.
-    pub list: Option<&'a str>,
+    /// The list that blocked (or would have blocked) it, or the override (`override 7`).
+    pub list: Option<Cow<'a, str>>,
     /// Where that list found the name.
     pub blocked_at: Option<BlockedAt>,
     /// The RCODE of the reply sent (its low four bits, as in the header).
@@ -143,7 +147,7 @@ impl Queued {
                 name: record.question.name().to_owned(),
                 qtype: record.question.qtype_name(),
                 result: record.result.as_str().to_owned(),
-                list: record.list.map(str::to_owned),
+                list: record.list.as_deref().map(str::to_owned),
                 blocked_by: record.blocked_at.map(|at| at.as_str().to_owned()),
                 rcode: rcode_name(record.rcode),
                 answers: Vec::new(),
@@ -158,7 +162,12 @@ impl Queued {
     pub(super) fn into_entry(self) -> LogEntry {
         let mut entry = self.entry;
         if let Some(answer) = self.answer {
-            entry.answers = answer.addresses(MAX_ANSWERS);
+            entry.answers = answer
+                .addresses()
+                .iter()
+                .take(MAX_ANSWERS)
+                .copied()
+                .collect();
         }
         entry
     }

@@ -21,7 +21,6 @@ pub mod clients;
 pub mod entry;
 pub mod filter;
 pub mod observe;
-mod persist;
 pub mod ring;
 pub mod store;
 

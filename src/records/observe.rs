@@ -18,7 +18,6 @@ use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{QueryRecord, Timestamp};
-use super::persist;
 use crate::policy::Policy;
 
 /// Names kept at most, over all devices.
@@ -168,7 +167,7 @@ impl Observe {
         };
         let written = serde_json::to_vec(&ObserveFile { names })
             .map_err(std::io::Error::other)
-            .and_then(|bytes| persist::write_atomically(path, &bytes));
+            .and_then(|bytes| crate::state_files::write(path, &bytes));
         if let Err(error) = written {
             self.changed.store(true, Ordering::Relaxed);
             tracing::warn!(path = %path.display(), %error, "cannot save the observe table");
@@ -178,7 +177,7 @@ impl Observe {
     /// Reads the table written by an earlier run. A file that cannot be read or parsed is set
     /// aside (renamed `.bad`) and reported, never a reason not to start.
     fn read_back(&self, path: &Path) {
-        let names = match persist::read_bounded(path, MAX_FILE_BYTES) {
+        let names = match read_bounded(path, MAX_FILE_BYTES) {
             Ok(None) => return,
             Ok(Some(bytes)) => serde_json::from_slice::<ObserveFile>(&bytes)
                 .map(|file| file.names)
@@ -264,6 +263,23 @@ fn evict_oldest(table: &mut Table) {
     }
 }
 
+/// The contents of `path` (never through a link, see [`crate::state_files::open`]) if it
+/// holds at most `max_bytes`; `Ok(None)` when there is no such file.
+fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let Some(file) = crate::state_files::open(path)? else {
+        return Ok(None);
+    };
+    if file.metadata()?.len() > max_bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max_bytes} bytes"),
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max_bytes), &mut bytes)?;
+    Ok(Some(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,25 +321,5 @@ mod tests {
         assert!(observe.names(None).is_empty());
         assert!(dir.path().join("observe.json.bad").exists());
         assert!(!path.exists());
-    }
-
-    #[test]
-    fn saving_never_follows_a_planted_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(OBSERVE_FILE);
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "keep me").unwrap();
-        // A link where the temporary file will be created.
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(format!(".tmp-{}", std::process::id()));
-        std::os::unix::fs::symlink(&victim, &temporary).unwrap();
-        assert!(persist::write_atomically(&path, b"{}").is_err());
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
-        // A link at the file's own name is replaced, not written through.
-        let _ = std::fs::remove_file(&temporary);
-        std::os::unix::fs::symlink(&victim, &path).unwrap();
-        persist::write_atomically(&path, b"{}").unwrap();
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}");
     }
 }

@@ -15,21 +15,23 @@
 //! whole house offline. The caller decides which is which.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prometheus::IntGauge;
 use tracing::{info, warn};
 
 /// Consecutive unreachable attempts that mark an upstream down.
-pub const FAILURES_TO_MARK_DOWN: u32 = 3;
+pub(super) const FAILURES_TO_MARK_DOWN: u32 = 3;
 /// Time from being marked down to the first probe.
-pub const FIRST_PROBE_AFTER: Duration = Duration::from_secs(1);
+pub(super) const FIRST_PROBE_AFTER: Duration = Duration::from_secs(1);
 /// The longest wait between two probes of an upstream that stays down.
-pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How a query may use an upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Turn {
+pub(super) enum Turn {
     /// The upstream is up.
     Up,
     /// The upstream is down and this query is its probe.
@@ -37,7 +39,7 @@ pub enum Turn {
 }
 
 /// The health of one upstream, shared by every query.
-pub struct Health {
+pub(super) struct Health {
     /// The upstream's label, for logs.
     name: Box<str>,
     state: Mutex<State>,
@@ -62,7 +64,7 @@ struct Backoff {
 
 impl Health {
     /// An upstream presumed up until it fails.
-    pub fn new(name: &str, gauge: IntGauge) -> Self {
+    pub(super) fn new(name: &str, gauge: IntGauge) -> Self {
         gauge.set(1);
         Self {
             name: name.into(),
@@ -73,7 +75,7 @@ impl Health {
 
     /// Whether a query that reaches this upstream at `now` may use it: `None` to skip it.
     /// When a probe is due, this query becomes the probe.
-    pub fn turn(&self, now: Instant) -> Option<Turn> {
+    pub(super) fn turn(&self, now: Instant) -> Option<Turn> {
         let mut state = self.lock();
         let Some(backoff) = &mut state.down else {
             return Some(Turn::Up);
@@ -87,7 +89,7 @@ impl Health {
     }
 
     /// Records a reply (any reply: the upstream is reachable).
-    pub fn reached(&self) {
+    pub(super) fn reached(&self) {
         let mut state = self.lock();
         state.failures = 0;
         if state.down.take().is_some() {
@@ -97,7 +99,7 @@ impl Health {
     }
 
     /// Records an attempt made in `turn` that got no usable reply, at `now`.
-    pub fn unreachable(&self, turn: Turn, now: Instant) {
+    pub(super) fn unreachable(&self, turn: Turn, now: Instant) {
         let mut state = self.lock();
         match (turn, &mut state.down) {
             (Turn::Probe, Some(backoff)) => {

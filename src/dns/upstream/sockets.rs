@@ -19,7 +19,7 @@
 //! Idle sockets are kept per tokio runtime: a socket's readiness is reported by the I/O
 //! driver of the runtime it was opened on, and a UDP listener's runtime does not poll its
 //! driver while it has nothing waiting (it blocks in the kernel instead, see
-//! [`crate::dns::udp`]). A query on another runtime could wait on such a socket forever.
+//! `crate::server::udp`). A query on another runtime could wait on such a socket forever.
 
 use std::collections::HashMap;
 use std::future::Future;
