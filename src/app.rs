@@ -360,6 +360,25 @@ async fn probe_dns(dns: SocketAddr, timeout: std::time::Duration) -> std::io::Re
     ))
 }
 
+/// Once a second, puts in force the profile each device's schedule gives it at the local time
+/// (the system time zone, read again each time, so a daylight saving change or a new TZ is
+/// followed), and drops the overrides that have ended. A tick is a clock read and a few atomic
+/// stores; queries never read the clock for schedules.
+async fn keep_time(policy: PolicyHandle, overrides: Arc<OverrideStore>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                let now = jiff::ZonedDateTime::now();
+                policy.load().apply_schedules(now.datetime());
+                overrides.sweep(now.timestamp());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod watchdog_tests {
     use std::time::Duration;
@@ -401,24 +420,5 @@ mod watchdog_tests {
             .await
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-    }
-}
-
-/// Once a second, puts in force the profile each device's schedule gives it at the local time
-/// (the system time zone, read again each time, so a daylight saving change or a new TZ is
-/// followed), and drops the overrides that have ended. A tick is a clock read and a few atomic
-/// stores; queries never read the clock for schedules.
-async fn keep_time(policy: PolicyHandle, overrides: Arc<OverrideStore>, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => {
-                let now = jiff::ZonedDateTime::now();
-                policy.load().apply_schedules(now.datetime());
-                overrides.sweep(now.timestamp());
-            }
-        }
     }
 }

@@ -876,3 +876,32 @@ async fn the_cli_prints_the_log_observe_and_clients() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_block_by_override_is_logged_with_the_override() {
+    let upstream = upstream().await;
+    let daemon = TestDaemon::start(&config(&upstream, "mode = \"all\"\npath = \"\"", "")).await;
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let body = r#"{"kind": "block", "device": "quest", "names": ["www.example.test"]}"#;
+    let (status, reply) = http_request(daemon.http, "POST", "/api/overrides", &headers, body).await;
+    assert_eq!(status, 201, "{reply}");
+    let id = serde_json::from_str::<Value>(&reply).unwrap()["id"].clone();
+
+    let blocked = ask(&daemon, QUEST, "www.example.test").await;
+    assert_eq!(a_addrs(&blocked), [Ipv4Addr::UNSPECIFIED]);
+    let entries = entries_when(&daemon, "/api/queries?device=quest", |e| !e.is_empty()).await;
+    let entry = find(&entries, "www.example.test", "blocked").expect("blocked entry");
+    assert_eq!(
+        (&entry["list"], &entry["blocked_by"]),
+        (
+            &Value::from(format!("override {id}")),
+            &Value::from("question")
+        ),
+        "{entries:?}"
+    );
+    daemon.stop().await;
+}
