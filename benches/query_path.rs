@@ -6,6 +6,11 @@
 //! most an override costs a question it does not decide), and with a local network configured
 //! (100 local names, forward zones, rebinding protection on), and a local name's answer.
 //!
+//! Each runs twice more with the records layer attached (issue 14): with the query log off
+//! (clients and observe only; the hook's standing cost) and with it on for every query (in
+//! this tight loop the queue fills between the writer's 100 ms drains, so most entries take
+//! the drop path).
+//!
 //! The upstream is a tiny UDP responder on 127.0.0.1 inside this process, used once to fill
 //! the cache; the measured loops never wait on it.
 
@@ -31,6 +36,7 @@ use metasink::overrides::Kind;
 use metasink::overrides::OverrideStore;
 use metasink::overrides::store::NewOverride;
 use metasink::pipeline::Pipeline;
+use metasink::records::Records;
 use metasink::server::{DnsService, ServiceCounters};
 use metasink::{config, policy};
 
@@ -104,27 +110,60 @@ fn local_network() -> String {
     text
 }
 
-/// The service for clients of `profile` (`default_profile`), with `server` lines, the `local`
-/// network config, and `overrides`.
-fn service(profile: &str, server: &str, local: &str, overrides: Arc<OverrideStore>) -> DnsService {
+/// What a benchmarked service has besides its profile.
+#[derive(Default)]
+struct House<'a> {
+    /// Lines of `[server]`.
+    server: &'a str,
+    /// The local network's config.
+    local: &'a str,
+    /// Overrides in force.
+    overrides: Option<Arc<OverrideStore>>,
+    /// `[querylog] mode` and the state directory: the records layer too.
+    querylog: Option<(&'a str, &'a std::path::Path)>,
+}
+
+/// The service for clients of `profile` (`default_profile`) in `house`.
+fn service(profile: &str, house: House<'_>) -> DnsService {
     let upstream = start_responder();
+    let server = match house.querylog {
+        Some((_, state_dir)) => {
+            format!("{}\nstate_dir = \"{}\"", house.server, state_dir.display())
+        }
+        None => house.server.to_owned(),
+    };
     // One client asks millions of times: no per-client rate limit here.
-    let text = format!(
+    let mut text = format!(
         "default_profile = \"{profile}\"\n[server]\nrate_limit_qps = 0\n{server}\n\
-         [[upstream]]\naddress = \"{upstream}\"\n{local}"
+         [[upstream]]\naddress = \"{upstream}\"\n{}",
+        house.local
     );
+    if let Some((mode, _)) = house.querylog {
+        text.push_str(&format!("[querylog]\nmode = \"{mode}\"\npath = \"\"\n"));
+    }
     let settings = config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
     let metrics = Metrics::new();
     let snapshot = policy::compile(&settings, &metrics, 1);
     let upstreams = Upstreams::new(&settings.upstreams, &metrics);
+    let overrides = house
+        .overrides
+        .unwrap_or_else(|| Arc::new(OverrideStore::in_memory()));
     let pipeline = Pipeline::new(Cache::new(&settings.cache, metrics.cache()), upstreams)
         .with_overrides(overrides);
-    DnsService::new(
+    let service = DnsService::new(
         Arc::new(ArcSwap::from_pointee(snapshot)),
         pipeline,
         Admission::new(&settings.admission),
         ServiceCounters::new(&metrics),
-    )
+    );
+    match house.querylog {
+        None => service,
+        Some((_, state_dir)) => service.with_records(Arc::new(Records::start(
+            &settings.querylog,
+            state_dir,
+            &metrics,
+        ))),
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -132,18 +171,43 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let none = || Arc::new(OverrideStore::in_memory());
-    let plain = service("meta-apps", "", "", none());
-    let networks = service("no-meta", "", "", none());
-    let overridden = service("meta-apps", "", "", hundred_overrides());
-    let house = service(
-        "meta-apps",
-        "rebind_protection = true",
-        &local_network(),
-        none(),
-    );
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let logging = |mode| House {
+        querylog: Some((mode, state_dir.path())),
+        ..House::default()
+    };
+    let services = [
+        ("", service("meta-apps", House::default())),
+        (
+            ", no-meta (answer addresses checked)",
+            service("no-meta", House::default()),
+        ),
+        (
+            ", 100 overrides in force",
+            service(
+                "meta-apps",
+                House {
+                    overrides: Some(hundred_overrides()),
+                    ..House::default()
+                },
+            ),
+        ),
+        (
+            ", local network",
+            service(
+                "meta-apps",
+                House {
+                    server: "rebind_protection = true",
+                    local: &local_network(),
+                    ..House::default()
+                },
+            ),
+        ),
+        (", records, log off", service("meta-apps", logging("off"))),
+        (", records, log all", service("meta-apps", logging("all"))),
+    ];
     let cached = query("www.example.com.");
-    for service in [&plain, &networks, &overridden, &house] {
+    for (_, service) in &services {
         runtime
             .block_on(service.respond(&cached, CLIENT, Transport::Udp))
             .expect("warm the cache");
@@ -153,7 +217,7 @@ fn bench(c: &mut Criterion) {
     let local = query("host42.home.arpa.");
 
     let mut group = c.benchmark_group("query_path");
-    let mut run = |label: &str, service: &DnsService, request: &[u8]| {
+    let mut run = |label: String, service: &DnsService, request: &[u8]| {
         group.bench_function(label, |b| {
             b.iter(|| {
                 let reply = service
@@ -163,19 +227,12 @@ fn bench(c: &mut Criterion) {
             })
         });
     };
-    run("blocked", &plain, &blocked);
-    run("cached", &plain, &cached);
-    run(
-        "cached, no-meta (answer addresses checked)",
-        &networks,
-        &cached,
-    );
-    run("malformed", &plain, &malformed);
-    run("blocked, 100 overrides in force", &overridden, &blocked);
-    run("cached, 100 overrides in force", &overridden, &cached);
-    run("blocked_local_network", &house, &blocked);
-    run("cached_local_network", &house, &cached);
-    run("local_name", &house, &local);
+    for (suffix, service) in &services {
+        run(format!("blocked{suffix}"), service, &blocked);
+        run(format!("cached{suffix}"), service, &cached);
+    }
+    run("malformed".to_owned(), &services[0].1, &malformed);
+    run("local name".to_owned(), &services[3].1, &local);
     group.finish();
 }
 

@@ -45,10 +45,12 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::http::overrides::{self, OverridesApi};
+use crate::http::records::{self, RecordsApi};
 use crate::http::{authorize, error};
 use crate::metrics::Metrics;
 use crate::overrides::OverrideStore;
 use crate::policy::PolicyHandle;
+use crate::records::Records;
 use crate::refresh::Refresher;
 use crate::reload::Reloader;
 use crate::slots::{Slot, Slots};
@@ -80,6 +82,8 @@ pub struct ApiState {
     pub http_hosts: Arc<[String]>,
     /// The household's overrides.
     pub overrides: Arc<OverrideStore>,
+    /// The query log, observe and clients.
+    pub records: Arc<Records>,
 }
 
 /// The routes.
@@ -90,6 +94,12 @@ pub fn router(state: ApiState) -> Router {
         policy: state.policy.clone(),
         api_token: state.api_token.clone(),
     });
+    let records = records::router(RecordsApi {
+        records: state.records.clone(),
+        policy: state.policy.clone(),
+        overrides: state.overrides.clone(),
+        api_token: state.api_token.clone(),
+    });
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -98,6 +108,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .merge(overrides)
+        .merge(records)
         // Last, so it guards every route merged above.
         .layer(middleware::from_fn_with_state(hosts, check_host))
 }

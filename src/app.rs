@@ -23,6 +23,7 @@ use crate::overrides::OverrideStore;
 use crate::permissions;
 use crate::pipeline::Pipeline;
 use crate::policy::{self, PolicyHandle};
+use crate::records::Records;
 use crate::refresh::Refresher;
 use crate::reload::Reloader;
 use crate::server::{DnsServer, DnsService, ServiceCounters, listener_descriptors};
@@ -40,6 +41,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     reloader: Arc<Reloader>,
     refresher: Arc<Refresher>,
+    records: Arc<Records>,
 }
 
 impl Daemon {
@@ -76,12 +78,18 @@ impl Daemon {
         ));
         let pipeline = Pipeline::new(cache, upstreams).with_overrides(overrides.clone());
         let admission = Admission::new(&settings.admission);
+        let records = Arc::new(Records::start(
+            &settings.querylog,
+            &settings.server.state_dir,
+            &metrics,
+        ));
         let service = DnsService::new(
             policy.clone(),
             pipeline,
             admission,
             ServiceCounters::new(&metrics),
-        );
+        )
+        .with_records(records.clone());
         let dns = DnsServer::bind(&settings.server.listen, service, budget.tcp_connections)
             .await
             .with_context(|| format!("binding DNS listeners {:?}", settings.server.listen))?;
@@ -99,6 +107,7 @@ impl Daemon {
             api_token: settings.server.api_token.as_deref().map(Arc::from),
             http_hosts: settings.server.http_hosts.clone().into(),
             overrides: overrides.clone(),
+            records: records.clone(),
         });
         let http_shutdown = CancellationToken::new();
         let http_slots = Slots::new(budget.http_connections);
@@ -122,6 +131,7 @@ impl Daemon {
             metrics,
             reloader,
             refresher,
+            records,
         })
     }
 
@@ -170,6 +180,15 @@ impl Daemon {
         finish_within_grace(&mut self.http, "HTTP connections").await;
         self.background.cancel();
         finish_within_grace(&mut self.refresh_task, "list downloads").await;
+        // DNS is down: the last records are in the queue. Written (and observe saved) on the
+        // records thread; this waits for it without blocking the runtime.
+        let records = self.records.clone();
+        if tokio::task::spawn_blocking(move || records.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("saving the query log and observe table failed");
+        }
         info!("stopped");
     }
 }

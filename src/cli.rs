@@ -1,5 +1,6 @@
 //! The command line: `run`, `check`, `explain` and `lists`, each a thin layer over the
-//! library (config loading, policy compilation, the daemon).
+//! library (config loading, policy compilation, the daemon), and `log`, `observe` and
+//! `clients`, which ask a running daemon ([`crate::remote`]).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use crate::local::Leases;
 use crate::metrics::Metrics;
 use crate::overrides::OverrideStore;
 use crate::policy::{self, Policy};
-use crate::{app, catalogue, permissions, port_owner};
+use crate::{app, catalogue, permissions, port_owner, remote};
 
 /// `metasink --version`: the crate's version and the commit it was built from (build.rs).
 const VERSION: &str = concat!(
@@ -46,6 +47,12 @@ enum Command {
     Explain(ExplainArgs),
     /// Print the bundled catalogue (or the lists of --config).
     Lists(ConfigArg),
+    /// Print the running daemon's query log (`--follow` for new queries as they come).
+    Log(remote::LogArgs),
+    /// Print the Meta names each device asked, with the lists that hold them.
+    Observe(remote::ObserveArgs),
+    /// Print the clients the running daemon has seen and the device each is.
+    Clients(remote::RemoteArgs),
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +113,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Explain(args) => explain_command(&args),
         Command::Lists(args) => lists(&args),
+        Command::Log(args) => remote::log(&args).map(|()| ExitCode::SUCCESS),
+        Command::Observe(args) => remote::observe(&args).map(|()| ExitCode::SUCCESS),
+        Command::Clients(args) => remote::clients(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -83,6 +83,16 @@ pub const RATE_LIMITED_TOTAL: &str = "metasink_rate_limited_total";
 /// Queries dropped, unanswered, because the client (`limit="client"`) or everyone
 /// (`limit="total"`) had as many upstream fetches in flight as allowed.
 pub const FETCH_LIMITED_TOTAL: &str = "metasink_fetch_limited_total";
+/// Query log entries written to the database.
+pub const QUERYLOG_WRITTEN_TOTAL: &str = "metasink_querylog_written_total";
+/// Query log entries dropped because the queue to the writer was full.
+pub const QUERYLOG_DROPPED_TOTAL: &str = "metasink_querylog_dropped_total";
+/// Failed writes (and prunes) of the query log database.
+pub const QUERYLOG_WRITE_ERRORS_TOTAL: &str = "metasink_querylog_write_errors_total";
+/// Size of the query log database on disk, its WAL included.
+pub const QUERYLOG_DATABASE_BYTES: &str = "metasink_querylog_database_bytes";
+/// Queries an observe-mode profile would have blocked, by device, profile and list.
+pub const WOULD_BLOCK_TOTAL: &str = "metasink_would_block_total";
 /// Replies sent, by response code ([`RCODE_LABELS`]): every reply, whatever its result.
 pub const RESPONSES_TOTAL: &str = "metasink_responses_total";
 
@@ -185,6 +195,21 @@ pub struct Metrics {
     overrides_active: IntGaugeVec,
     device_profile: IntGaugeVec,
     responses: IntCounterVec,
+    would_block: IntCounterVec,
+    querylog: QuerylogCounters,
+}
+
+/// The query log's handles.
+#[derive(Clone)]
+pub struct QuerylogCounters {
+    /// Entries written to the database.
+    pub written: IntCounter,
+    /// Entries dropped at the full queue.
+    pub dropped: IntCounter,
+    /// Failed database writes.
+    pub write_errors: IntCounter,
+    /// The database's size.
+    pub database_bytes: IntGauge,
 }
 
 /// Per-client handles: one counter per (query type, result), one per blocking list, one per
@@ -443,6 +468,34 @@ impl Metrics {
                 "Replies sent, by response code",
                 &["rcode"],
             ),
+            would_block: counter_vec(
+                &registry,
+                WOULD_BLOCK_TOTAL,
+                "Queries an observe-mode profile would have blocked (answered as allowed)",
+                &["device", "profile", "list"],
+            ),
+            querylog: QuerylogCounters {
+                written: counter(
+                    &registry,
+                    QUERYLOG_WRITTEN_TOTAL,
+                    "Query log entries written to the database",
+                ),
+                dropped: counter(
+                    &registry,
+                    QUERYLOG_DROPPED_TOTAL,
+                    "Query log entries dropped: the queue to the writer was full",
+                ),
+                write_errors: counter(
+                    &registry,
+                    QUERYLOG_WRITE_ERRORS_TOTAL,
+                    "Failed writes of the query log database",
+                ),
+                database_bytes: gauge(
+                    &registry,
+                    QUERYLOG_DATABASE_BYTES,
+                    "Size of the query log database on disk",
+                ),
+            },
             registry,
         };
         // Series that exist from the start read 0 before their first event, so Prometheus's
@@ -513,6 +566,27 @@ impl Metrics {
     /// The gauges of overrides in force, by kind, in the order of [`OVERRIDE_KINDS`].
     pub fn overrides_active(&self) -> [IntGauge; OVERRIDE_KINDS.len()] {
         OVERRIDE_KINDS.map(|kind| self.overrides_active.with_label_values(&[kind]))
+    }
+
+    /// [`Self::client_counters`] for a device whose profile only observes: its blocks are
+    /// counted in [`WOULD_BLOCK_TOTAL`] instead of [`BLOCKED_TOTAL`].
+    pub fn observe_counters(
+        &self,
+        device: &str,
+        profile: &str,
+        lists: &[Option<&str>],
+    ) -> ClientCounters {
+        let mut counters = self.client_counters(device, profile, &[]);
+        counters.blocked = lists
+            .iter()
+            .map(|list| list.map(|id| self.would_block.with_label_values(&[device, profile, id])))
+            .collect();
+        counters
+    }
+
+    /// The query log's handles.
+    pub fn querylog(&self) -> QuerylogCounters {
+        self.querylog.clone()
     }
 
     /// Handles for the upstream labelled `label` (its configured address).

@@ -9,7 +9,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DownloadSettings, ListSettings, ListSource,
-    LocalSettings, Origin, ProfileSettings, ServerSettings, Settings, UpstreamSettings,
+    LocalSettings, LogMode, Origin, ProfileMode, ProfileSettings, QuerylogSettings, ServerSettings,
+    Settings, UpstreamSettings,
 };
 use crate::catalogue::{self, DEFAULT_PROFILE, bundled_ids};
 
@@ -40,6 +41,16 @@ pub(super) const BLOCKED_TTL: Duration = Duration::from_secs(10);
 
 /// `server.state_dir` of a config file that does not set it (the systemd unit's StateDirectory).
 pub(super) const STATE_DIR: &str = "/var/lib/metasink";
+
+/// `[querylog] retention` when not configured: a week, long enough to catch what broke
+/// since the weekend.
+pub(super) const QUERYLOG_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// `[querylog] max_bytes` when not configured: 256 MiB, a small share of a Pi's SD card.
+pub(super) const QUERYLOG_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The query log's file in `state_dir` when `[querylog] path` is not configured.
+pub(super) const QUERYLOG_FILE: &str = "querylog.sqlite3";
 
 /// `[download]` defaults: daily refresh, a minute per attempt, three attempts, 64 MiB, two at once.
 pub(super) const DOWNLOAD: DownloadSettings = DownloadSettings {
@@ -116,6 +127,7 @@ pub fn presets() -> Vec<ProfileSettings> {
             answer: BlockAnswer::Null,
             blocked_ttl: BLOCKED_TTL,
             inspect_answers: true,
+            mode: ProfileMode::Enforce,
         })
         .collect()
 }
@@ -128,6 +140,7 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// preset, no devices and [`DEFAULT_PROFILE`] for every client.
 pub fn builtin_settings() -> Settings {
     let listen = vec![DEFAULT_DNS_LISTEN];
+    let state_dir = user_state_dir();
     Settings {
         origin: Origin::BuiltIn,
         upstreams: system_upstreams(&listen),
@@ -135,9 +148,15 @@ pub fn builtin_settings() -> Settings {
             listen,
             http: DEFAULT_HTTP_LISTEN,
             http_hosts: Vec::new(),
-            state_dir: user_state_dir(),
+            state_dir: state_dir.clone(),
             api_token: None,
             token_file: None,
+        },
+        querylog: QuerylogSettings {
+            mode: LogMode::Off,
+            retention: QUERYLOG_RETENTION,
+            max_bytes: QUERYLOG_MAX_BYTES,
+            path: Some(state_dir.join(QUERYLOG_FILE)),
         },
         admission: AdmissionSettings::default(),
         download: DOWNLOAD,

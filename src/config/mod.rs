@@ -101,6 +101,44 @@ pub struct Settings {
     pub default_profile: String,
     /// The house's own names, forward zones, rebinding protection and DHCP leases.
     pub local: LocalSettings,
+    /// `[querylog]`: which queries are kept, for how long, and where.
+    pub querylog: QuerylogSettings,
+}
+
+/// Which queries of a device the query log keeps (`[querylog] mode`, `[[device]] querylog`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogMode {
+    /// None.
+    #[default]
+    Off,
+    /// Blocked and would-block queries only.
+    Blocked,
+    /// Every answered query.
+    All,
+}
+
+impl LogMode {
+    /// The word used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Blocked => "blocked",
+            Self::All => "all",
+        }
+    }
+}
+
+/// `[querylog]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuerylogSettings {
+    /// The mode of devices that do not set their own (and of unknown clients).
+    pub mode: LogMode,
+    /// Entries older than this are deleted.
+    pub retention: Duration,
+    /// The database is kept under this size; the oldest entries go first.
+    pub max_bytes: u64,
+    /// The SQLite file; `None` (`path = ""`) keeps only the in-memory ring of recent entries.
+    pub path: Option<PathBuf>,
 }
 
 /// Where a [`Settings`] came from.
@@ -239,6 +277,28 @@ pub struct ProfileSettings {
     pub blocked_ttl: Duration,
     /// Check the names inside upstream answers (CNAME targets, HTTPS/SVCB targets) too.
     pub inspect_answers: bool,
+    /// Enforce its blocks, or only observe them (log and count would-block, answer as allowed).
+    pub mode: ProfileMode,
+}
+
+/// `[[profile]] mode`: whether a profile's blocks are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProfileMode {
+    /// Blocked names get the blocked answer.
+    #[default]
+    Enforce,
+    /// A dry run: blocked names are logged and counted as would-block, and answered.
+    Observe,
+}
+
+impl ProfileMode {
+    /// The word used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Observe => "observe",
+        }
+    }
 }
 
 /// One `[[device]]`.
@@ -252,6 +312,8 @@ pub struct DeviceSettings {
     pub macs: Vec<MacAddress>,
     /// The profile it uses outside its schedule's windows.
     pub profile: String,
+    /// Its own query log mode; `None` follows `[querylog] mode`.
+    pub querylog: Option<LogMode>,
     /// Windows of the week with another profile; the first that covers the time wins.
     pub schedule: Vec<Window>,
 }

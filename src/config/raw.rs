@@ -52,6 +52,23 @@ pub(super) struct RawConfig {
     /// `[[forward]]`, in file order.
     #[serde(default, rename = "forward")]
     pub forwards: Vec<RawForward>,
+    /// `[querylog]`.
+    #[serde(default)]
+    pub querylog: RawQuerylog,
+}
+
+/// `[querylog]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuerylog {
+    /// `off`, `blocked` or `all`.
+    pub mode: Option<Text>,
+    /// Humantime duration entries are kept.
+    pub retention: Option<Text>,
+    /// Largest database, in bytes.
+    pub max_bytes: Option<Spanned<u64>>,
+    /// The database file; empty for memory only.
+    pub path: Option<Text>,
 }
 
 /// `[server]`.
@@ -172,6 +189,8 @@ pub(super) struct RawProfile {
     pub blocked_ttl: Option<Text>,
     /// Check names inside upstream answers.
     pub inspect_answers: Option<bool>,
+    /// `enforce` or `observe`.
+    pub mode: Option<Text>,
 }
 
 /// One `[[device]]`.
@@ -186,6 +205,8 @@ pub(super) struct RawDevice {
     pub matches: Spanned<Vec<Text>>,
     /// Profile name.
     pub profile: Text,
+    /// `off`, `blocked` or `all`.
+    pub querylog: Option<Text>,
     /// Windows of the week that switch it to another profile.
     #[serde(default)]
     pub schedule: Vec<RawWindow>,

@@ -19,19 +19,20 @@ use toml::Spanned;
 use super::defaults::presets;
 use super::defaults::{
     ALLOW_FROM, BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, DOWNLOAD,
-    RATE_LIMIT_BURST, RATE_LIMIT_QPS, STATE_DIR, bundled_lists, system_upstreams,
+    QUERYLOG_FILE, QUERYLOG_MAX_BYTES, QUERYLOG_RETENTION, RATE_LIMIT_BURST, RATE_LIMIT_QPS,
+    STATE_DIR, bundled_lists, system_upstreams,
 };
 use super::error::{ConfigError, Locator};
 use super::raw::{
-    RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawServer, RawUpstream,
-    RawWindow, Text,
+    RawCache, RawConfig, RawDevice, RawDownload, RawList, RawProfile, RawQuerylog, RawServer,
+    RawUpstream, RawWindow, Text,
 };
 use super::schedule::{Days, TimeOfDay, Window, shadowed};
 use super::values::{entry_key, parse_socket_addr, relative_to};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
-    DeviceSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, Origin,
-    ProfileSettings, ServerSettings, Settings, UpstreamSettings,
+    DeviceSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, LogMode, Origin,
+    ProfileMode, ProfileSettings, QuerylogSettings, ServerSettings, Settings, UpstreamSettings,
 };
 use super::{MAX_LISTS, MatchMode, UNKNOWN_DEVICE};
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids};
@@ -44,6 +45,16 @@ const ANSWERS: [BlockAnswer; 4] = [
     BlockAnswer::NxDomain,
     BlockAnswer::Refused,
 ];
+
+/// Every query log `mode` (and `[[device]] querylog`).
+const LOG_MODES: [LogMode; 3] = [LogMode::Off, LogMode::Blocked, LogMode::All];
+
+/// Every `mode` a profile may have.
+const PROFILE_MODES: [ProfileMode; 2] = [ProfileMode::Enforce, ProfileMode::Observe];
+
+/// The smallest `querylog.max_bytes`: SQLite needs a few pages for its schema and indexes
+/// before the first entry.
+const MIN_QUERYLOG_BYTES: u64 = 64 * 1024;
 
 /// Every `match` a list may have.
 const MATCH_MODES: [MatchMode; 2] = [MatchMode::Exact, MatchMode::Subdomains];
@@ -95,6 +106,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         None => DEFAULT_PROFILE.to_owned(),
         Some(name) => reference(name, &profile_names, "profile", "default_profile", &at)?,
     };
+    let querylog = querylog(&raw.querylog, &server.state_dir, path, &at)?;
     Ok(Settings {
         origin: Origin::File(path.to_path_buf()),
         server,
@@ -109,6 +121,52 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         default_profile,
         // Checked after the rest, by `super::local`.
         local: LocalSettings::default(),
+        querylog,
+    })
+}
+
+/// `[querylog]`: the file defaults to `state_dir`, and an empty `path` keeps the log in memory.
+fn querylog(
+    raw: &RawQuerylog,
+    state_dir: &Path,
+    config_path: &Path,
+    at: &Locator<'_>,
+) -> Result<QuerylogSettings, ConfigError> {
+    let mode = raw
+        .mode
+        .as_ref()
+        .map(|value| choose(value, &LOG_MODES, LogMode::as_str, "querylog.mode", at))
+        .transpose()?
+        .unwrap_or_default();
+    let retention = duration_within(
+        &raw.retention,
+        QUERYLOG_RETENTION,
+        Duration::ZERO..=MAX_TTL,
+        "querylog.retention",
+        at,
+    )?;
+    let max_bytes = match &raw.max_bytes {
+        None => QUERYLOG_MAX_BYTES,
+        Some(value) if *value.get_ref() < MIN_QUERYLOG_BYTES => {
+            let message = format!("must be at least {MIN_QUERYLOG_BYTES} (64 KiB)");
+            return Err(at.invalid(value.span(), "querylog.max_bytes", message));
+        }
+        Some(value) => *value.get_ref(),
+    };
+    let path = match &raw.path {
+        None => Some(state_dir.join(QUERYLOG_FILE)),
+        Some(value) if value.get_ref().is_empty() => None,
+        Some(value) if value.get_ref().ends_with('/') => {
+            let message = "names a directory: give the database file, or \"\" for memory only";
+            return Err(at.invalid(value.span(), "querylog.path", message));
+        }
+        Some(value) => Some(relative_to(config_path, value.get_ref())),
+    };
+    Ok(QuerylogSettings {
+        mode,
+        retention,
+        max_bytes,
+        path,
     })
 }
 
@@ -759,6 +817,13 @@ fn profile_settings(
             .inspect_answers
             .or(parent.map(|p| p.inspect_answers))
             .unwrap_or(true),
+        mode: raw
+            .mode
+            .as_ref()
+            .map(|value| choose(value, &PROFILE_MODES, ProfileMode::as_str, &key("mode"), at))
+            .transpose()?
+            .or(parent.map(|p| p.mode))
+            .unwrap_or_default(),
     })
 }
 
@@ -823,6 +888,9 @@ fn devices(
                 addresses,
                 macs,
                 profile: reference(profile, profile_names, "profile", &key("profile"), at)?,
+                querylog: (device.querylog.as_ref())
+                    .map(|value| choose(value, &LOG_MODES, LogMode::as_str, &key("querylog"), at))
+                    .transpose()?,
                 schedule: schedule(&device.schedule, &key("schedule"), profile_names, at)?,
             })
         })
@@ -1223,7 +1291,7 @@ mod tests {
             error("default_profile = \"quest\"\nbogus = 1\n"),
             "/etc/metasink/config.toml:2: bogus: unknown field `bogus`, expected one of \
              `default_profile`, `server`, `upstream`, `cache`, `download`, `list`, `profile`, `device`, \
-             `record`, `local`, `forward`"
+             `record`, `local`, `forward`, `querylog`"
         );
         assert_eq!(
             error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
@@ -1236,7 +1304,7 @@ mod tests {
                 "[[profile]]\nname = \"a\"\n\n[[profile]]\nname = \"b\"\nblocks = [\"meta-ai\"]\n"
             ),
             "/etc/metasink/config.toml:6: profile[1].blocks: unknown field `blocks`, expected one of \
-             `name`, `extends`, `remove`, `block`, `allow`, `block_networks`, `answer`, `blocked_ttl`, `inspect_answers`"
+             `name`, `extends`, `remove`, `block`, `allow`, `block_networks`, `answer`, `blocked_ttl`, `inspect_answers`, `mode`"
         );
         assert_errors(&[
             (
@@ -2004,6 +2072,67 @@ mod tests {
         }
         let bytes: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
         let _ = check(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn querylog_defaults_off_under_state_dir_and_devices_may_set_their_own() {
+        let settings = check("[server]\nstate_dir = \"/srv/ms\"\n").unwrap();
+        assert_eq!(
+            settings.querylog,
+            QuerylogSettings {
+                mode: LogMode::Off,
+                retention: QUERYLOG_RETENTION,
+                max_bytes: QUERYLOG_MAX_BYTES,
+                path: Some(PathBuf::from("/srv/ms").join(QUERYLOG_FILE)),
+            }
+        );
+        let text = "[querylog]\nmode = \"blocked\"\nretention = \"2d\"\nmax_bytes = 100000\n\
+                    path = \"\"\n[[device]]\nname = \"quest\"\nmatch = [\"10.0.0.2\"]\n\
+                    profile = \"quest\"\nquerylog = \"all\"\n\
+                    [[profile]]\nname = \"tv\"\nmode = \"observe\"\n";
+        let settings = check(text).unwrap();
+        assert_eq!(settings.querylog.mode, LogMode::Blocked);
+        assert_eq!(settings.querylog.retention, Duration::from_secs(2 * 86400));
+        assert_eq!(settings.querylog.max_bytes, 100_000);
+        assert_eq!(settings.querylog.path, None);
+        assert_eq!(settings.devices[0].querylog, Some(LogMode::All));
+        let tv = settings.profiles.iter().find(|p| p.name == "tv").unwrap();
+        assert_eq!(tv.mode, ProfileMode::Observe);
+    }
+
+    #[test]
+    fn querylog_errors_name_file_line_and_key() {
+        assert_eq!(
+            error("[querylog]\nmode = \"some\"\n"),
+            format!(
+                "{PATH}:2: querylog.mode: unknown value `some`{}",
+                choices(["off", "blocked", "all"])
+            )
+        );
+        assert!(
+            error("[querylog]\nretention = \"a week\"\n").starts_with(&format!(
+                "{PATH}:2: querylog.retention: `a week` is not a duration"
+            )),
+        );
+        assert_eq!(
+            error("[querylog]\nmax_bytes = 1000\n"),
+            format!("{PATH}:2: querylog.max_bytes: must be at least 65536 (64 KiB)")
+        );
+        let device = "[[device]]\nname = \"tv\"\nmatch = [\"10.0.0.3\"]\nprofile = \"strict\"\n";
+        assert_eq!(
+            error(&format!("{device}querylog = \"yes\"\n")),
+            format!(
+                "{PATH}:5: device[0].querylog: unknown value `yes`{}",
+                choices(["off", "blocked", "all"])
+            )
+        );
+        assert_eq!(
+            error("[[profile]]\nname = \"tv\"\nmode = \"dry\"\n"),
+            format!(
+                "{PATH}:3: profile[0].mode: unknown value `dry`{}",
+                choices(["enforce", "observe"])
+            )
+        );
     }
 
     #[test]

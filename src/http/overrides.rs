@@ -2,11 +2,6 @@
 //! All behind the API token (they change filtering). A request that cannot be taken gets 400
 //! with a message naming the field; nothing is half-applied.
 
-#![allow(
-    clippy::result_large_err,
-    reason = "the error is the response itself, built once per refused request; boxing it buys nothing"
-)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -39,9 +39,9 @@ use crate::dns::{Ecs, Ede, Forward, Question, QuestionKind, Transport, TtlRule, 
 use crate::local::{Local, LocalAnswer};
 use crate::metrics::QueryResult;
 use crate::neighbours::Neighbours;
-use crate::net::ForwardedClient;
+use crate::net::{ForwardedClient, MacAddress};
 use crate::overrides::{Decision, Kind, OverrideStore};
-use crate::policy::{Device, ListIndex, ListMask, Policy, Profile};
+use crate::policy::{Device, IdentifiedBy, ListIndex, ListMask, Policy, Profile};
 
 /// Where a blocked name was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +196,11 @@ pub struct Identity<'p> {
     pub device: &'p Device,
     /// Its profile.
     pub profile: &'p Profile,
+    /// How the device was found (address, MAC, router option, default): the query log's
+    /// and the clients view's `identified_by`.
+    pub by: IdentifiedBy,
+    /// The client's MAC address, when the router named it or the neighbour table was read.
+    pub mac: Option<MacAddress>,
     /// The client subnet a trusted forwarder named with EDNS Client Subnet, and the scope
     /// its device was found by (RFC 7871 §7.3).
     ecs: Option<Ecs>,
@@ -212,6 +217,9 @@ pub struct Resolution<'p> {
     pub ecs: Option<Ecs>,
     /// The override that decided it, if one did.
     pub overridden: Option<Decision>,
+    /// The list a dry-run profile (`mode = "observe"`) would have blocked the name with, and
+    /// where: the outcome is then what an allowed name gets.
+    pub would_block: Option<(ListIndex, BlockedBy)>,
 }
 
 /// The stages that hold state: the shared cache, the upstreams, the neighbour table.
@@ -260,6 +268,8 @@ impl Pipeline {
             Asker::Profile(index) => Identity {
                 device: policy.unknown_device(),
                 profile: &policy.profiles()[index],
+                by: IdentifiedBy::Default,
+                mac: None,
                 ecs: None,
             },
         };
@@ -272,6 +282,7 @@ impl Pipeline {
                 false => Ecs { scope: 0, ..ecs },
             }),
             overridden,
+            would_block: None,
         };
         // local: questions a forwarding resolver does not pass on, before the lists, as no
         // list can make them worth forwarding.
@@ -303,12 +314,19 @@ impl Pipeline {
             Some(_) => true,
             None => false,
         };
-        let done =
-            |outcome, depends_on_client| done(outcome, depends_on_client || exempt, overridden);
+        // A dry-run profile (`mode = "observe"`) decides the same, then answers as if it
+        // allowed the name: the first list that would have blocked it is kept for the log
+        // and the would-block counter.
+        let mut would_block = None;
+        let done = |outcome, depends_on_client, would_block| Resolution {
+            would_block,
+            ..done(outcome, depends_on_client || exempt, overridden)
+        };
         let lists = policy.lists_containing(question.name());
-        if let Some(list) = profile.blocking_list(lists).filter(|_| !exempt) {
-            let by = BlockedBy::Question;
-            return done(Outcome::Blocked { list, by }, true);
+        if let Some(list) = profile.blocking_list(lists).filter(|_| !exempt)
+            && let Some(blocked) = block(profile, &mut would_block, list, BlockedBy::Question)
+        {
+            return done(blocked, true, None);
         }
         // cache, then upstream: only upstream answers are cached; identical questions share
         // one fetch (no client may start more than its share of them), and an expired answer
@@ -322,8 +340,10 @@ impl Pipeline {
         };
         let (entry, source) = match self.fetcher.answer(question, via, starter).await {
             Ok(found) => found,
-            Err(Unanswered::Failed(error)) => return done(Outcome::ServFail(error), false),
-            Err(Unanswered::Dropped(limit)) => return done(Outcome::Dropped(limit), false),
+            Err(Unanswered::Failed(error)) => {
+                return done(Outcome::ServFail(error), false, would_block);
+            }
+            Err(Unanswered::Dropped(limit)) => return done(Outcome::Dropped(limit), false, None),
         };
         // inspect: after the cache as well, because profiles differ and the cache is shared.
         // A name its profile allows is answered as it is (allow wins, CNAMEs included).
@@ -337,18 +357,24 @@ impl Pipeline {
                     .find_map(|&lists| profile.blocking_list(lists))
             })
             .flatten();
-        if let Some(list) = blocked {
-            let by = BlockedBy::AnswerTarget;
-            return done(Outcome::Blocked { list, by }, true);
+        if let Some(list) = blocked
+            && let Some(blocked) = block(profile, &mut would_block, list, BlockedBy::AnswerTarget)
+        {
+            return done(blocked, true, None);
         }
         // inspect addresses: an answer into a network the profile blocks (Meta's, for
         // `no-meta`), whatever name led there; an allowed name is answered as it is.
         if let Some((list, address)) = (!exempt && !profile.allows(lists))
             .then(|| blocked_address(policy, profile, &entry))
             .flatten()
+            && let Some(blocked) = block(
+                profile,
+                &mut would_block,
+                list,
+                BlockedBy::AnswerAddress(address),
+            )
         {
-            let by = BlockedBy::AnswerAddress(address);
-            return done(Outcome::Blocked { list, by }, true);
+            return done(blocked, true, None);
         }
         // inspect: DNS rebinding, whatever the lists and overrides say (it protects the house,
         // it is no list). Forward zones are the house's own resolvers, exempt.
@@ -356,25 +382,25 @@ impl Pipeline {
             && entry.answer.holds_house_address()
             && policy.local().blocks_rebinding(question.name())
         {
-            return done(Outcome::Rebinding, false);
+            return done(Outcome::Rebinding, false, None);
         }
         // Another client could have been answered otherwise only if a list holds a name, or
         // one of the answer's addresses is in a network list some profile blocks.
         let listed = !lists.is_empty()
             || targets.iter().any(|lists| !lists.is_empty())
             || (identity.ecs.is_some() && in_a_network(policy, &entry));
-        done(Outcome::Answered { entry, source }, listed)
+        done(Outcome::Answered { entry, source }, listed, would_block)
     }
 
     /// The identify stage: the device a query from `address` is for (naming `forwarded`,
-    /// believed from a trusted forwarder only) and its profile.
+    /// believed from a trusted forwarder only), its profile and how it was found.
     pub fn identify<'p>(
         &self,
         policy: &'p Policy,
         address: IpAddr,
         forwarded: &ForwardedClient,
     ) -> Identity<'p> {
-        let device = policy.client(address, forwarded, &self.neighbours);
+        let (device, identified) = policy.identify(address, forwarded, &self.neighbours);
         let trusted = forwarded.names_anyone() && policy.trusts(address);
         if trusted && policy.is_unknown(device) {
             // How a household finds the MAC address or address to write in a [[device]].
@@ -392,8 +418,27 @@ impl Pipeline {
         Identity {
             device,
             profile: policy.profile_of(device),
+            by: identified.by,
+            mac: identified.mac,
             ecs,
         }
+    }
+}
+
+/// The block of `list` (found `by`), or, for a dry-run profile, nothing: the first list
+/// that would have blocked is kept in `would_block` and the name is answered as allowed.
+fn block(
+    profile: &Profile,
+    would_block: &mut Option<(ListIndex, BlockedBy)>,
+    list: ListIndex,
+    by: BlockedBy,
+) -> Option<Outcome> {
+    match profile.observe {
+        true => {
+            would_block.get_or_insert((list, by));
+            None
+        }
+        false => Some(Outcome::Blocked { list, by }),
     }
 }
 

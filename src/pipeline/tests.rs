@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::config::{
-    BlockAnswer, CacheSettings, ListSettings, ListSource, ProfileSettings, RecordSettings,
-    Settings, builtin_settings,
+    BlockAnswer, CacheSettings, ListSettings, ListSource, ProfileMode, ProfileSettings,
+    RecordSettings, Settings, builtin_settings,
 };
 use crate::dns::{Answer, Forwarding, UpstreamError};
 use crate::metrics::Metrics;
@@ -88,12 +88,29 @@ fn pipeline(forwarder: &Arc<Scripted>) -> Pipeline {
 /// A house whose default profile blocks the list `block` and allows the list `keep` (each
 /// the names given, one a line, in files under `dir`), snapshot number `generation`.
 fn house(dir: &Path, block: &str, keep: &str, generation: u64) -> Policy {
-    let settings = house_settings(dir, block, keep, generation);
+    house_in_mode(dir, block, keep, generation, ProfileMode::Enforce)
+}
+
+/// [`house`], its profile in `mode` (`Observe`: a dry run).
+fn house_in_mode(
+    dir: &Path,
+    block: &str,
+    keep: &str,
+    generation: u64,
+    mode: ProfileMode,
+) -> Policy {
+    let settings = house_settings(dir, block, keep, generation, mode);
     crate::policy::compile(&settings, &Metrics::new(), generation)
 }
 
-/// The settings of [`house`].
-fn house_settings(dir: &Path, block: &str, keep: &str, generation: u64) -> Settings {
+/// The settings of [`house_in_mode`].
+fn house_settings(
+    dir: &Path,
+    block: &str,
+    keep: &str,
+    generation: u64,
+    mode: ProfileMode,
+) -> Settings {
     let mut settings = builtin_settings();
     let list = |id: &str, text: &str| {
         let path = dir.join(format!("{id}-{generation}.txt"));
@@ -114,6 +131,7 @@ fn house_settings(dir: &Path, block: &str, keep: &str, generation: u64) -> Setti
         answer: BlockAnswer::Null,
         blocked_ttl: Duration::from_secs(10),
         inspect_answers: true,
+        mode,
     }];
     settings.default_profile = "house".to_owned();
     settings.server.state_dir = dir.to_owned();
@@ -278,6 +296,42 @@ async fn an_allowed_name_is_never_blocked_through_its_cname() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_dry_run_profile_answers_as_allowed_and_says_what_would_have_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = house_in_mode(dir.path(), "ads.test\n", "", 1, ProfileMode::Observe);
+    let forwarder = Arc::new(Scripted {
+        cnames: HashMap::from([("cdn.test", "x.ads.test")]),
+        ttl: 300,
+        ..Scripted::default()
+    });
+    let pipeline = pipeline(&forwarder);
+    let would_block = |resolution: &Resolution<'_>| {
+        (resolution.would_block).map(|(list, by)| (policy.list(list).id.clone(), by))
+    };
+    let block = "block".to_owned();
+
+    let asked = ask(&pipeline, &policy, "tracker.ads.test").await;
+    assert_eq!(source(&asked.outcome), Some(Source::Upstream));
+    assert_eq!(
+        would_block(&asked),
+        Some((block.clone(), BlockedBy::Question))
+    );
+    let target = ask(&pipeline, &policy, "cdn.test").await;
+    assert_eq!(source(&target.outcome), Some(Source::Upstream));
+    assert_eq!(would_block(&target), Some((block, BlockedBy::AnswerTarget)));
+    let other = ask(&pipeline, &policy, "www.example.test").await;
+    assert_eq!(other.would_block, None);
+    assert_eq!(forwarder.asked(), 3, "every name is forwarded");
+    // An unknown client: the default profile, found by no address.
+    assert_eq!(other.identity.by, IdentifiedBy::Default);
+
+    let enforced = house(dir.path(), "ads.test\n", "", 2);
+    let blocked = ask(&pipeline, &enforced, "tracker.ads.test").await;
+    assert_eq!(blocked_by(&blocked.outcome), Some(BlockedBy::Question));
+    assert_eq!(blocked.would_block, None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn meta_types_and_any_over_udp_are_answered_here_and_never_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     let policy = house(dir.path(), "", "", 1);
@@ -325,7 +379,7 @@ async fn meta_types_and_any_over_udp_are_answered_here_and_never_forwarded() {
 #[tokio::test(start_paused = true)]
 async fn local_names_and_private_zones_are_answered_before_the_lists_and_never_forwarded() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = house_settings(dir.path(), "nas.lan\n", "", 1);
+    let mut settings = house_settings(dir.path(), "nas.lan\n", "", 1, ProfileMode::Enforce);
     settings.local.records = vec![RecordSettings {
         name: "nas.lan".to_owned(),
         ttl: Duration::from_secs(60),

@@ -14,7 +14,7 @@ use super::matcher::{MatcherBuilder, Scope};
 use super::schedules::ConfiguredDevice;
 use super::{Device, ListIndex, ListInfo, ListMask, NetworkSet, Policy, Profile};
 pub use crate::config::UNKNOWN_DEVICE;
-use crate::config::{ListSettings, ProfileSettings, Settings};
+use crate::config::{ListSettings, LogMode, ProfileMode, ProfileSettings, Settings};
 use crate::dns::{Forward, Upstreams};
 use crate::lists::MatchMode;
 use crate::lists::parse::{EntryScope, ListParser};
@@ -22,6 +22,9 @@ use crate::lists::source;
 use crate::lists::store::ListStore;
 use crate::local::LocalZones;
 use crate::metrics::Metrics;
+
+/// The lists that hold every Meta registrable domain: a name in one is Meta's.
+const META_LISTS: [&str; 2] = ["all-meta", "all-meta-brands"];
 
 /// Builds the snapshot numbered `generation`.
 pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Policy {
@@ -57,25 +60,37 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         .map(|p| compile_profile(p, &lists))
         .collect();
     let profile_index = |name: &str| profiles.iter().position(|p| p.name == name).unwrap_or(0);
-    let make_device = |name: &str, profile: usize| Device {
+    let make_device = |name: &str, profile: usize, querylog: Option<LogMode>| Device {
         name: name.to_owned(),
         profile,
-        counters: metrics.client_counters(
-            name,
-            &profiles[profile].name,
-            &blocking_ids(&profiles[profile], &lists),
-        ),
+        querylog: querylog.unwrap_or(settings.querylog.mode),
+        counters: match profiles[profile].observe {
+            false => metrics.client_counters(
+                name,
+                &profiles[profile].name,
+                &blocking_ids(&profiles[profile], &lists),
+            ),
+            true => metrics.observe_counters(
+                name,
+                &profiles[profile].name,
+                &blocking_ids(&profiles[profile], &lists),
+            ),
+        },
     };
     let devices: Vec<ConfiguredDevice> = settings
         .devices
         .iter()
         .map(|device| {
             ConfiguredDevice::new(&device.schedule, &device.profile, |profile| {
-                make_device(&device.name, profile_index(profile))
+                make_device(&device.name, profile_index(profile), device.querylog)
             })
         })
         .collect();
-    let unknown = make_device(UNKNOWN_DEVICE, profile_index(&settings.default_profile));
+    let unknown = make_device(
+        UNKNOWN_DEVICE,
+        profile_index(&settings.default_profile),
+        None,
+    );
     unknown.counters.set_in_force(true);
     let device_index = DeviceIndexMap::new(
         settings
@@ -92,8 +107,13 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         names = matcher.len(),
         "policy built"
     );
+    let meta_lists = (lists.iter().enumerate())
+        .filter(|(_, list)| META_LISTS.contains(&list.id.as_str()))
+        .map(|(index, _)| list_index(index))
+        .collect();
     let policy = Policy {
         generation,
+        meta_lists,
         lists,
         matcher,
         networks,
@@ -194,6 +214,7 @@ fn compile_profile(settings: &ProfileSettings, lists: &[ListInfo]) -> Profile {
         answer: settings.answer,
         blocked_ttl: settings.blocked_ttl,
         inspect_answers: settings.inspect_answers,
+        observe: settings.mode == ProfileMode::Observe,
     }
 }
 

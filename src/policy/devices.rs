@@ -18,6 +18,42 @@ use crate::net::{ForwardedClient, MacAddress, canonical_network};
 /// Index of a device in its policy snapshot.
 pub type DeviceIndex = usize;
 
+/// How a client's device was found: the `identified_by` of the query log and clients view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentifiedBy {
+    /// Its address, or a network holding it.
+    Address,
+    /// Its MAC address, from the neighbour table.
+    Mac,
+    /// The MAC address or client subnet a trusted forwarder (the router) named.
+    RouterOption,
+    /// No device matched: the default profile.
+    Default,
+}
+
+impl IdentifiedBy {
+    /// The word the API and the log use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::Mac => "mac",
+            Self::RouterOption => "router-option",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// The outcome of [`DeviceIndexMap::identify_how`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identified {
+    /// The device, `None` for a client that is no device.
+    pub device: Option<DeviceIndex>,
+    /// How it was found.
+    pub by: IdentifiedBy,
+    /// The client's MAC address, when the router named it or the neighbour table was read.
+    pub mac: Option<MacAddress>,
+}
+
 /// Client → device.
 #[derive(Debug, Default)]
 pub struct DeviceIndexMap {
@@ -72,19 +108,47 @@ impl DeviceIndexMap {
         forwarded: &ForwardedClient,
         neighbour_mac: impl FnOnce(IpAddr) -> Option<MacAddress>,
     ) -> Option<DeviceIndex> {
+        self.identify_how(address, forwarded, neighbour_mac).device
+    }
+
+    /// [`Self::identify`], with how the device was found and the client's MAC address when
+    /// one was read on the way (for the query log and the clients view).
+    pub fn identify_how(
+        &self,
+        address: IpAddr,
+        forwarded: &ForwardedClient,
+        neighbour_mac: impl FnOnce(IpAddr) -> Option<MacAddress>,
+    ) -> Identified {
+        let found =
+            |device: Option<DeviceIndex>, by: IdentifiedBy, mac: Option<MacAddress>| match device {
+                Some(device) => Identified {
+                    device: Some(device),
+                    by,
+                    mac,
+                },
+                None => Identified {
+                    device: None,
+                    by: IdentifiedBy::Default,
+                    mac,
+                },
+            };
         if forwarded.names_anyone() && self.trusts(address) {
             let by_mac = forwarded.mac.and_then(|mac| self.macs.get(&mac).copied());
-            return by_mac.or_else(|| forwarded.subnet.and_then(|net| self.find_network(net)));
+            let device = by_mac.or_else(|| forwarded.subnet.and_then(|net| self.find_network(net)));
+            return found(device, IdentifiedBy::RouterOption, forwarded.mac);
         }
         let address = address.to_canonical();
         if let Some(&device) = self.exact.get(&address) {
-            return Some(device);
+            return found(Some(device), IdentifiedBy::Address, None);
         }
-        let by_mac = match self.macs.is_empty() {
+        let mac = match self.macs.is_empty() {
             true => None,
-            false => neighbour_mac(address).and_then(|mac| self.macs.get(&mac).copied()),
+            false => neighbour_mac(address),
         };
-        by_mac.or_else(|| self.in_networks(address))
+        if let Some(&device) = mac.and_then(|mac| self.macs.get(&mac)) {
+            return found(Some(device), IdentifiedBy::Mac, mac);
+        }
+        found(self.in_networks(address), IdentifiedBy::Address, mac)
     }
 
     /// Whether `address` is a trusted forwarder.

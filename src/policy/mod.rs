@@ -22,12 +22,12 @@ use ipnet::IpNet;
 use jiff::civil::DateTime;
 
 pub use compile::{UNKNOWN_DEVICE, compile};
-pub use devices::{DeviceIndex, DeviceIndexMap};
+pub use devices::{DeviceIndex, DeviceIndexMap, Identified, IdentifiedBy};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
 pub use networks::NetworkSet;
 pub use profile::Profile;
 
-use crate::config::{ListSettings, ListSource, Window};
+use crate::config::{ListSettings, ListSource, LogMode, Window};
 use crate::dns::Forward;
 use crate::lists::MatchMode;
 use crate::lists::parse::{InvalidLine, ParseReport};
@@ -55,6 +55,8 @@ pub struct Policy {
     /// The upstreams of each `[[forward]]`, in order (a reload builds them again, so their
     /// health starts afresh).
     forward_upstreams: Vec<Arc<dyn Forward>>,
+    /// See [`Self::meta_lists`].
+    meta_lists: ListMask,
 }
 
 /// A device of the snapshot (or the stand-in for unknown clients).
@@ -63,6 +65,8 @@ pub struct Device {
     pub name: String,
     /// Index of its profile.
     pub profile: usize,
+    /// Which of its queries the query log keeps (its own mode, else `[querylog] mode`).
+    pub querylog: LogMode,
     /// Its metric handles.
     pub counters: ClientCounters,
 }
@@ -185,8 +189,23 @@ impl Policy {
         forwarded: &ForwardedClient,
         neighbours: &Neighbours,
     ) -> &Device {
-        self.known_device(address, forwarded, neighbours)
-            .unwrap_or(&self.unknown)
+        self.identify(address, forwarded, neighbours).0
+    }
+
+    /// [`Self::client`], with how it was identified (see [`DeviceIndexMap::identify_how`]).
+    pub fn identify(
+        &self,
+        address: IpAddr,
+        forwarded: &ForwardedClient,
+        neighbours: &Neighbours,
+    ) -> (&Device, Identified) {
+        let identified = self
+            .device_index
+            .identify_how(address, forwarded, |address| neighbours.mac_of(address));
+        let device = (identified.device)
+            .and_then(|index| self.devices.get(index))
+            .map(ConfiguredDevice::now);
+        (device.unwrap_or(&self.unknown), identified)
     }
 
     /// [`Self::client`], `None` for a client that is no configured device.
@@ -196,10 +215,14 @@ impl Policy {
         forwarded: &ForwardedClient,
         neighbours: &Neighbours,
     ) -> Option<&Device> {
-        self.device_index
-            .identify(address, forwarded, |address| neighbours.mac_of(address))
-            .and_then(|index| self.devices.get(index))
-            .map(ConfiguredDevice::now)
+        let (device, _) = self.identify(address, forwarded, neighbours);
+        (!self.is_unknown(device)).then_some(device)
+    }
+
+    /// The lists whose names are Meta's (`all-meta`, `all-meta-brands`): what the observe
+    /// view watches.
+    pub fn meta_lists(&self) -> ListMask {
+        self.meta_lists
     }
 
     /// Puts in force, for every device with a schedule, the profile of local time `time`.

@@ -24,6 +24,9 @@ pub struct Profile {
     pub blocked_ttl: Duration,
     /// Whether names inside upstream answers are checked too.
     pub inspect_answers: bool,
+    /// `mode = "observe"`: a dry run; what it would block is answered as allowed, logged and
+    /// counted as would-block.
+    pub observe: bool,
 }
 
 impl Profile {
@@ -69,6 +72,7 @@ mod tests {
             answer: BlockAnswer::Null,
             blocked_ttl: Duration::from_secs(10),
             inspect_answers: true,
+            observe: false,
         };
         assert_eq!(profile.blocking_list([1, 3].into_iter().collect()), Some(1));
         assert_eq!(profile.blocking_list([1, 2].into_iter().collect()), None);
@@ -85,6 +89,7 @@ mod tests {
             answer: BlockAnswer::Null,
             blocked_ttl: Duration::from_secs(10),
             inspect_answers: true,
+            observe: false,
         };
         let addresses: Vec<IpAddr> = ["192.0.2.1", "157.240.1.35"]
             .map(|a| a.parse().expect("address"))

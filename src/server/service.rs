@@ -5,6 +5,7 @@
 //! Transports ([`super::udp`], [`super::tcp`]) only move bytes; everything a client can see
 //! is decided here and in the pipeline, so UDP, TCP and the fuzzer exercise the same code.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -19,8 +20,9 @@ use crate::dns::{
 };
 use crate::metrics::{Metrics, QTYPE_LABELS, QueryResult, ResponseCounters};
 use crate::net::ForwardedClient;
-use crate::pipeline::{Asker, FetchLimit, Outcome, Pipeline, Query, Resolution};
-use crate::policy::{Device, Policy, PolicyHandle};
+use crate::pipeline::{Asker, BlockedBy, FetchLimit, Outcome, Pipeline, Query, Resolution, Source};
+use crate::policy::{Device, ListIndex, Policy, PolicyHandle};
+use crate::records::{BlockedAt, LogResult, QueryRecord, Records};
 
 /// Who a client is to the per-client limits ([`DnsService::standing`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub struct DnsService {
     pipeline: Pipeline,
     admission: Admission,
     counters: ServiceCounters,
+    /// The query log, observe and clients (issue 14); `None` in benches and the fuzzer.
+    records: Option<Arc<Records>>,
 }
 
 /// The service's own metric handles.
@@ -82,6 +86,15 @@ impl DnsService {
             pipeline,
             admission,
             counters,
+            records: None,
+        }
+    }
+
+    /// This service, handing every answered query to `records`.
+    pub fn with_records(self, records: Arc<Records>) -> Self {
+        Self {
+            records: Some(records),
+            ..self
         }
     }
 
@@ -160,6 +173,11 @@ impl DnsService {
             device.counters.count_block(usize::from(*list));
             debug!(name = request.question.name(), device = %device.name, profile = %resolution.identity.profile.name, list = %policy.list(*list).id, ?by, "blocked");
         }
+        // A dry-run profile's block counters are `metasink_would_block_total`.
+        if let Some((list, by)) = &resolution.would_block {
+            device.counters.count_block(usize::from(*list));
+            debug!(name = request.question.name(), device = %device.name, profile = %resolution.identity.profile.name, list = %policy.list(*list).id, ?by, "would block (observe mode)");
+        }
         if let Some(decision) = &resolution.overridden {
             device.counters.count_override(decision.kind.as_str());
         }
@@ -168,6 +186,25 @@ impl DnsService {
         }
         let result = resolution.outcome.result();
         self.count(device, request.question.qtype_row(), result, started);
+        // records: after the reply is written, once per answered query (the query log,
+        // observe and clients); never delays or fails the reply. A question dropped unanswered
+        // is counted, not logged, as a rate-limited one is.
+        if let (Some(records), Some(reply)) = (&self.records, &reply) {
+            let override_name = match &resolution.outcome {
+                Outcome::BlockedByOverride(decision) => Some(format!("override {}", decision.id)),
+                _ => None,
+            };
+            let record = query_record(
+                client,
+                &request,
+                &resolution,
+                &policy,
+                override_name.as_deref(),
+                reply,
+                started,
+            );
+            records.submit(&record, device.querylog, &policy);
+        }
         reply
     }
 
@@ -278,6 +315,85 @@ fn write_resolution(
         Outcome::Dropped(_) => return None,
     };
     Some(reply)
+}
+
+/// What the records layer is told about one answered query: all borrowed from the query,
+/// the resolution and the policy (`override_name`: `override 7`, for a block by override).
+fn query_record<'a>(
+    client: IpAddr,
+    request: &'a Request,
+    resolution: &'a Resolution<'a>,
+    policy: &'a Policy,
+    override_name: Option<&'a str>,
+    reply: &[u8],
+    started: Instant,
+) -> QueryRecord<'a> {
+    let list_id = |list: ListIndex| Cow::Borrowed(policy.list(list).id.as_str());
+    let at = |by: BlockedBy| match by {
+        BlockedBy::Question => BlockedAt::Question,
+        BlockedBy::AnswerTarget => BlockedAt::AnswerTarget,
+        BlockedBy::AnswerAddress(_) => BlockedAt::AnswerAddress,
+    };
+    let would_block = resolution.would_block;
+    let (result, list, blocked_at, answer) = match &resolution.outcome {
+        Outcome::Blocked { list, by } => (
+            LogResult::Blocked,
+            Some(list_id(*list)),
+            Some(at(*by)),
+            None,
+        ),
+        Outcome::BlockedByOverride(_) => (
+            LogResult::Blocked,
+            override_name.map(Cow::Borrowed),
+            Some(BlockedAt::Question),
+            None,
+        ),
+        Outcome::Answered { entry, source } => {
+            let result = match (would_block, source) {
+                (Some(_), _) => LogResult::WouldBlock,
+                (None, Source::Upstream) => LogResult::Forwarded,
+                (None, Source::Cache) => LogResult::Cached,
+                (None, Source::Stale) => LogResult::Stale,
+            };
+            let list = would_block.map(|(list, _)| list_id(list));
+            let blocked_at = would_block.map(|(_, by)| at(by));
+            (result, list, blocked_at, Some(&entry.answer))
+        }
+        Outcome::Rebinding => (
+            LogResult::Blocked,
+            Some(Cow::Borrowed("rebinding")),
+            Some(BlockedAt::AnswerAddress),
+            None,
+        ),
+        Outcome::Local(_) => (LogResult::Local, None, None, None),
+        Outcome::ServFail(_) => (LogResult::ServFail, None, None, None),
+        // A dropped question has no reply and is never logged; it reads as not served.
+        Outcome::Truncated
+        | Outcome::NotImplemented
+        | Outcome::Malformed
+        | Outcome::Refused
+        | Outcome::Dropped(_) => (LogResult::Refused, None, None, None),
+    };
+    let identity = &resolution.identity;
+    let question = &request.question;
+    QueryRecord {
+        time: std::time::SystemTime::now(),
+        client,
+        mac: identity.mac,
+        device: &identity.device.name,
+        profile: &identity.profile.name,
+        identified_by: identity.by,
+        question,
+        lists: policy.lists_containing(question.name()),
+        result,
+        list,
+        blocked_at,
+        // The reply's header: flags in bytes 2 and 3, RCODE in the low four bits.
+        rcode: reply.get(3).map_or(0, |flags| flags & 0x0F),
+        answer,
+        upstream: None,
+        duration: started.elapsed(),
+    }
 }
 
 /// A service shared by every listener task.

@@ -21,6 +21,7 @@ mod local_network;
 mod metrics;
 mod networks;
 mod overrides;
+mod records;
 mod reload;
 mod transport;
 mod upstream_failure;

@@ -2,7 +2,7 @@
 //! a small HTTP client for `/metrics` and `/healthz`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use metasink::app::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,8 +19,10 @@ pub struct TestDaemon {
     dir: tempfile::TempDir,
 }
 
-/// The `[server]` table every test daemon gets unless its config has one: loopback, OS ports.
-const TEST_SERVER: &str = "\n[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\n";
+/// The `[server]` table every test daemon gets unless its config has one: loopback, OS ports,
+/// and a state directory inside the test's own (observe and the query log are kept there).
+const TEST_SERVER: &str =
+    "\n[server]\nlisten = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nstate_dir = \"state\"\n";
 
 /// The upstream of test daemons whose config names none: the discard port on loopback, where
 /// nothing listens.
@@ -77,6 +79,11 @@ impl TestDaemon {
         Self::start_with_files(config, &[]).await
     }
 
+    /// The directory holding the config file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The config file's path.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.toml")
@@ -97,6 +104,13 @@ impl TestDaemon {
     /// Stops the daemon.
     pub async fn stop(self) {
         self.daemon.shutdown().await;
+    }
+
+    /// Stops the daemon and hands back its directory (config and state), for a restart with
+    /// [`Self::start_in`].
+    pub async fn stop_keeping_dir(self) -> tempfile::TempDir {
+        self.daemon.shutdown().await;
+        self.dir
     }
 }
 

@@ -1,0 +1,135 @@
+//! Clients: every client address seen recently, with its MAC address when known, the device
+//! and profile it got, how it was identified, and its counts. How a household finds what to
+//! write in `[[device]] match`.
+//!
+//! Updated inline for every answered query: one locked map lookup, allocating nothing for a
+//! client already known whose device and profile did not change. Bounded at [`MAX_CLIENTS`];
+//! the least recently seen goes first. Memory only: it is rebuilt within minutes of a start.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use foldhash::fast::RandomState;
+use serde::{Deserialize, Serialize};
+
+use super::entry::{QueryRecord, Timestamp};
+use crate::net::MacAddress;
+use crate::policy::IdentifiedBy;
+
+/// Clients kept at most.
+pub const MAX_CLIENTS: usize = 2048;
+
+/// One client: the API's JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientSeen {
+    /// Its address.
+    pub address: IpAddr,
+    /// Its MAC address, when known.
+    pub mac: Option<String>,
+    /// The device it was identified as (`unknown`: none).
+    pub device: String,
+    /// The profile it got.
+    pub profile: String,
+    /// How: address, mac, router-option or default.
+    pub identified_by: String,
+    /// First query seen.
+    pub first_seen: Timestamp,
+    /// Last query seen.
+    pub last_seen: Timestamp,
+    /// Queries answered.
+    pub queries: u64,
+    /// Queries blocked.
+    pub blocked: u64,
+}
+
+/// What is kept per client.
+struct Client {
+    mac: Option<MacAddress>,
+    device: Box<str>,
+    profile: Box<str>,
+    identified_by: IdentifiedBy,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    queries: u64,
+    blocked: u64,
+}
+
+/// The clients table. Hashed with foldhash (seeded per process): it is looked up on every
+/// query, and SipHash would cost as much as the rest of the update.
+#[derive(Default)]
+pub struct Clients {
+    table: Mutex<HashMap<IpAddr, Client, RandomState>>,
+}
+
+impl Clients {
+    /// Counts `record`.
+    pub fn note(&self, record: &QueryRecord<'_>, blocked: bool) {
+        let Ok(mut table) = self.table.lock() else {
+            return;
+        };
+        let address = record.client.to_canonical();
+        let time = Timestamp::of(record.time);
+        if let Some(client) = table.get_mut(&address) {
+            client.last_seen = time;
+            client.queries += 1;
+            client.blocked += u64::from(blocked);
+            client.identified_by = record.identified_by;
+            client.mac = record.mac.or(client.mac);
+            if *client.device != *record.device {
+                client.device = record.device.into();
+            }
+            if *client.profile != *record.profile {
+                client.profile = record.profile.into();
+            }
+            return;
+        }
+        if table.len() >= MAX_CLIENTS {
+            let oldest = (table.iter())
+                .min_by_key(|(_, client)| client.last_seen)
+                .map(|(address, _)| *address);
+            if let Some(oldest) = oldest {
+                table.remove(&oldest);
+            }
+        }
+        table.insert(
+            address,
+            Client {
+                mac: record.mac,
+                device: record.device.into(),
+                profile: record.profile.into(),
+                identified_by: record.identified_by,
+                first_seen: time,
+                last_seen: time,
+                queries: 1,
+                blocked: u64::from(blocked),
+            },
+        );
+    }
+
+    /// Every client, most recently seen first.
+    pub fn list(&self) -> Vec<ClientSeen> {
+        let Ok(table) = self.table.lock() else {
+            return Vec::new();
+        };
+        let mut clients: Vec<ClientSeen> = (table.iter())
+            .map(|(address, client)| ClientSeen {
+                address: *address,
+                mac: client.mac.map(|mac| mac.to_string()),
+                device: client.device.to_string(),
+                profile: client.profile.to_string(),
+                identified_by: client.identified_by.as_str().to_owned(),
+                first_seen: client.first_seen,
+                last_seen: client.last_seen,
+                queries: client.queries,
+                blocked: client.blocked,
+            })
+            .collect();
+        clients.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then(a.address.cmp(&b.address))
+        });
+        clients
+    }
+}

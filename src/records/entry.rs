@@ -1,0 +1,305 @@
+//! One query log entry as it is stored, served and printed, and the query-path record it is
+//! made from.
+//!
+//! [`QueryRecord`] borrows everything from the query that produced it, so handing it over
+//! allocates nothing; [`LogEntry`] is the owned form made only for queries the log keeps
+//! (and observe, for Meta names). Its serde field names are the API's (issue 14 lists them):
+//! scripts and the web page rely on them.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dns::{Answer, Question};
+use crate::net::MacAddress;
+use crate::policy::{IdentifiedBy, ListMask};
+
+/// How many answer addresses an entry keeps.
+pub const MAX_ANSWERS: usize = 4;
+
+/// How a query was answered, as the log tells it (finer than the metrics' `result` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogResult {
+    /// A list of the profile blocked the name, or a CNAME/HTTPS target in its answer.
+    Blocked,
+    /// An observe-mode profile would have blocked it; answered as allowed.
+    WouldBlock,
+    /// Answered by an upstream.
+    Forwarded,
+    /// Answered from the cache.
+    Cached,
+    /// An expired answer served because no upstream answered in time.
+    Stale,
+    /// No upstream answered in time.
+    ServFail,
+    /// A question this resolver does not serve (zone transfers, other classes).
+    Refused,
+    /// Answered at home: a local name, a private reverse zone or `home.arpa`.
+    Local,
+}
+
+impl LogResult {
+    /// Every result, for parameter checks.
+    pub const ALL: [Self; 8] = [
+        Self::Blocked,
+        Self::WouldBlock,
+        Self::Forwarded,
+        Self::Cached,
+        Self::Stale,
+        Self::ServFail,
+        Self::Refused,
+        Self::Local,
+    ];
+
+    /// The word the API and the CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::WouldBlock => "would-block",
+            Self::Forwarded => "forwarded",
+            Self::Cached => "cached",
+            Self::Stale => "stale",
+            Self::ServFail => "servfail",
+            Self::Refused => "refused",
+            Self::Local => "local",
+        }
+    }
+
+    /// Whether a `mode = "blocked"` log keeps it.
+    pub fn is_block(self) -> bool {
+        matches!(self, Self::Blocked | Self::WouldBlock)
+    }
+}
+
+/// Which name a list held: the question's own, or a name inside the upstream answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockedAt {
+    /// The question's name.
+    Question,
+    /// A CNAME or HTTPS/SVCB target in the answer.
+    AnswerTarget,
+    /// An address of the answer, inside a network the profile blocks.
+    AnswerAddress,
+}
+
+impl BlockedAt {
+    /// The word the API uses (`blocked_by`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Question => "question",
+            Self::AnswerTarget => "answer-target",
+            Self::AnswerAddress => "answer-address",
+        }
+    }
+}
+
+/// What the query path hands to [`super::Records::submit`] once a reply is written: all
+/// borrowed, nothing allocated.
+pub struct QueryRecord<'a> {
+    /// When the query arrived.
+    pub time: SystemTime,
+    /// The client's address (a trusted forwarder's, for a client it forwards for).
+    pub client: IpAddr,
+    /// The client's MAC address, when known.
+    pub mac: Option<MacAddress>,
+    /// The device's name (`unknown` for a client that is no device).
+    pub device: &'a str,
+    /// Its profile's name.
+    pub profile: &'a str,
+    /// How the device was found.
+    pub identified_by: IdentifiedBy,
+    /// The question.
+    pub question: &'a Question,
+    /// The lists containing the question's name (observe reads the Meta ones).
+    pub lists: ListMask,
+    /// How it was answered.
+    pub result: LogResult,
+    /// The list that blocked (or would have blocked) it, or the override (`override 7`).
+    pub list: Option<Cow<'a, str>>,
+    /// Where that list found the name.
+    pub blocked_at: Option<BlockedAt>,
+    /// The RCODE of the reply sent (its low four bits, as in the header).
+    pub rcode: u8,
+    /// The upstream answer, for its first addresses (read off the query path).
+    pub answer: Option<&'a Arc<Answer>>,
+    /// The upstream that answered, when the query path knows it.
+    pub upstream: Option<&'a str>,
+    /// Time from receiving the query to the reply.
+    pub duration: Duration,
+}
+
+/// The record in the owned form the writer thread needs: the answer is kept whole (an `Arc`)
+/// and read there.
+pub(super) struct Queued {
+    pub(super) entry: LogEntry,
+    pub(super) answer: Option<Arc<Answer>>,
+}
+
+impl Queued {
+    pub(super) fn of(record: &QueryRecord<'_>) -> Self {
+        Self {
+            entry: LogEntry {
+                time: Timestamp::of(record.time),
+                client: record.client.to_canonical(),
+                mac: record.mac.map(|mac| mac.to_string()),
+                device: record.device.to_owned(),
+                profile: record.profile.to_owned(),
+                identified_by: record.identified_by.as_str().to_owned(),
+                name: record.question.name().to_owned(),
+                qtype: record.question.qtype_name(),
+                result: record.result.as_str().to_owned(),
+                list: record.list.as_deref().map(str::to_owned),
+                blocked_by: record.blocked_at.map(|at| at.as_str().to_owned()),
+                rcode: rcode_name(record.rcode),
+                answers: Vec::new(),
+                upstream: record.upstream.map(str::to_owned),
+                duration_ms: record.duration.as_secs_f64() * 1000.0,
+            },
+            answer: record.answer.cloned(),
+        }
+    }
+
+    /// The entry, with the answer's first addresses.
+    pub(super) fn into_entry(self) -> LogEntry {
+        let mut entry = self.entry;
+        if let Some(answer) = self.answer {
+            entry.answers = answer
+                .addresses()
+                .iter()
+                .take(MAX_ANSWERS)
+                .copied()
+                .collect();
+        }
+        entry
+    }
+}
+
+/// The mnemonic of a header RCODE (RFC 1035 §4.1.1, RFC 2136 §2.2), as dig prints it.
+fn rcode_name(rcode: u8) -> String {
+    const NAMES: [&str; 11] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+        "NXRRSET", "NOTAUTH", "NOTZONE",
+    ];
+    let rcode = rcode & 0x0F;
+    NAMES
+        .get(usize::from(rcode))
+        .map_or_else(|| format!("RCODE{rcode}"), |name| (*name).to_owned())
+}
+
+/// One query log entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When the query arrived (RFC 3339 in JSON).
+    pub time: Timestamp,
+    /// The client's address.
+    pub client: IpAddr,
+    /// Its MAC address, when known.
+    pub mac: Option<String>,
+    /// Its device.
+    pub device: String,
+    /// Its profile.
+    pub profile: String,
+    /// How the device was found: address, mac, router-option or default.
+    pub identified_by: String,
+    /// The name asked.
+    pub name: String,
+    /// The query type.
+    #[serde(rename = "type")]
+    pub qtype: String,
+    /// blocked, would-block, forwarded, cached, stale, servfail or refused.
+    pub result: String,
+    /// The list that blocked it (or would have).
+    pub list: Option<String>,
+    /// question, or answer-target (a CNAME or HTTPS/SVCB target was blocked).
+    pub blocked_by: Option<String>,
+    /// The reply's RCODE (NOERROR, NXDOMAIN, …).
+    pub rcode: String,
+    /// The first few addresses of the answer.
+    pub answers: Vec<IpAddr>,
+    /// The upstream that answered, when known.
+    pub upstream: Option<String>,
+    /// Time taken, in milliseconds.
+    pub duration_ms: f64,
+}
+
+impl LogEntry {
+    /// Roughly what the entry takes in memory, for the ring's byte cap.
+    pub fn approximate_bytes(&self) -> usize {
+        let strings = [
+            self.mac.as_deref().unwrap_or(""),
+            &self.device,
+            &self.profile,
+            &self.identified_by,
+            &self.name,
+            &self.qtype,
+            &self.result,
+            self.list.as_deref().unwrap_or(""),
+            self.blocked_by.as_deref().unwrap_or(""),
+            &self.rcode,
+            self.upstream.as_deref().unwrap_or(""),
+        ];
+        std::mem::size_of::<Self>()
+            + strings.iter().map(|text| text.len()).sum::<usize>()
+            + self.answers.len() * std::mem::size_of::<IpAddr>()
+    }
+}
+
+/// A point in time, to the millisecond: RFC 3339 in JSON, Unix milliseconds in the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// `time` in Unix milliseconds (0 before 1970).
+    pub fn of(time: SystemTime) -> Self {
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        Self(i64::try_from(millis).unwrap_or(i64::MAX))
+    }
+
+    /// Now.
+    pub fn now() -> Self {
+        Self::of(SystemTime::now())
+    }
+
+    /// As a [`SystemTime`].
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(self.0).unwrap_or(0))
+    }
+
+    /// `self` less `duration`.
+    pub fn minus(self, duration: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// RFC 3339 with milliseconds, UTC.
+    pub fn to_rfc3339(self) -> String {
+        humantime::format_rfc3339_millis(self.to_system_time()).to_string()
+    }
+
+    /// An RFC 3339 time.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        humantime::parse_rfc3339_weak(text).ok().map(Self::of)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse_rfc3339(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text}")))
+    }
+}

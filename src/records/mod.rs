@@ -1,0 +1,308 @@
+//! Records: what the daemon remembers about the queries it answered — the query log, the Meta
+//! names each device reaches (observe) and the clients seen — for the API and the CLI.
+//!
+//! The query path hands each answered query over once, as a borrowed [`QueryRecord`], to
+//! [`Records::submit`]:
+//! - clients ([`clients`]) and observe ([`observe`]) are updated inline: one locked map
+//!   update (observe only for Meta names), allocating only for a client or Meta name not seen
+//!   before;
+//! - the query log takes the record only when the device's log mode wants it (a field test
+//!   first: nothing more when logging is off). It is then copied into an owned entry and
+//!   offered to a bounded queue: a full queue drops the entry and counts it
+//!   ([`crate::metrics::QUERYLOG_DROPPED_TOTAL`]), never delaying or failing the answer.
+//!
+//! A writer thread of its own drains the queue every [`TICK`] (so the query path never wakes
+//! it), keeps the in-memory ring of recent entries ([`ring`]), feeds live readers
+//! ([`Records::subscribe`]), inserts batches into the SQLite database ([`store`]) in one
+//! transaction each, prunes by age and size, and saves the observe table. A database that
+//! cannot be written costs log entries (counted), never answers.
+
+pub mod clients;
+pub mod entry;
+pub mod filter;
+pub mod observe;
+pub mod ring;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntGauge};
+use tokio::sync::broadcast;
+
+pub use self::clients::{ClientSeen, Clients};
+use self::entry::Queued;
+pub use self::entry::{BlockedAt, LogEntry, LogResult, QueryRecord, Timestamp};
+pub use self::filter::Filter;
+pub use self::observe::{Observe, ObservedName};
+use self::ring::{RING_BYTES, RING_ENTRIES, Ring};
+use self::store::Store;
+use crate::config::{LogMode, QuerylogSettings};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+
+/// Entries the queue holds before it drops them: a few seconds of a busy house at [`TICK`].
+pub const QUEUE_CAPACITY: usize = 8192;
+/// How often the writer thread drains the queue.
+pub const TICK: Duration = Duration::from_millis(100);
+/// How often old entries are pruned and the database size is read.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the observe table is saved (and at shutdown).
+const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Live readers may fall this far behind before they miss entries.
+const LIVE_CAPACITY: usize = 1024;
+
+/// The records layer.
+pub struct Records {
+    queue: SyncSender<Queued>,
+    shared: Arc<Shared>,
+    clients: Clients,
+    dropped: IntCounter,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the writer thread and the readers share.
+struct Shared {
+    ring: Mutex<Ring>,
+    live: broadcast::Sender<Arc<LogEntry>>,
+    observe: Observe,
+    database: Option<PathBuf>,
+    stop: AtomicBool,
+}
+
+/// The writer thread's metric handles.
+struct WriterCounters {
+    written: IntCounter,
+    write_errors: IntCounter,
+    database_bytes: IntGauge,
+}
+
+impl Records {
+    /// Starts the records of a daemon with `settings` and `state_dir` (where the observe
+    /// table lives).
+    pub fn start(settings: &QuerylogSettings, state_dir: &Path, metrics: &Metrics) -> Self {
+        let (queue, received) = sync_channel(QUEUE_CAPACITY);
+        let shared = Arc::new(Shared {
+            ring: Mutex::new(Ring::new(RING_ENTRIES, RING_BYTES)),
+            live: broadcast::channel(LIVE_CAPACITY).0,
+            observe: Observe::load(
+                Some(state_dir.join(observe::OBSERVE_FILE)),
+                settings.retention,
+            ),
+            database: settings.path.clone(),
+            stop: AtomicBool::new(false),
+        });
+        let handles = metrics.querylog();
+        let counters = WriterCounters {
+            written: handles.written,
+            write_errors: handles.write_errors,
+            database_bytes: handles.database_bytes,
+        };
+        let writer = Writer {
+            shared: shared.clone(),
+            received,
+            store: settings.path.clone().map(Store::new),
+            retention: settings.retention,
+            max_bytes: settings.max_bytes,
+            counters,
+        };
+        let thread = std::thread::Builder::new()
+            .name("records".into())
+            .spawn(move || writer.run())
+            .map_err(|error| tracing::error!(%error, "cannot start the records thread; the query log stays empty"))
+            .ok();
+        Self {
+            queue,
+            shared,
+            clients: Clients::default(),
+            dropped: handles.dropped,
+            writer: Mutex::new(thread),
+        }
+    }
+
+    /// Takes in one answered query, as the module doc says; `log` is the device's query
+    /// log mode and `policy` the snapshot the query was answered under.
+    pub fn submit(&self, record: &QueryRecord<'_>, log: LogMode, policy: &Policy) {
+        let blocked = record.result == LogResult::Blocked;
+        self.clients.note(record, blocked);
+        self.shared.observe.note(record, policy, blocked);
+        let kept = match log {
+            LogMode::Off => return,
+            LogMode::Blocked => record.result.is_block(),
+            LogMode::All => true,
+        };
+        if kept {
+            match self.queue.try_send(Queued::of(record)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+            }
+        }
+    }
+
+    /// Up to `filter.limit` log entries `filter` keeps, newest first: from the database when
+    /// there is one, else from the in-memory ring. Blocking (SQLite): call it off the async
+    /// runtime's threads.
+    pub fn queries(&self, filter: &Filter) -> Result<Vec<LogEntry>, String> {
+        if let Some(path) = &self.shared.database {
+            match store::read(path, filter) {
+                Ok(Some(entries)) => return Ok(entries),
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(format!(
+                        "cannot read the query log at {}: {error}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(self
+            .shared
+            .ring
+            .lock()
+            .map(|ring| ring.select(filter))
+            .unwrap_or_default())
+    }
+
+    /// New log entries as they are recorded, for the live view.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogEntry>> {
+        self.shared.live.subscribe()
+    }
+
+    /// The Meta names of `device` (every device's when `None`).
+    pub fn observed(&self, device: Option<&str>) -> Vec<ObservedName> {
+        self.shared.observe.names(device)
+    }
+
+    /// The clients seen.
+    pub fn clients(&self) -> Vec<ClientSeen> {
+        self.clients.list()
+    }
+
+    /// Writes what is queued, saves the observe table and stops the writer thread. Blocking.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let thread = self.writer.lock().ok().and_then(|mut writer| writer.take());
+        if let Some(thread) = thread {
+            thread.thread().unpark();
+            if thread.join().is_err() {
+                tracing::error!("the records thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    received: Receiver<Queued>,
+    store: Option<Store>,
+    retention: Duration,
+    max_bytes: u64,
+    counters: WriterCounters,
+}
+
+impl Writer {
+    /// Drains the queue every [`TICK`] until told to stop, then once more.
+    fn run(mut self) {
+        let mut pruned_at = Instant::now();
+        let mut saved_at = Instant::now();
+        let mut failing = false;
+        loop {
+            let stopping = self.shared.stop.load(Ordering::Relaxed);
+            let batch: Vec<Arc<LogEntry>> = (self.received.try_iter())
+                .take(QUEUE_CAPACITY)
+                .map(|queued| Arc::new(queued.into_entry()))
+                .collect();
+            if !batch.is_empty() {
+                self.keep(&batch, &mut failing);
+            }
+            if pruned_at.elapsed() >= PRUNE_INTERVAL || stopping {
+                pruned_at = Instant::now();
+                self.prune(&mut failing);
+            }
+            if saved_at.elapsed() >= SAVE_INTERVAL || stopping {
+                saved_at = Instant::now();
+                self.shared.observe.persist();
+            }
+            if stopping {
+                return;
+            }
+            std::thread::park_timeout(TICK);
+        }
+    }
+
+    /// Puts `batch` in the ring, hands it to live readers and writes it to the database.
+    fn keep(&mut self, batch: &[Arc<LogEntry>], failing: &mut bool) {
+        if let Ok(mut ring) = self.shared.ring.lock() {
+            batch.iter().for_each(|entry| ring.push(entry.clone()));
+        }
+        for entry in batch {
+            // No live reader is not an error.
+            let _ = self.shared.live.send(entry.clone());
+        }
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        // The cap is checked after every batch: a burst must not take the file far past it.
+        let written = store
+            .write(batch)
+            .and_then(|()| store.enforce_cap(self.max_bytes));
+        self.outcome(written, failing, "writing the query log");
+        if *failing {
+            return;
+        }
+        self.counters
+            .written
+            .inc_by(u64::try_from(batch.len()).unwrap_or(u64::MAX));
+    }
+
+    /// Drops entries past the retention or over the size cap.
+    fn prune(&mut self, failing: &mut bool) {
+        let oldest = Timestamp::now().minus(self.retention);
+        if let Ok(mut ring) = self.shared.ring.lock() {
+            ring.prune_before(oldest);
+        }
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        let pruned = store.prune_older(oldest);
+        let bytes = store.bytes();
+        self.counters
+            .database_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        // A database not created yet (nothing logged) has nothing to prune.
+        if bytes > 0 {
+            self.outcome(pruned, failing, "pruning the query log");
+        }
+    }
+
+    /// Counts a failed database operation, logging the first of a run of failures and the
+    /// recovery, not every batch.
+    fn outcome(&self, result: rusqlite::Result<()>, failing: &mut bool, what: &str) {
+        match result {
+            Ok(()) if *failing => {
+                *failing = false;
+                tracing::info!("the query log database is writable again");
+            }
+            Ok(()) => {}
+            Err(error) => {
+                self.counters.write_errors.inc();
+                if !*failing {
+                    let path = self.shared.database.as_deref().unwrap_or(Path::new(""));
+                    tracing::warn!(path = %path.display(), %error, "{what} failed; entries stay in memory only, DNS is not affected");
+                }
+                *failing = true;
+            }
+        }
+    }
+}
