@@ -53,6 +53,16 @@ enum Command {
     Observe(remote::ObserveArgs),
     /// Print the clients the running daemon has seen and the device each is.
     Clients(remote::RemoteArgs),
+    /// Pause a device's filtering (or a profile's, or everyone's), for a while or until resumed.
+    Pause(remote::PauseArgs),
+    /// End the pauses of a device (or a profile, or everyone).
+    Resume(remote::PauseArgs),
+    /// Never block NAMES (and their subdomains) for a device, a profile or everyone.
+    Allow(remote::NamesArgs),
+    /// Block NAMES (and their subdomains) for a device, a profile or everyone.
+    Block(remote::NamesArgs),
+    /// List the overrides in force, or remove one (`overrides remove ID`).
+    Overrides(remote::OverridesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +126,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Log(args) => remote::log(&args).map(|()| ExitCode::SUCCESS),
         Command::Observe(args) => remote::observe(&args).map(|()| ExitCode::SUCCESS),
         Command::Clients(args) => remote::clients(&args).map(|()| ExitCode::SUCCESS),
+        Command::Pause(args) => remote::pause(&args).map(|()| ExitCode::SUCCESS),
+        Command::Resume(args) => remote::resume(&args).map(|()| ExitCode::SUCCESS),
+        Command::Allow(args) => remote::allow(&args).map(|()| ExitCode::SUCCESS),
+        Command::Block(args) => remote::block(&args).map(|()| ExitCode::SUCCESS),
+        Command::Overrides(args) => remote::list_or_remove(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -343,3 +343,93 @@ async fn a_device_takes_the_profile_of_the_window_it_is_in_now() {
     assert_eq!(metric(&metrics, counted), 1.0, "{metrics}");
     daemon.stop().await;
 }
+
+/// `metasink ARGS` against the daemon at `daemon`, its address and token from the environment.
+/// Run off the runtime's thread, which the in-process daemon needs to answer it.
+async fn cli(daemon: &TestDaemon, args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    let url = format!("http://{}", daemon.http);
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_metasink"))
+            .args(args)
+            .env("METASINK_URL", url)
+            .env("METASINK_TOKEN", TOKEN)
+            .output()
+            .expect("run metasink")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_command_line_pauses_resumes_allows_blocks_and_lists() {
+    let upstream = TestUpstream::start(&upstream_records()).await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start(&upstream, state.path(), TV_DEVICE).await;
+    let text = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+
+    let paused = cli(&daemon, &["pause", "tablet", "--for", "30m"]).await;
+    assert!(paused.status.success(), "{}", text(&paused));
+    assert!(
+        text(&paused).contains("pause for device tablet until 20"),
+        "{}",
+        text(&paused)
+    );
+    assert_eq!(address_for(&daemon, TABLET, "www.meta.ai").await, ANSWER);
+
+    let blocked = cli(&daemon, &["block", "school.example", "--device", "tv"]).await;
+    assert!(blocked.status.success(), "{}", text(&blocked));
+    assert_eq!(address_for(&daemon, TV, "school.example").await, BLOCKED);
+
+    let listed = cli(&daemon, &["overrides"]).await;
+    let table = text(&listed);
+    assert!(
+        table.contains("device tablet") && table.contains("school.example"),
+        "{table}"
+    );
+
+    let resumed = cli(&daemon, &["resume", "tablet"]).await;
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert_eq!(address_for(&daemon, TABLET, "www.meta.ai").await, BLOCKED);
+    let again = cli(&daemon, &["resume", "tablet"]).await;
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("no pause is in force for device tablet"),
+        "{}",
+        text(&again)
+    );
+
+    // The daemon's refusal comes back as one line naming the field, with status 1.
+    let refused = cli(
+        &daemon,
+        &["allow", "graph.oculus.com", "--device", "fridge"],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused).contains("device: no device is called `fridge`"),
+        "{}",
+        text(&refused)
+    );
+    let bad = cli(&daemon, &["pause", "--for", "soon"]).await;
+    assert!(
+        text(&bad).contains("for: `soon` is not a duration"),
+        "{}",
+        text(&bad)
+    );
+
+    // Removing by id.
+    let listed: serde_json::Value =
+        serde_json::from_slice(&cli(&daemon, &["overrides", "--json"]).await.stdout).unwrap();
+    let id = listed["overrides"][0]["id"].as_u64().unwrap();
+    let removed = cli(&daemon, &["overrides", "remove", &id.to_string()]).await;
+    assert!(removed.status.success(), "{}", text(&removed));
+    assert_eq!(address_for(&daemon, TV, "school.example").await, ANSWER);
+    daemon.stop().await;
+}

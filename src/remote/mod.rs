@@ -1,10 +1,13 @@
-//! `metasink log`, `metasink observe` and `metasink clients`: the command line's side of the
-//! records API of a running daemon ([`crate::http::records`]).
+//! The commands that talk to a running daemon: `metasink log`, `observe` and `clients` (the
+//! records API, [`crate::http::records`]) here, and `pause`, `resume`, `allow`, `block` and
+//! `overrides` (the overrides API) in `steer`.
 //!
 //! The daemon's address and token come from `--config` (`server.http`, `server.api_token`),
 //! else from `METASINK_URL` and `METASINK_TOKEN`, else the built-in address. Output is a
 //! table, or with `--json` the API's JSON as it came. A daemon that is not running, or a
 //! wrong token, is one line naming the address tried (and exit status 1, from the caller).
+
+mod steer;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +21,8 @@ use serde::de::DeserializeOwned;
 use crate::config::{self, DEFAULT_HTTP_LISTEN};
 use crate::records::observe::UNCATALOGUED;
 use crate::records::{ClientSeen, LogEntry, ObservedName};
+
+pub use steer::{NamesArgs, OverridesArgs, PauseArgs, allow, block, list_or_remove, pause, resume};
 
 /// Where the daemon is, and how the output is written.
 #[derive(Args, Debug)]
