@@ -108,7 +108,8 @@ impl OverrideStore {
             file,
             gauges,
         };
-        store.publish(&store.lock());
+        // Counted, not saved: opening must not rewrite the file (`explain` opens it too).
+        store.count(&store.lock());
         store.sweep(Timestamp::now());
         store
     }
@@ -188,6 +189,12 @@ impl OverrideStore {
     /// is in force, and the next change writes the file again.
     fn publish(&self, inner: &Inner) {
         self.active.store(Arc::new(Active::new(&inner.overrides)));
+        self.count(inner);
+        self.save(inner);
+    }
+
+    /// Sets `metasink_overrides_active` from `inner`.
+    fn count(&self, inner: &Inner) {
         for (kind, gauge) in Kind::ALL.iter().zip(&self.gauges) {
             let count = inner
                 .overrides
@@ -196,6 +203,10 @@ impl OverrideStore {
                 .count();
             gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Writes `inner` to the file, if the store has one.
+    fn save(&self, inner: &Inner) {
         let Some(file) = &self.file else { return };
         let saved = Saved {
             next_id: inner.next_id,
@@ -373,6 +384,13 @@ mod tests {
         assert_eq!(kept[0].names, vec!["graph.oculus.com".to_owned()]);
         let next = store.add(pause_for("tv", None), Timestamp::now()).unwrap();
         assert_eq!(next.id, 8, "ids continue after the highest stored one");
+    }
+
+    #[test]
+    fn opening_a_store_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(OverrideStore::open(dir.path(), gauges()));
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 
     #[test]
