@@ -14,6 +14,8 @@ mod error;
 pub mod local;
 mod raw;
 pub mod schedule;
+#[cfg(test)]
+mod test_support;
 mod upstream;
 mod validate;
 mod values;

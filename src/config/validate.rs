@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt::Display;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,7 +27,10 @@ use super::raw::{
     RawUpstream, RawWindow, Text,
 };
 use super::schedule::{Days, TimeOfDay, Window, shadowed};
-use super::values::{entry_key, parse_socket_addr, relative_to};
+use super::values::{
+    MAX_TTL, choose, declare, duration_within, entry_key, ip_network, optional_ttl, positive,
+    reference, relative_to, replace_or_push, socket_addr,
+};
 use super::{
     AdmissionSettings, BlockAnswer, CacheSettings, DEFAULT_DNS_LISTEN, DEFAULT_HTTP_LISTEN,
     DeviceSettings, DownloadSettings, ListSettings, ListSource, LocalSettings, LogMode, Origin,
@@ -36,7 +38,7 @@ use super::{
 };
 use super::{MAX_LISTS, MatchMode, UNKNOWN_DEVICE};
 use crate::catalogue::{DEFAULT_PROFILE, bundled_ids};
-use crate::net::{MacAddress, allowed, canonical_network};
+use crate::net::{MacAddress, allowed};
 
 /// Every `answer` a profile may give.
 const ANSWERS: [BlockAnswer; 4] = [
@@ -59,9 +61,6 @@ const MIN_QUERYLOG_BYTES: u64 = 64 * 1024;
 /// Every `match` a list may have.
 const MATCH_MODES: [MatchMode; 2] = [MatchMode::Exact, MatchMode::Subdomains];
 
-/// The longest TTL DNS allows (RFC 2181 §8: 2^31 - 1 seconds).
-const MAX_TTL: Duration = Duration::from_secs(i32::MAX as u64);
-
 /// Key of the DNS listen addresses.
 const LISTEN_KEY: &str = "server.listen";
 
@@ -70,9 +69,6 @@ const ALLOW_FROM_KEY: &str = "server.allow_from";
 
 /// Key of the forwarders whose EDNS client options are believed.
 const TRUSTED_FORWARDERS_KEY: &str = "server.trusted_forwarders";
-
-/// The longest list id, profile name or device name (they become metric label values).
-const MAX_NAME_LEN: usize = 64;
 
 /// The shortest `download.interval`: list servers publish a few times a day at most, and every
 /// refresh that brings a change rebuilds the policy; seconds would re-download all day long.
@@ -403,33 +399,6 @@ fn download(raw: &RawDownload, at: &Locator<'_>) -> Result<DownloadSettings, Con
     })
 }
 
-/// A duration longer than zero and within `bounds`.
-fn duration_within(
-    value: &Option<Text>,
-    default: Duration,
-    bounds: RangeInclusive<Duration>,
-    key: &str,
-    at: &Locator<'_>,
-) -> Result<Duration, ConfigError> {
-    let duration = optional_ttl(value.as_ref(), default, key, at)?;
-    let Some(value) = value else {
-        return Ok(duration);
-    };
-    let text = value.get_ref();
-    let problem = if duration.is_zero() {
-        "must be longer than zero".to_owned()
-    } else if duration < *bounds.start() {
-        let min = humantime::format_duration(*bounds.start());
-        format!("`{text}` is shorter than {min}, the shortest allowed")
-    } else if duration > *bounds.end() {
-        let max = humantime::format_duration(*bounds.end());
-        format!("`{text}` is longer than {max}, the longest allowed")
-    } else {
-        return Ok(duration);
-    };
-    Err(at.invalid(value.span(), key, problem))
-}
-
 /// A count of at least one and at most `max`.
 fn count_within<T: Copy + PartialOrd + Default + Display>(
     value: &Option<Spanned<T>>,
@@ -444,22 +413,6 @@ fn count_within<T: Copy + PartialOrd + Default + Display>(
             Err(at.invalid(value.span(), key, format!("must be at most {max}")))
         }
         _ => Ok(count),
-    }
-}
-
-/// A count that must be at least one.
-fn positive<T: Copy + PartialEq + Default>(
-    value: &Option<Spanned<T>>,
-    default: T,
-    key: &str,
-    at: &Locator<'_>,
-) -> Result<T, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(value) if *value.get_ref() == T::default() => {
-            Err(at.invalid(value.span(), key, "must be at least 1"))
-        }
-        Some(value) => Ok(*value.get_ref()),
     }
 }
 
@@ -1029,171 +982,12 @@ fn mapped_note(text: &str, network: IpNet) -> String {
     format!(" (the same as IPv4 `{ipv4}`)")
 }
 
-/// An IP address (as a /32 or /128) or a CIDR network (host bits cleared), IPv4-mapped ones
-/// (`::ffff:a.b.c.d`) as the IPv4 address or network they map: clients are matched as IPv4,
-/// and the two spellings of one address must be one address when claims are compared.
-fn ip_network(text: &str) -> Result<IpNet, String> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(canonical_network(IpNet::from(ip)));
-    }
-    if let Ok(network) = text.parse::<IpNet>() {
-        return Ok(canonical_network(network.trunc()));
-    }
-    Err(match text.split_once('/') {
-        Some((ip, prefix)) if ip.parse::<IpAddr>().is_ok() => {
-            let max = if ip.contains(':') { 128 } else { 32 };
-            format!("`/{prefix}` is not a prefix length for `{ip}` (0 to {max})")
-        }
-        _ => format!(
-            "`{text}` is not an IP address or CIDR network, like `192.168.1.20`, `fd00::20` \
-             or `192.168.1.64/28`"
-        ),
-    })
-}
-
-/// An `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` value; `default_port` when none is given.
-fn socket_addr(
-    value: &Text,
-    default_port: u16,
-    key: &str,
-    at: &Locator<'_>,
-) -> Result<SocketAddr, ConfigError> {
-    parse_socket_addr(value.get_ref(), default_port)
-        .map_err(|message| at.invalid(value.span(), key, message))
-}
-
-/// A TTL given as a humantime duration (`"30s"`, `"5m"`, `"1d"`), or `default` when absent.
-pub(super) fn optional_ttl(
-    value: Option<&Text>,
-    default: Duration,
-    key: &str,
-    at: &Locator<'_>,
-) -> Result<Duration, ConfigError> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    let text = value.get_ref();
-    let problem = match humantime::parse_duration(text) {
-        Ok(duration) if duration <= MAX_TTL => return Ok(duration),
-        Ok(_) => "is longer than a DNS TTL can be (68 years)".to_owned(),
-        Err(error) => format!("is not a duration ({error}); write e.g. \"30s\", \"5m\" or \"1d\""),
-    };
-    Err(at.invalid(value.span(), key, format!("`{text}` {problem}")))
-}
-
-/// The option of `options` whose `word` is `value`.
-fn choose<T: Copy>(
-    value: &Text,
-    options: &[T],
-    word: fn(T) -> &'static str,
-    key: &str,
-    at: &Locator<'_>,
-) -> Result<T, ConfigError> {
-    let text = value.get_ref();
-    options
-        .iter()
-        .copied()
-        .find(|&option| word(option) == text)
-        .ok_or_else(|| {
-            let choices = options
-                .iter()
-                .map(|&option| word(option).to_owned())
-                .collect();
-            at.invalid_among(
-                value.span(),
-                key,
-                format!("unknown value `{text}`"),
-                choices,
-            )
-        })
-}
-
-/// `value` when it is one of the `known` names of a `what` (list, profile).
-fn reference(
-    value: &Text,
-    known: &[&str],
-    what: &str,
-    key: &str,
-    at: &Locator<'_>,
-) -> Result<String, ConfigError> {
-    let text = value.get_ref();
-    if known.contains(&text.as_str()) {
-        return Ok(text.clone());
-    }
-    let choices = known.iter().map(|&name| name.to_owned()).collect();
-    let message = format!("unknown {what} `{text}`");
-    Err(at.invalid_among(value.span(), key, message, choices))
-}
-
-/// Checks that `name` is a valid `what` (list id, profile name, device name) not yet declared
-/// in the file, and records the line declaring it in `seen`.
-fn declare<'a>(
-    seen: &mut HashMap<&'a str, usize>,
-    name: &'a Text,
-    what: &str,
-    key: &str,
-    at: &Locator<'_>,
-) -> Result<(), ConfigError> {
-    let text = name.get_ref().as_str();
-    let valid = (1..=MAX_NAME_LEN).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    let message = if !valid {
-        format!(
-            "`{text}` is not a valid {what}: use 1 to {MAX_NAME_LEN} characters among a-z, 0-9, \
-             `_` and `-`"
-        )
-    } else {
-        match seen.entry(text) {
-            Entry::Occupied(first) => {
-                format!(
-                    "duplicate {what} `{text}` (first declared on line {})",
-                    first.get()
-                )
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(at.line(name.span().start));
-                return Ok(());
-            }
-        }
-    };
-    Err(at.invalid(name.span(), key, message))
-}
-
-/// Puts `item` in place of the item with the same id, or at the end when there is none.
-fn replace_or_push<T>(items: &mut Vec<T>, item: T, id: impl Fn(&T) -> &str) {
-    match items.iter().position(|existing| id(existing) == id(&item)) {
-        Some(index) => items[index] = item,
-        None => items.push(item),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const PATH: &str = "/etc/metasink/config.toml";
-
-    fn check(text: &str) -> Result<Settings, ConfigError> {
-        super::super::parse(text, Path::new(PATH))
-    }
-
-    /// The one-line message of the error `text` gets.
-    fn error(text: &str) -> String {
-        check(text).expect_err("config accepted").to_string()
-    }
-
-    /// `" (valid choices: a, b)"` for `names`.
-    fn choices<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-        let names: Vec<&str> = names.into_iter().collect();
-        format!(" (valid choices: {})", names.join(", "))
-    }
-
-    /// Every preset name.
-    fn preset_names() -> Vec<String> {
-        presets().into_iter().map(|p| p.name).collect()
-    }
+    use crate::config::test_support::{
+        PATH, assert_errors, check, choices, devices_config, error, preset_names,
+    };
 
     #[test]
     fn example_config_is_valid_and_has_devices() {
@@ -1394,17 +1188,6 @@ mod tests {
         );
     }
 
-    /// A config with one device per `match` array.
-    fn devices_config(matches: &[&str]) -> String {
-        matches
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                format!("[[device]]\nname = \"d{i}\"\nmatch = {m}\nprofile = \"quest\"\n")
-            })
-            .collect()
-    }
-
     fn schedule_config(windows: &str) -> String {
         format!(
             "[[device]]\nname = \"tablet\"\nmatch = [\"192.168.1.30\"]\nprofile = \"meta-apps\"\n\
@@ -1550,15 +1333,6 @@ mod tests {
             ]))
             .contains("`192.168.2.0/24` is claimed by both device `d0`")
         );
-    }
-
-    /// Asserts that each (config, `line: key`, message start) case fails as described.
-    fn assert_errors(cases: &[(&str, &str, &str)]) {
-        for (text, located, message) in cases {
-            let got = error(text);
-            let expected = format!("{PATH}:{located}: {message}");
-            assert!(got.starts_with(&expected), "{got}");
-        }
     }
 
     /// The profile named `name` of `settings`.
@@ -1929,63 +1703,6 @@ mod tests {
                 "invalid type: floating point `2.0`, expected u32",
             ),
         ]);
-    }
-
-    #[test]
-    fn bad_words_list_the_valid_ones() {
-        assert_eq!(
-            error("[[profile]]\nname = \"p\"\nanswer = \"drop\"\n"),
-            format!(
-                "{PATH}:3: profile[0].answer: unknown value `drop` (valid choices: null, nodata, nxdomain, refused)"
-            )
-        );
-        assert_eq!(
-            error("[[list]]\nid = \"l\"\nsource = \"bundled:meta-ai\"\nmatch = \"suffix\"\n"),
-            format!(
-                "{PATH}:4: list[0].match: unknown value `suffix` (valid choices: exact, subdomains)"
-            )
-        );
-    }
-
-    #[test]
-    fn names_are_unique_and_well_formed() {
-        let list = "[[list]]\nid = \"mine\"\nsource = \"bundled:meta-ai\"\n";
-        assert_eq!(
-            error(&format!("{list}\n{list}")),
-            format!("{PATH}:6: list[1].id: duplicate list id `mine` (first declared on line 2)")
-        );
-        let profile = "[[profile]]\nname = \"kids\"\n";
-        assert_eq!(
-            error(&format!("{profile}{profile}")),
-            format!(
-                "{PATH}:4: profile[1].name: duplicate profile name `kids` (first declared on line 2)"
-            )
-        );
-        assert_eq!(
-            error(&devices_config(&["[\"10.0.0.1\"]", "[\"10.0.0.2\"]"]).replace("d1", "d0")),
-            format!(
-                "{PATH}:6: device[1].name: duplicate device name `d0` (first declared on line 2)"
-            )
-        );
-        let rule = "use 1 to 64 characters among a-z, 0-9, `_` and `-`";
-        assert_eq!(
-            error("[[profile]]\nname = \"Kids Room\"\n"),
-            format!("{PATH}:2: profile[0].name: `Kids Room` is not a valid profile name: {rule}")
-        );
-        assert_eq!(
-            error(&format!(
-                "[[list]]\nid = \"{}\"\nsource = \"x\"\n",
-                "a".repeat(65)
-            )),
-            format!(
-                "{PATH}:2: list[0].id: `{}` is not a valid list id: {rule}",
-                "a".repeat(65)
-            )
-        );
-        assert_eq!(
-            error("[[device]]\nname = \"\"\nmatch = [\"10.0.0.1\"]\nprofile = \"quest\"\n"),
-            format!("{PATH}:2: device[0].name: `` is not a valid device name: {rule}")
-        );
     }
 
     #[test]
