@@ -14,6 +14,7 @@ mod error;
 pub mod local;
 mod raw;
 pub mod schedule;
+mod server;
 #[cfg(test)]
 mod test_support;
 mod upstream;
