@@ -11,6 +11,7 @@
 
 mod defaults;
 mod error;
+mod lists;
 pub mod local;
 mod raw;
 pub mod schedule;
