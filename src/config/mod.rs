@@ -13,6 +13,7 @@ mod defaults;
 mod error;
 mod lists;
 pub mod local;
+mod profiles;
 mod raw;
 pub mod schedule;
 mod server;
