@@ -14,6 +14,7 @@ mod error;
 mod lists;
 pub mod local;
 mod profiles;
+mod querylog;
 mod raw;
 pub mod schedule;
 mod server;
