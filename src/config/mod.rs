@@ -10,6 +10,7 @@
 //! declares only what it adds or replaces.
 
 mod defaults;
+mod devices;
 mod error;
 mod lists;
 pub mod local;
