@@ -257,7 +257,7 @@ fn forwards(
         let upstreams = (forward.upstream.get_ref().iter().enumerate())
             .map(|(upstream_index, value)| {
                 let key = format!("forward[{index}].upstream[{upstream_index}]");
-                super::validate::upstream(value, listen, &key, at)
+                super::upstream::forward_upstream(value, listen, &key, at)
             })
             .collect::<Result<_, _>>()?;
         forwards.push(ForwardSettings { zones, upstreams });

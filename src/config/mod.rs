@@ -9,6 +9,7 @@
 //! Bundled lists and preset profiles (see [`crate::catalogue`]) are always present: a config
 //! declares only what it adds or replaces.
 
+mod cache;
 mod defaults;
 mod devices;
 mod error;

@@ -5,19 +5,19 @@
 //! Checks run in file-section order (server, upstreams, cache, lists, profiles, devices) and the
 //! first failure is returned, located at the offending value.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
-use super::defaults::{CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE, DNS_PORT, system_upstreams};
+use super::cache::cache;
 use super::devices::devices;
 use super::error::{ConfigError, Locator};
 use super::lists::{download, lists};
 use super::profiles::profiles;
 use super::querylog::querylog;
-use super::raw::{RawCache, RawConfig, RawUpstream, Text};
+use super::raw::RawConfig;
 use super::server::{admission, forwarders, server};
-use super::values::{optional_ttl, reference, socket_addr};
-use super::{CacheSettings, LocalSettings, Origin, Settings, UpstreamSettings};
+use super::upstream::upstreams;
+use super::values::reference;
+use super::{LocalSettings, Origin, Settings};
 use crate::catalogue::DEFAULT_PROFILE;
 
 /// Checks `raw`, read from `text` at `path`, and turns it into [`Settings`].
@@ -59,65 +59,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
     })
 }
 
-/// `[[upstream]]`s, or the system's resolvers when the file names none.
-fn upstreams(
-    raw: &[RawUpstream],
-    listen: &[SocketAddr],
-    config_path: &Path,
-    at: &Locator<'_>,
-) -> Result<Vec<UpstreamSettings>, ConfigError> {
-    if raw.is_empty() {
-        return Ok(system_upstreams(listen));
-    }
-    raw.iter()
-        .enumerate()
-        .map(|(index, upstream)| {
-            super::upstream::upstream(upstream, index, listen, config_path, at)
-        })
-        .collect()
-}
-
-/// A `[[forward]]`'s upstream address: plain DNS, port 53 unless given, and not one of our
-/// own `listen` addresses.
-pub(super) fn upstream(
-    value: &Text,
-    listen: &[SocketAddr],
-    key: &str,
-    at: &Locator<'_>,
-) -> Result<UpstreamSettings, ConfigError> {
-    let address = socket_addr(value, DNS_PORT, key, at)?;
-    super::upstream::check_destination(address, listen)
-        .map_err(|message| at.invalid(value.span(), key, message))?;
-    Ok(UpstreamSettings::plain(address))
-}
-
-/// `[cache]`.
-fn cache(raw: &RawCache, at: &Locator<'_>) -> Result<CacheSettings, ConfigError> {
-    let min_ttl = optional_ttl(raw.min_ttl.as_ref(), CACHE_MIN_TTL, "cache.min_ttl", at)?;
-    let max_ttl = optional_ttl(raw.max_ttl.as_ref(), CACHE_MAX_TTL, "cache.max_ttl", at)?;
-    // The default min_ttl is zero, so when min > max the file sets min_ttl.
-    if let Some(value) = raw.min_ttl.as_ref().filter(|_| min_ttl > max_ttl) {
-        let message = format!(
-            "{} is longer than cache.max_ttl ({})",
-            humantime::format_duration(min_ttl),
-            humantime::format_duration(max_ttl)
-        );
-        return Err(at.invalid(value.span(), "cache.min_ttl", message));
-    }
-    Ok(CacheSettings {
-        size: raw.size.unwrap_or(CACHE_SIZE),
-        min_ttl,
-        max_ttl,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use ipnet::IpNet;
 
     use super::*;
     use crate::catalogue::bundled_ids;
-    use crate::config::defaults::BLOCKED_TTL;
+    use crate::config::defaults::{BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE};
     use crate::config::test_support::{PATH, assert_errors, check, choices, error, preset_names};
     use crate::config::{BlockAnswer, DEFAULT_DNS_LISTEN, ListSource, MatchMode};
 
@@ -304,43 +252,6 @@ mod tests {
                 choices(all())
             )
         );
-    }
-
-    #[test]
-    fn bad_upstream_addresses() {
-        assert_errors(&[
-            (
-                "[[upstream]]\naddress = \"9.9.9.9:99999\"\n",
-                "2: upstream[0].address",
-                "`99999` is not a port number (0 to 65535)",
-            ),
-            (
-                "[[upstream]]\naddress = \"9.9.9.9:0\"\n",
-                "2: upstream[0].address",
-                "`9.9.9.9:0` is not an address a query can be sent to",
-            ),
-            (
-                "[server]\nlisten = [\"0.0.0.0:53\"]\n[[upstream]]\naddress = \"127.0.0.1\"\n",
-                "4: upstream[0].address",
-                "`127.0.0.1:53` is this server's own listen address: queries would loop",
-            ),
-        ]);
-    }
-
-    #[test]
-    fn bad_cache_ttls() {
-        assert_errors(&[
-            (
-                "[cache]\nmin_ttl = \"2d\"\n",
-                "2: cache.min_ttl",
-                "2days is longer than cache.max_ttl (1day)",
-            ),
-            (
-                "[cache]\nmax_ttl = \"100y\"\n",
-                "2: cache.max_ttl",
-                "`100y` is longer than a DNS TTL can be (68 years)",
-            ),
-        ]);
     }
 
     #[test]
