@@ -4,6 +4,13 @@
 //!
 //! Checks run in file-section order (server, upstreams, cache, lists, profiles, devices) and the
 //! first failure is returned, located at the offending value.
+//!
+//! This file only runs the sections in order and checks what spans them (the trusted
+//! forwarders against `allow_from`, `default_profile` against the profiles); each section is
+//! checked in a file of its own, beside its tests: [`super::server`], [`super::upstream`],
+//! [`super::cache`], [`super::lists`] (with `[download]`), [`super::profiles`],
+//! [`super::devices`] and [`super::querylog`], with the value checks they share in
+//! [`super::values`]. The local network's sections follow, in [`super::local`].
 
 use std::path::Path;
 
@@ -23,6 +30,10 @@ use crate::catalogue::DEFAULT_PROFILE;
 /// Checks `raw`, read from `text` at `path`, and turns it into [`Settings`].
 pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settings, ConfigError> {
     let at = Locator::new(text, path);
+    // The first error is returned, not all of them: a household fixes one named file:line:key
+    // at a time, and a later check often stands on an earlier one (a device's profile is
+    // looked up among the profiles, which need the lists), so errors after the first would
+    // mostly be echoes of it. serde stops at the first error of the raw layer the same way.
     let server = server(&raw.server, path, &at)?;
     let admission = admission(&raw.server, &at)?;
     let upstreams = upstreams(&raw.upstreams, &server.listen, path, &at)?;
@@ -66,7 +77,7 @@ mod tests {
     use super::*;
     use crate::catalogue::bundled_ids;
     use crate::config::defaults::{BLOCKED_TTL, CACHE_MAX_TTL, CACHE_MIN_TTL, CACHE_SIZE};
-    use crate::config::test_support::{PATH, assert_errors, check, choices, error, preset_names};
+    use crate::config::test_support::{PATH, check, choices, error, preset_names};
     use crate::config::{BlockAnswer, DEFAULT_DNS_LISTEN, ListSource, MatchMode};
 
     #[test]
@@ -157,78 +168,6 @@ mod tests {
             check("").is_ok(),
             "an empty file is the built-in configuration"
         );
-    }
-
-    #[test]
-    fn unknown_keys_are_named_with_the_expected_ones() {
-        assert_eq!(
-            error("default_profile = \"quest\"\nbogus = 1\n"),
-            "/etc/metasink/config.toml:2: bogus: unknown field `bogus`, expected one of \
-             `default_profile`, `server`, `upstream`, `cache`, `download`, `list`, `profile`, `device`, \
-             `record`, `local`, `forward`, `querylog`"
-        );
-        assert_eq!(
-            error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
-            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `http_hosts`, `state_dir`, `api_token`, `api_token_file`, \
-             `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`, \
-             `rebind_protection`, `rebind_allow`, `dhcp_leases`"
-        );
-        assert_eq!(
-            error(
-                "[[profile]]\nname = \"a\"\n\n[[profile]]\nname = \"b\"\nblocks = [\"meta-ai\"]\n"
-            ),
-            "/etc/metasink/config.toml:6: profile[1].blocks: unknown field `blocks`, expected one of \
-             `name`, `extends`, `remove`, `block`, `allow`, `block_networks`, `answer`, `blocked_ttl`, `inspect_answers`, `mode`"
-        );
-        assert_errors(&[
-            (
-                "[cache]\nsizes = 1\n",
-                "2: cache.sizes",
-                "unknown field `sizes`, expected",
-            ),
-            (
-                "[[upstream]]\nport = 53\n",
-                "2: upstream[0].port",
-                "unknown field `port`",
-            ),
-            (
-                "[[list]]\nurl = \"x\"\n",
-                "2: list[0].url",
-                "unknown field `url`",
-            ),
-            (
-                "[[device]]\nmac = \"x\"\n",
-                "2: device[0].mac",
-                "unknown field `mac`",
-            ),
-        ]);
-    }
-
-    #[test]
-    fn type_errors_and_missing_keys_are_located() {
-        assert_eq!(
-            error("[cache]\nsize = \"ten\"\n"),
-            "/etc/metasink/config.toml:2: cache.size: invalid type: string \"ten\", expected usize"
-        );
-        assert_eq!(
-            error(
-                "[[device]]\nname = \"a\"\nmatch = [\"192.168.1.2\",\n  7]\nprofile = \"quest\"\n"
-            ),
-            "/etc/metasink/config.toml:4: device[0].match[1]: invalid type: integer `7`, expected a string"
-        );
-        assert_eq!(
-            error("[[list]]\nid = \"x\"\nsource = \"bundled:meta-ai\"\n[[device]]\nname = \"a\"\n"),
-            "/etc/metasink/config.toml:4: device[0]: missing field `match`"
-        );
-    }
-
-    #[test]
-    fn text_that_is_not_toml() {
-        assert_eq!(
-            error("this is not toml\n"),
-            "/etc/metasink/config.toml:1: key with no value, expected `=`"
-        );
-        assert!(error("[server\nlisten = 1").starts_with("/etc/metasink/config.toml:1: "));
     }
 
     #[test]
