@@ -147,7 +147,7 @@ fn records(raw: &[RawRecord], at: &Locator<'_>) -> Result<Vec<RecordSettings>, C
             );
             return Err(at.invalid(record.name.span(), key("name"), message));
         }
-        let ttl = super::validate::optional_ttl(record.ttl.as_ref(), LOCAL_TTL, &key("ttl"), at)?;
+        let ttl = super::values::optional_ttl(record.ttl.as_ref(), LOCAL_TTL, &key("ttl"), at)?;
         let a = addresses(record.a.as_ref(), &key("a"), at, |ip| match ip {
             IpAddr::V4(ip) => Ok(ip),
             IpAddr::V6(_) => Err("is an IPv6 address: put it in `aaaa`"),
@@ -257,7 +257,7 @@ fn forwards(
         let upstreams = (forward.upstream.get_ref().iter().enumerate())
             .map(|(upstream_index, value)| {
                 let key = format!("forward[{index}].upstream[{upstream_index}]");
-                super::validate::upstream(value, listen, &key, at)
+                super::upstream::forward_upstream(value, listen, &key, at)
             })
             .collect::<Result<_, _>>()?;
         forwards.push(ForwardSettings { zones, upstreams });

@@ -3,17 +3,27 @@
 //! Two layers, as in ripgrep's low/high args: `raw` holds what serde reads (every table denies
 //! unknown keys, and keeps the span of each value so errors can name file, line and key);
 //! `validate` turns it into [`Settings`], where every reference (profile → list, device →
-//! profile) is known to resolve and every address and duration is parsed. The same path runs
+//! profile) is known to resolve and every address and duration is parsed; each section is
+//! checked in a file of its own (`server`, `upstream`, `cache`, `lists`, `profiles`,
+//! `devices`, `querylog`, `local`), beside its tests, sharing the value checks of `values`. The same path runs
 //! at start-up, in `metasink check` and on every reload.
 //!
 //! Bundled lists and preset profiles (see [`crate::catalogue`]) are always present: a config
 //! declares only what it adds or replaces.
 
+mod cache;
 mod defaults;
+mod devices;
 mod error;
+mod lists;
 pub mod local;
+mod profiles;
+mod querylog;
 mod raw;
 pub mod schedule;
+mod server;
+#[cfg(test)]
+mod test_support;
 mod upstream;
 mod validate;
 mod values;

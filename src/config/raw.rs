@@ -340,6 +340,7 @@ fn path_in_value(value: &DeValue<'_>, offset: usize, path: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::test_support::{assert_errors, error};
 
     fn key_at(text: &str, needle: &str) -> Option<String> {
         key_path(text, text.find(needle).expect("needle in text"))
@@ -354,5 +355,77 @@ mod tests {
         assert_eq!(key_at(text, "\"q\"").as_deref(), Some("profile[1].name"));
         assert_eq!(key_at(text, "1]").as_deref(), Some("profile[1].block[0]"));
         assert_eq!(key_path("not toml", 0), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_expected_ones() {
+        assert_eq!(
+            error("default_profile = \"quest\"\nbogus = 1\n"),
+            "/etc/metasink/config.toml:2: bogus: unknown field `bogus`, expected one of \
+             `default_profile`, `server`, `upstream`, `cache`, `download`, `list`, `profile`, `device`, \
+             `record`, `local`, `forward`, `querylog`"
+        );
+        assert_eq!(
+            error("[server]\nlisten = [\"127.0.0.1:53\"]\nport = 53\n"),
+            "/etc/metasink/config.toml:3: server.port: unknown field `port`, expected one of `listen`, `http`, `http_hosts`, `state_dir`, `api_token`, `api_token_file`, \
+             `allow_from`, `rate_limit_qps`, `rate_limit_burst`, `trusted_forwarders`, \
+             `rebind_protection`, `rebind_allow`, `dhcp_leases`"
+        );
+        assert_eq!(
+            error(
+                "[[profile]]\nname = \"a\"\n\n[[profile]]\nname = \"b\"\nblocks = [\"meta-ai\"]\n"
+            ),
+            "/etc/metasink/config.toml:6: profile[1].blocks: unknown field `blocks`, expected one of \
+             `name`, `extends`, `remove`, `block`, `allow`, `block_networks`, `answer`, `blocked_ttl`, `inspect_answers`, `mode`"
+        );
+        assert_errors(&[
+            (
+                "[cache]\nsizes = 1\n",
+                "2: cache.sizes",
+                "unknown field `sizes`, expected",
+            ),
+            (
+                "[[upstream]]\nport = 53\n",
+                "2: upstream[0].port",
+                "unknown field `port`",
+            ),
+            (
+                "[[list]]\nurl = \"x\"\n",
+                "2: list[0].url",
+                "unknown field `url`",
+            ),
+            (
+                "[[device]]\nmac = \"x\"\n",
+                "2: device[0].mac",
+                "unknown field `mac`",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn type_errors_and_missing_keys_are_located() {
+        assert_eq!(
+            error("[cache]\nsize = \"ten\"\n"),
+            "/etc/metasink/config.toml:2: cache.size: invalid type: string \"ten\", expected usize"
+        );
+        assert_eq!(
+            error(
+                "[[device]]\nname = \"a\"\nmatch = [\"192.168.1.2\",\n  7]\nprofile = \"quest\"\n"
+            ),
+            "/etc/metasink/config.toml:4: device[0].match[1]: invalid type: integer `7`, expected a string"
+        );
+        assert_eq!(
+            error("[[list]]\nid = \"x\"\nsource = \"bundled:meta-ai\"\n[[device]]\nname = \"a\"\n"),
+            "/etc/metasink/config.toml:4: device[0]: missing field `match`"
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_toml() {
+        assert_eq!(
+            error("this is not toml\n"),
+            "/etc/metasink/config.toml:1: key with no value, expected `=`"
+        );
+        assert!(error("[server\nlisten = 1").starts_with("/etc/metasink/config.toml:1: "));
     }
 }

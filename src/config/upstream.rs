@@ -8,6 +8,8 @@
 //! One given by IP address checks its certificate against `tls_name` when set, else against
 //! the address itself. `ca_file` replaces the system's roots with the certificates of a PEM
 //! file, for a self-hosted resolver.
+//!
+//! The upstreams of a `[[forward]]` zone are checked here too: plain DNS addresses only.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,10 +18,10 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use super::defaults::{DNS_PORT, is_own_address};
+use super::defaults::{DNS_PORT, is_own_address, system_upstreams};
 use super::error::{ConfigError, Locator};
 use super::raw::{RawUpstream, Text};
-use super::values::{bare_ip, entry_key, parse_socket_addr, relative_to};
+use super::values::{bare_ip, entry_key, parse_socket_addr, relative_to, socket_addr};
 
 /// Port of DNS over TLS (RFC 7858).
 const DOT_PORT: u16 = 853;
@@ -132,8 +134,24 @@ impl Scheme {
     }
 }
 
+/// `[[upstream]]`s, or the system's resolvers when the file names none.
+pub(super) fn upstreams(
+    raw: &[RawUpstream],
+    listen: &[SocketAddr],
+    config_path: &Path,
+    at: &Locator<'_>,
+) -> Result<Vec<UpstreamSettings>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(system_upstreams(listen));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(index, table)| upstream(table, index, listen, config_path, at))
+        .collect()
+}
+
 /// One `[[upstream]]` table (`index` in file order).
-pub(super) fn upstream(
+fn upstream(
     raw: &RawUpstream,
     index: usize,
     listen: &[SocketAddr],
@@ -275,8 +293,20 @@ pub(super) fn upstream(
     })
 }
 
+/// A `[[forward]]`'s upstream address: plain DNS, port 53 unless given, and not one of our
+/// own `listen` addresses.
+pub(super) fn forward_upstream(
+    value: &Text,
+    listen: &[SocketAddr],
+    key: &str,
+    at: &Locator<'_>,
+) -> Result<UpstreamSettings, ConfigError> {
+    let address = socket_addr(value, DNS_PORT, key, at)?;
+    check_destination(address, listen).map_err(|message| at.invalid(value.span(), key, message))?;
+    Ok(UpstreamSettings::plain(address))
+}
 /// Why queries cannot be sent to `address`, if they cannot.
-pub(super) fn check_destination(address: SocketAddr, listen: &[SocketAddr]) -> Result<(), String> {
+fn check_destination(address: SocketAddr, listen: &[SocketAddr]) -> Result<(), String> {
     let problem = if address.port() == 0 || address.ip().is_unspecified() {
         "is not an address a query can be sent to"
     } else if is_own_address(address, listen) {
@@ -348,6 +378,7 @@ fn ca_file(path: &Path) -> Result<CaFile, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::test_support::assert_errors;
     use crate::config::{ConfigError, Settings};
 
     const PATH: &str = "/etc/metasink/config.toml";
@@ -536,5 +567,26 @@ mod tests {
             message.ends_with("holds no certificate (`-----BEGIN CERTIFICATE-----`)"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn bad_upstream_addresses() {
+        assert_errors(&[
+            (
+                "[[upstream]]\naddress = \"9.9.9.9:99999\"\n",
+                "2: upstream[0].address",
+                "`99999` is not a port number (0 to 65535)",
+            ),
+            (
+                "[[upstream]]\naddress = \"9.9.9.9:0\"\n",
+                "2: upstream[0].address",
+                "`9.9.9.9:0` is not an address a query can be sent to",
+            ),
+            (
+                "[server]\nlisten = [\"0.0.0.0:53\"]\n[[upstream]]\naddress = \"127.0.0.1\"\n",
+                "4: upstream[0].address",
+                "`127.0.0.1:53` is this server's own listen address: queries would loop",
+            ),
+        ]);
     }
 }
