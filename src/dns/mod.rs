@@ -19,7 +19,7 @@ mod wire;
 pub use answer::{Answer, TtlRule};
 pub use blocked::describe_blocked_answer;
 pub use forward::{Forward, Forwarding};
-pub use question::{CacheKey, CacheKeyRef, Question, QuestionKind};
+pub use question::{CacheKey, CacheKeyRef, Question, QuestionKind, qtype_name};
 pub use reply::{Echo, Ecs, Ede, MAX_UDP_PAYLOAD, Transport};
 pub use request::{Rejection, Request};
 pub use respond::{Rcode, write_answer, write_blocked, write_code, write_local};

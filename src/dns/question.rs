@@ -41,6 +41,11 @@ pub struct Question {
     text: Box<str>,
 }
 
+/// The name of query type `code` as DNS writes it ("A", "HTTPS", "TYPE65534").
+pub fn qtype_name(code: u16) -> String {
+    RecordType::from(code).to_string()
+}
+
 /// What separates one cached answer from another (RFC 2181 §5: name, type and class; DO and
 /// CD change what an upstream sends back, so they are part of the key too).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -141,11 +146,6 @@ impl Question {
             RecordType::TSIG | RecordType::Unknown(TKEY) => QuestionKind::Signature,
             _ => QuestionKind::Data,
         }
-    }
-
-    /// The query type as DNS writes it ("A", "HTTPS", "TYPE65534").
-    pub fn qtype_name(&self) -> String {
-        self.qtype.to_string()
     }
 
     /// The question as hickory's [`Query`]: name, type and class.

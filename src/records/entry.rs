@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dns::{Answer, Question};
+use crate::dns::{Answer, Question, qtype_name};
 use crate::net::MacAddress;
 use crate::policy::{IdentifiedBy, ListMask};
 
@@ -131,49 +131,96 @@ pub struct QueryRecord<'a> {
     pub duration: Duration,
 }
 
-/// The record in the owned form the writer thread needs: the answer is kept whole (an `Arc`)
-/// and read there.
+/// The record in the owned form the writer thread needs, made on the query path: the text
+/// fields share one allocation, the words (result, how identified, RCODE, type) stay as
+/// codes, and the answer is kept whole (an `Arc`). The writer thread turns it into a
+/// [`LogEntry`] (many small strings) off the query path.
 pub(super) struct Queued {
-    pub(super) entry: LogEntry,
-    pub(super) answer: Option<Arc<Answer>>,
+    time: SystemTime,
+    client: IpAddr,
+    mac: Option<MacAddress>,
+    identified_by: IdentifiedBy,
+    qtype: u16,
+    result: LogResult,
+    blocked_at: Option<BlockedAt>,
+    rcode: u8,
+    duration: Duration,
+    answer: Option<Arc<Answer>>,
+    /// The device, profile, name, list and upstream, one after the other.
+    text: String,
+    /// Where each of [`Self::text`]'s fields ends, in that order.
+    ends: [usize; 5],
+    has_list: bool,
+    has_upstream: bool,
 }
 
 impl Queued {
     pub(super) fn of(record: &QueryRecord<'_>) -> Self {
-        Self {
-            entry: LogEntry {
-                time: Timestamp::of(record.time),
-                client: record.client.to_canonical(),
-                mac: record.mac.map(|mac| mac.to_string()),
-                device: record.device.to_owned(),
-                profile: record.profile.to_owned(),
-                identified_by: record.identified_by.as_str().to_owned(),
-                name: record.question.name().to_owned(),
-                qtype: record.question.qtype_name(),
-                result: record.result.as_str().to_owned(),
-                list: record.list.as_deref().map(str::to_owned),
-                blocked_by: record.blocked_at.map(|at| at.as_str().to_owned()),
-                rcode: rcode_name(record.rcode),
-                answers: Vec::new(),
-                upstream: record.upstream.map(str::to_owned),
-                duration_ms: record.duration.as_secs_f64() * 1000.0,
-            },
-            answer: record.answer.cloned(),
+        let list = record.list.as_deref();
+        let fields = [
+            record.device,
+            record.profile,
+            record.question.name(),
+            list.unwrap_or(""),
+            record.upstream.unwrap_or(""),
+        ];
+        let mut text = String::with_capacity(fields.iter().map(|field| field.len()).sum());
+        let mut ends = [0; 5];
+        for (field, end) in fields.iter().zip(&mut ends) {
+            text.push_str(field);
+            *end = text.len();
         }
+        Self {
+            time: record.time,
+            client: record.client,
+            mac: record.mac,
+            identified_by: record.identified_by,
+            qtype: record.question.qtype_code(),
+            result: record.result,
+            blocked_at: record.blocked_at,
+            rcode: record.rcode,
+            duration: record.duration,
+            answer: record.answer.cloned(),
+            text,
+            ends,
+            has_list: list.is_some(),
+            has_upstream: record.upstream.is_some(),
+        }
+    }
+
+    /// Text field `index` (see [`Self::text`]).
+    fn field(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[index]]
     }
 
     /// The entry, with the answer's first addresses.
     pub(super) fn into_entry(self) -> LogEntry {
-        let mut entry = self.entry;
-        if let Some(answer) = self.answer {
-            entry.answers = answer
+        let answers = self.answer.as_ref().map_or_else(Vec::new, |answer| {
+            answer
                 .addresses()
                 .iter()
                 .take(MAX_ANSWERS)
                 .copied()
-                .collect();
+                .collect()
+        });
+        LogEntry {
+            time: Timestamp::of(self.time),
+            client: self.client.to_canonical(),
+            mac: self.mac.map(|mac| mac.to_string()),
+            device: self.field(0).to_owned(),
+            profile: self.field(1).to_owned(),
+            identified_by: self.identified_by.as_str().to_owned(),
+            name: self.field(2).to_owned(),
+            qtype: qtype_name(self.qtype),
+            result: self.result.as_str().to_owned(),
+            list: self.has_list.then(|| self.field(3).to_owned()),
+            blocked_by: self.blocked_at.map(|at| at.as_str().to_owned()),
+            rcode: rcode_name(self.rcode),
+            answers,
+            upstream: self.has_upstream.then(|| self.field(4).to_owned()),
+            duration_ms: self.duration.as_secs_f64() * 1000.0,
         }
-        entry
     }
 }
 

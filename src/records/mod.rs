@@ -16,6 +16,10 @@
 //! ([`Records::subscribe`]), inserts batches into the SQLite database ([`store`]) in one
 //! transaction each, prunes by age and size, and saves the observe table. A database that
 //! cannot be written costs log entries (counted), never answers.
+//!
+//! The writer thread runs at the lowest priority ([`WRITER_NICE`]): on a core the answers
+//! keep busy, it gets only what they leave, so a saturated daemon drops log entries (counted)
+//! instead of answering slower. A house asks a few queries a second and loses none.
 
 pub mod clients;
 pub mod entry;
@@ -53,6 +57,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the observe table is saved (and at shutdown).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// The writer thread's nice value: the lowest priority, below the threads that answer.
+pub const WRITER_NICE: libc::c_int = 19;
 /// Live readers may fall this far behind before they miss entries.
 const LIVE_CAPACITY: usize = 1024;
 
@@ -201,6 +207,22 @@ impl Drop for Records {
     }
 }
 
+/// Gives the calling thread (the writer) [`WRITER_NICE`], so that under load the threads
+/// that answer get the CPU first. A failure (a sandbox without the permission, say) is
+/// logged and changes nothing else.
+fn yield_to_answers() {
+    // SAFETY: gettid and setpriority take and return plain integers. On Linux the nice value
+    // belongs to a thread, so this changes only the writer.
+    let changed = unsafe {
+        let thread = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, WRITER_NICE)
+    };
+    if changed != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot lower the records thread's priority; it competes with answers under load");
+    }
+}
+
 /// The writer thread's state.
 struct Writer {
     shared: Arc<Shared>,
@@ -214,6 +236,7 @@ struct Writer {
 impl Writer {
     /// Drains the queue every [`TICK`] until told to stop, then once more.
     fn run(mut self) {
+        yield_to_answers();
         let mut pruned_at = Instant::now();
         let mut saved_at = Instant::now();
         let mut failing = false;
@@ -304,5 +327,49 @@ impl Writer {
                 *failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nice value of this process's thread named `name`, from /proc.
+    fn nice_of_thread(name: &str) -> Option<i64> {
+        let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+        tasks.flatten().find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            if comm.trim_end() != name {
+                return None;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the command (which ends at the last ')'): state is the 3rd field
+            // of stat, nice the 19th.
+            let after = &stat[stat.rfind(')')? + 2..];
+            after.split(' ').nth(16)?.parse().ok()
+        })
+    }
+
+    #[test]
+    fn the_writer_thread_runs_at_the_lowest_priority() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let settings = QuerylogSettings {
+            mode: LogMode::All,
+            retention: Duration::from_secs(3600),
+            max_bytes: 1 << 20,
+            path: None,
+        };
+        let records = Records::start(&settings, state_dir.path(), &Metrics::new());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut nice = None;
+        while Instant::now() < deadline {
+            nice = nice_of_thread("records");
+            if nice == Some(i64::from(WRITER_NICE)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        records.shutdown();
+        assert_eq!(nice, Some(i64::from(WRITER_NICE)));
     }
 }
