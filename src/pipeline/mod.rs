@@ -220,6 +220,9 @@ pub struct Resolution<'p> {
     /// The list a dry-run profile (`mode = "observe"`) would have blocked the name with, and
     /// where: the outcome is then what an allowed name gets.
     pub would_block: Option<(ListIndex, BlockedBy)>,
+    /// Every list that holds the question's name (the profile's or not), when the decide
+    /// stage looked them up: the records layer reads it instead of looking again.
+    pub lists: Option<ListMask>,
 }
 
 /// The stages that hold state: the shared cache, the upstreams, the neighbour table.
@@ -283,6 +286,7 @@ impl Pipeline {
             }),
             overridden,
             would_block: None,
+            lists: None,
         };
         // local: questions a forwarding resolver does not pass on, before the lists, as no
         // list can make them worth forwarding.
@@ -318,11 +322,12 @@ impl Pipeline {
         // allowed the name: the first list that would have blocked it is kept for the log
         // and the would-block counter.
         let mut would_block = None;
+        let lists = policy.lists_containing(question.name());
         let done = |outcome, depends_on_client, would_block| Resolution {
             would_block,
+            lists: Some(lists),
             ..done(outcome, depends_on_client || exempt, overridden)
         };
-        let lists = policy.lists_containing(question.name());
         if let Some(list) = profile.blocking_list(lists).filter(|_| !exempt)
             && let Some(blocked) = block(profile, &mut would_block, list, BlockedBy::Question)
         {
