@@ -82,7 +82,8 @@ impl Daemon {
             &settings.querylog,
             &settings.server.state_dir,
             &metrics,
-        ));
+        )
+        .with_lease_names(policy.clone()));
         let service = DnsService::new(
             policy.clone(),
             pipeline,

@@ -148,6 +148,8 @@ impl Queued {
                 device: record.device.to_owned(),
                 profile: record.profile.to_owned(),
                 identified_by: record.identified_by.as_str().to_owned(),
+                // Named by the records thread (`super::names`), off the query path.
+                client_name: None,
                 name: record.question.name().to_owned(),
                 qtype: record.question.qtype_name(),
                 result: record.result.as_str().to_owned(),
@@ -204,6 +206,10 @@ pub struct LogEntry {
     pub profile: String,
     /// How the device was found: address, mac, router-option or default.
     pub identified_by: String,
+    /// The host name a DHCP lease gave the client when it asked (clients that are no
+    /// configured device only).
+    #[serde(default)]
+    pub client_name: Option<String>,
     /// The name asked.
     pub name: String,
     /// The query type.
@@ -233,6 +239,7 @@ impl LogEntry {
             &self.device,
             &self.profile,
             &self.identified_by,
+            self.client_name.as_deref().unwrap_or(""),
             &self.name,
             &self.qtype,
             &self.result,
