@@ -78,12 +78,10 @@ impl Daemon {
         ));
         let pipeline = Pipeline::new(cache, upstreams).with_overrides(overrides.clone());
         let admission = Admission::new(&settings.admission);
-        let records = Arc::new(Records::start(
-            &settings.querylog,
-            &settings.server.state_dir,
-            &metrics,
-        )
-        .with_lease_names(policy.clone()));
+        let records = Arc::new(
+            Records::start(&settings.querylog, &settings.server.state_dir, &metrics)
+                .with_lease_names(policy.clone()),
+        );
         let service = DnsService::new(
             policy.clone(),
             pipeline,

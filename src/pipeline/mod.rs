@@ -338,7 +338,7 @@ impl Pipeline {
             }
             Asker::Profile(_) => None,
         };
-        let (entry, source) = match self.fetcher.answer(question, via, starter).await {
+        let (entry, source) = match self.fetcher.answer(question, via.as_ref(), starter).await {
             Ok(found) => found,
             Err(Unanswered::Failed(error)) => {
                 return done(Outcome::ServFail(error), false, would_block);

@@ -345,7 +345,8 @@ mod tests {
     use super::*;
 
     /// The table as written before DHCP lease names.
-    const OLD_TABLE: &str = "CREATE TABLE queries (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
+    const OLD_TABLE: &str =
+        "CREATE TABLE queries (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
         client TEXT NOT NULL, mac TEXT, device TEXT NOT NULL, profile TEXT NOT NULL, \
         identified_by TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, result TEXT NOT NULL, \
         list TEXT, blocked_by TEXT, rcode TEXT NOT NULL, answers TEXT NOT NULL, upstream TEXT, \

@@ -287,6 +287,42 @@ upstream = ["{}"]
     daemon.stop().await;
 }
 
+/// A forward zone's upstream marked down stays down across policy builds (a list refresh, a
+/// reload): the next snapshot takes its health over, so the router's dead first address is
+/// not asked at full rate (three timeouts) again after each one.
+#[tokio::test]
+async fn a_forward_upstream_marked_down_stays_down_across_policy_builds() {
+    let dead = FaultyUpstream::start(Fault::Drop).await;
+    let router = FaultyUpstream::start(Fault::None).await;
+    let daemon = TestDaemon::start(&format!(
+        "[[forward]]\nzones = [\"lan\"]\nupstream = [\"{}\", \"{}\"]\n",
+        dead.addr, router.addr
+    ))
+    .await;
+    // Three timeouts mark it down; the router answers each within the deadline.
+    for name in ["a.lan", "b.lan", "c.lan"] {
+        let reply = query_udp(daemon.dns, name, RecordType::A, true).await;
+        assert_eq!(a_addrs(&reply), [FAULTY_ANSWER], "{name}");
+    }
+    let marked_down = dead.queries();
+    assert!(marked_down >= 3, "{marked_down}");
+    for _ in 0..2 {
+        daemon.daemon.reloader().reload_lists().await.unwrap();
+    }
+    for name in ["d.lan", "e.lan", "f.lan"] {
+        let reply = query_udp(daemon.dns, name, RecordType::A, true).await;
+        assert_eq!(a_addrs(&reply), [FAULTY_ANSWER], "{name}");
+    }
+    // hickory may send an attempt's datagram more than once: a probe is a third of those.
+    assert!(
+        dead.queries() <= marked_down + marked_down / 3,
+        "still down after two rebuilds: skipped, but for one probe ({} then {})",
+        marked_down,
+        dead.queries()
+    );
+    daemon.stop().await;
+}
+
 fn rebind_records() -> Vec<TestRecord<'static>> {
     vec![
         TestRecord::A("evil.example", Ipv4Addr::new(192, 168, 1, 1), 300),
@@ -538,9 +574,21 @@ profile = "meta-apps"
     let clients = api_when(&daemon, TOKEN, "/api/clients", |_| true).await;
     let clients = &clients["clients"];
     let name_of = |address: &str| field_where(clients, "address", address, "name").cloned();
-    assert_eq!(name_of("127.0.0.5"), Some("pixel-7".into()), "dnsmasq: {clients}");
-    assert_eq!(name_of("127.0.0.6"), Some("kitchen-tv".into()), "ISC: {clients}");
-    assert_eq!(name_of("127.0.0.7"), Some(serde_json::Value::Null), "freed lease");
+    assert_eq!(
+        name_of("127.0.0.5"),
+        Some("pixel-7".into()),
+        "dnsmasq: {clients}"
+    );
+    assert_eq!(
+        name_of("127.0.0.6"),
+        Some("kitchen-tv".into()),
+        "ISC: {clients}"
+    );
+    assert_eq!(
+        name_of("127.0.0.7"),
+        Some(serde_json::Value::Null),
+        "freed lease"
+    );
     assert_eq!(
         name_of("127.0.0.3"),
         Some(serde_json::Value::Null),
@@ -563,7 +611,9 @@ profile = "meta-apps"
 
     let table = remote_cli(&["clients"], daemon.http, TOKEN).await;
     assert!(
-        table.lines().any(|line| line.starts_with("127.0.0.5") && line.contains("pixel-7")),
+        table
+            .lines()
+            .any(|line| line.starts_with("127.0.0.5") && line.contains("pixel-7")),
         "{table}"
     );
     let printed = remote_cli(&["log"], daemon.http, TOKEN).await;
@@ -577,7 +627,11 @@ profile = "meta-apps"
 
     // The DHCP server renames the phone: read again once the file's time changes.
     let leases = daemon.dir().join("dnsmasq.leases");
-    std::fs::write(&leases, "1765000001 02:00:5e:10:00:05 127.0.0.5 pixel-8 *\n").unwrap();
+    std::fs::write(
+        &leases,
+        "1765000001 02:00:5e:10:00:05 127.0.0.5 pixel-8 *\n",
+    )
+    .unwrap();
     std::fs::File::options()
         .write(true)
         .open(&leases)
