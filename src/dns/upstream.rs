@@ -59,7 +59,7 @@ use self::connection::Connected;
 use self::health::{Health, Turn};
 use self::sockets::ReusingProvider;
 use super::{Answer, Question};
-use crate::config::UpstreamSettings;
+use crate::config::{UpstreamProtocol, UpstreamSettings};
 use crate::metrics::{Metrics, UpstreamCounters};
 
 /// Time one upstream gets to answer one query.
@@ -190,6 +190,19 @@ impl Upstreams {
             servers,
             avoided_ports,
         }
+    }
+
+    /// Descriptors the upstreams of `settings` keep open themselves: the connections of each
+    /// `tcp://`, `tls://` and `https://` upstream, at most [`connection::MAX_CONNECTIONS`] at
+    /// once. (UDP sockets, and the TCP connection of a truncated answer, belong to a query
+    /// and are counted with the queries in flight.)
+    pub fn connection_descriptors<'a>(
+        settings: impl IntoIterator<Item = &'a UpstreamSettings>,
+    ) -> usize {
+        (settings.into_iter())
+            .filter(|upstream| upstream.protocol != UpstreamProtocol::Udp)
+            .count()
+            * connection::MAX_CONNECTIONS
     }
 
     /// Forwards `question` to each upstream in order, those that are down last, until one
@@ -402,6 +415,20 @@ mod tests {
             .map(|address| UpstreamSettings::plain(address.parse().unwrap()));
         let upstreams = Upstreams::new(&settings, &Metrics::new());
         assert_eq!(*upstreams.avoided_ports, HashSet::from([5300, 5301, 53]));
+    }
+
+    #[test]
+    fn each_connected_upstream_holds_its_connections_and_udp_none() {
+        let udp = UpstreamSettings::plain("127.0.0.1:53".parse().unwrap());
+        let tcp = UpstreamSettings {
+            protocol: UpstreamProtocol::Tcp,
+            ..udp.clone()
+        };
+        assert_eq!(Upstreams::connection_descriptors([&udp, &udp]), 0);
+        assert_eq!(
+            Upstreams::connection_descriptors([&udp, &tcp, &tcp]),
+            2 * connection::MAX_CONNECTIONS
+        );
     }
 
     #[test]
