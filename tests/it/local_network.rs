@@ -532,8 +532,10 @@ async fn the_running_daemon_names_unknown_clients_from_both_lease_formats() {
                lease 127.0.0.6 {\n  binding state active;\n  client-hostname \"kitchen-tv\";\n}\n\
                lease 127.0.0.7 {\n  binding state active;\n  client-hostname \"gone\";\n}\n\
                lease 127.0.0.7 {\n  binding state free;\n}\n";
-    let config = format!(
-        r#"
+    let config = upstream_config(
+        &upstream,
+        &format!(
+            r#"
 [server]
 listen = ["127.0.0.1:0"]
 http = "127.0.0.1:0"
@@ -544,15 +546,12 @@ dhcp_leases = ["dnsmasq.leases", "dhcpd.leases"]
 [querylog]
 mode = "all"
 
-[[upstream]]
-address = "{}"
-
 [[device]]
 name = "tv"
 match = ["127.0.0.3"]
 profile = "meta-apps"
-"#,
-        upstream.addr
+"#
+        ),
     );
     let daemon = TestDaemon::start_with_files(
         &config,
