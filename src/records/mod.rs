@@ -239,6 +239,7 @@ impl Writer {
         let mut failing = false;
         loop {
             let stopping = self.shared.stop.load(Ordering::Relaxed);
+            self.shared.names.refresh();
             let batch: Vec<Queued> = self.received.try_iter().take(QUEUE_CAPACITY).collect();
             if !batch.is_empty() {
                 let batch = self.named(batch);

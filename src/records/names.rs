@@ -3,8 +3,9 @@
 //!
 //! The lease files are those of the policy snapshot in force (`[server] dhcp_leases`), so a
 //! config reload that changes them takes effect here too; a file is read again when its
-//! modification time changes. Both are checked at most every [`CHECK_INTERVAL`], and only off
-//! the query path: by the records thread before it writes a batch, and by `GET /api/clients`.
+//! modification time changes. Both are checked every [`CHECK_INTERVAL`] by the records
+//! thread (and once when the daemon starts), never on the query path nor by an API request:
+//! those only look names up.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -35,20 +36,23 @@ struct State {
 }
 
 impl ClientNames {
-    /// Follows the lease files of the snapshot in `policy`.
+    /// Follows the lease files of the snapshot in `policy`, reading them now.
     pub fn follow(&self, policy: PolicyHandle) {
         let mut state = self.lock();
         state.policy = Some(policy);
         state.checked_at = None;
+        state.check();
     }
 
-    /// The names as they are now: the lease files are read again first if
-    /// [`CHECK_INTERVAL`] has passed and they (or the list of them) changed. Holds a lock
-    /// until dropped, so a batch is named under one.
+    /// Reads the lease files again if [`CHECK_INTERVAL`] has passed and they (or the list of
+    /// them) changed.
+    pub fn refresh(&self) {
+        self.lock().check();
+    }
+
+    /// The names as they are now. Holds a lock until dropped, so a batch is named under one.
     pub fn current(&self) -> Current<'_> {
-        let mut state = self.lock();
-        state.check();
-        Current(state)
+        Current(self.lock())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
