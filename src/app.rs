@@ -52,8 +52,13 @@ impl Daemon {
             warn!("{warning}");
         }
         // First, so the caps of what clients can open leave room for everything else.
-        let budget =
-            FdBudget::raise_and_plan(listener_descriptors(settings.server.listen.len()) + 1);
+        // Forward zones' upstreams as configured at start (a reload adding encrypted ones
+        // spends the margin of `fd_budget::RESERVED`).
+        let forward_upstreams = (settings.local.forwards.iter()).flat_map(|f| &f.upstreams);
+        let budget = FdBudget::raise_and_plan(
+            listener_descriptors(settings.server.listen.len()) + 1,
+            Upstreams::connection_descriptors(settings.upstreams.iter().chain(forward_upstreams)),
+        );
         let metrics = Arc::new(Metrics::new());
         // Built from bundled lists, files and stored downloads only: start-up never waits on
         // the network.
@@ -76,13 +81,14 @@ impl Daemon {
             &settings.server.state_dir,
             metrics.overrides_active(),
         ));
-        let pipeline = Pipeline::new(cache, upstreams).with_overrides(overrides.clone());
+        let pipeline = Pipeline::new(cache, upstreams)
+            .with_upstream_descriptors(budget.upstream_sockets)
+            .with_overrides(overrides.clone());
         let admission = Admission::new(&settings.admission);
-        let records = Arc::new(Records::start(
-            &settings.querylog,
-            &settings.server.state_dir,
-            &metrics,
-        ));
+        let records = Arc::new(
+            Records::start(&settings.querylog, &settings.server.state_dir, &metrics)
+                .with_lease_names(policy.clone()),
+        );
         let service = DnsService::new(
             policy.clone(),
             pipeline,

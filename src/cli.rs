@@ -313,9 +313,7 @@ fn print_local(settings: &Settings, policy: &Policy) {
         }
     }
     for forward in &local.forwards {
-        let upstreams: Vec<_> = (forward.upstreams.iter())
-            .map(|u| u.address.to_string())
-            .collect();
+        let upstreams: Vec<_> = (forward.upstreams.iter()).map(|u| u.label()).collect();
         println!(
             "  forward:   {} → {}",
             forward.zones.join(", "),

@@ -2,7 +2,10 @@
 //! (a unit's `LimitNOFILE=`, or the shell's `ulimit -Hn`), and what clients can open — HTTP
 //! connections and DNS-over-TCP connections — is capped at a share of it, so that however
 //! many connections clients open, descriptors are left for the DNS listeners, for upstream
-//! queries and for the daemon's own files. The budget is logged at start.
+//! queries and for the daemon's own files. The connections the daemon keeps to its
+//! `tcp://`, `tls://` and `https://` upstreams (a bounded number each) are set aside first,
+//! like the listeners; what is left for upstream queries sizes the caps of the fetches in
+//! flight (`crate::pipeline`). The budget is logged at start.
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
@@ -28,6 +31,8 @@ pub struct FdBudget {
     pub limit: usize,
     /// The listening sockets (DNS over UDP and TCP, HTTP).
     pub listeners: usize,
+    /// The connections kept open to upstreams (DoT, DoH, TCP), at most.
+    pub upstream_connections: usize,
     /// HTTP connections open at once.
     pub http_connections: usize,
     /// DNS-over-TCP connections open at once, all listen addresses together.
@@ -37,17 +42,18 @@ pub struct FdBudget {
 }
 
 impl FdBudget {
-    /// Shares out `limit` descriptors, `listeners` of which are listening sockets: an HTTP
-    /// connection gets at most a sixteenth of what is left after the listeners and
-    /// [`RESERVED`], TCP clients at most a quarter, upstream queries the rest (at least
-    /// eleven sixteenths).
-    pub fn plan(limit: usize, listeners: usize) -> Self {
-        let available = limit.saturating_sub(RESERVED + listeners);
+    /// Shares out `limit` descriptors, `listeners` of which are listening sockets and
+    /// `upstream_connections` connections kept open to upstreams: HTTP connections get at
+    /// most a sixteenth of what is left after those and [`RESERVED`], TCP clients at most a
+    /// quarter, upstream queries the rest (at least eleven sixteenths).
+    pub fn plan(limit: usize, listeners: usize, upstream_connections: usize) -> Self {
+        let available = limit.saturating_sub(RESERVED + listeners + upstream_connections);
         let http_connections = (available / 16).clamp(1, MAX_HTTP_CONNECTIONS);
         let tcp_connections = (available / 4).clamp(1, MAX_TCP_CONNECTIONS);
         Self {
             limit,
             listeners,
+            upstream_connections,
             http_connections,
             tcp_connections,
             upstream_sockets: available.saturating_sub(http_connections + tcp_connections),
@@ -55,12 +61,13 @@ impl FdBudget {
     }
 
     /// Raises the soft descriptor limit to the hard one and plans with it; logs the outcome.
-    pub fn raise_and_plan(listeners: usize) -> Self {
+    pub fn raise_and_plan(listeners: usize, upstream_connections: usize) -> Self {
         let limit = raise_soft_limit();
-        let budget = Self::plan(limit, listeners);
+        let budget = Self::plan(limit, listeners, upstream_connections);
         tracing::info!(
             limit = budget.limit,
             listeners = budget.listeners,
+            upstream_connections = budget.upstream_connections,
             reserved = RESERVED,
             http_connections = budget.http_connections,
             tcp_connections = budget.tcp_connections,
@@ -106,7 +113,7 @@ mod tests {
 
     #[test]
     fn a_large_limit_gets_the_full_caps_and_the_rest_goes_upstream() {
-        let budget = FdBudget::plan(16_384, 5);
+        let budget = FdBudget::plan(16_384, 5, 0);
         assert_eq!(budget.http_connections, MAX_HTTP_CONNECTIONS);
         assert_eq!(budget.tcp_connections, MAX_TCP_CONNECTIONS);
         assert_eq!(
@@ -118,19 +125,36 @@ mod tests {
     #[test]
     fn a_small_limit_shrinks_the_client_caps_and_never_overcommits() {
         for limit in [100, 256, 512, 1024, 2048] {
-            let budget = FdBudget::plan(limit, 5);
+            let budget = FdBudget::plan(limit, 5, 8);
             let spent = RESERVED
                 + 5
+                + 8
                 + budget.http_connections
                 + budget.tcp_connections
                 + budget.upstream_sockets;
             assert_eq!(spent, limit, "{budget:?}");
             assert!(
-                budget.upstream_sockets >= (limit - RESERVED - 5) * 11 / 16,
+                budget.upstream_sockets >= (limit - RESERVED - 5 - 8) * 11 / 16,
                 "{budget:?}"
             );
         }
-        assert_eq!(FdBudget::plan(1024, 5).tcp_connections, 238);
+        assert_eq!(FdBudget::plan(1024, 5, 0).tcp_connections, 238);
+    }
+
+    #[test]
+    fn connections_kept_to_upstreams_come_out_of_the_upstream_share() {
+        let plain = FdBudget::plan(1024, 5, 0);
+        let encrypted = FdBudget::plan(1024, 5, 40);
+        assert_eq!(encrypted.upstream_connections, 40);
+        assert_eq!(
+            plain.upstream_sockets + plain.http_connections + plain.tcp_connections,
+            encrypted.upstream_sockets
+                + encrypted.http_connections
+                + encrypted.tcp_connections
+                + 40,
+            "{encrypted:?}"
+        );
+        assert!(encrypted.upstream_sockets < plain.upstream_sockets);
     }
 
     #[test]

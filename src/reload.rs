@@ -140,7 +140,7 @@ impl Reloader {
             (settings.clone(), self.metrics.clone(), running.clone());
         let built = tokio::task::spawn_blocking(move || {
             keep_copies_until_downloaded(&base, &mut settings);
-            policy::compile(&settings, &metrics, generation)
+            policy::compile_after(&settings, &metrics, generation, Some(&base))
         })
         .await
         .map_err(|error| ReloadError::Build(error.to_string()))?;

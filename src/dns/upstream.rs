@@ -59,7 +59,7 @@ use self::connection::Connected;
 use self::health::{Health, Turn};
 use self::sockets::ReusingProvider;
 use super::{Answer, Question};
-use crate::config::UpstreamSettings;
+use crate::config::{UpstreamProtocol, UpstreamSettings};
 use crate::metrics::{Metrics, UpstreamCounters};
 
 /// Time one upstream gets to answer one query.
@@ -87,15 +87,18 @@ impl UpstreamError {
 
 /// The configured upstreams, in order.
 pub struct Upstreams {
-    servers: Vec<Upstream>,
+    /// Shared with the sets built before and after this one (see [`Upstreams::keeping`]).
+    servers: Vec<Arc<Upstream>>,
+    /// Source ports never used: every upstream's port (see [`Upstreams::new`]).
+    avoided_ports: Arc<HashSet<u16>>,
 }
 
 struct Upstream {
+    /// What it was made from: a set built later with the same settings takes it over.
+    settings: UpstreamSettings,
     address: SocketAddr,
     /// hickory's sockets and timers, with UDP sockets reused.
     provider: ReusingProvider,
-    /// Source ports never used: every upstream's port (see [`Upstreams::new`]).
-    avoided_ports: Arc<HashSet<u16>>,
     /// The kept-open connection of a `tcp://`, `tls://` or `https://` upstream; None for UDP.
     connected: Option<Connected>,
     counters: UpstreamCounters,
@@ -145,6 +148,23 @@ impl Failure {
 impl Upstreams {
     /// Prepares each upstream (sockets open on first use).
     pub fn new(settings: &[UpstreamSettings], metrics: &Metrics) -> Self {
+        Self::keeping(settings, metrics, [])
+    }
+
+    /// [`Self::new`], taking over from the sets in `previous` each upstream whose settings
+    /// (address, protocol, TLS name and roots, bootstrap) are unchanged: its health, its
+    /// kept-open connection and its sockets. The forward zones' upstreams are built again
+    /// with every policy snapshot (a reload, a list refresh); without this, a router marked
+    /// down would be asked at full rate again after each one, and an encrypted upstream
+    /// would pay a new handshake.
+    pub fn keeping<'a>(
+        settings: &[UpstreamSettings],
+        metrics: &Metrics,
+        previous: impl IntoIterator<Item = &'a Self>,
+    ) -> Self {
+        let previous: Vec<&Arc<Upstream>> = (previous.into_iter())
+            .flat_map(|set| &set.servers)
+            .collect();
         // A source port is picked at random and kept for up to 64 queries. Were it the port
         // of an upstream on this host that is down (restarting), our socket would take its
         // place: the upstream could not bind it again, and our queries to it would reach our
@@ -157,9 +177,32 @@ impl Upstreams {
         );
         let servers = settings
             .iter()
-            .map(|upstream| Upstream::new(upstream, avoided_ports.clone(), metrics))
+            .map(|upstream| {
+                (previous.iter())
+                    .find(|kept| kept.settings == *upstream)
+                    .map_or_else(
+                        || Arc::new(Upstream::new(upstream, metrics)),
+                        |&kept| kept.clone(),
+                    )
+            })
             .collect();
-        Self { servers }
+        Self {
+            servers,
+            avoided_ports,
+        }
+    }
+
+    /// Descriptors the upstreams of `settings` keep open themselves: the connections of each
+    /// `tcp://`, `tls://` and `https://` upstream, at most [`connection::MAX_CONNECTIONS`] at
+    /// once. (UDP sockets, and the TCP connection of a truncated answer, belong to a query
+    /// and are counted with the queries in flight.)
+    pub fn connection_descriptors<'a>(
+        settings: impl IntoIterator<Item = &'a UpstreamSettings>,
+    ) -> usize {
+        (settings.into_iter())
+            .filter(|upstream| upstream.protocol != UpstreamProtocol::Udp)
+            .count()
+            * connection::MAX_CONNECTIONS
     }
 
     /// Forwards `question` to each upstream in order, those that are down last, until one
@@ -182,12 +225,18 @@ impl Upstreams {
                 skipped.push(upstream);
                 continue;
             };
-            if let Some(answer) = upstream.attempt(question, deadline, turn).await {
+            if let Some(answer) = (upstream)
+                .attempt(question, deadline, turn, &self.avoided_ports)
+                .await
+            {
                 return Ok(answer);
             }
         }
         for upstream in skipped {
-            if let Some(answer) = upstream.attempt(question, deadline, Turn::LastResort).await {
+            if let Some(answer) = (upstream)
+                .attempt(question, deadline, Turn::LastResort, &self.avoided_ports)
+                .await
+            {
                 return Ok(answer);
             }
         }
@@ -196,11 +245,7 @@ impl Upstreams {
 }
 
 impl Upstream {
-    fn new(
-        settings: &UpstreamSettings,
-        avoided_ports: Arc<HashSet<u16>>,
-        metrics: &Metrics,
-    ) -> Self {
+    fn new(settings: &UpstreamSettings, metrics: &Metrics) -> Self {
         let address = settings.address;
         let label = settings.label();
         let counters = metrics.upstream(&label);
@@ -208,19 +253,25 @@ impl Upstream {
         let health = Health::new(&label, counters.healthy.clone());
         let provider = ReusingProvider::default();
         Self {
+            settings: settings.clone(),
             address,
             connected: Connected::new(settings, provider.clone()),
             provider,
-            avoided_ports,
             counters,
             health,
         }
     }
 
-    /// One attempt of at most [`ATTEMPT_TIMEOUT`], ending by `deadline`, made in `turn`;
-    /// counts a failure and tells the health what the attempt showed. `None` at once when
-    /// the deadline has passed.
-    async fn attempt(&self, question: &Question, deadline: Instant, turn: Turn) -> Option<Answer> {
+    /// One attempt of at most [`ATTEMPT_TIMEOUT`], ending by `deadline`, made in `turn`, from
+    /// no source port in `avoided_ports`; counts a failure and tells the health what the
+    /// attempt showed. `None` at once when the deadline has passed.
+    async fn attempt(
+        &self,
+        question: &Question,
+        deadline: Instant,
+        turn: Turn,
+        avoided_ports: &Arc<HashSet<u16>>,
+    ) -> Option<Answer> {
         let sent = Instant::now();
         let limit = deadline
             .saturating_duration_since(sent)
@@ -228,7 +279,7 @@ impl Upstream {
         if limit.is_zero() {
             return None;
         }
-        let result = tokio::time::timeout(limit, self.ask(question))
+        let result = tokio::time::timeout(limit, self.ask(question, avoided_ports))
             .await
             .unwrap_or(Err(Failure::Timeout));
         let now = Instant::now();
@@ -250,10 +301,14 @@ impl Upstream {
     }
 
     /// Sends the question and reads the reply.
-    async fn ask(&self, question: &Question) -> Result<Answer, Failure> {
+    async fn ask(
+        &self,
+        question: &Question,
+        avoided_ports: &Arc<HashSet<u16>>,
+    ) -> Result<Answer, Failure> {
         let started = Instant::now();
         let message = self
-            .exchange(question)
+            .exchange(question, avoided_ports)
             .await
             .map_err(|error| failure_of(&error))?;
         let answer = answer_of(question, message)?;
@@ -265,14 +320,18 @@ impl Upstream {
 
     /// One exchange over UDP, and again over TCP if the UDP answer was truncated; or one on
     /// the upstream's connection.
-    async fn exchange(&self, question: &Question) -> Result<Message, NetError> {
+    async fn exchange(
+        &self,
+        question: &Question,
+        avoided_ports: &Arc<HashSet<u16>>,
+    ) -> Result<Message, NetError> {
         if let Some(connected) = &self.connected {
             let response = connected.exchange(|| request(question)).await?;
             return Ok(response.into_message());
         }
         let mut udp = UdpClientStream::builder(self.address, self.provider.clone())
             .with_timeout(Some(ATTEMPT_TIMEOUT))
-            .avoid_local_ports(self.avoided_ports.clone())
+            .avoid_local_ports(avoided_ports.clone())
             .build();
         let response = udp.send_message(request(question)).first_answer().await?;
         if !response.metadata.truncation {
@@ -355,13 +414,39 @@ mod tests {
         let settings = ["127.0.0.1:5300", "127.0.0.1:5301", "[::1]:53"]
             .map(|address| UpstreamSettings::plain(address.parse().unwrap()));
         let upstreams = Upstreams::new(&settings, &Metrics::new());
-        for upstream in &upstreams.servers {
-            assert_eq!(
-                *upstream.avoided_ports,
-                HashSet::from([5300, 5301, 53]),
-                "{}",
-                upstream.address
-            );
-        }
+        assert_eq!(*upstreams.avoided_ports, HashSet::from([5300, 5301, 53]));
+    }
+
+    #[test]
+    fn each_connected_upstream_holds_its_connections_and_udp_none() {
+        let udp = UpstreamSettings::plain("127.0.0.1:53".parse().unwrap());
+        let tcp = UpstreamSettings {
+            protocol: UpstreamProtocol::Tcp,
+            ..udp.clone()
+        };
+        assert_eq!(Upstreams::connection_descriptors([&udp, &udp]), 0);
+        assert_eq!(
+            Upstreams::connection_descriptors([&udp, &tcp, &tcp]),
+            2 * connection::MAX_CONNECTIONS
+        );
+    }
+
+    #[test]
+    fn a_new_set_takes_over_the_upstreams_whose_settings_are_unchanged() {
+        let metrics = Metrics::new();
+        let first = UpstreamSettings::plain("127.0.0.1:5300".parse().unwrap());
+        let second = UpstreamSettings::plain("127.0.0.1:5301".parse().unwrap());
+        let over_tcp = UpstreamSettings {
+            protocol: crate::config::UpstreamProtocol::Tcp,
+            ..first.clone()
+        };
+        let old = Upstreams::new(&[first.clone(), second.clone()], &metrics);
+        let new = Upstreams::keeping(&[second, first, over_tcp], &metrics, [&old]);
+        assert!(Arc::ptr_eq(&new.servers[0], &old.servers[1]));
+        assert!(Arc::ptr_eq(&new.servers[1], &old.servers[0]));
+        assert!(
+            !Arc::ptr_eq(&new.servers[2], &old.servers[0]),
+            "another protocol: another upstream"
+        );
     }
 }

@@ -157,6 +157,8 @@ pub struct LocalZones {
     /// `None`: rebinding protection is off.
     rebind: Option<RebindAllow>,
     hosts: Vec<HostsReport>,
+    /// `[server] dhcp_leases`: read by the records layer, which follows the snapshot in force.
+    lease_files: Vec<PathBuf>,
 }
 
 impl LocalZones {
@@ -202,6 +204,7 @@ impl LocalZones {
                 .rebind_protection
                 .then(|| RebindAllow::new(settings.rebind_allow.iter().map(String::as_str))),
             hosts: reports,
+            lease_files: settings.dhcp_leases.clone(),
         }
     }
 
@@ -244,6 +247,11 @@ impl LocalZones {
     /// How each hosts file was read.
     pub fn hosts_reports(&self) -> &[HostsReport] {
         &self.hosts
+    }
+
+    /// The DHCP lease files that name unknown clients ([`Leases`]).
+    pub fn lease_files(&self) -> &[PathBuf] {
+        &self.lease_files
     }
 }
 

@@ -24,11 +24,12 @@
 //! timeout, by when a slot is usually free. An expired answer, when the cache has one, is
 //! served instead of nothing. `explain`'s dry run is nobody's client: no cap applies to it.
 //!
-//! [`MAX_FETCHES`] is a constant, not a share of the descriptor budget
-//! (`crate::fd_budget::FdBudget::upstream_sockets`: about 16 000 under the unit's
-//! `LimitNOFILE=16384`, under 700 with a hard limit of 1024, where the budget already warns).
-//! Sizing it from the budget would mean passing the budget down to the pipeline; with a
-//! small limit, an attempt whose socket cannot be opened fails like any other.
+//! A fetch holds at most one upstream descriptor at a time (a UDP socket, the TCP connection
+//! of a truncated answer), so the caps shrink with the descriptor budget where it leaves
+//! fewer than [`MAX_FETCHES`] for upstream queries (`crate::fd_budget::FdBudget::
+//! upstream_sockets`: about 16 000 under the unit's `LimitNOFILE=16384`, under 700 with a
+//! hard limit of 1024): the table then holds as many fetches as there are descriptors, and
+//! the per-client shares keep their proportions ([`FetchCaps`]).
 //!
 //! # Serve-stale (RFC 8767)
 //! When the cache only has an expired answer (kept for [`crate::cache::MAX_STALENESS`]), the
@@ -83,12 +84,12 @@ pub enum Source {
     Stale,
 }
 
-/// Who would start a fetch, and how many it may have in flight.
+/// Who would start a fetch.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct FetchStarter {
     source: ClientSource,
-    /// The most fetches it may have in flight.
-    limit: usize,
+    /// A trusted forwarder, with the larger share.
+    forwarder: bool,
 }
 
 impl FetchStarter {
@@ -96,10 +97,36 @@ impl FetchStarter {
     pub(super) fn new(address: IpAddr, forwarder: bool) -> Self {
         Self {
             source: client_source(address),
-            limit: match forwarder {
-                true => MAX_FETCHES_PER_FORWARDER,
-                false => MAX_FETCHES_PER_CLIENT,
-            },
+            forwarder,
+        }
+    }
+}
+
+/// The caps of the fetches in flight: [`MAX_FETCHES`] and its shares, or as many as the
+/// descriptors left for upstream queries, shared out in the same proportions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FetchCaps {
+    total: usize,
+    per_client: usize,
+    per_forwarder: usize,
+}
+
+impl FetchCaps {
+    /// The caps with `descriptors` for upstream queries.
+    pub(super) fn within(descriptors: usize) -> Self {
+        let total = MAX_FETCHES.min(descriptors).max(1);
+        Self {
+            total,
+            per_client: (total * MAX_FETCHES_PER_CLIENT / MAX_FETCHES).max(1),
+            per_forwarder: (total * MAX_FETCHES_PER_FORWARDER / MAX_FETCHES).max(1),
+        }
+    }
+
+    /// The most fetches `starter` may have in flight.
+    fn of(self, starter: FetchStarter) -> usize {
+        match starter.forwarder {
+            true => self.per_forwarder,
+            false => self.per_client,
         }
     }
 }
@@ -156,15 +183,25 @@ pub(super) struct Fetcher {
     cache: Arc<Cache>,
     upstreams: Arc<dyn Forward>,
     in_flight: Arc<InFlight>,
+    caps: FetchCaps,
 }
 
 impl Fetcher {
-    /// Fetches through `upstreams` into `cache`.
+    /// Fetches through `upstreams` into `cache`, with the full caps.
     pub(super) fn new(cache: Cache, upstreams: Arc<dyn Forward>) -> Self {
         Self {
             cache: Arc::new(cache),
             upstreams,
             in_flight: Arc::default(),
+            caps: FetchCaps::within(usize::MAX),
+        }
+    }
+
+    /// This fetcher with `descriptors` left for upstream queries (see the module doc).
+    pub(super) fn within(self, descriptors: usize) -> Self {
+        Self {
+            caps: FetchCaps::within(descriptors),
+            ..self
         }
     }
 
@@ -223,11 +260,11 @@ impl Fetcher {
                 return Ok(fetch.clone());
             }
             if let Some(starter) = starter {
-                if in_flight.fetches.len() >= MAX_FETCHES {
+                if in_flight.fetches.len() >= self.caps.total {
                     return Err(FetchLimit::Total);
                 }
                 let started = in_flight.started_by.entry(starter.source).or_default();
-                if *started >= starter.limit {
+                if *started >= self.caps.of(starter) {
                     return Err(FetchLimit::Client);
                 }
                 *started += 1;
@@ -465,6 +502,34 @@ mod tests {
             }
         }
         assert_eq!(lock(&fetcher.in_flight).fetches.len(), MAX_FETCHES);
+    }
+
+    #[tokio::test]
+    async fn few_descriptors_shrink_the_caps_in_proportion() {
+        assert_eq!(FetchCaps::within(16_000), FetchCaps::within(usize::MAX));
+        let fetcher = fetcher().within(40);
+        let router = FetchStarter::new("192.168.1.1".parse().unwrap(), true);
+        for n in 0..20 {
+            start(&fetcher, &format!("r{n}.example"), router).unwrap();
+        }
+        assert_eq!(
+            start(&fetcher, "r20.example", router),
+            Err(FetchLimit::Client)
+        );
+        for n in 0..10 {
+            start(&fetcher, &format!("a{n}.example"), member("192.168.1.10")).unwrap();
+        }
+        let over = start(&fetcher, "a10.example", member("192.168.1.10"));
+        assert_eq!(over, Err(FetchLimit::Client));
+        for n in 0..10 {
+            start(&fetcher, &format!("b{n}.example"), member("192.168.1.11")).unwrap();
+        }
+        let full = start(&fetcher, "c0.example", member("192.168.1.12"));
+        assert_eq!(
+            full,
+            Err(FetchLimit::Total),
+            "40 in flight: one per descriptor"
+        );
     }
 
     #[tokio::test]

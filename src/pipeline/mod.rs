@@ -257,6 +257,15 @@ impl Pipeline {
         }
     }
 
+    /// The pipeline with `descriptors` left for upstream queries: fewer than the fetch caps
+    /// shrink them (see the `fetch` module).
+    pub fn with_upstream_descriptors(self, descriptors: usize) -> Self {
+        Self {
+            fetcher: self.fetcher.within(descriptors),
+            ..self
+        }
+    }
+
     /// The pipeline deciding with `overrides` (the daemon's, or `explain`'s view of them).
     pub fn with_overrides(self, overrides: Arc<OverrideStore>) -> Self {
         Self { overrides, ..self }
@@ -343,7 +352,7 @@ impl Pipeline {
             }
             Asker::Profile(_) => None,
         };
-        let (entry, source) = match self.fetcher.answer(question, via, starter).await {
+        let (entry, source) = match self.fetcher.answer(question, via.as_ref(), starter).await {
             Ok(found) => found,
             Err(Unanswered::Failed(error)) => {
                 return done(Outcome::ServFail(error), false, would_block);

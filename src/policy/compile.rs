@@ -15,7 +15,7 @@ use super::schedules::ConfiguredDevice;
 use super::{Device, ListIndex, ListInfo, ListMask, NetworkSet, Policy, Profile};
 pub use crate::config::UNKNOWN_DEVICE;
 use crate::config::{ListSettings, LogMode, ProfileMode, ProfileSettings, Settings};
-use crate::dns::{Forward, Upstreams};
+use crate::dns::Upstreams;
 use crate::lists::MatchMode;
 use crate::lists::parse::{EntryScope, ListParser};
 use crate::lists::source;
@@ -28,6 +28,18 @@ const META_LISTS: [&str; 2] = ["all-meta", "all-meta-brands"];
 
 /// Builds the snapshot numbered `generation`.
 pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Policy {
+    compile_after(settings, metrics, generation, None)
+}
+
+/// [`compile`], the next snapshot after `previous`: the forward zones' upstreams whose
+/// settings are unchanged are taken over from it, health and connections included (see
+/// [`Upstreams::keeping`]).
+pub fn compile_after(
+    settings: &Settings,
+    metrics: &Metrics,
+    generation: u64,
+    previous: Option<&Policy>,
+) -> Policy {
     let mut matcher = MatcherBuilder::new();
     let store = ListStore::new(&settings.server.state_dir);
     // A list some profile names in `block_networks` holds networks, not names (validation
@@ -124,7 +136,12 @@ pub fn compile(settings: &Settings, metrics: &Metrics, generation: u64) -> Polic
         local: LocalZones::compile(&settings.local),
         forward_upstreams: (settings.local.forwards.iter())
             .map(|forward| {
-                Arc::new(Upstreams::new(&forward.upstreams, metrics)) as Arc<dyn Forward>
+                let kept = previous.into_iter().flat_map(|p| &p.forward_upstreams);
+                Arc::new(Upstreams::keeping(
+                    &forward.upstreams,
+                    metrics,
+                    kept.map(|set| &**set),
+                ))
             })
             .collect(),
     };

@@ -21,14 +21,14 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use jiff::civil::DateTime;
 
-pub use compile::{UNKNOWN_DEVICE, compile};
+pub use compile::{UNKNOWN_DEVICE, compile, compile_after};
 pub use devices::{DeviceIndex, DeviceIndexMap, Identified, IdentifiedBy};
 pub use mask::{ListIndex, ListMask, MAX_LISTS};
 pub use networks::NetworkSet;
 pub use profile::Profile;
 
 use crate::config::{ListSettings, ListSource, LogMode, Window};
-use crate::dns::Forward;
+use crate::dns::{Forward, Upstreams};
 use crate::lists::MatchMode;
 use crate::lists::parse::{InvalidLine, ParseReport};
 use crate::local::LocalZones;
@@ -52,9 +52,9 @@ pub struct Policy {
     device_index: DeviceIndexMap,
     /// Local names, forward zones, private zones, rebinding protection.
     local: LocalZones,
-    /// The upstreams of each `[[forward]]`, in order (a reload builds them again, so their
-    /// health starts afresh).
-    forward_upstreams: Vec<Arc<dyn Forward>>,
+    /// The upstreams of each `[[forward]]`, in order (the next snapshot takes over those it
+    /// keeps, health and all: see [`compile_after`]).
+    forward_upstreams: Vec<Arc<Upstreams>>,
     /// See [`Self::meta_lists`].
     meta_lists: ListMask,
 }
@@ -325,8 +325,8 @@ impl Policy {
     }
 
     /// The upstreams of `[[forward]]` number `index` (as [`LocalZones::resolve`] gives it).
-    pub fn forward_upstreams(&self, index: usize) -> &Arc<dyn Forward> {
-        &self.forward_upstreams[index]
+    pub fn forward_upstreams(&self, index: usize) -> Arc<dyn Forward> {
+        self.forward_upstreams[index].clone()
     }
 
     /// Whether `device` is the stand-in for clients that match no device.

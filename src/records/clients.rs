@@ -29,6 +29,9 @@ pub struct ClientSeen {
     pub mac: Option<String>,
     /// The device it was identified as (`unknown`: none).
     pub device: String,
+    /// The host name a DHCP lease gives it, for a client that is no configured device.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The profile it got.
     pub profile: String,
     /// How: address, mac, router-option or default.
@@ -117,6 +120,7 @@ impl Clients {
                 address: *address,
                 mac: client.mac.map(|mac| mac.to_string()),
                 device: client.device.to_string(),
+                name: None,
                 profile: client.profile.to_string(),
                 identified_by: client.identified_by.as_str().to_owned(),
                 first_seen: client.first_seen,

@@ -211,6 +211,8 @@ impl Queued {
             device: self.field(0).to_owned(),
             profile: self.field(1).to_owned(),
             identified_by: self.identified_by.as_str().to_owned(),
+            // Named by the records thread (`super::names`), off the query path.
+            client_name: None,
             name: self.field(2).to_owned(),
             qtype: qtype_name(self.qtype),
             result: self.result.as_str().to_owned(),
@@ -251,6 +253,10 @@ pub struct LogEntry {
     pub profile: String,
     /// How the device was found: address, mac, router-option or default.
     pub identified_by: String,
+    /// The host name a DHCP lease gave the client when it asked (clients that are no
+    /// configured device only).
+    #[serde(default)]
+    pub client_name: Option<String>,
     /// The name asked.
     pub name: String,
     /// The query type.
@@ -280,6 +286,7 @@ impl LogEntry {
             &self.device,
             &self.profile,
             &self.identified_by,
+            self.client_name.as_deref().unwrap_or(""),
             &self.name,
             &self.qtype,
             &self.result,

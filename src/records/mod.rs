@@ -20,10 +20,14 @@
 //! The writer thread runs at the lowest priority ([`WRITER_NICE`]): on a core the answers
 //! keep busy, it gets only what they leave, so a saturated daemon drops log entries (counted)
 //! instead of answering slower. A house asks a few queries a second and loses none.
+//!
+//! Clients that are no configured device get the host name of their DHCP lease ([`names`]):
+//! in the clients list when it is read, in a log entry when the records thread takes it in.
 
 pub mod clients;
 pub mod entry;
 pub mod filter;
+pub mod names;
 pub mod observe;
 pub mod ring;
 pub mod store;
@@ -42,12 +46,13 @@ pub use self::clients::{ClientSeen, Clients};
 use self::entry::Queued;
 pub use self::entry::{BlockedAt, LogEntry, LogResult, QueryRecord, Timestamp};
 pub use self::filter::Filter;
+use self::names::ClientNames;
 pub use self::observe::{Observe, ObservedName};
 use self::ring::{RING_BYTES, RING_ENTRIES, Ring};
 use self::store::Store;
-use crate::config::{LogMode, QuerylogSettings};
+use crate::config::{LogMode, QuerylogSettings, UNKNOWN_DEVICE};
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyHandle};
 
 /// Entries the queue holds before it drops them: a few seconds of a busy house at [`TICK`].
 pub const QUEUE_CAPACITY: usize = 8192;
@@ -76,6 +81,7 @@ struct Shared {
     ring: Mutex<Ring>,
     live: broadcast::Sender<Arc<LogEntry>>,
     observe: Observe,
+    names: ClientNames,
     database: Option<PathBuf>,
     stop: AtomicBool,
 }
@@ -99,6 +105,7 @@ impl Records {
                 Some(state_dir.join(observe::OBSERVE_FILE)),
                 settings.retention,
             ),
+            names: ClientNames::default(),
             database: settings.path.clone(),
             stop: AtomicBool::new(false),
         });
@@ -128,6 +135,12 @@ impl Records {
             dropped: handles.dropped,
             writer: Mutex::new(thread),
         }
+    }
+
+    /// Names clients from the DHCP lease files of the snapshot in force in `policy`.
+    pub fn with_lease_names(self, policy: PolicyHandle) -> Self {
+        self.shared.names.follow(policy);
+        self
     }
 
     /// Takes in one answered query, as the module doc says; `log` is the device's query
@@ -183,9 +196,16 @@ impl Records {
         self.shared.observe.names(device)
     }
 
-    /// The clients seen.
+    /// The clients seen, those that are no device named by their DHCP lease.
     pub fn clients(&self) -> Vec<ClientSeen> {
-        self.clients.list()
+        let mut clients = self.clients.list();
+        let names = self.shared.names.current();
+        for client in &mut clients {
+            if client.device == UNKNOWN_DEVICE {
+                client.name = names.of(client.address);
+            }
+        }
+        clients
     }
 
     /// Writes what is queued, saves the observe table and stops the writer thread. Blocking.
@@ -242,11 +262,10 @@ impl Writer {
         let mut failing = false;
         loop {
             let stopping = self.shared.stop.load(Ordering::Relaxed);
-            let batch: Vec<Arc<LogEntry>> = (self.received.try_iter())
-                .take(QUEUE_CAPACITY)
-                .map(|queued| Arc::new(queued.into_entry()))
-                .collect();
+            self.shared.names.refresh();
+            let batch: Vec<Queued> = self.received.try_iter().take(QUEUE_CAPACITY).collect();
             if !batch.is_empty() {
+                let batch = self.named(batch);
                 self.keep(&batch, &mut failing);
             }
             if pruned_at.elapsed() >= PRUNE_INTERVAL || stopping {
@@ -262,6 +281,20 @@ impl Writer {
             }
             std::thread::park_timeout(TICK);
         }
+    }
+
+    /// The entries of `batch`, clients that are no device named by their DHCP lease.
+    fn named(&self, batch: Vec<Queued>) -> Vec<Arc<LogEntry>> {
+        let names = self.shared.names.current();
+        (batch.into_iter())
+            .map(|queued| {
+                let mut entry = queued.into_entry();
+                if entry.device == UNKNOWN_DEVICE {
+                    entry.client_name = names.of(entry.client);
+                }
+                Arc::new(entry)
+            })
+            .collect()
     }
 
     /// Puts `batch` in the ring, hands it to live readers and writes it to the database.

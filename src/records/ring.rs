@@ -79,6 +79,7 @@ mod tests {
             device: "tv".into(),
             profile: "strict".into(),
             identified_by: "address".into(),
+            client_name: None,
             name: name.into(),
             qtype: "A".into(),
             result: "forwarded".into(),

@@ -47,12 +47,17 @@ CREATE TABLE IF NOT EXISTS queries (
     rcode TEXT NOT NULL,
     answers TEXT NOT NULL,
     upstream TEXT,
-    duration_ms REAL NOT NULL
+    duration_ms REAL NOT NULL,
+    client_name TEXT
 );
 CREATE INDEX IF NOT EXISTS queries_time ON queries (time_ms);
 CREATE INDEX IF NOT EXISTS queries_device ON queries (device, time_ms);
 CREATE INDEX IF NOT EXISTS queries_name ON queries (name);
 ";
+
+/// The column a database written before DHCP lease names lacks: added (NULL in older rows)
+/// when the writer opens it; readers select NULL in its place until then.
+const CLIENT_NAME_COLUMN: &str = "ALTER TABLE queries ADD COLUMN client_name TEXT";
 
 /// The writer's side of the database.
 pub struct Store {
@@ -185,8 +190,8 @@ fn insert(connection: &Connection, entries: &[Arc<LogEntry>]) -> rusqlite::Resul
     {
         let mut insert = transaction.prepare_cached(
             "INSERT INTO queries (time_ms, client, mac, device, profile, identified_by, name, \
-             type, result, list, blocked_by, rcode, answers, upstream, duration_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             type, result, list, blocked_by, rcode, answers, upstream, duration_ms, client_name) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         for entry in entries {
             let answers: Vec<String> = entry.answers.iter().map(ToString::to_string).collect();
@@ -206,6 +211,7 @@ fn insert(connection: &Connection, entries: &[Arc<LogEntry>]) -> rusqlite::Resul
                 answers.join(" "),
                 entry.upstream,
                 entry.duration_ms,
+                entry.client_name,
             ])?;
         }
     }
@@ -231,12 +237,24 @@ fn open_for_writing(path: &Path) -> rusqlite::Result<Open> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.execute_batch(SCHEMA)?;
+    if !has_client_name(&connection)? {
+        connection.execute_batch(CLIENT_NAME_COLUMN)?;
+    }
     let meta = std::fs::symlink_metadata(path)
         .map_err(|_| rusqlite::Error::InvalidPath(path.to_path_buf()))?;
     Ok(Open {
         connection,
         identity: (meta.dev(), meta.ino()),
     })
+}
+
+/// Whether the `queries` table has the `client_name` column (see [`CLIENT_NAME_COLUMN`]).
+fn has_client_name(connection: &Connection) -> rusqlite::Result<bool> {
+    connection.query_row(
+        "SELECT count(*) FROM pragma_table_info('queries') WHERE name = 'client_name'",
+        [],
+        |row| row.get::<_, i64>(0).map(|count| count > 0),
+    )
 }
 
 /// The WAL file beside the database at `path`.
@@ -266,15 +284,19 @@ pub fn read(path: &Path, filter: &Filter) -> rusqlite::Result<Option<Vec<LogEntr
     if tables == 0 {
         return Ok(None);
     }
-    let mut statement = connection.prepare_cached(
+    let client_name = match has_client_name(&connection)? {
+        true => "client_name",
+        false => "NULL",
+    };
+    let mut statement = connection.prepare_cached(&format!(
         "SELECT time_ms, client, mac, device, profile, identified_by, name, type, result, list, \
-         blocked_by, rcode, answers, upstream, duration_ms FROM queries \
+         blocked_by, rcode, answers, upstream, duration_ms, {client_name} FROM queries \
          WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR client = ?2) \
          AND (?3 IS NULL OR name = ?3 OR (length(name) > length(?3) \
               AND substr(name, -length(?3) - 1) = '.' || ?3)) \
          AND (?4 IS NULL OR result = ?4) AND (?5 IS NULL OR time_ms > ?5) \
-         ORDER BY time_ms DESC, id DESC LIMIT ?6",
-    )?;
+         ORDER BY time_ms DESC, id DESC LIMIT ?6"
+    ))?;
     let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
     let rows = statement.query_map(
         params![
@@ -299,6 +321,7 @@ pub fn read(path: &Path, filter: &Filter) -> rusqlite::Result<Option<Vec<LogEntr
                 device: row.get(3)?,
                 profile: row.get(4)?,
                 identified_by: row.get(5)?,
+                client_name: row.get(15)?,
                 name: row.get(6)?,
                 qtype: row.get(7)?,
                 result: row.get(8)?,
@@ -315,4 +338,45 @@ pub fn read(path: &Path, filter: &Filter) -> rusqlite::Result<Option<Vec<LogEntr
         },
     )?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table as written before DHCP lease names.
+    const OLD_TABLE: &str =
+        "CREATE TABLE queries (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, \
+        client TEXT NOT NULL, mac TEXT, device TEXT NOT NULL, profile TEXT NOT NULL, \
+        identified_by TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, result TEXT NOT NULL, \
+        list TEXT, blocked_by TEXT, rcode TEXT NOT NULL, answers TEXT NOT NULL, upstream TEXT, \
+        duration_ms REAL NOT NULL);
+        INSERT INTO queries (time_ms, client, device, profile, identified_by, name, type, result, \
+        rcode, answers, duration_ms) VALUES (1, '192.0.2.5', 'unknown', 'default', 'default', \
+        'old.test', 'A', 'forwarded', 'NOERROR', '', 0.5);";
+
+    #[test]
+    fn a_database_from_before_client_names_is_read_then_given_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("querylog.sqlite3");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(OLD_TABLE)
+            .unwrap();
+        let all = Filter::default();
+        let before = read(&path, &all).unwrap().unwrap();
+        assert_eq!((before.len(), &before[0].client_name), (1, &None));
+
+        let mut store = Store::new(path.clone());
+        let mut entry = before[0].clone();
+        entry.name = "new.test".into();
+        entry.time = Timestamp(2);
+        entry.client_name = Some("pixel-7".into());
+        store.write(&[Arc::new(entry)]).unwrap();
+        let after = read(&path, &all).unwrap().unwrap();
+        let names: Vec<_> = (after.iter())
+            .map(|e| (e.name.as_str(), e.client_name.as_deref()))
+            .collect();
+        assert_eq!(names, [("new.test", Some("pixel-7")), ("old.test", None)]);
+    }
 }

@@ -299,10 +299,15 @@ fn print_entry(entry: &LogEntry, json: bool) {
         (Some(list), _) => list.clone(),
         (None, _) => "-".to_owned(),
     };
+    // An unknown client by its DHCP lease name, when it has one: `unknown (pixel-7)`.
+    let device = match &entry.client_name {
+        Some(name) => format!("{} ({name})", entry.device),
+        None => entry.device.clone(),
+    };
     println!(
         "{:<24} {:<14} {:<12} {:<6} {:<40} {}",
         entry.time.to_rfc3339(),
-        entry.device,
+        device,
         entry.result,
         entry.qtype,
         entry.name,
@@ -362,15 +367,16 @@ pub fn clients(args: &RemoteArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<40} {:<17} {:<14} {:<14} {:<13} {:>8} {:>8}  last seen",
-        "address", "mac", "device", "profile", "identified by", "queries", "blocked"
+        "{:<40} {:<17} {:<14} {:<20} {:<14} {:<13} {:>8} {:>8}  last seen",
+        "address", "mac", "device", "name", "profile", "identified by", "queries", "blocked"
     );
     for client in clients {
         println!(
-            "{:<40} {:<17} {:<14} {:<14} {:<13} {:>8} {:>8}  {}",
+            "{:<40} {:<17} {:<14} {:<20} {:<14} {:<13} {:>8} {:>8}  {}",
             client.address.to_string(),
             client.mac.as_deref().unwrap_or("-"),
             client.device,
+            client.name.as_deref().unwrap_or("-"),
             client.profile,
             client.identified_by,
             client.queries,

@@ -287,6 +287,42 @@ upstream = ["{}"]
     daemon.stop().await;
 }
 
+/// A forward zone's upstream marked down stays down across policy builds (a list refresh, a
+/// reload): the next snapshot takes its health over, so the router's dead first address is
+/// not asked at full rate (three timeouts) again after each one.
+#[tokio::test]
+async fn a_forward_upstream_marked_down_stays_down_across_policy_builds() {
+    let dead = FaultyUpstream::start(Fault::Drop).await;
+    let router = FaultyUpstream::start(Fault::None).await;
+    let daemon = TestDaemon::start(&format!(
+        "[[forward]]\nzones = [\"lan\"]\nupstream = [\"{}\", \"{}\"]\n",
+        dead.addr, router.addr
+    ))
+    .await;
+    // Three timeouts mark it down; the router answers each within the deadline.
+    for name in ["a.lan", "b.lan", "c.lan"] {
+        let reply = query_udp(daemon.dns, name, RecordType::A, true).await;
+        assert_eq!(a_addrs(&reply), [FAULTY_ANSWER], "{name}");
+    }
+    let marked_down = dead.queries();
+    assert!(marked_down >= 3, "{marked_down}");
+    for _ in 0..2 {
+        daemon.daemon.reloader().reload_lists().await.unwrap();
+    }
+    for name in ["d.lan", "e.lan", "f.lan"] {
+        let reply = query_udp(daemon.dns, name, RecordType::A, true).await;
+        assert_eq!(a_addrs(&reply), [FAULTY_ANSWER], "{name}");
+    }
+    // hickory may send an attempt's datagram more than once: a probe is a third of those.
+    assert!(
+        dead.queries() <= marked_down + marked_down / 3,
+        "still down after two rebuilds: skipped, but for one probe ({} then {})",
+        marked_down,
+        dead.queries()
+    );
+    daemon.stop().await;
+}
+
 fn rebind_records() -> Vec<TestRecord<'static>> {
     vec![
         TestRecord::A("evil.example", Ipv4Addr::new(192, 168, 1, 1), 300),
@@ -429,4 +465,205 @@ fn both_lease_formats_name_clients_in_check_and_explain() {
         reverse.contains("never forwarded") && reverse.contains("NXDOMAIN"),
         "{reverse}"
     );
+}
+
+/// `metasink ARGS` against the daemon at `http` with `token`: its stdout.
+async fn remote_cli(args: &[&str], http: std::net::SocketAddr, token: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (url, token) = (format!("http://{http}"), token.to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_metasink"))
+            .args(&args)
+            .env("METASINK_URL", url)
+            .env("METASINK_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `GET path` with the bearer `token`, as JSON, once `ready` holds (or after 5 s).
+async fn api_when(
+    daemon: &TestDaemon,
+    token: &str,
+    path: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, body) =
+            http_request(daemon.http, "GET", path, &[("Authorization", &auth)], "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if ready(&json) || std::time::Instant::now() > deadline {
+            return json;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The `field` of the object in `array` whose `key` is `value`.
+fn field_where<'a>(
+    array: &'a serde_json::Value,
+    key: &str,
+    value: &str,
+    field: &str,
+) -> Option<&'a serde_json::Value> {
+    (array.as_array()?.iter())
+        .find(|item| item[key] == value)
+        .map(|item| &item[field])
+}
+
+#[tokio::test]
+async fn the_running_daemon_names_unknown_clients_from_both_lease_formats() {
+    const TOKEN: &str = "leases-test-token-0123";
+    let upstream = TestUpstream::start(&[
+        TestRecord::A("www.example.test", Ipv4Addr::new(192, 0, 2, 10), 300),
+        TestRecord::A("later.example.test", Ipv4Addr::new(192, 0, 2, 11), 300),
+    ])
+    .await;
+    let dnsmasq = "1765000000 02:00:5e:10:00:05 127.0.0.5 Pixel-7 *\n\
+                   1765000000 02:00:5e:10:00:03 127.0.0.3 tv-by-lease *\n";
+    let isc = "authoring-byte-order little-endian;\n\
+               lease 127.0.0.6 {\n  binding state active;\n  client-hostname \"kitchen-tv\";\n}\n\
+               lease 127.0.0.7 {\n  binding state active;\n  client-hostname \"gone\";\n}\n\
+               lease 127.0.0.7 {\n  binding state free;\n}\n";
+    let config = upstream_config(
+        &upstream,
+        &format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+http = "127.0.0.1:0"
+state_dir = "state"
+api_token = "{TOKEN}"
+dhcp_leases = ["dnsmasq.leases", "dhcpd.leases"]
+
+[querylog]
+mode = "all"
+
+[[device]]
+name = "tv"
+match = ["127.0.0.3"]
+profile = "meta-apps"
+"#
+        ),
+    );
+    let daemon = TestDaemon::start_with_files(
+        &config,
+        &[("dnsmasq.leases", dnsmasq), ("dhcpd.leases", isc)],
+    )
+    .await;
+    let client = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+    for last in [5, 6, 7, 3] {
+        query_udp_from(
+            client(last),
+            daemon.dns,
+            "www.example.test",
+            RecordType::A,
+            true,
+        )
+        .await;
+    }
+
+    let clients = api_when(&daemon, TOKEN, "/api/clients", |_| true).await;
+    let clients = &clients["clients"];
+    let name_of = |address: &str| field_where(clients, "address", address, "name").cloned();
+    assert_eq!(
+        name_of("127.0.0.5"),
+        Some("pixel-7".into()),
+        "dnsmasq: {clients}"
+    );
+    assert_eq!(
+        name_of("127.0.0.6"),
+        Some("kitchen-tv".into()),
+        "ISC: {clients}"
+    );
+    assert_eq!(
+        name_of("127.0.0.7"),
+        Some(serde_json::Value::Null),
+        "freed lease"
+    );
+    assert_eq!(
+        name_of("127.0.0.3"),
+        Some(serde_json::Value::Null),
+        "a configured device keeps its own name"
+    );
+    assert_eq!(
+        field_where(clients, "address", "127.0.0.5", "device"),
+        Some(&"unknown".into())
+    );
+
+    let log = api_when(&daemon, TOKEN, "/api/queries", |log| {
+        log["queries"].as_array().is_some_and(|q| q.len() == 4)
+    })
+    .await;
+    let logged = |address: &str| field_where(&log["queries"], "client", address, "client_name");
+    assert_eq!(logged("127.0.0.5"), Some(&"pixel-7".into()), "{log}");
+    assert_eq!(logged("127.0.0.6"), Some(&"kitchen-tv".into()), "{log}");
+    assert_eq!(logged("127.0.0.7"), Some(&serde_json::Value::Null));
+    assert_eq!(logged("127.0.0.3"), Some(&serde_json::Value::Null));
+
+    let table = remote_cli(&["clients"], daemon.http, TOKEN).await;
+    assert!(
+        table
+            .lines()
+            .any(|line| line.starts_with("127.0.0.5") && line.contains("pixel-7")),
+        "{table}"
+    );
+    let printed = remote_cli(&["log"], daemon.http, TOKEN).await;
+    assert!(printed.contains("unknown (kitchen-tv)"), "{printed}");
+    // Never a metric label: the series count stays bounded by the configured devices.
+    let metrics = daemon.metrics().await;
+    assert!(
+        !metrics.contains("pixel-7") && !metrics.contains("kitchen-tv"),
+        "{metrics}"
+    );
+
+    // The DHCP server renames the phone: read again once the file's time changes.
+    let leases = daemon.dir().join("dnsmasq.leases");
+    std::fs::write(
+        &leases,
+        "1765000001 02:00:5e:10:00:05 127.0.0.5 pixel-8 *\n",
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&leases)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(10))
+        .unwrap();
+    let renamed = |clients: &serde_json::Value| {
+        field_where(&clients["clients"], "address", "127.0.0.5", "name") == Some(&"pixel-8".into())
+    };
+    let clients = api_when(&daemon, TOKEN, "/api/clients", renamed).await;
+    assert!(renamed(&clients), "{clients}");
+    query_udp_from(
+        client(5),
+        daemon.dns,
+        "later.example.test",
+        RecordType::A,
+        true,
+    )
+    .await;
+    let log = api_when(&daemon, TOKEN, "/api/queries?client=127.0.0.5", |log| {
+        log["queries"].as_array().is_some_and(|q| q.len() == 2)
+    })
+    .await;
+    let names: Vec<_> = (log["queries"].as_array().unwrap().iter())
+        .map(|entry| (entry["name"].clone(), entry["client_name"].clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("later.example.test".into(), "pixel-8".into()),
+            ("www.example.test".into(), "pixel-7".into()),
+        ],
+        "each entry keeps the name the client had when it asked"
+    );
+    daemon.stop().await;
 }

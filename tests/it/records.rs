@@ -198,6 +198,7 @@ async fn each_result_appears_in_the_log_with_its_device_list_and_fields() {
             "answers",
             "blocked_by",
             "client",
+            "client_name",
             "device",
             "duration_ms",
             "identified_by",
@@ -581,6 +582,7 @@ async fn observe_lists_an_uncatalogued_meta_name_under_its_device_only() {
             "identified_by",
             "last_seen",
             "mac",
+            "name",
             "profile",
             "queries"
         ]

@@ -12,6 +12,12 @@
 //! closed (a NAT that forgot it) would otherwise take every later query down with it. Queries
 //! still in flight on a retired connection finish on it; it closes when the last is done.
 //!
+//! At most [`MAX_CONNECTIONS`] are open at once (the one in use and a retired one that
+//! queries still finish on): a query that needs a new one beyond that waits, within its
+//! attempt, for a retired one to close. So an upstream that keeps dropping connections
+//! cannot make us hold more, and the descriptor budget ([`crate::fd_budget`]) counts that
+//! many per connected upstream.
+//!
 //! The connection's own task (hickory's background exchange, h2's driver) runs on the
 //! runtime `Upstreams` was made on, the daemon's shared one: a UDP listener's runtime does
 //! not poll its I/O driver while it blocks in `recvmmsg` (see [`crate::server::udp`]), and a
@@ -31,6 +37,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_platform_verifier::BuilderVerifierExt;
 use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ATTEMPT_TIMEOUT;
 use super::sockets::ReusingProvider;
@@ -40,8 +47,20 @@ use crate::config::{TlsSettings, UpstreamProtocol, UpstreamSettings};
 /// `Busy`). Far above a household's concurrency, within what DoT servers accept.
 const MAX_IN_FLIGHT: usize = 128;
 
+/// Connections open to one upstream at once, at most (see the module doc).
+pub(super) const MAX_CONNECTIONS: usize = 2;
+
 /// A connection to one upstream.
 type Link = DnsExchange<ReusingProvider>;
+
+/// A connection and its number, holding one of the upstream's [`MAX_CONNECTIONS`] slots
+/// until the last query on it (and the upstream, while it is the one in use) lets go.
+#[derive(Clone)]
+struct Open {
+    number: u64,
+    link: Link,
+    _slot: Arc<OwnedSemaphorePermit>,
+}
 
 /// What a connection is made of.
 #[derive(Clone)]
@@ -66,8 +85,10 @@ pub(super) struct Connected {
     provider: ReusingProvider,
     /// Where connections' tasks run.
     runtime: Option<Handle>,
-    /// The connection in use, with its number.
-    current: Mutex<Option<(u64, Link)>>,
+    /// The connection in use.
+    current: Mutex<Option<Open>>,
+    /// [`MAX_CONNECTIONS`] slots, one taken by each open connection.
+    slots: Arc<Semaphore>,
     /// Held while a connection is opened, so that queries arriving meanwhile share it; holds
     /// the number of the last one opened.
     opening: tokio::sync::Mutex<u64>,
@@ -106,6 +127,7 @@ impl Connected {
             provider,
             runtime: Handle::try_current().ok(),
             current: Mutex::new(None),
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             opening: tokio::sync::Mutex::new(0),
         })
     }
@@ -116,66 +138,67 @@ impl Connected {
         &self,
         request: impl Fn() -> DnsRequest,
     ) -> Result<DnsResponse, NetError> {
-        let (number, link, reused) = self.link().await?;
-        match self.send(number, &link, request()).await {
+        let (open, reused) = self.link().await?;
+        match self.send(&open, request()).await {
             Err(error) if reused && !matches!(error, NetError::Timeout) => {
                 tracing::debug!(%error, "upstream connection lost; sending again on a new one");
-                let (number, link, _) = self.link().await?;
-                self.send(number, &link, request()).await
+                drop(open);
+                let (open, _) = self.link().await?;
+                self.send(&open, request()).await
             }
             result => result,
         }
     }
 
-    /// One query on connection `number`, retired unless the answer comes.
-    async fn send(
-        &self,
-        number: u64,
-        link: &Link,
-        request: DnsRequest,
-    ) -> Result<DnsResponse, NetError> {
+    /// One query on `open`, retired unless the answer comes.
+    async fn send(&self, open: &Open, request: DnsRequest) -> Result<DnsResponse, NetError> {
         let mut unanswered = RetireUnlessAnswered {
             connected: self,
-            number,
+            number: open.number,
             answered: false,
         };
-        let result = link.send(request).first_answer().await;
+        let result = open.link.send(request).first_answer().await;
         unanswered.answered = result.is_ok();
         result
     }
 
     /// The connection in use, or a new one; and whether it was there already.
-    async fn link(&self) -> Result<(u64, Link, bool), NetError> {
-        if let Some((number, link)) = self.current() {
-            return Ok((number, link, true));
+    async fn link(&self) -> Result<(Open, bool), NetError> {
+        if let Some(open) = self.current() {
+            return Ok((open, true));
         }
         let mut opened = self.opening.lock().await;
         // Opened by another query while this one waited: fresh for it too.
-        if let Some((number, link)) = self.current() {
-            return Ok((number, link, false));
+        if let Some(open) = self.current() {
+            return Ok((open, false));
         }
+        // Waits while retired connections hold every slot (the attempt's timeout bounds it).
+        let slot = (self.slots.clone().acquire_owned().await)
+            .map_err(|_| NetError::from("the upstream's connections are closed"))?;
         let link = self.open().await?;
         *opened += 1;
-        *self.lock() = Some((*opened, link.clone()));
-        Ok((*opened, link, false))
+        let open = Open {
+            number: *opened,
+            link,
+            _slot: Arc::new(slot),
+        };
+        *self.lock() = Some(open.clone());
+        Ok((open, false))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, Link)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
         // Every update is one assignment: nothing is left half-done by a panic.
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn current(&self) -> Option<(u64, Link)> {
+    fn current(&self) -> Option<Open> {
         self.lock().clone()
     }
 
     /// Forgets connection `number` if it is still the one in use.
     fn retire(&self, number: u64) {
         let mut current = self.lock();
-        if current
-            .as_ref()
-            .is_some_and(|(in_use, _)| *in_use == number)
-        {
+        if current.as_ref().is_some_and(|open| open.number == number) {
             *current = None;
         }
     }
@@ -285,4 +308,78 @@ fn client_config(tls: &TlsSettings, alpn: &[u8]) -> Result<Arc<ClientConfig>, St
     };
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::dns::Question;
+
+    /// A TCP server on loopback that takes every connection, keeps it and never answers:
+    /// its address and how many it took.
+    async fn silent_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                kept.push(stream);
+            }
+        });
+        (address, accepted)
+    }
+
+    async fn accepted_after(accepted: &AtomicUsize, wait: Duration) -> usize {
+        tokio::time::sleep(wait).await;
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn retired_connections_still_in_use_hold_their_slots() {
+        let (address, accepted) = silent_server().await;
+        let settings = UpstreamSettings {
+            address,
+            protocol: UpstreamProtocol::Tcp,
+        };
+        let connected = Arc::new(Connected::new(&settings, ReusingProvider::default()).unwrap());
+        let ask = || {
+            let connected = connected.clone();
+            tokio::spawn(async move {
+                let question = Question::parse("www.example.com", "A").unwrap();
+                let _ = connected
+                    .exchange(|| super::super::request(&question))
+                    .await;
+            })
+        };
+        // Two queries waiting, each on a connection retired under it (as when the server
+        // drops one and the next is opened).
+        let mut waiting = Vec::new();
+        for number in 1..=MAX_CONNECTIONS as u64 {
+            waiting.push(ask());
+            let opened = accepted_after(&accepted, Duration::from_millis(200)).await;
+            assert_eq!(opened, number as usize);
+            connected.retire(number);
+        }
+        // A third query waits for a slot rather than opening a third connection...
+        let third = ask();
+        let opened = accepted_after(&accepted, Duration::from_millis(300)).await;
+        assert_eq!(
+            opened, MAX_CONNECTIONS,
+            "no more than {MAX_CONNECTIONS} at once"
+        );
+        // ...and opens its own once a query that held one is done (answered or given up).
+        waiting.remove(0).abort();
+        let opened = accepted_after(&accepted, Duration::from_millis(300)).await;
+        assert_eq!(opened, MAX_CONNECTIONS + 1);
+        third.abort();
+        waiting.into_iter().for_each(|task| task.abort());
+    }
 }
