@@ -38,6 +38,7 @@
 
 mod connection;
 mod health;
+mod quick_ack;
 mod sockets;
 
 use std::collections::HashSet;

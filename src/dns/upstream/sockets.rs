@@ -1,6 +1,7 @@
 //! The UDP sockets of upstream queries, handed to hickory-resolver through its
 //! `RuntimeProvider` hook: kept open and reused, where hickory on its own opens, binds,
-//! registers and closes a fresh socket for every query.
+//! registers and closes a fresh socket for every query. (Its TCP streams come through the
+//! same hook: [`QuickAckStream`]s.)
 //!
 //! Why: under forwarding load that life cycle (`socket`, `bind`, two `epoll_ctl`, `close`) took
 //! about a sixth of the daemon's core (a `perf` profile, BENCHMARKS.md); reusing sockets lifted
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use hickory_resolver::net::runtime::iocompat::AsyncIoTokioAsStd;
 use hickory_resolver::net::runtime::{
     DnsUdpSocket, RuntimeProvider, TokioHandle, TokioRuntimeProvider, TokioTime,
 };
@@ -38,13 +40,16 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::runtime::{self, Handle};
 
+use super::quick_ack::QuickAckStream;
+
 /// Queries one socket carries before it is closed.
 const MAX_USES: u32 = 64;
 /// Idle sockets kept per upstream and runtime (each is an open file); more are closed when
 /// returned. Far above what one upstream has in flight at a household's rates.
 const MAX_IDLE: usize = 64;
 
-/// hickory's Tokio runtime, with UDP sockets from a [`SocketPool`].
+/// hickory's Tokio runtime, with UDP sockets from a [`SocketPool`] and TCP streams that
+/// acknowledge replies at once.
 #[derive(Clone, Default)]
 pub(super) struct ReusingProvider {
     tokio: TokioRuntimeProvider,
@@ -147,7 +152,7 @@ impl RuntimeProvider for ReusingProvider {
     type Handle = TokioHandle;
     type Timer = TokioTime;
     type Udp = PooledSocket;
-    type Tcp = <TokioRuntimeProvider as RuntimeProvider>::Tcp;
+    type Tcp = AsyncIoTokioAsStd<QuickAckStream>;
 
     fn create_handle(&self) -> Self::Handle {
         self.tokio.create_handle()
@@ -159,7 +164,12 @@ impl RuntimeProvider for ReusingProvider {
         bind_addr: Option<SocketAddr>,
         timeout: Option<Duration>,
     ) -> Pin<Box<dyn Send + Future<Output = io::Result<Self::Tcp>>>> {
-        self.tokio.connect_tcp(server_addr, bind_addr, timeout)
+        // hickory's own connect (TCP_NODELAY, its timeout), then our reading side.
+        let connect = self.tokio.connect_tcp(server_addr, bind_addr, timeout);
+        Box::pin(async move {
+            let AsyncIoTokioAsStd(stream) = connect.await?;
+            Ok(AsyncIoTokioAsStd(QuickAckStream::new(stream)))
+        })
     }
 
     /// An idle socket of the calling task's runtime, or a new one bound to `local_addr`
