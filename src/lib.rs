@@ -14,13 +14,17 @@
 //!  │ local:    ANY over UDP, meta-types, other classes        → TC / NOTIMP / FORMERR / REFUSED
 //!  │           local names, private reverse zones, home.arpa  → authoritative answer
 //!  │           forward zones pick their own upstreams           local
-//!  │ decide:   lists containing the name; block & !allow      → blocked answer (stop)
+//!  │ decide:   the household's overrides (pause/allow/block),   overrides
+//!  │           then the lists containing the name; block & !allow → blocked answer (stop)
+//!  │           (a dry-run profile only notes what it would block)
 //!  │ cache:    one for every profile, upstream answers only   cache → hit
 //!  │ upstream: the configured resolvers, in order             dns::Forward (dns::Upstreams)
 //!  │ inspect:  CNAME / HTTPS / SVCB targets, same profile     → blocked answer
 //!  │           private addresses of public names (rebinding)  → blocked answer
 //!    ▼
 //!  write the reply (records in wire form), count once        dns, server::service, metrics
+//!    ▼
+//!  records: clients, observe (Meta names), the query log     records (queue → own thread)
 //! ```
 //! The order lives in one function, [`pipeline::Pipeline::resolve`], with the reason for each
 //! stage; it returns one [`pipeline::Outcome`] the reply writer turns into bytes, and
@@ -31,8 +35,11 @@
 //! Modules import downwards only (a unit test, `module_graph`, fails on a cycle):
 //! - [`cli`], [`app`] — `run`, `check`, `explain`, `lists`; start, serve, stop.
 //! - [`server`] — the transports (UDP, TCP, the listeners) and the bytes-in, bytes-out
-//!   service at their edge.  [`api`] — the HTTP listener.  [`reload`], [`refresh`] — new
-//!   snapshots from the config and from downloaded lists.
+//!   service at their edge.  [`api`], [`http`] — the HTTP listener and its endpoints.
+//!   [`remote`] — the CLI commands that talk to a running daemon.  [`reload`], [`refresh`] —
+//!   new snapshots from the config and from downloaded lists.
+//! - [`records`] — what the daemon remembers of answered queries: the query log (SQLite and
+//!   a memory ring, written by a low-priority thread of its own), observe and clients.
 //! - [`pipeline`] — the query path, stage by stage.  [`explain`] — why a name is blocked for
 //!   a client, through the same path.
 //! - [`admission`] — who may query and how fast: the access list and per-client rate limit.
