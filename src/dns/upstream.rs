@@ -92,6 +92,9 @@ pub struct Upstreams {
 
 struct Upstream {
     address: SocketAddr,
+    /// Its name in metrics, logs and the query log ([`UpstreamSettings::label`]), given to
+    /// each answer it sends.
+    label: Arc<str>,
     /// hickory's sockets and timers, with UDP sockets reused.
     provider: ReusingProvider,
     /// Source ports never used: every upstream's port (see [`Upstreams::new`]).
@@ -209,6 +212,7 @@ impl Upstream {
         let provider = ReusingProvider::default();
         Self {
             address,
+            label: label.into(),
             connected: Connected::new(settings, provider.clone()),
             provider,
             avoided_ports,
@@ -235,7 +239,7 @@ impl Upstream {
         match result {
             Ok(answer) => {
                 self.health.reached(now);
-                Some(answer)
+                Some(answer.answered_by(self.label.clone()))
             }
             Err(failure) => {
                 self.counters.count_error(failure.label());

@@ -132,7 +132,8 @@ impl Records {
         self.shared.observe.note(record, policy, blocked);
         let kept = match log {
             LogMode::Off => return,
-            LogMode::Blocked => record.result.is_block(),
+            // A would-block whose upstream then failed is still a block the profile made.
+            LogMode::Blocked => record.result.is_block() || record.blocked_at.is_some(),
             LogMode::All => true,
         };
         if kept {

@@ -2,7 +2,7 @@
 //! real daemon on loopback, a real upstream, queries from several 127.0.0.x "devices", the
 //! API over HTTP and the `metasink` binary as a user runs it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,11 @@ async fn upstream() -> TestUpstream {
 /// A house with a Quest (preset profile), a TV trying a profile in observe mode and a phone;
 /// `querylog` is the `[querylog]` table's body and `devices` extra keys for each device.
 fn config(upstream: &TestUpstream, querylog: &str, quest_log: &str) -> String {
+    config_for(upstream.addr, querylog, quest_log)
+}
+
+/// [`config`] with the upstream at `upstream`.
+fn config_for(upstream: SocketAddr, querylog: &str, quest_log: &str) -> String {
     format!(
         r#"
 [server]
@@ -41,7 +46,7 @@ api_token = "{TOKEN}"
 {querylog}
 
 [[upstream]]
-address = "{}"
+address = "{upstream}"
 
 [[profile]]
 name = "tv-trial"
@@ -63,8 +68,7 @@ profile = "tv-trial"
 name = "phone"
 match = ["127.0.0.4"]
 profile = "meta-apps"
-"#,
-        upstream.addr
+"#
     )
 }
 
@@ -899,6 +903,62 @@ async fn a_block_by_override_is_logged_with_the_override() {
         (&entry["list"], &entry["blocked_by"]),
         (
             &Value::from(format!("override {id}")),
+            &Value::from("question")
+        ),
+        "{entries:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn each_answer_names_the_upstream_that_gave_it() {
+    let upstream = upstream().await;
+    let daemon = TestDaemon::start(&config(&upstream, "mode = \"all\"", "")).await;
+    let url = format!("http://{}", daemon.http);
+    // A plain UDP upstream is labelled by its address, as in its metrics.
+    let label = Value::from(upstream.addr.to_string());
+    ask(&daemon, QUEST, "www.example.test").await;
+    ask(&daemon, QUEST, "www.example.test").await;
+    ask(&daemon, QUEST, "analytics.facebook.com").await;
+    let entries = entries_when(&daemon, "/api/queries", |e| e.len() >= 3).await;
+    let upstream_of = |name, result| {
+        find(&entries, name, result)
+            .unwrap_or_else(|| panic!("{name} {result}: {entries:?}"))["upstream"]
+            .clone()
+    };
+    assert_eq!(upstream_of("www.example.test", "forwarded"), label);
+    // A cached answer names the upstream it came from, as AdGuard Home shows it.
+    assert_eq!(upstream_of("www.example.test", "cached"), label);
+    assert_eq!(
+        upstream_of("analytics.facebook.com", "blocked"),
+        Value::Null
+    );
+
+    let output = metasink(&["log", "--json", "--name", "www.example.test"], &url, TOKEN).await;
+    assert!(output.status.success(), "{output:?}");
+    let logged: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON entry per line"))
+        .collect();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert!(logged.iter().all(|entry| entry["upstream"] == label), "{logged:?}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_would_block_whose_upstream_fails_keeps_its_list() {
+    let upstream = UnresponsiveUpstream::start();
+    let text = config_for(upstream.addr, "mode = \"blocked\"\npath = \"\"", "");
+    let daemon = TestDaemon::start(&text).await;
+    let reply = ask(&daemon, TV, "pixel.facebook.com").await;
+    assert_eq!(rcode(&reply), ResponseCode::ServFail);
+    let entries = entries_when(&daemon, "/api/queries", |e| !e.is_empty()).await;
+    let entry = find(&entries, "pixel.facebook.com", "servfail").expect("servfail entry");
+    assert_eq!(
+        (&entry["device"], &entry["list"], &entry["blocked_by"]),
+        (
+            &Value::from("tv"),
+            &Value::from("meta-tracking"),
             &Value::from("question")
         ),
         "{entries:?}"
