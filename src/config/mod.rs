@@ -12,6 +12,7 @@
 mod defaults;
 mod error;
 pub mod local;
+pub mod querylog;
 mod raw;
 pub mod schedule;
 mod upstream;
@@ -139,6 +140,8 @@ pub struct QuerylogSettings {
     pub max_bytes: u64,
     /// The SQLite file; `None` (`path = ""`) keeps only the in-memory ring of recent entries.
     pub path: Option<PathBuf>,
+    /// Entries the queue to the writer holds; more are dropped (and counted) while it is full.
+    pub queue: usize,
 }
 
 /// Where a [`Settings`] came from.
@@ -334,7 +337,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
     // The local network's sections are checked on their own, after the rest (one file per
     // section, as `validate` is to be split).
     let local_sections = local::RawLocalSections::take(&mut raw);
+    let queue = querylog::RawQueue::take(&mut raw);
     let mut settings = validate::validate(raw, text, path)?;
     settings.local = local::local(local_sections, text, path, &settings.server.listen)?;
+    settings.querylog.queue = querylog::queue(queue, text, path)?;
     Ok(settings)
 }

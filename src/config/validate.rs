@@ -167,6 +167,8 @@ fn querylog(
         retention,
         max_bytes,
         path,
+        // Checked after the rest, by `super::querylog`.
+        queue: super::defaults::QUERYLOG_QUEUE,
     })
 }
 
@@ -2084,6 +2086,7 @@ mod tests {
                 retention: QUERYLOG_RETENTION,
                 max_bytes: QUERYLOG_MAX_BYTES,
                 path: Some(PathBuf::from("/srv/ms").join(QUERYLOG_FILE)),
+                queue: super::super::defaults::QUERYLOG_QUEUE,
             }
         );
         let text = "[querylog]\nmode = \"blocked\"\nretention = \"2d\"\nmax_bytes = 100000\n\

@@ -45,8 +45,6 @@ use crate::config::{LogMode, QuerylogSettings};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 
-/// Entries the queue holds before it drops them: a few seconds of a busy house at [`TICK`].
-pub const QUEUE_CAPACITY: usize = 8192;
 /// How often the writer thread drains the queue.
 pub const TICK: Duration = Duration::from_millis(100);
 /// How often old entries are pruned and the database size is read.
@@ -85,7 +83,8 @@ impl Records {
     /// Starts the records of a daemon with `settings` and `state_dir` (where the observe
     /// table lives).
     pub fn start(settings: &QuerylogSettings, state_dir: &Path, metrics: &Metrics) -> Self {
-        let (queue, received) = sync_channel(QUEUE_CAPACITY);
+        // Entries the queue holds before it drops them (`[querylog] queue`).
+        let (queue, received) = sync_channel(settings.queue);
         let shared = Arc::new(Shared {
             ring: Mutex::new(Ring::new(RING_ENTRIES, RING_BYTES)),
             live: broadcast::channel(LIVE_CAPACITY).0,
@@ -105,6 +104,7 @@ impl Records {
         let writer = Writer {
             shared: shared.clone(),
             received,
+            batch: settings.queue,
             store: settings.path.clone().map(Store::new),
             retention: settings.retention,
             max_bytes: settings.max_bytes,
@@ -206,6 +206,8 @@ impl Drop for Records {
 struct Writer {
     shared: Arc<Shared>,
     received: Receiver<Queued>,
+    /// The most entries one drain takes: what the queue holds.
+    batch: usize,
     store: Option<Store>,
     retention: Duration,
     max_bytes: u64,
@@ -221,7 +223,7 @@ impl Writer {
         loop {
             let stopping = self.shared.stop.load(Ordering::Relaxed);
             let batch: Vec<Arc<LogEntry>> = (self.received.try_iter())
-                .take(QUEUE_CAPACITY)
+                .take(self.batch)
                 .map(|queued| Arc::new(queued.into_entry()))
                 .collect();
             if !batch.is_empty() {

@@ -946,6 +946,68 @@ async fn each_answer_names_the_upstream_that_gave_it() {
 }
 
 #[tokio::test]
+async fn a_writer_held_up_by_a_lock_drops_entries_not_answers_and_then_resumes() {
+    let upstream = upstream().await;
+    // A small queue, so that a burst fills it while the writer waits.
+    let text = config(&upstream, "mode = \"all\"\nqueue = 16", "");
+    let daemon = TestDaemon::start(&unlimited(&text)).await;
+    ask(&daemon, QUEST, "www.example.test").await;
+    entries_when(&daemon, "/api/queries", |e| !e.is_empty()).await;
+    let written = metric_reaching(&daemon, "metasink_querylog_written_total", 1.0).await;
+
+    // Another program (a user's sqlite3 shell, a backup) holds the database's write lock:
+    // every insert of the writer waits for it, then gives up.
+    let database = daemon.dir().join("state/querylog.sqlite3");
+    let holder = rusqlite::Connection::open(&database).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    for index in 0..200 {
+        let name = if index % 2 == 0 {
+            "www.example.test".to_owned()
+        } else {
+            format!("n{index}.meta.ai")
+        };
+        let reply = ask(&daemon, QUEST, &name).await;
+        assert_eq!(
+            (rcode(&reply), reply.answers.len()),
+            (ResponseCode::NoError, 1),
+            "query {index} ({name})"
+        );
+    }
+    let dropped = metric(&daemon.metrics().await, "metasink_querylog_dropped_total");
+    assert!(dropped > 0.0, "the full queue dropped entries");
+    assert!(metric_reaching(&daemon, "metasink_querylog_write_errors_total", 1.0).await > 0.0);
+
+    // The lock is released: what comes next is written again.
+    holder.execute_batch("ROLLBACK;").unwrap();
+    drop(holder);
+    ask(&daemon, QUEST, "resumed.meta.ai").await;
+    let resumed = entries_when(&daemon, "/api/queries?name=resumed.meta.ai", |e| {
+        !e.is_empty()
+    })
+    .await;
+    assert_eq!(resumed.len(), 1, "logged to the database again");
+    let reader = rusqlite::Connection::open(&database).unwrap();
+    let rows: i64 = reader
+        .query_row(
+            "SELECT count(*) FROM queries WHERE name = 'resumed.meta.ai'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1, "the entry is in the file");
+    assert!(
+        metric_reaching(&daemon, "metasink_querylog_written_total", written + 1.0).await
+            > written
+    );
+    assert_eq!(
+        metric(&daemon.metrics().await, "metasink_querylog_dropped_total"),
+        dropped,
+        "nothing dropped once the writer keeps up"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
 async fn a_would_block_whose_upstream_fails_keeps_its_list() {
     let upstream = UnresponsiveUpstream::start();
     let text = config_for(upstream.addr, "mode = \"blocked\"\npath = \"\"", "");
