@@ -1027,3 +1027,41 @@ async fn a_would_block_whose_upstream_fails_keeps_its_list() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn check_shows_the_query_log_and_each_profiles_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    // Nothing is sent: `check` only reads the config.
+    let text = config_for(
+        "127.0.0.1:9".parse().unwrap(),
+        "mode = \"blocked\"\nretention = \"2d\"\nmax_bytes = 1048576\nqueue = 64",
+        "querylog = \"all\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_metasink"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}{output:?}");
+    let database = dir.path().join("state/querylog.sqlite3");
+    assert!(
+        text.contains(&format!(
+            "  querylog:  mode blocked, {}, retention 2days, max_bytes 1048576 (1.0 MiB), queue 64 entries\n",
+            database.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("             device quest: mode all\n"), "{text}");
+    assert!(!text.contains("device tv: mode"), "{text}");
+    let mode_of = |profile: &str| {
+        text.lines()
+            .find(|line| line.split_whitespace().take(2).eq(["profile:", profile]))
+            .and_then(|line| line.split_whitespace().nth(2))
+            .unwrap_or_else(|| panic!("no line for profile {profile}: {text}"))
+            .to_owned()
+    };
+    assert_eq!(mode_of("tv-trial"), "observe");
+    assert_eq!(mode_of("quest"), "enforce");
+}
