@@ -223,7 +223,11 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         settings.default_profile
     );
     for profile in &settings.profiles {
-        println!("  profile:   {:<22} {}", profile.name, profile.mode.as_str());
+        println!(
+            "  profile:   {:<22} {}",
+            profile.name,
+            profile.mode.as_str()
+        );
     }
     for device in &settings.devices {
         let addresses: Vec<_> = (device.addresses.iter().map(ToString::to_string))
@@ -304,7 +308,11 @@ fn print_querylog(settings: &Settings) {
     );
     for device in &settings.devices {
         if let Some(mode) = device.querylog {
-            println!("             device {}: mode {}", device.name, mode.as_str());
+            println!(
+                "             device {}: mode {}",
+                device.name,
+                mode.as_str()
+            );
         }
     }
 }

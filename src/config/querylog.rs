@@ -71,7 +71,10 @@ mod tests {
         for value in ["0", "65537", "-1"] {
             let text = format!("[querylog]\nmode = \"all\"\nqueue = {value}\n");
             let error = parse(&text).unwrap_err().to_string();
-            assert!(error.starts_with(&format!("{PATH}:3: querylog.queue")), "{value}: {error}");
+            assert!(
+                error.starts_with(&format!("{PATH}:3: querylog.queue")),
+                "{value}: {error}"
+            );
         }
     }
 }

@@ -934,14 +934,22 @@ async fn each_answer_names_the_upstream_that_gave_it() {
         Value::Null
     );
 
-    let output = metasink(&["log", "--json", "--name", "www.example.test"], &url, TOKEN).await;
+    let output = metasink(
+        &["log", "--json", "--name", "www.example.test"],
+        &url,
+        TOKEN,
+    )
+    .await;
     assert!(output.status.success(), "{output:?}");
     let logged: Vec<Value> = stdout(&output)
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON entry per line"))
         .collect();
     assert_eq!(logged.len(), 2, "{logged:?}");
-    assert!(logged.iter().all(|entry| entry["upstream"] == label), "{logged:?}");
+    assert!(
+        logged.iter().all(|entry| entry["upstream"] == label),
+        "{logged:?}"
+    );
     daemon.stop().await;
 }
 
@@ -996,8 +1004,7 @@ async fn a_writer_held_up_by_a_lock_drops_entries_not_answers_and_then_resumes()
         .unwrap();
     assert_eq!(rows, 1, "the entry is in the file");
     assert!(
-        metric_reaching(&daemon, "metasink_querylog_written_total", written + 1.0).await
-            > written
+        metric_reaching(&daemon, "metasink_querylog_written_total", written + 1.0).await > written
     );
     assert_eq!(
         metric(&daemon.metrics().await, "metasink_querylog_dropped_total"),
@@ -1053,7 +1060,10 @@ async fn check_shows_the_query_log_and_each_profiles_mode() {
         )),
         "{text}"
     );
-    assert!(text.contains("             device quest: mode all\n"), "{text}");
+    assert!(
+        text.contains("             device quest: mode all\n"),
+        "{text}"
+    );
     assert!(!text.contains("device tv: mode"), "{text}");
     let mode_of = |profile: &str| {
         text.lines()
