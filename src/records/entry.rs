@@ -123,10 +123,9 @@ pub struct QueryRecord<'a> {
     pub blocked_at: Option<BlockedAt>,
     /// The RCODE of the reply sent (its low four bits, as in the header).
     pub rcode: u8,
-    /// The upstream answer, for its first addresses (read off the query path).
+    /// The upstream answer, for its first addresses and the upstream that gave it (read off
+    /// the query path).
     pub answer: Option<&'a Arc<Answer>>,
-    /// The upstream that answered, when the query path knows it.
-    pub upstream: Option<&'a str>,
     /// Time from receiving the query to the reply.
     pub duration: Duration,
 }
@@ -155,14 +154,16 @@ impl Queued {
                 blocked_by: record.blocked_at.map(|at| at.as_str().to_owned()),
                 rcode: rcode_name(record.rcode),
                 answers: Vec::new(),
-                upstream: record.upstream.map(str::to_owned),
+                // Read off the answer by `into_entry`, on the writer thread.
+                upstream: None,
                 duration_ms: record.duration.as_secs_f64() * 1000.0,
             },
             answer: record.answer.cloned(),
         }
     }
 
-    /// The entry, with the answer's first addresses.
+    /// The entry, with the answer's first addresses and the upstream that gave it (a cached
+    /// answer's too, as AdGuard Home shows it).
     pub(super) fn into_entry(self) -> LogEntry {
         let mut entry = self.entry;
         if let Some(answer) = self.answer {
@@ -172,6 +173,7 @@ impl Queued {
                 .take(MAX_ANSWERS)
                 .copied()
                 .collect();
+            entry.upstream = answer.upstream().map(str::to_owned);
         }
         entry
     }

@@ -392,8 +392,6 @@ fn query_record<'a>(
         // The reply's header: flags in bytes 2 and 3, RCODE in the low four bits.
         rcode: reply.get(3).map_or(0, |flags| flags & 0x0F),
         answer,
-        // The upstream that gave the answer, a cached one's too (as AdGuard Home shows it).
-        upstream: answer.and_then(|answer| answer.upstream()),
         duration: started.elapsed(),
     }
 }
