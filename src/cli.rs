@@ -222,6 +222,13 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         settings.profiles.len(),
         settings.default_profile
     );
+    for profile in &settings.profiles {
+        println!(
+            "  profile:   {:<22} {}",
+            profile.name,
+            profile.mode.as_str()
+        );
+    }
     for device in &settings.devices {
         let addresses: Vec<_> = (device.addresses.iter().map(ToString::to_string))
             .chain(device.macs.iter().map(ToString::to_string))
@@ -242,6 +249,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             println!("             profile now: {now}");
         }
     }
+    print_querylog(&settings);
     print_local(&settings, &policy);
     // Port 53 held by another resolver is the classic first-run failure: name the holder.
     let mut failed = false;
@@ -280,6 +288,33 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The query log's part of `check`: which queries it keeps (per device where a device sets
+/// its own mode), where, for how long and up to what size.
+fn print_querylog(settings: &Settings) {
+    let querylog = &settings.querylog;
+    let file = querylog.path.as_ref().map_or_else(
+        || "memory only (recent entries)".to_owned(),
+        |path| path.display().to_string(),
+    );
+    println!(
+        "  querylog:  mode {}, {file}, retention {}, max_bytes {} ({:.1} MiB), queue {} entries",
+        querylog.mode.as_str(),
+        humantime::format_duration(querylog.retention),
+        querylog.max_bytes,
+        querylog.max_bytes as f64 / (1024.0 * 1024.0),
+        querylog.queue
+    );
+    for device in &settings.devices {
+        if let Some(mode) = device.querylog {
+            println!(
+                "             device {}: mode {}",
+                device.name,
+                mode.as_str()
+            );
+        }
+    }
 }
 
 /// The local network's part of `check`: local names, hosts files, forward zones, rebinding

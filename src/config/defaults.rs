@@ -49,6 +49,10 @@ pub(super) const QUERYLOG_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 
 /// `[querylog] max_bytes` when not configured: 256 MiB, a small share of a Pi's SD card.
 pub(super) const QUERYLOG_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
+/// `[querylog] queue` when not configured: a few seconds of a busy house between two drains
+/// of the writer (every 100 ms), or a slow disk's pause of a second.
+pub(super) const QUERYLOG_QUEUE: usize = 8192;
+
 /// The query log's file in `state_dir` when `[querylog] path` is not configured.
 pub(super) const QUERYLOG_FILE: &str = "querylog.sqlite3";
 
@@ -157,6 +161,7 @@ pub fn builtin_settings() -> Settings {
             retention: QUERYLOG_RETENTION,
             max_bytes: QUERYLOG_MAX_BYTES,
             path: Some(state_dir.join(QUERYLOG_FILE)),
+            queue: QUERYLOG_QUEUE,
         },
         admission: AdmissionSettings::default(),
         download: DOWNLOAD,

@@ -149,6 +149,8 @@ pub struct QuerylogSettings {
     pub max_bytes: u64,
     /// The SQLite file; `None` (`path = ""`) keeps only the in-memory ring of recent entries.
     pub path: Option<PathBuf>,
+    /// Entries the queue to the writer holds; more are dropped (and counted) while it is full.
+    pub queue: usize,
 }
 
 /// Where a [`Settings`] came from.
@@ -341,8 +343,8 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// list paths.
 pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
     let mut raw = raw::parse(text, path)?;
-    // The local network's sections are checked on their own, after the rest (one file per
-    // section, as `validate` is to be split).
+    // The local network's sections are checked on their own, after the rest: they need the
+    // listen addresses `validate` settles.
     let local_sections = local::RawLocalSections::take(&mut raw);
     let mut settings = validate::validate(raw, text, path)?;
     settings.local = local::local(local_sections, text, path, &settings.server.listen)?;

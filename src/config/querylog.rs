@@ -1,11 +1,11 @@
 //! `[querylog]`: what the query log keeps (`mode`, also the choices of a device's own
 //! `querylog`), for how long, in how many bytes, and where (under `state_dir` by default, in
-//! memory only when `path` is empty).
+//! memory only when `path` is empty), and how many entries may wait for its writer (`queue`).
 
 use std::path::Path;
 use std::time::Duration;
 
-use super::defaults::{QUERYLOG_FILE, QUERYLOG_MAX_BYTES, QUERYLOG_RETENTION};
+use super::defaults::{QUERYLOG_FILE, QUERYLOG_MAX_BYTES, QUERYLOG_QUEUE, QUERYLOG_RETENTION};
 use super::error::{ConfigError, Locator};
 use super::raw::RawQuerylog;
 use super::values::{MAX_TTL, choose, duration_within, relative_to};
@@ -17,6 +17,10 @@ pub(super) const LOG_MODES: [LogMode; 3] = [LogMode::Off, LogMode::Blocked, LogM
 /// The smallest `querylog.max_bytes`: SQLite needs a few pages for its schema and indexes
 /// before the first entry.
 const MIN_QUERYLOG_BYTES: u64 = 64 * 1024;
+
+/// The largest `queue`: an entry takes a few hundred bytes, so a full queue at the cap holds
+/// about 20 MiB.
+const MAX_QUERYLOG_QUEUE: usize = 65_536;
 
 /// `[querylog]`: the file defaults to `state_dir`, and an empty `path` keeps the log in memory.
 pub(super) fn querylog(
@@ -55,11 +59,22 @@ pub(super) fn querylog(
         }
         Some(value) => Some(relative_to(config_path, value.get_ref())),
     };
+    let queue = match &raw.queue {
+        None => QUERYLOG_QUEUE,
+        Some(value) => match usize::try_from(*value.get_ref()) {
+            Ok(entries @ 1..=MAX_QUERYLOG_QUEUE) => entries,
+            _ => {
+                let message = format!("must be between 1 and {MAX_QUERYLOG_QUEUE} entries");
+                return Err(at.invalid(value.span(), "querylog.queue", message));
+            }
+        },
+    };
     Ok(QuerylogSettings {
         mode,
         retention,
         max_bytes,
         path,
+        queue,
     })
 }
 
@@ -81,6 +96,7 @@ mod tests {
                 retention: QUERYLOG_RETENTION,
                 max_bytes: QUERYLOG_MAX_BYTES,
                 path: Some(PathBuf::from("/srv/ms").join(QUERYLOG_FILE)),
+                queue: QUERYLOG_QUEUE,
             }
         );
         let text = "[querylog]\nmode = \"blocked\"\nretention = \"2d\"\nmax_bytes = 100000\n\
@@ -115,5 +131,28 @@ mod tests {
             error("[querylog]\nmax_bytes = 1000\n"),
             format!("{PATH}:2: querylog.max_bytes: must be at least 65536 (64 KiB)")
         );
+    }
+
+    #[test]
+    fn the_queue_defaults_and_may_be_set_within_its_cap() {
+        assert_eq!(check("").unwrap().querylog.queue, QUERYLOG_QUEUE);
+        assert_eq!(
+            check("[querylog]\nqueue = 16\n").unwrap().querylog.queue,
+            16
+        );
+        let most = format!("[querylog]\nqueue = {MAX_QUERYLOG_QUEUE}\n");
+        assert_eq!(check(&most).unwrap().querylog.queue, MAX_QUERYLOG_QUEUE);
+    }
+
+    #[test]
+    fn a_queue_outside_its_bounds_names_file_line_and_key() {
+        for value in ["0", "65537", "-1"] {
+            let text = format!("[querylog]\nmode = \"all\"\nqueue = {value}\n");
+            let error = error(&text);
+            assert!(
+                error.starts_with(&format!("{PATH}:3: querylog.queue")),
+                "{value}: {error}"
+            );
+        }
     }
 }

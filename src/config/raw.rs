@@ -69,6 +69,8 @@ pub(super) struct RawQuerylog {
     pub max_bytes: Option<Spanned<u64>>,
     /// The database file; empty for memory only.
     pub path: Option<Text>,
+    /// Entries queued for the writer before new ones are dropped (checked by `querylog`).
+    pub queue: Option<Spanned<u64>>,
 }
 
 /// `[server]`.

@@ -19,6 +19,7 @@
 //! case may differ), so every compression pointer still lands where it did.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -49,6 +50,9 @@ pub struct Answer {
     /// An A or AAAA record holds an address inside the house (DNS rebinding protection,
     /// [`crate::local::rebind`]).
     house_address: bool,
+    /// The upstream that gave it, by the label its metrics use (the query log's `upstream`):
+    /// shared with that upstream, so an answer costs a reference count, not a string.
+    upstream: Option<Arc<str>>,
 }
 
 /// How the TTLs of a served answer are written.
@@ -124,7 +128,21 @@ impl Answer {
             targets,
             addresses,
             house_address,
+            upstream: None,
         })
+    }
+
+    /// This answer, given by the upstream labelled `upstream`.
+    pub(super) fn answered_by(self, upstream: Arc<str>) -> Self {
+        Self {
+            upstream: Some(upstream),
+            ..self
+        }
+    }
+
+    /// The label of the upstream that gave this answer (kept with it in the cache), if known.
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.as_deref()
     }
 
     /// Clamps every TTL into `[min, max]` (the `[cache]` bounds), so what we send and how long

@@ -98,6 +98,9 @@ struct Upstream {
     /// What it was made from: a set built later with the same settings takes it over.
     settings: UpstreamSettings,
     address: SocketAddr,
+    /// Its name in metrics, logs and the query log ([`UpstreamSettings::label`]), given to
+    /// each answer it sends.
+    label: Arc<str>,
     /// hickory's sockets and timers, with UDP sockets reused.
     provider: ReusingProvider,
     /// The kept-open connection of a `tcp://`, `tls://` or `https://` upstream; None for UDP.
@@ -256,6 +259,7 @@ impl Upstream {
         Self {
             settings: settings.clone(),
             address,
+            label: label.into(),
             connected: Connected::new(settings, provider.clone()),
             provider,
             counters,
@@ -287,7 +291,7 @@ impl Upstream {
         match result {
             Ok(answer) => {
                 self.health.reached(now);
-                Some(answer)
+                Some(answer.answered_by(self.label.clone()))
             }
             Err(failure) => {
                 self.counters.count_error(failure.label());

@@ -123,10 +123,9 @@ pub struct QueryRecord<'a> {
     pub blocked_at: Option<BlockedAt>,
     /// The RCODE of the reply sent (its low four bits, as in the header).
     pub rcode: u8,
-    /// The upstream answer, for its first addresses (read off the query path).
+    /// The upstream answer, for its first addresses and the upstream that gave it (read off
+    /// the query path).
     pub answer: Option<&'a Arc<Answer>>,
-    /// The upstream that answered, when the query path knows it.
-    pub upstream: Option<&'a str>,
     /// Time from receiving the query to the reply.
     pub duration: Duration,
 }
@@ -146,12 +145,11 @@ pub(super) struct Queued {
     rcode: u8,
     duration: Duration,
     answer: Option<Arc<Answer>>,
-    /// The device, profile, name, list and upstream, one after the other.
+    /// The device, profile, name and list, one after the other.
     text: String,
     /// Where each of [`Self::text`]'s fields ends, in that order.
-    ends: [usize; 5],
+    ends: [usize; 4],
     has_list: bool,
-    has_upstream: bool,
 }
 
 impl Queued {
@@ -162,10 +160,9 @@ impl Queued {
             record.profile,
             record.question.name(),
             list.unwrap_or(""),
-            record.upstream.unwrap_or(""),
         ];
         let mut text = String::with_capacity(fields.iter().map(|field| field.len()).sum());
-        let mut ends = [0; 5];
+        let mut ends = [0; 4];
         for (field, end) in fields.iter().zip(&mut ends) {
             text.push_str(field);
             *end = text.len();
@@ -184,7 +181,6 @@ impl Queued {
             text,
             ends,
             has_list: list.is_some(),
-            has_upstream: record.upstream.is_some(),
         }
     }
 
@@ -194,7 +190,8 @@ impl Queued {
         &self.text[start..self.ends[index]]
     }
 
-    /// The entry, with the answer's first addresses.
+    /// The entry, with the answer's first addresses and the upstream that gave it (a cached
+    /// answer's too, as AdGuard Home shows it).
     pub(super) fn into_entry(self) -> LogEntry {
         let answers = self.answer.as_ref().map_or_else(Vec::new, |answer| {
             answer
@@ -220,7 +217,10 @@ impl Queued {
             blocked_by: self.blocked_at.map(|at| at.as_str().to_owned()),
             rcode: rcode_name(self.rcode),
             answers,
-            upstream: self.has_upstream.then(|| self.field(4).to_owned()),
+            // The upstream that gave the answer (for a cached one, the one it came from).
+            upstream: (self.answer.as_ref())
+                .and_then(|answer| answer.upstream())
+                .map(str::to_owned),
             duration_ms: self.duration.as_secs_f64() * 1000.0,
         }
     }

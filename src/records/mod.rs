@@ -54,8 +54,6 @@ use crate::config::{LogMode, QuerylogSettings, UNKNOWN_DEVICE};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyHandle};
 
-/// Entries the queue holds before it drops them: a few seconds of a busy house at [`TICK`].
-pub const QUEUE_CAPACITY: usize = 8192;
 /// How often the writer thread drains the queue.
 pub const TICK: Duration = Duration::from_millis(100);
 /// How often old entries are pruned and the database size is read.
@@ -97,7 +95,8 @@ impl Records {
     /// Starts the records of a daemon with `settings` and `state_dir` (where the observe
     /// table lives).
     pub fn start(settings: &QuerylogSettings, state_dir: &Path, metrics: &Metrics) -> Self {
-        let (queue, received) = sync_channel(QUEUE_CAPACITY);
+        // Entries the queue holds before it drops them (`[querylog] queue`).
+        let (queue, received) = sync_channel(settings.queue);
         let shared = Arc::new(Shared {
             ring: Mutex::new(Ring::new(RING_ENTRIES, RING_BYTES)),
             live: broadcast::channel(LIVE_CAPACITY).0,
@@ -118,6 +117,7 @@ impl Records {
         let writer = Writer {
             shared: shared.clone(),
             received,
+            batch: settings.queue,
             store: settings.path.clone().map(Store::new),
             retention: settings.retention,
             max_bytes: settings.max_bytes,
@@ -151,7 +151,8 @@ impl Records {
         self.shared.observe.note(record, policy, blocked);
         let kept = match log {
             LogMode::Off => return,
-            LogMode::Blocked => record.result.is_block(),
+            // A would-block whose upstream then failed is still a block the profile made.
+            LogMode::Blocked => record.result.is_block() || record.blocked_at.is_some(),
             LogMode::All => true,
         };
         if kept {
@@ -247,6 +248,8 @@ fn yield_to_answers() {
 struct Writer {
     shared: Arc<Shared>,
     received: Receiver<Queued>,
+    /// The most entries one drain takes: what the queue holds.
+    batch: usize,
     store: Option<Store>,
     retention: Duration,
     max_bytes: u64,
@@ -263,7 +266,7 @@ impl Writer {
         loop {
             let stopping = self.shared.stop.load(Ordering::Relaxed);
             self.shared.names.refresh();
-            let batch: Vec<Queued> = self.received.try_iter().take(QUEUE_CAPACITY).collect();
+            let batch: Vec<Queued> = self.received.try_iter().take(self.batch).collect();
             if !batch.is_empty() {
                 let batch = self.named(batch);
                 self.keep(&batch, &mut failing);
@@ -391,6 +394,7 @@ mod tests {
             retention: Duration::from_secs(3600),
             max_bytes: 1 << 20,
             path: None,
+            queue: 64,
         };
         let records = Records::start(&settings, state_dir.path(), &Metrics::new());
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -344,7 +344,10 @@ fn query_record<'a>(
         BlockedBy::AnswerTarget => BlockedAt::AnswerTarget,
         BlockedBy::AnswerAddress(_) => BlockedAt::AnswerAddress,
     };
+    // A dry-run profile's block is told whatever the client got: an answer or a SERVFAIL.
     let would_block = resolution.would_block;
+    let would_list = would_block.map(|(list, _)| list_id(list));
+    let would_at = would_block.map(|(_, by)| at(by));
     let (result, list, blocked_at, answer) = match &resolution.outcome {
         Outcome::Blocked { list, by } => (
             LogResult::Blocked,
@@ -365,9 +368,7 @@ fn query_record<'a>(
                 (None, Source::Cache) => LogResult::Cached,
                 (None, Source::Stale) => LogResult::Stale,
             };
-            let list = would_block.map(|(list, _)| list_id(list));
-            let blocked_at = would_block.map(|(_, by)| at(by));
-            (result, list, blocked_at, Some(&entry.answer))
+            (result, would_list, would_at, Some(&entry.answer))
         }
         Outcome::Rebinding => (
             LogResult::Blocked,
@@ -376,7 +377,7 @@ fn query_record<'a>(
             None,
         ),
         Outcome::Local(_) => (LogResult::Local, None, None, None),
-        Outcome::ServFail(_) => (LogResult::ServFail, None, None, None),
+        Outcome::ServFail(_) => (LogResult::ServFail, would_list, would_at, None),
         // A dropped question has no reply and is never logged; it reads as not served.
         Outcome::Truncated
         | Outcome::NotImplemented
@@ -403,7 +404,6 @@ fn query_record<'a>(
         // The reply's header: flags in bytes 2 and 3, RCODE in the low four bits.
         rcode: reply.get(3).map_or(0, |flags| flags & 0x0F),
         answer,
-        upstream: None,
         duration,
     }
 }

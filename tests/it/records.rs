@@ -2,7 +2,7 @@
 //! real daemon on loopback, a real upstream, queries from several 127.0.0.x "devices", the
 //! API over HTTP and the `metasink` binary as a user runs it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,11 @@ async fn upstream() -> TestUpstream {
 /// A house with a Quest (preset profile), a TV trying a profile in observe mode and a phone;
 /// `querylog` is the `[querylog]` table's body and `devices` extra keys for each device.
 fn config(upstream: &TestUpstream, querylog: &str, quest_log: &str) -> String {
+    config_for(upstream.addr, querylog, quest_log)
+}
+
+/// [`config`] with the upstream at `upstream`.
+fn config_for(upstream: SocketAddr, querylog: &str, quest_log: &str) -> String {
     format!(
         r#"
 [server]
@@ -41,7 +46,7 @@ api_token = "{TOKEN}"
 {querylog}
 
 [[upstream]]
-address = "{}"
+address = "{upstream}"
 
 [[profile]]
 name = "tv-trial"
@@ -63,8 +68,7 @@ profile = "tv-trial"
 name = "phone"
 match = ["127.0.0.4"]
 profile = "meta-apps"
-"#,
-        upstream.addr
+"#
     )
 }
 
@@ -906,4 +910,183 @@ async fn a_block_by_override_is_logged_with_the_override() {
         "{entries:?}"
     );
     daemon.stop().await;
+}
+
+#[tokio::test]
+async fn each_answer_names_the_upstream_that_gave_it() {
+    let upstream = upstream().await;
+    let daemon = TestDaemon::start(&config(&upstream, "mode = \"all\"", "")).await;
+    let url = format!("http://{}", daemon.http);
+    // A plain UDP upstream is labelled by its address, as in its metrics.
+    let label = Value::from(upstream.addr.to_string());
+    ask(&daemon, QUEST, "www.example.test").await;
+    ask(&daemon, QUEST, "www.example.test").await;
+    ask(&daemon, QUEST, "analytics.facebook.com").await;
+    let entries = entries_when(&daemon, "/api/queries", |e| e.len() >= 3).await;
+    let upstream_of = |name, result| {
+        find(&entries, name, result)
+            .unwrap_or_else(|| panic!("{name} {result}: {entries:?}"))["upstream"]
+            .clone()
+    };
+    assert_eq!(upstream_of("www.example.test", "forwarded"), label);
+    // A cached answer names the upstream it came from, as AdGuard Home shows it.
+    assert_eq!(upstream_of("www.example.test", "cached"), label);
+    assert_eq!(
+        upstream_of("analytics.facebook.com", "blocked"),
+        Value::Null
+    );
+
+    let output = metasink(
+        &["log", "--json", "--name", "www.example.test"],
+        &url,
+        TOKEN,
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let logged: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON entry per line"))
+        .collect();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert!(
+        logged.iter().all(|entry| entry["upstream"] == label),
+        "{logged:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_writer_held_up_by_a_lock_drops_entries_not_answers_and_then_resumes() {
+    let upstream = upstream().await;
+    // A small queue, so that a burst fills it while the writer waits.
+    let text = config(&upstream, "mode = \"all\"\nqueue = 16", "");
+    let daemon = TestDaemon::start(&unlimited(&text)).await;
+    ask(&daemon, QUEST, "www.example.test").await;
+    entries_when(&daemon, "/api/queries", |e| !e.is_empty()).await;
+
+    // Another program (a user's sqlite3 shell, a backup) holds the database's write lock:
+    // every insert of the writer waits for it, then gives up.
+    let database = daemon.dir().join("state/querylog.sqlite3");
+    let holder = rusqlite::Connection::open(&database).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    for index in 0..200 {
+        let name = if index % 2 == 0 {
+            "www.example.test".to_owned()
+        } else {
+            format!("n{index}.meta.ai")
+        };
+        let reply = ask(&daemon, QUEST, &name).await;
+        assert_eq!(
+            (rcode(&reply), reply.answers.len()),
+            (ResponseCode::NoError, 1),
+            "query {index} ({name})"
+        );
+    }
+    let dropped = metric(&daemon.metrics().await, "metasink_querylog_dropped_total");
+    assert!(dropped > 0.0, "the full queue dropped entries");
+    assert!(metric_reaching(&daemon, "metasink_querylog_write_errors_total", 1.0).await > 0.0);
+
+    // The lock is released: the writer first writes the batch it held and what is queued
+    // (the queue may stay full until then), and then what comes next.
+    holder.execute_batch("ROLLBACK;").unwrap();
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for attempt in 0.. {
+        let name = format!("resumed-{attempt}.meta.ai");
+        ask(&daemon, QUEST, &name).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let path = format!("/api/queries?name={name}");
+        if !get(&daemon, &path).await["queries"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logging never resumed");
+    }
+    let dropped = metric(&daemon.metrics().await, "metasink_querylog_dropped_total");
+    ask(&daemon, QUEST, "after.meta.ai").await;
+    let after = entries_when(&daemon, "/api/queries?name=after.meta.ai", |e| {
+        !e.is_empty()
+    })
+    .await;
+    assert_eq!(after.len(), 1, "logged to the database again");
+    let reader = rusqlite::Connection::open(&database).unwrap();
+    let rows: i64 = reader
+        .query_row(
+            "SELECT count(*) FROM queries WHERE name = 'after.meta.ai'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1, "the entry is in the file");
+    assert_eq!(
+        metric(&daemon.metrics().await, "metasink_querylog_dropped_total"),
+        dropped,
+        "nothing dropped once the writer keeps up"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_would_block_whose_upstream_fails_keeps_its_list() {
+    let upstream = UnresponsiveUpstream::start();
+    let text = config_for(upstream.addr, "mode = \"blocked\"\npath = \"\"", "");
+    let daemon = TestDaemon::start(&text).await;
+    let reply = ask(&daemon, TV, "pixel.facebook.com").await;
+    assert_eq!(rcode(&reply), ResponseCode::ServFail);
+    let entries = entries_when(&daemon, "/api/queries", |e| !e.is_empty()).await;
+    let entry = find(&entries, "pixel.facebook.com", "servfail").expect("servfail entry");
+    assert_eq!(
+        (&entry["device"], &entry["list"], &entry["blocked_by"]),
+        (
+            &Value::from("tv"),
+            &Value::from("meta-tracking"),
+            &Value::from("question")
+        ),
+        "{entries:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn check_shows_the_query_log_and_each_profiles_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    // Nothing is sent: `check` only reads the config.
+    let text = config_for(
+        "127.0.0.1:9".parse().unwrap(),
+        "mode = \"blocked\"\nretention = \"2d\"\nmax_bytes = 1048576\nqueue = 64",
+        "querylog = \"all\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_metasink"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}{output:?}");
+    let database = dir.path().join("state/querylog.sqlite3");
+    assert!(
+        text.contains(&format!(
+            "  querylog:  mode blocked, {}, retention 2days, max_bytes 1048576 (1.0 MiB), queue 64 entries\n",
+            database.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("             device quest: mode all\n"),
+        "{text}"
+    );
+    assert!(!text.contains("device tv: mode"), "{text}");
+    let mode_of = |profile: &str| {
+        text.lines()
+            .find(|line| line.split_whitespace().take(2).eq(["profile:", profile]))
+            .and_then(|line| line.split_whitespace().nth(2))
+            .unwrap_or_else(|| panic!("no line for profile {profile}: {text}"))
+            .to_owned()
+    };
+    assert_eq!(mode_of("tv-trial"), "observe");
+    assert_eq!(mode_of("quest"), "enforce");
 }
