@@ -15,7 +15,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// How the temporary files of unfinished writes end.
@@ -62,6 +62,27 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     temporary.as_file().sync_all()?;
     temporary.persist(path).map_err(|error| error.error)?;
     sync_directory(dir);
+    Ok(())
+}
+
+/// Makes sure `path` is a regular file only its owner can read and write, creating it
+/// (empty, mode `0600`, never through a symbolic link) when missing and narrowing the mode of
+/// one that is wider: for a file another program (SQLite) then writes in place, which takes
+/// its journals' mode from it.
+pub fn create_private(path: &Path) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
     Ok(())
 }
 

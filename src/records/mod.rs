@@ -334,13 +334,14 @@ impl Writer {
         let Some(store) = &mut self.store else {
             return;
         };
-        let pruned = store.prune_older(oldest);
+        // A database not created yet (nothing logged) has nothing to prune, and is not
+        // created for it: with the log off no file appears.
+        let pruned = (store.bytes() > 0).then(|| store.prune_older(oldest));
         let bytes = store.bytes();
         self.counters
             .database_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        // A database not created yet (nothing logged) has nothing to prune.
-        if bytes > 0 {
+        if let Some(pruned) = pruned {
             self.outcome(pruned, failing, "pruning the query log");
         }
     }
@@ -408,5 +409,25 @@ mod tests {
         }
         records.shutdown();
         assert_eq!(nice, Some(i64::from(WRITER_NICE)));
+    }
+
+    #[test]
+    fn with_nothing_logged_no_database_file_is_made() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let path = state_dir.path().join("querylog.sqlite3");
+        let settings = QuerylogSettings {
+            mode: LogMode::Off,
+            retention: Duration::from_secs(3600),
+            max_bytes: 1 << 20,
+            path: Some(path.clone()),
+            queue: 64,
+        };
+        let records = Records::start(&settings, state_dir.path(), &Metrics::new());
+        // Stopping runs the writer's last round, pruning included.
+        records.shutdown();
+        assert!(
+            !path.exists(),
+            "a query log that logged nothing made its file"
+        );
     }
 }

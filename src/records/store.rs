@@ -21,6 +21,7 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::entry::{LogEntry, Timestamp};
 use super::filter::Filter;
+use crate::state_files;
 
 /// How long a failed open waits before the next try.
 pub const REOPEN_INTERVAL: Duration = Duration::from_secs(5);
@@ -222,8 +223,12 @@ fn insert(connection: &Connection, entries: &[Arc<LogEntry>]) -> rusqlite::Resul
 fn open_for_writing(path: &Path) -> rusqlite::Result<Open> {
     if let Some(dir) = path.parent() {
         // Best effort: a failure shows up as the open's own error.
-        let _ = std::fs::create_dir_all(dir);
+        let _ = state_files::create_dir(dir);
     }
+    // A query log is as private as a browser history: the file (and so the WAL and shared
+    // memory files SQLite makes beside it, which take its mode) is the owner's alone.
+    state_files::create_private(path)
+        .map_err(|_| rusqlite::Error::InvalidPath(path.to_path_buf()))?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NOFOLLOW
@@ -378,5 +383,29 @@ mod tests {
             .map(|e| (e.name.as_str(), e.client_name.as_deref()))
             .collect();
         assert_eq!(names, [("new.test", Some("pixel-7")), ("old.test", None)]);
+    }
+
+    #[test]
+    fn the_database_and_its_journals_are_the_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().mode() & 0o777;
+        // A new database.
+        let path = dir.path().join("new.sqlite3");
+        let mut store = Store::new(path.clone());
+        store.prune_older(Timestamp(0)).unwrap();
+        // While it is open: SQLite removes the WAL with the last connection.
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&wal_path(&path)), 0o600);
+        drop(store);
+        // One an earlier version left readable by everyone.
+        let path = dir.path().join("old.sqlite3");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(OLD_TABLE)
+            .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        Store::new(path.clone()).prune_older(Timestamp(0)).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 }
