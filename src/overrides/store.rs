@@ -98,7 +98,11 @@ impl OverrideStore {
         Self::with(saved, None, gauges)
     }
 
-    fn with(saved: Saved, file: Option<PathBuf>, gauges: [IntGauge; 3]) -> Self {
+    fn with(mut saved: Saved, file: Option<PathBuf>, gauges: [IntGauge; 3]) -> Self {
+        // Overrides that expired while nothing ran are dropped here, in memory only: the
+        // daemon's next change or once-a-second sweep saves the list.
+        let now = Timestamp::now();
+        saved.overrides.retain(|rule| rule.is_live(now));
         let store = Self {
             active: ArcSwap::from_pointee(Active::new(&saved.overrides)),
             inner: Mutex::new(Inner {
@@ -110,7 +114,6 @@ impl OverrideStore {
         };
         // Counted, not saved: opening must not rewrite the file (`explain` opens it too).
         store.count(&store.lock());
-        store.sweep(Timestamp::now());
         store
     }
 
@@ -391,6 +394,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(OverrideStore::open(dir.path(), gauges()));
         assert!(!dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn opening_a_store_whose_overrides_expired_rewrites_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let an_hour_ago = Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(1))
+            .unwrap();
+        let expired = an_hour_ago
+            .checked_add(jiff::SignedDuration::from_mins(1))
+            .unwrap();
+        OverrideStore::open(dir.path(), gauges())
+            .add(pause_for("tablet", Some(expired)), an_hour_ago)
+            .unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let saved = std::fs::read(&path).unwrap();
+        let store = OverrideStore::open(dir.path(), gauges());
+        assert!(
+            store.active().is_empty(),
+            "the expired pause is not in force"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            saved,
+            "the file was rewritten"
+        );
     }
 
     #[test]
