@@ -4,7 +4,7 @@
 //!
 //! Updated inline for every answered query: one locked map lookup, allocating nothing for a
 //! client already known whose device and profile did not change. Bounded at [`MAX_CLIENTS`];
-//! the least recently seen goes first. Memory only: it is rebuilt within minutes of a start.
+//! the least recently seen eighth goes when it is full. Memory only: it is rebuilt within minutes of a start.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -88,12 +88,7 @@ impl Clients {
             return;
         }
         if table.len() >= MAX_CLIENTS {
-            let oldest = (table.iter())
-                .min_by_key(|(_, client)| client.last_seen)
-                .map(|(address, _)| *address);
-            if let Some(oldest) = oldest {
-                table.remove(&oldest);
-            }
+            evict_oldest(&mut table);
         }
         table.insert(
             address,
@@ -135,5 +130,52 @@ impl Clients {
                 .then(a.address.cmp(&b.address))
         });
         clients
+    }
+}
+
+/// Drops the least recently seen eighth of the clients: one pass over the table pays for the
+/// next [`MAX_CLIENTS`]` / 8` new clients, where dropping one at a time would scan it for every
+/// new address once full (a flood of spoofed sources, on the query path).
+fn evict_oldest(table: &mut HashMap<IpAddr, Client, RandomState>) {
+    let mut seen: Vec<(Timestamp, IpAddr)> = (table.iter())
+        .map(|(address, client)| (client.last_seen, *address))
+        .collect();
+    let evicted = (seen.len() / 8).max(1).min(seen.len());
+    if evicted == 0 {
+        return;
+    }
+    seen.select_nth_unstable(evicted - 1);
+    for (_, address) in &seen[..evicted] {
+        table.remove(address);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_table_drops_its_least_recently_seen_eighth_in_one_pass() {
+        let address = |i: u32| IpAddr::from(i.to_be_bytes());
+        let mut table = HashMap::default();
+        let full = u32::try_from(MAX_CLIENTS).unwrap();
+        for i in 0..full {
+            let seen = Timestamp(i64::from(i));
+            let client = Client {
+                mac: None,
+                device: "tv".into(),
+                profile: "strict".into(),
+                identified_by: IdentifiedBy::Default,
+                first_seen: seen,
+                last_seen: seen,
+                queries: 1,
+                blocked: 0,
+            };
+            table.insert(address(i), client);
+        }
+        evict_oldest(&mut table);
+        assert_eq!(table.len(), MAX_CLIENTS - MAX_CLIENTS / 8);
+        assert!((0..full / 8).all(|i| !table.contains_key(&address(i))));
+        assert!((full / 8..full).all(|i| table.contains_key(&address(i))));
     }
 }
