@@ -43,7 +43,7 @@ impl IdentifiedBy {
     }
 }
 
-/// The outcome of [`DeviceIndexMap::identify_how`].
+/// The outcome of [`DeviceIndexMap::identify`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Identified {
     /// The device, `None` for a client that is no device.
@@ -101,19 +101,9 @@ impl DeviceIndexMap {
     /// `address` is a trusted forwarder that names one (`None` if it is no device), otherwise
     /// the device of `address` itself: its exact address, else the MAC address
     /// `neighbour_mac` finds for it (asked only while some device has one), else the longest
-    /// network holding it.
+    /// network holding it. Also says how the device was found, and the client's MAC address when one was read on
+    /// the way (for the query log and the clients view).
     pub fn identify(
-        &self,
-        address: IpAddr,
-        forwarded: &ForwardedClient,
-        neighbour_mac: impl FnOnce(IpAddr) -> Option<MacAddress>,
-    ) -> Option<DeviceIndex> {
-        self.identify_how(address, forwarded, neighbour_mac).device
-    }
-
-    /// [`Self::identify`], with how the device was found and the client's MAC address when
-    /// one was read on the way (for the query log and the clients view).
-    pub fn identify_how(
         &self,
         address: IpAddr,
         forwarded: &ForwardedClient,
@@ -220,7 +210,7 @@ mod tests {
             &[],
         );
         let none = ForwardedClient::default();
-        let find = |text: &str| map.identify(text.parse().unwrap(), &none, |_| None);
+        let find = |text: &str| map.identify(text.parse().unwrap(), &none, |_| None).device;
         assert_eq!(find("192.168.1.20"), Some(0));
         assert_eq!(find("fd00::20"), Some(0));
         assert_eq!(find("192.168.1.65"), Some(0));
@@ -240,7 +230,7 @@ mod tests {
         let guests = nets(&["::ffff:192.168.9.0/120"]);
         let map = DeviceIndexMap::new([(0, &tv[..], &[][..]), (1, &guests[..], &[])], &[]);
         let none = ForwardedClient::default();
-        let find = |text: &str| map.identify(text.parse().unwrap(), &none, |_| None);
+        let find = |text: &str| map.identify(text.parse().unwrap(), &none, |_| None).device;
         assert_eq!(find("192.168.1.30"), Some(0));
         assert_eq!(find("::ffff:192.168.1.30"), Some(0));
         assert_eq!(find("192.168.9.77"), Some(1));
@@ -272,7 +262,7 @@ mod tests {
             ],
         );
         let identify = |from: &str, named: ForwardedClient| {
-            map.identify(from.parse().unwrap(), &named, |_| None)
+            map.identify(from.parse().unwrap(), &named, |_| None).device
         };
         let router_ip = "192.168.1.1";
 
@@ -352,7 +342,10 @@ mod tests {
                 .contains(&address.to_string().as_str())
                 .then(|| phone_mac[0])
         };
-        let identify = |from: &str| map.identify(from.parse().unwrap(), &none, neighbours);
+        let identify = |from: &str| {
+            map.identify(from.parse().unwrap(), &none, neighbours)
+                .device
+        };
         assert_eq!(identify("192.168.1.70"), Some(1), "an exact address first");
         assert_eq!(identify("192.168.1.66"), Some(2), "then the MAC address");
         assert_eq!(identify("::ffff:192.168.1.9"), Some(2), "looked up as IPv4");
@@ -366,7 +359,9 @@ mod tests {
             None
         };
         assert_eq!(
-            without_macs.identify("192.168.1.66".parse().unwrap(), &none, lookup),
+            without_macs
+                .identify("192.168.1.66".parse().unwrap(), &none, lookup)
+                .device,
             Some(0)
         );
         assert!(

@@ -181,18 +181,8 @@ impl Policy {
     }
 
     /// The device of a query from `address` naming `forwarded`, with `neighbours` for the MAC
-    /// address of a client on the LAN (see [`DeviceIndexMap::identify`]), or the
-    /// unknown-client stand-in.
-    pub fn client(
-        &self,
-        address: IpAddr,
-        forwarded: &ForwardedClient,
-        neighbours: &Neighbours,
-    ) -> &Device {
-        self.identify(address, forwarded, neighbours).0
-    }
-
-    /// [`Self::client`], with how it was identified (see [`DeviceIndexMap::identify_how`]).
+    /// address of a client on the LAN, or the unknown-client stand-in; and how it was
+    /// identified (see [`DeviceIndexMap::identify`]).
     pub fn identify(
         &self,
         address: IpAddr,
@@ -201,22 +191,11 @@ impl Policy {
     ) -> (&Device, Identified) {
         let identified = self
             .device_index
-            .identify_how(address, forwarded, |address| neighbours.mac_of(address));
+            .identify(address, forwarded, |address| neighbours.mac_of(address));
         let device = (identified.device)
             .and_then(|index| self.devices.get(index))
             .map(ConfiguredDevice::now);
         (device.unwrap_or(&self.unknown), identified)
-    }
-
-    /// [`Self::client`], `None` for a client that is no configured device.
-    pub fn known_device(
-        &self,
-        address: IpAddr,
-        forwarded: &ForwardedClient,
-        neighbours: &Neighbours,
-    ) -> Option<&Device> {
-        let (device, _) = self.identify(address, forwarded, neighbours);
-        (!self.is_unknown(device)).then_some(device)
     }
 
     /// The lists whose names are Meta's (`all-meta`, `all-meta-brands`): what the observe
