@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
-use super::reverse::suffixes;
+use crate::net::suffixes;
 
 /// Zone → index of its `[[forward]]`.
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 
-use super::reverse::suffixes;
+use crate::net::suffixes;
 
 /// Whether `ip` is an address inside the house (or the host itself).
 pub fn is_rebinding_target(ip: IpAddr) -> bool {

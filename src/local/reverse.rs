@@ -15,6 +15,8 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::LazyLock;
 
+use crate::net::suffixes;
+
 /// The zones, lower-case without the trailing dot.
 static PRIVATE_ZONES: LazyLock<HashSet<String>> = LazyLock::new(|| {
     let mut zones: HashSet<String> = [
@@ -71,13 +73,6 @@ pub fn private_zone(name: &str) -> Option<&str> {
         return None;
     }
     suffixes(name).find(|suffix| PRIVATE_ZONES.contains(*suffix))
-}
-
-/// `name` and each of its parents, longest first: `a.b.c`, `b.c`, `c`.
-pub fn suffixes(name: &str) -> impl Iterator<Item = &str> {
-    std::iter::successors(Some(name), |name| {
-        name.split_once('.').map(|(_, parent)| parent)
-    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Address forms shared by everything that matches client addresses against configured
 //! networks (the access list, device matching) or counts clients (the rate limit, TCP
-//! connection limits), the MAC addresses devices may be matched by, and what a forwarder says
-//! about the client it forwards for.
+//! connection limits), the MAC addresses devices may be matched by, what a forwarder says
+//! about the client it forwards for, and a domain name's parents ([`suffixes`]), which the
+//! matcher and the local zones walk.
 //!
 //! The bottom layer, with `config`: it imports nothing else of the crate.
 
@@ -12,6 +13,17 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net};
+
+/// `name`, then each parent on a label boundary, longest first: `a.b.c`, `b.c`, `c` (the
+/// text form: lower-case, no trailing dot).
+pub fn suffixes(name: &str) -> impl Iterator<Item = &str> {
+    let parents = name
+        .bytes()
+        .enumerate()
+        .filter(|&(_, byte)| byte == b'.')
+        .map(move |(dot, _)| &name[dot + 1..]);
+    std::iter::once(name).chain(parents)
+}
 
 /// One client as the per-client limits count it (the rate limit, TCP connections): an IPv4
 /// address, or an IPv6 /64. A household device rotates temporary addresses inside its /64
@@ -109,6 +121,15 @@ impl fmt::Display for MacAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_and_its_parents_longest_first() {
+        assert_eq!(
+            suffixes("a.b.example").collect::<Vec<_>>(),
+            ["a.b.example", "b.example", "example"]
+        );
+        assert_eq!(suffixes("lan").collect::<Vec<_>>(), ["lan"]);
+    }
 
     #[test]
     fn mac_addresses_read_both_separators_and_print_one_form() {

@@ -30,6 +30,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::RandomState;
 
+use crate::net::suffixes;
 use crate::policy::mask::{ListIndex, ListMask, MAX_LISTS};
 
 /// Bytes before the name in an arena record: the length and the mask-set id.
@@ -325,16 +326,6 @@ impl fmt::Debug for Matcher {
             .field("heap_bytes", &self.heap_bytes())
             .finish()
     }
-}
-
-/// `name`, then each parent on a label boundary: `a.b.c`, `b.c`, `c`.
-fn suffixes(name: &str) -> impl Iterator<Item = &str> {
-    let parents = name
-        .bytes()
-        .enumerate()
-        .filter(|&(_, byte)| byte == b'.')
-        .map(move |(dot, _)| &name[dot + 1..]);
-    std::iter::once(name).chain(parents)
 }
 
 /// The slot tag of a hash: its low byte (not the bits that pick the slot), never 0, which
