@@ -45,10 +45,11 @@
 //! - [`admission`] — who may query and how fast: the access list and per-client rate limit.
 //! - [`policy`] — the snapshot: matcher, profiles, devices.  [`cache`] — the shared answer
 //!   cache.  [`neighbours`] — the MAC addresses of LAN clients.
-//! - [`local`] — the local network: local names and their PTRs, hosts files, forward zones,
-//!   private reverse zones, rebinding protection, DHCP lease names.
 //! - [`dns`] — everything that touches hickory: questions, requests, answers, replies (blocked
 //!   answers among them), the upstream client and the [`dns::Forward`] seam.
+//! - [`local`] — the local network (below `dns`, which writes its answers; it imports only
+//!   `config` and `net`): local names and their PTRs, hosts files, forward zones,
+//!   private reverse zones, rebinding protection, DHCP lease names.
 //! - [`lists`] — list line formats, sources and downloads.  [`metrics`] — Prometheus metrics
 //!   and their label sets.
 //! - [`config`] — the TOML file → validated [`config::Settings`] (errors name file, line, key),
