@@ -16,7 +16,7 @@
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How the temporary files of unfinished writes end.
 const TEMPORARY_SUFFIX: &str = ".tmp";
@@ -119,6 +119,31 @@ pub fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
     };
     let mut bytes = Vec::new();
     io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Moves the unreadable file at `path` to `<path>.bad` (replacing an older one), so that the
+/// next save does not overwrite what a person may want to look at; returns where it went.
+pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".bad");
+    let aside = PathBuf::from(aside);
+    fs::rename(path, &aside)?;
+    Ok(aside)
+}
+
+/// [`read`], refusing a file larger than `max_bytes` (an error, nothing read into memory):
+/// for what the daemon keeps there itself, whose size it knows a bound for.
+pub fn read_at_most(path: &Path, max_bytes: u64) -> io::Result<Option<Vec<u8>>> {
+    let Some(file) = open(path)? else {
+        return Ok(None);
+    };
+    if file.metadata()?.len() > max_bytes {
+        let message = format!("larger than {max_bytes} bytes");
+        return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+    }
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, max_bytes), &mut bytes)?;
     Ok(Some(bytes))
 }
 

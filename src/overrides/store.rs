@@ -23,6 +23,9 @@ pub const MAX_NAMES: usize = 100;
 
 /// The file under `state_dir`.
 const FILE_NAME: &str = "overrides.json";
+/// The largest overrides file read: a full store ([`MAX_OVERRIDES`] of [`MAX_NAMES`] names of
+/// up to 253 bytes) with room for the JSON around them.
+const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// An override as asked for, before it has an id.
 #[derive(Clone, Debug)]
@@ -268,9 +271,10 @@ fn load(file: &Path) -> Saved {
     saved
 }
 
-/// Reads `file` without following a link planted in its place; `None` when it is absent.
+/// Reads `file` without following a link planted in its place; `None` when it is absent. A
+/// file larger than a full store could be ([`MAX_FILE_BYTES`]) is refused unread.
 fn read(file: &Path) -> io::Result<Option<String>> {
-    let Some(bytes) = state_files::read(file)? else {
+    let Some(bytes) = state_files::read_at_most(file, MAX_FILE_BYTES)? else {
         return Ok(None);
     };
     String::from_utf8(bytes)
@@ -279,11 +283,10 @@ fn read(file: &Path) -> io::Result<Option<String>> {
 }
 
 fn set_aside(file: &Path, problem: &str) {
-    let aside = file.with_extension("json.bad");
-    let moved = std::fs::rename(file, &aside);
+    let moved = state_files::set_aside(file);
     warn!(
         file = %file.display(),
-        moved_to = %aside.display(),
+        moved_to = ?moved.as_ref().ok(),
         moved = moved.is_ok(),
         "the overrides file is unreadable ({problem}); starting without overrides"
     );
@@ -355,6 +358,18 @@ mod tests {
         assert_eq!(store.sweep(soon), 1);
         assert!(store.active().is_empty());
         assert!(OverrideStore::open(dir.path(), gauges()).list().is_empty());
+    }
+
+    #[test]
+    fn a_file_larger_than_a_full_store_is_set_aside_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        // Valid JSON (trailing blanks are), but bigger than any store this code writes.
+        let mut text = String::from(r#"{"next_id": 1, "overrides": []}"#);
+        text.push_str(&" ".repeat(usize::try_from(MAX_FILE_BYTES).unwrap()));
+        std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
+        let store = OverrideStore::open(dir.path(), gauges());
+        assert!(store.list().is_empty());
+        assert!(dir.path().join("overrides.json.bad").exists());
     }
 
     #[test]

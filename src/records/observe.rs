@@ -177,7 +177,7 @@ impl Observe {
     /// Reads the table written by an earlier run. A file that cannot be read or parsed is set
     /// aside (renamed `.bad`) and reported, never a reason not to start.
     fn read_back(&self, path: &Path) {
-        let names = match read_bounded(path, MAX_FILE_BYTES) {
+        let names = match crate::state_files::read_at_most(path, MAX_FILE_BYTES) {
             Ok(None) => return,
             Ok(Some(bytes)) => serde_json::from_slice::<ObserveFile>(&bytes)
                 .map(|file| file.names)
@@ -187,9 +187,7 @@ impl Observe {
         let names = match names {
             Ok(names) => names,
             Err(error) => {
-                let mut aside = path.as_os_str().to_owned();
-                aside.push(".bad");
-                let _ = std::fs::rename(path, &aside);
+                let _ = crate::state_files::set_aside(path);
                 tracing::warn!(path = %path.display(), %error, "observe table unreadable; set aside, starting empty");
                 return;
             }
@@ -269,23 +267,6 @@ fn evict_oldest(table: &mut Table) {
             names.remove(&name);
         }
     }
-}
-
-/// The contents of `path` (never through a link, see [`crate::state_files::open`]) if it
-/// holds at most `max_bytes`; `Ok(None)` when there is no such file.
-fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<Option<Vec<u8>>> {
-    let Some(file) = crate::state_files::open(path)? else {
-        return Ok(None);
-    };
-    if file.metadata()?.len() > max_bytes {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {max_bytes} bytes"),
-        ));
-    }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, max_bytes), &mut bytes)?;
-    Ok(Some(bytes))
 }
 
 #[cfg(test)]
