@@ -28,6 +28,7 @@ use crate::refresh::Refresher;
 use crate::reload::Reloader;
 use crate::server::{DnsServer, DnsService, ServiceCounters, listener_descriptors};
 use crate::slots::Slots;
+use crate::state_files;
 
 /// A running daemon.
 pub struct Daemon {
@@ -77,6 +78,13 @@ impl Daemon {
             tracing::warn!("no upstream configured: every name that is not blocked gets SERVFAIL");
         }
         let cache = Cache::new(&settings.cache, metrics.cache());
+        // state_dir once, for every file kept there (overrides, observe, the query log): made
+        // if missing (0750), and cleared of the temporary files a crash left mid-write.
+        let state_dir = &settings.server.state_dir;
+        if let Err(error) = state_files::create_dir(state_dir) {
+            tracing::warn!(path = %state_dir.display(), %error, "cannot create state_dir; overrides, observe and the query log stay in memory");
+        }
+        state_files::remove_unfinished_writes(state_dir);
         let overrides = Arc::new(OverrideStore::open(
             &settings.server.state_dir,
             metrics.overrides_active(),

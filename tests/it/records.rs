@@ -1084,3 +1084,19 @@ async fn two_hundred_answered(daemon: &TestDaemon) {
         );
     }
 }
+
+/// The daemon makes state_dir when it is missing (observe and overrides save there even with
+/// the query log off and no list downloaded), and clears the temporary files a crash left
+/// there mid-write.
+#[tokio::test]
+async fn state_dir_is_made_and_cleared_of_unfinished_writes_at_start() {
+    let daemon = TestDaemon::start("").await;
+    assert!(daemon.dir().join("state").is_dir(), "state_dir made");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let leftover = dir.path().join("state/observe.json.a1b2c3.tmp");
+    std::fs::write(&leftover, "{\"names\": [").unwrap();
+    let _daemon = TestDaemon::start_in(dir, "", &[]).await;
+    assert!(!leftover.exists(), "an unfinished write left in state_dir");
+}
