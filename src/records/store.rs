@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 
 use super::entry::{LogEntry, Timestamp};
 use super::filter::Filter;
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS queries (
 );
 CREATE INDEX IF NOT EXISTS queries_time ON queries (time_ms);
 CREATE INDEX IF NOT EXISTS queries_device ON queries (device, time_ms);
-CREATE INDEX IF NOT EXISTS queries_name ON queries (name);
+DROP INDEX IF EXISTS queries_name;
 ";
 
 /// The column a database written before DHCP lease names lacks: added (NULL in older rows)
@@ -293,55 +294,73 @@ pub fn read(path: &Path, filter: &Filter) -> rusqlite::Result<Option<Vec<LogEntr
         true => "client_name",
         false => "NULL",
     };
-    let mut statement = connection.prepare_cached(&format!(
+    // Only the filters that are set make the WHERE clause, so that SQLite can use the
+    // device index (an `?N IS NULL OR device = ?N` term it cannot). A name filter matches
+    // the name and the names below it: no index serves that, so there is none on names
+    // (every insert would pay for it).
+    let mut conditions = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    if let Some(device) = &filter.device {
+        conditions.push("device = ?");
+        values.push(device.clone().into());
+    }
+    if let Some(client) = filter.client {
+        conditions.push("client = ?");
+        values.push(client.to_string().into());
+    }
+    if let Some(name) = &filter.name {
+        conditions.push(
+            "(name = ? OR (length(name) > length(?) AND substr(name, -length(?) - 1) = '.' || ?))",
+        );
+        values.extend(std::iter::repeat_n(Value::from(name.clone()), 4));
+    }
+    if let Some(result) = filter.result {
+        conditions.push("result = ?");
+        values.push(result.as_str().to_owned().into());
+    }
+    if let Some(since) = filter.since {
+        conditions.push("time_ms > ?");
+        values.push(since.0.into());
+    }
+    values.push(i64::try_from(filter.limit).unwrap_or(i64::MAX).into());
+    let condition = match conditions.is_empty() {
+        true => String::new(),
+        false => format!("WHERE {}", conditions.join(" AND ")),
+    };
+    let mut statement = connection.prepare(&format!(
         "SELECT time_ms, client, mac, device, profile, identified_by, name, type, result, list, \
          blocked_by, rcode, answers, upstream, duration_ms, {client_name} FROM queries \
-         WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR client = ?2) \
-         AND (?3 IS NULL OR name = ?3 OR (length(name) > length(?3) \
-              AND substr(name, -length(?3) - 1) = '.' || ?3)) \
-         AND (?4 IS NULL OR result = ?4) AND (?5 IS NULL OR time_ms > ?5) \
-         ORDER BY time_ms DESC, id DESC LIMIT ?6"
+         {condition} ORDER BY time_ms DESC, id DESC LIMIT ?"
     ))?;
-    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-    let rows = statement.query_map(
-        params![
-            filter.device,
-            filter.client.map(|client| client.to_string()),
-            filter.name,
-            filter.result.map(|result| result.as_str()),
-            filter.since.map(|since| since.0),
-            limit,
-        ],
-        |row| {
-            let client: String = row.get(1)?;
-            let answers: String = row.get(12)?;
-            Ok(LogEntry {
-                time: Timestamp(row.get(0)?),
-                // Written by us, but read from disk: a value that does not parse is shown
-                // as the unspecified address rather than failing the whole request.
-                client: client
-                    .parse()
-                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
-                mac: row.get(2)?,
-                device: row.get(3)?,
-                profile: row.get(4)?,
-                identified_by: row.get(5)?,
-                client_name: row.get(15)?,
-                name: row.get(6)?,
-                qtype: row.get(7)?,
-                result: row.get(8)?,
-                list: row.get(9)?,
-                blocked_by: row.get(10)?,
-                rcode: row.get(11)?,
-                answers: answers
-                    .split_whitespace()
-                    .filter_map(|a| a.parse().ok())
-                    .collect(),
-                upstream: row.get(13)?,
-                duration_ms: row.get(14)?,
-            })
-        },
-    )?;
+    let rows = statement.query_map(params_from_iter(values), |row| {
+        let client: String = row.get(1)?;
+        let answers: String = row.get(12)?;
+        Ok(LogEntry {
+            time: Timestamp(row.get(0)?),
+            // Written by us, but read from disk: a value that does not parse is shown
+            // as the unspecified address rather than failing the whole request.
+            client: client
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            mac: row.get(2)?,
+            device: row.get(3)?,
+            profile: row.get(4)?,
+            identified_by: row.get(5)?,
+            client_name: row.get(15)?,
+            name: row.get(6)?,
+            qtype: row.get(7)?,
+            result: row.get(8)?,
+            list: row.get(9)?,
+            blocked_by: row.get(10)?,
+            rcode: row.get(11)?,
+            answers: answers
+                .split_whitespace()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+            upstream: row.get(13)?,
+            duration_ms: row.get(14)?,
+        })
+    })?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
 }
 
