@@ -24,4 +24,4 @@ pub use reply::{Echo, Ecs, Ede, MAX_UDP_PAYLOAD, Transport};
 pub use request::{Rejection, Request};
 pub use respond::{Rcode, write_answer, write_blocked, write_code, write_local};
 pub use upstream::{ATTEMPT_TIMEOUT, QUERY_DEADLINE, UpstreamError, Upstreams};
-pub use wire::reply_rcode;
+pub use wire::header_rcode;

@@ -350,7 +350,7 @@ mod tests {
     use hickory_proto::rr::rdata::opt::EdnsOption;
 
     use super::super::blocked::{BlockedRecords, blocked_plan};
-    use super::super::wire::reply_rcode;
+    use super::super::wire::header_rcode;
     use super::super::wire::tests::{query, samples};
     use super::*;
     use crate::config::BlockAnswer;
@@ -375,14 +375,11 @@ mod tests {
     }
 
     /// Decodes a reply written here, and checks that the response code the metrics read from
-    /// it is the one hickory reads (a reply cut short must not panic that reader).
+    /// its header is the one hickory reads (its low four bits; BADVERS comes with its own).
     fn decode(written: &[u8]) -> Message {
         let message = Message::from_vec(written).unwrap();
         let rcode = u16::from(message.metadata.response_code);
-        assert_eq!(reply_rcode(written), rcode, "{message:?}");
-        for cut in 0..written.len() {
-            reply_rcode(&written[..cut]);
-        }
+        assert_eq!(header_rcode(written), rcode & 0x0F, "{message:?}");
         message
     }
 

@@ -119,8 +119,9 @@ pub fn write_code(
 
 impl Rejection {
     /// The reply to a request rejected before its question was read (FORMERR, NOTIMP,
-    /// BADVERS), or `None` when nothing must be sent back.
-    pub fn reply(&self, transport: Transport) -> Option<Vec<u8>> {
+    /// BADVERS) and its response code (BADVERS is 16: its upper bits are in the OPT record,
+    /// not the header), or `None` when nothing must be sent back.
+    pub fn reply(&self, transport: Transport) -> Option<(Vec<u8>, u16)> {
         let Self::Reply {
             metadata,
             rcode,
@@ -130,6 +131,7 @@ impl Rejection {
             return None;
         };
         let echo = Echo::without_question(metadata, edns.then_some(MAX_UDP_PAYLOAD));
-        Some(write_reply(&echo, &Reply::code(*rcode), transport))
+        let reply = write_reply(&echo, &Reply::code(*rcode), transport);
+        Some((reply, u16::from(*rcode)))
     }
 }

@@ -214,41 +214,10 @@ pub(super) fn record_ttl_offsets(
     Some((offsets, at))
 }
 
-/// The response code of a reply: the header's four bits, plus the upper eight that an OPT
-/// record in the additional section carries (RFC 6891 §6.1.3; BADVERS is 16). A reply too
-/// short to hold its counted records reads as its header's code.
-pub fn reply_rcode(reply: &[u8]) -> u16 {
-    let low = reply.get(3).map_or(0, |flags| u16::from(flags & 0x0F));
-    let high = opt_extended_rcode(reply).map_or(0, |high| u16::from(high) << 4);
-    high | low
-}
-
-/// The EXTENDED-RCODE byte of the reply's OPT record, if it has one.
-fn opt_extended_rcode(reply: &[u8]) -> Option<u8> {
-    let count = |at| u16_at(reply, at).map(usize::from);
-    let (questions, records, additionals) = (count(4)?, count(6)? + count(8)?, count(10)?);
-    let mut at = HEADER_LEN;
-    for _ in 0..questions {
-        at = skip_name(reply, at)? + 4; // QTYPE, QCLASS
-    }
-    for _ in 0..records {
-        at = record_end(reply, at)?;
-    }
-    for _ in 0..additionals {
-        let fields = skip_name(reply, at)?;
-        if u16_at(reply, fields)? == TYPE_OPT {
-            // TYPE, then CLASS (the payload size), then the TTL's first byte.
-            return reply.get(fields + 4).copied();
-        }
-        at = record_end(reply, at)?;
-    }
-    None
-}
-
-/// The end of the resource record starting at `at`: NAME, TYPE, CLASS, TTL, RDLENGTH, RDATA.
-fn record_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let rdlength_at = skip_name(bytes, at)? + 8;
-    Some(rdlength_at + 2 + usize::from(u16_at(bytes, rdlength_at)?))
+/// The response code in a reply's header (its four bits): the whole code of every reply we
+/// write, except a rejection's BADVERS ([`super::Rejection::reply`] gives that one).
+pub fn header_rcode(reply: &[u8]) -> u16 {
+    reply.get(3).map_or(0, |flags| u16::from(flags & 0x0F))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use crate::admission::{Admission, Verdict};
 use crate::dns::{
-    Echo, Rcode, Request, Transport, reply_rcode, write_answer, write_blocked, write_code,
+    Echo, Rcode, Request, Transport, header_rcode, write_answer, write_blocked, write_code,
     write_local,
 };
 use crate::metrics::{Metrics, QTYPE_LABELS, QueryResult, ResponseCounters};
@@ -119,20 +119,19 @@ impl DnsService {
         client: IpAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let reply = self.reply_to(bytes, client, transport).await;
-        if let Some(reply) = &reply {
-            self.counters.responses.count(reply_rcode(reply));
-        }
-        reply
+        let (reply, rcode) = self.reply_to(bytes, client, transport).await?;
+        self.counters.responses.count(rcode);
+        Some(reply)
     }
 
-    /// [`Self::respond`]'s reply, before it is counted.
+    /// [`Self::respond`]'s reply and its response code, before it is counted. The code is
+    /// the header's, read off the bytes written, except for a rejection, which says its own.
     async fn reply_to(
         &self,
         bytes: &[u8],
         client: IpAddr,
         transport: Transport,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(Vec<u8>, u16)> {
         let started = Instant::now();
         // One snapshot for the whole query, even if a reload swaps in another meanwhile.
         let policy = self.policy.load_full();
@@ -144,16 +143,18 @@ impl DnsService {
             false => self.admission.check(client),
         };
         if verdict != Verdict::Answer {
-            return self.turn_away(bytes, client, transport, verdict, &policy, started);
+            return self
+                .turn_away(bytes, client, transport, verdict, &policy, started)
+                .map(with_header_rcode);
         }
         // parse: a request whose question cannot be read gets its error code, if any.
         let request = match Request::parse(bytes) {
             Ok(request) => request,
             Err(rejection) => {
-                let reply = rejection.reply(transport)?;
+                let replied = rejection.reply(transport)?;
                 let device = self.device(&policy, client, &ForwardedClient::default());
                 self.count(device, OTHER_QTYPE, QueryResult::Refused, started);
-                return Some(reply);
+                return Some(replied);
             }
         };
         let query = Query {
@@ -206,7 +207,7 @@ impl DnsService {
             );
             records.submit(&record, device.querylog, &policy);
         }
-        reply
+        reply.map(with_header_rcode)
     }
 
     /// A query admission does not let in: refused (a stranger) or dropped (over its rate),
@@ -265,6 +266,12 @@ impl DnsService {
         self.counters.durations[result as usize].observe(duration.as_secs_f64());
         duration
     }
+}
+
+/// A reply we wrote, with the response code in its header (see [`header_rcode`]).
+fn with_header_rcode(reply: Vec<u8>) -> (Vec<u8>, u16) {
+    let rcode = header_rcode(&reply);
+    (reply, rcode)
 }
 
 /// The `qtype` row of a query whose question could not be read: "other".
@@ -401,8 +408,7 @@ fn query_record<'a>(
         result,
         list,
         blocked_at,
-        // The reply's header: flags in bytes 2 and 3, RCODE in the low four bits.
-        rcode: reply.get(3).map_or(0, |flags| flags & 0x0F),
+        rcode: u8::try_from(header_rcode(reply)).unwrap_or(0),
         answer,
         duration,
     }
