@@ -335,10 +335,10 @@ fn print_local(settings: &Settings, policy: &Policy) {
                 "  hosts:     {} {} addresses, {} lines skipped",
                 report.path.display(),
                 report.entries,
-                report.skipped.len()
+                report.skipped.count
             ),
         }
-        for skipped in &report.skipped {
+        for skipped in &report.skipped.samples {
             println!(
                 "             {}:{}: {}",
                 report.path.display(),

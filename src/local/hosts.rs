@@ -16,6 +16,9 @@ pub struct HostsEntry {
     pub names: Vec<String>,
 }
 
+/// Skipped lines kept to show (`metasink check`); the rest are only counted.
+pub const MAX_SKIPPED_SAMPLES: usize = 20;
+
 /// A line that was skipped, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedLine {
@@ -25,10 +28,28 @@ pub struct SkippedLine {
     pub reason: String,
 }
 
+/// The lines of a hosts file skipped: how many, and the first [`MAX_SKIPPED_SAMPLES`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Lines skipped.
+    pub count: usize,
+    /// The first of them, with why.
+    pub samples: Vec<SkippedLine>,
+}
+
+impl Skipped {
+    fn push(&mut self, line: SkippedLine) {
+        self.count += 1;
+        if self.samples.len() < MAX_SKIPPED_SAMPLES {
+            self.samples.push(line);
+        }
+    }
+}
+
 /// The entries of a hosts file's `text`, and the lines skipped.
-pub fn parse(text: &str) -> (Vec<HostsEntry>, Vec<SkippedLine>) {
+pub fn parse(text: &str) -> (Vec<HostsEntry>, Skipped) {
     let mut entries = Vec::new();
-    let mut skipped = Vec::new();
+    let mut skipped = Skipped::default();
     for (index, line) in text.lines().enumerate() {
         let content = line.split('#').next().unwrap_or_default();
         let mut fields = content.split_whitespace();
@@ -90,8 +111,21 @@ mod tests {
                 ("192.168.1.12".to_owned(), vec!["ok".to_owned()]),
             ]
         );
-        let lines: Vec<usize> = skipped.iter().map(|s| s.line).collect();
+        let lines: Vec<usize> = skipped.samples.iter().map(|s| s.line).collect();
         assert_eq!(lines, [6, 7, 8]);
-        assert!(skipped[0].reason.contains("not-an-ip"), "{skipped:?}");
+        assert_eq!(skipped.count, 3);
+        assert!(
+            skipped.samples[0].reason.contains("not-an-ip"),
+            "{skipped:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_of_mistakes_keeps_a_few_to_show_and_counts_the_rest() {
+        let text = "not-an-ip name\n".repeat(1000);
+        let (entries, skipped) = parse(&text);
+        assert!(entries.is_empty());
+        assert_eq!(skipped.count, 1000);
+        assert_eq!(skipped.samples.len(), MAX_SKIPPED_SAMPLES);
     }
 }

@@ -26,8 +26,6 @@ use crate::config::local::is_domain_name;
 
 /// The most leases kept from one file.
 pub const MAX_LEASES: usize = 65_536;
-/// The largest lease file read (an ISC file grows between its rewrites).
-pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Which DHCP server wrote a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,7 +169,7 @@ impl Leases {
             if modified.is_some() && modified == file.modified {
                 continue;
             }
-            match read(&file.path) {
+            match super::read_capped(&file.path) {
                 Ok(text) => {
                     let (format, names) = parse(&text);
                     file.format = Some(format);
@@ -212,14 +210,6 @@ impl Leases {
             })
             .collect()
     }
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if size > MAX_FILE_BYTES {
-        return Err(format!("{size} bytes, more than the {MAX_FILE_BYTES} read"));
-    }
-    std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

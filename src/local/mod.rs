@@ -25,12 +25,12 @@ mod records;
 pub mod reverse;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
 pub use self::forward::ForwardZones;
-use self::hosts::SkippedLine;
+use self::hosts::Skipped;
 pub use self::leases::Leases;
 use self::rebind::RebindAllow;
 use self::records::Records;
@@ -136,6 +136,19 @@ pub enum Local<'n> {
     Forward(usize, &'n str),
 }
 
+/// The largest hosts or lease file read: files another program writes (an ISC lease file
+/// grows between its rewrites) must not grow our memory with them.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The text of `path`, if it holds at most [`MAX_FILE_BYTES`].
+fn read_capped(path: &Path) -> Result<String, String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(format!("{size} bytes, more than the {MAX_FILE_BYTES} read"));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
 /// How reading one hosts file went, for `metasink check` and the log.
 #[derive(Clone, Debug)]
 pub struct HostsReport {
@@ -143,8 +156,8 @@ pub struct HostsReport {
     pub path: PathBuf,
     /// Addresses read (one per usable line).
     pub entries: usize,
-    /// Lines skipped.
-    pub skipped: Vec<SkippedLine>,
+    /// Lines skipped: how many, and the first few.
+    pub skipped: Skipped,
     /// Why it could not be read at all.
     pub error: Option<String>,
 }
@@ -168,7 +181,7 @@ impl LocalZones {
         let mut entries = Vec::new();
         let mut reports = Vec::new();
         for path in &settings.hosts {
-            let report = match std::fs::read_to_string(path) {
+            let report = match read_capped(path) {
                 Ok(text) => {
                     let (read, skipped) = hosts::parse(&text);
                     let count = read.len();
@@ -185,8 +198,8 @@ impl LocalZones {
                     HostsReport {
                         path: path.clone(),
                         entries: 0,
-                        skipped: Vec::new(),
-                        error: Some(error.to_string()),
+                        skipped: Skipped::default(),
+                        error: Some(error),
                     }
                 }
             };
@@ -344,8 +357,23 @@ mod tests {
         assert_eq!(zones.resolve("8.8.8.8.in-addr.arpa", qtype::PTR), None);
         // The hosts files' reports.
         let reports = zones.hosts_reports();
-        assert_eq!((reports[0].entries, reports[0].skipped.len()), (1, 1));
+        assert_eq!((reports[0].entries, reports[0].skipped.count), (1, 1));
         assert!(reports[1].error.is_some());
+    }
+
+    #[test]
+    fn a_hosts_file_larger_than_the_cap_is_reported_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: nothing is written, only the size.
+        file.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let zones = LocalZones::compile(&settings(vec![path]));
+        let error = zones.hosts_reports()[0]
+            .error
+            .as_deref()
+            .unwrap_or_default();
+        assert!(error.contains("more than"), "{error}");
     }
 
     #[test]
