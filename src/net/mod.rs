@@ -25,6 +25,15 @@ pub fn suffixes(name: &str) -> impl Iterator<Item = &str> {
     std::iter::once(name).chain(parents)
 }
 
+/// Whether `name` is `parent` or a name below it on a label boundary (both in the text form).
+pub fn is_same_or_below(name: &str, parent: &str) -> bool {
+    match name.strip_suffix(parent) {
+        Some("") => true,
+        Some(rest) => rest.ends_with('.'),
+        None => false,
+    }
+}
+
 /// One client as the per-client limits count it (the rate limit, TCP connections): an IPv4
 /// address, or an IPv6 /64. A household device rotates temporary addresses inside its /64
 /// (RFC 8981), and whoever holds a /64 can use any address in it. IPv4 comes as its
@@ -129,6 +138,14 @@ mod tests {
             ["a.b.example", "b.example", "example"]
         );
         assert_eq!(suffixes("lan").collect::<Vec<_>>(), ["lan"]);
+    }
+
+    #[test]
+    fn a_name_is_below_its_parents_on_label_boundaries_only() {
+        assert!(is_same_or_below("meta.ai", "meta.ai"));
+        assert!(is_same_or_below("www.meta.ai", "meta.ai"));
+        assert!(!is_same_or_below("notmeta.ai", "meta.ai"));
+        assert!(!is_same_or_below("meta.ai", "www.meta.ai"));
     }
 
     #[test]

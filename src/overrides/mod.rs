@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::net::is_same_or_below;
+
 pub use store::OverrideStore;
 
 /// What an override does.
@@ -108,18 +110,9 @@ impl Override {
         }
         self.names
             .iter()
-            .filter(|listed| is_same_or_subdomain(name, listed))
+            .filter(|listed| is_same_or_below(name, listed))
             .map(|listed| listed.len())
             .max()
-    }
-}
-
-/// `name` is `parent` or one of its subdomains (both lower-case, no trailing dot).
-fn is_same_or_subdomain(name: &str, parent: &str) -> bool {
-    match name.strip_suffix(parent) {
-        Some("") => true,
-        Some(rest) => rest.ends_with('.'),
-        None => false,
     }
 }
 

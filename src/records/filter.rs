@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use super::entry::{LogEntry, LogResult, Timestamp};
+use crate::net::is_same_or_below;
 
 /// The most entries one request returns.
 pub const MAX_LIMIT: usize = 10_000;
@@ -50,18 +51,10 @@ impl Filter {
             && self
                 .name
                 .as_ref()
-                .is_none_or(|name| name_matches(name, &entry.name))
+                .is_none_or(|name| is_same_or_below(&entry.name, name))
             && self
                 .result
                 .is_none_or(|result| result.as_str() == entry.result)
             && self.since.is_none_or(|since| entry.time > since)
     }
-}
-
-/// Whether `asked` is `name` or one of its subdomains.
-pub fn name_matches(name: &str, asked: &str) -> bool {
-    asked == name
-        || asked
-            .strip_suffix(name)
-            .is_some_and(|head| head.ends_with('.'))
 }
