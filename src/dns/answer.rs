@@ -96,12 +96,8 @@ impl Answer {
         };
         let lifetime = lifetime(rcode, &answers, &authorities);
         let targets = answers.iter().filter_map(target_name).collect();
-        let addresses = answers.iter().filter_map(address).collect();
-        let house_address = answers.iter().any(|record| match &record.data {
-            RData::A(a) => is_rebinding_target(IpAddr::V4(a.0)),
-            RData::AAAA(aaaa) => is_rebinding_target(IpAddr::V6(aaaa.0)),
-            _ => false,
-        });
+        let addresses: Box<[IpAddr]> = answers.iter().filter_map(address).collect();
+        let house_address = addresses.iter().copied().any(is_rebinding_target);
         let answer_count = u16::try_from(answers.len()).ok()?;
         let authority_count = u16::try_from(authorities.len()).ok()?;
 

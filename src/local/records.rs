@@ -11,8 +11,8 @@
 //! line. The first name given an address (config first, then hosts files in order, their
 //! canonical names first) is the one its PTR record gives.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use foldhash::fast::RandomState;
@@ -64,7 +64,7 @@ impl Records {
                 .names
                 .insert(record.name.as_str().into(), LocalName { ttl, data });
         }
-        let configured: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+        let configured: HashSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
         for entry in hosts {
             for name in &entry.names {
                 if configured.contains(&name.as_str()) {
