@@ -1,7 +1,7 @@
 //! Connection slots that a newcomer can always get while anyone is idle: a fixed number of
 //! connections, and when every slot is taken the oldest *idle* connection is closed to make
 //! room, as Unbound and Knot Resolver do for DNS over TCP. Shared by the TCP DNS listener
-//! ([`crate::dns::tcp`]) and the HTTP listener ([`crate::api`]).
+//! ([`crate::server`]'s TCP) and the HTTP listener ([`crate::api`]).
 //!
 //! A connection is busy while it works on a request ([`Slot::busy`]) and idle otherwise
 //! (waiting for, or still reading, its next request). Only idle connections are evicted, so

@@ -1,5 +1,6 @@
 //! Reading and writing files under `state_dir`: the one way every part of the daemon touches
-//! it (list copies today; overrides and the query log will write there too).
+//! it (list copies, overrides, the observe table, and the query log's file, which SQLite then
+//! writes in place).
 //!
 //! Nothing found there is trusted blindly, since a directory is only as safe as the people
 //! who can write to it:

@@ -491,9 +491,9 @@ fn target_lists<'e>(policy: &Policy, entry: &'e Entry) -> std::borrow::Cow<'e, [
 /// Whether an address of the cached answer is inside a network list (which some profile
 /// blocks), so that another client could get another answer.
 fn in_a_network(policy: &Policy, entry: &Entry) -> bool {
-    let addresses = entry.answer.addresses();
-    let lists = entry.address_lists(policy.generation(), || policy.networks_holding(addresses));
-    lists.iter().any(|lists| !lists.is_empty())
+    address_lists(policy, entry)
+        .iter()
+        .any(|lists| !lists.is_empty())
 }
 
 /// The first address of the cached answer inside a network `profile` blocks, with its list.
@@ -506,7 +506,12 @@ fn blocked_address(
     if profile.block_networks.is_empty() {
         return None;
     }
+    profile.blocking_network(entry.answer.addresses(), &address_lists(policy, entry))
+}
+
+/// The network lists holding each address of the cached answer, kept with the entry for
+/// the policy generation they were found under.
+fn address_lists<'e>(policy: &Policy, entry: &'e Entry) -> std::borrow::Cow<'e, [ListMask]> {
     let addresses = entry.answer.addresses();
-    let lists = entry.address_lists(policy.generation(), || policy.networks_holding(addresses));
-    profile.blocking_network(addresses, &lists)
+    entry.address_lists(policy.generation(), || policy.networks_holding(addresses))
 }
