@@ -320,6 +320,12 @@ mod tests {
         crate::metrics::Metrics::new().overrides_active()
     }
 
+    /// The store counts its kinds into the gauges by position: their orders must agree.
+    #[test]
+    fn the_kinds_are_in_the_metrics_label_order() {
+        assert_eq!(Kind::ALL.map(Kind::as_str), crate::metrics::OVERRIDE_KINDS);
+    }
+
     fn pause_for(device: &str, expires: Option<Timestamp>) -> NewOverride {
         NewOverride {
             kind: Kind::Pause,
