@@ -117,25 +117,17 @@ pub fn pause(args: &PauseArgs) -> anyhow::Result<()> {
 
 /// `metasink allow NAME... [--device D | --profile P] [--for D | --until T]`.
 pub fn allow(args: &NamesArgs) -> anyhow::Result<()> {
-    let body = body(
-        "allow",
-        &args.device,
-        &args.profile,
-        &args.names,
-        &args.expiry,
-    );
-    create(&args.remote, &body)
+    names_override("allow", args)
 }
 
 /// `metasink block NAME... [--device D | --profile P] [--for D | --until T]`.
 pub fn block(args: &NamesArgs) -> anyhow::Result<()> {
-    let body = body(
-        "block",
-        &args.device,
-        &args.profile,
-        &args.names,
-        &args.expiry,
-    );
+    names_override("block", args)
+}
+
+/// An override of `kind` for the names of `args`.
+fn names_override(kind: &str, args: &NamesArgs) -> anyhow::Result<()> {
+    let body = body(kind, &args.device, &args.profile, &args.names, &args.expiry);
     create(&args.remote, &body)
 }
 
@@ -194,16 +186,12 @@ pub fn list_or_remove(args: &OverridesArgs) -> anyhow::Result<()> {
         "id", "kind", "for", "names", "until"
     );
     for rule in overrides(&listed) {
-        let device = rule["device"].as_str().map(str::to_owned);
-        let profile = rule["profile"].as_str().map(str::to_owned);
-        let names: Vec<&str> = (rule["names"].as_array().into_iter().flatten())
-            .filter_map(Value::as_str)
-            .collect();
+        let (target, names) = (target_of(rule), names_of(rule));
         println!(
             "{:>4}  {:<6} {:<24} {:<30} {:<26} {}",
             rule["id"],
             rule["kind"].as_str().unwrap_or("?"),
-            target(&device, &profile),
+            target,
             if names.is_empty() {
                 "(every name)".to_owned()
             } else {
@@ -235,11 +223,7 @@ fn target(device: &Option<String>, profile: &Option<String>) -> String {
 
 /// One override in words: "override 3: pause for device kids-tablet until 2026-…".
 fn describe(rule: &Value) -> String {
-    let device = rule["device"].as_str().map(str::to_owned);
-    let profile = rule["profile"].as_str().map(str::to_owned);
-    let names: Vec<&str> = (rule["names"].as_array().into_iter().flatten())
-        .filter_map(Value::as_str)
-        .collect();
+    let names = names_of(rule);
     let what = match names.is_empty() {
         true => String::new(),
         false => format!(" {}", names.join(", ")),
@@ -248,7 +232,21 @@ fn describe(rule: &Value) -> String {
         "override {}: {}{what} for {} until {}",
         rule["id"],
         rule["kind"].as_str().unwrap_or("?"),
-        target(&device, &profile),
+        target_of(rule),
         rule["expires"].as_str().unwrap_or("removed")
     )
+}
+
+/// Whom the override `rule` (as the API shows it) is for, in words.
+fn target_of(rule: &Value) -> String {
+    let device = rule["device"].as_str().map(str::to_owned);
+    let profile = rule["profile"].as_str().map(str::to_owned);
+    target(&device, &profile)
+}
+
+/// The names of the override `rule` (as the API shows it); none for a pause.
+fn names_of(rule: &Value) -> Vec<&str> {
+    (rule["names"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect()
 }
