@@ -26,7 +26,7 @@ use toml::Spanned;
 
 use super::UpstreamSettings;
 use super::error::{ConfigError, Locator};
-use super::raw::{OneOrMany, RawConfig, RawForward, RawLocal, RawRecord, Text};
+use super::raw::{OneOrMany, RawConfig, RawForward, RawRecord, Text};
 
 /// TTL of a local record without its own `ttl`, and of hosts-file names: short, so an edit
 /// and a reload reach clients within a minute (dnsmasq sends 0; a minute spares the house's
@@ -80,55 +80,35 @@ pub struct ForwardSettings {
     pub upstreams: Vec<UpstreamSettings>,
 }
 
-/// The local sections of the file, taken out of the [`RawConfig`] before the rest is
-/// checked.
-pub(super) struct RawLocalSections {
-    records: Vec<RawRecord>,
-    local: RawLocal,
-    forwards: Vec<RawForward>,
-    rebind_protection: Option<bool>,
-    rebind_allow: Option<Vec<Text>>,
-    dhcp_leases: Option<Vec<Text>>,
-}
-
-impl RawLocalSections {
-    /// Takes the local sections (and the local keys of `[server]`) out of `raw`.
-    pub(super) fn take(raw: &mut RawConfig) -> Self {
-        Self {
-            records: std::mem::take(&mut raw.records),
-            local: std::mem::take(&mut raw.local),
-            forwards: std::mem::take(&mut raw.forwards),
-            rebind_protection: raw.server.rebind_protection.take(),
-            rebind_allow: raw.server.rebind_allow.take(),
-            dhcp_leases: raw.server.dhcp_leases.take(),
-        }
-    }
-}
-
-/// Checks the local sections of `text` (read from `path`); `listen` are the DNS listen
-/// addresses (a forward upstream may not be one of them).
+/// Checks the local sections of `raw` (read from `path`): `[[record]]`, `[local]`,
+/// `[[forward]]` and the local keys of `[server]`; `listen` are the DNS listen addresses (a
+/// forward upstream may not be one of them).
 pub(super) fn local(
-    raw: RawLocalSections,
-    text: &str,
+    raw: &RawConfig,
     path: &Path,
     listen: &[SocketAddr],
+    at: &Locator<'_>,
 ) -> Result<LocalSettings, ConfigError> {
-    let at = &Locator::new(text, path);
     let records = records(&raw.records, at)?;
     let hosts = paths(raw.local.hosts.as_deref(), "local.hosts", path, at)?;
     let forwards = forwards(&raw.forwards, listen, at)?;
-    let rebind_allow = match &raw.rebind_allow {
+    let rebind_allow = match &raw.server.rebind_allow {
         None => Vec::new(),
         Some(values) => (values.iter().enumerate())
             .map(|(index, value)| name(value, &format!("server.rebind_allow[{index}]"), at))
             .collect::<Result<_, _>>()?,
     };
-    let dhcp_leases = paths(raw.dhcp_leases.as_deref(), "server.dhcp_leases", path, at)?;
+    let dhcp_leases = paths(
+        raw.server.dhcp_leases.as_deref(),
+        "server.dhcp_leases",
+        path,
+        at,
+    )?;
     Ok(LocalSettings {
         records,
         hosts,
         forwards,
-        rebind_protection: raw.rebind_protection.unwrap_or(false),
+        rebind_protection: raw.server.rebind_protection.unwrap_or(false),
         rebind_allow,
         dhcp_leases,
     })

@@ -342,11 +342,6 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// Parses and validates config text; `path` is used in error messages and to resolve relative
 /// list paths.
 pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
-    let mut raw = raw::parse(text, path)?;
-    // The local network's sections are checked on their own, after the rest: they need the
-    // listen addresses `validate` settles.
-    let local_sections = local::RawLocalSections::take(&mut raw);
-    let mut settings = validate::validate(raw, text, path)?;
-    settings.local = local::local(local_sections, text, path, &settings.server.listen)?;
-    Ok(settings)
+    let raw = raw::parse(text, path)?;
+    validate::validate(raw, text, path)
 }

@@ -10,7 +10,7 @@
 //! checked in a file of its own, beside its tests: [`super::server`], [`super::upstream`],
 //! [`super::cache`], [`super::lists`] (with `[download]`), [`super::profiles`],
 //! [`super::devices`] and [`super::querylog`], with the value checks they share in
-//! [`super::values`]. The local network's sections follow, in [`super::local`].
+//! [`super::values`]. The local network's sections are in [`super::local`].
 
 use std::path::Path;
 
@@ -18,13 +18,14 @@ use super::cache::cache;
 use super::devices::devices;
 use super::error::{ConfigError, Locator};
 use super::lists::{download, lists};
+use super::local::local;
 use super::profiles::profiles;
 use super::querylog::querylog;
 use super::raw::RawConfig;
 use super::server::{admission, forwarders, server};
 use super::upstream::upstreams;
 use super::values::reference;
-use super::{LocalSettings, Origin, Settings};
+use super::{Origin, Settings};
 use crate::catalogue::DEFAULT_PROFILE;
 
 /// Checks `raw`, read from `text` at `path`, and turns it into [`Settings`].
@@ -52,6 +53,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         Some(name) => reference(name, &profile_names, "profile", "default_profile", &at)?,
     };
     let querylog = querylog(&raw.querylog, &server.state_dir, path, &at)?;
+    let local = local(&raw, path, &server.listen, &at)?;
     Ok(Settings {
         origin: Origin::File(path.to_path_buf()),
         server,
@@ -64,8 +66,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Settin
         devices,
         trusted_forwarders,
         default_profile,
-        // Checked after the rest, by `super::local`.
-        local: LocalSettings::default(),
+        local,
         querylog,
     })
 }
