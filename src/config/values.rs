@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Locator};
 use super::raw::Text;
-use crate::net::canonical_network;
+use crate::net::parse_network;
 
 /// `text` as a path, relative ones resolved against the config file's directory.
 pub(super) fn relative_to(config_path: &Path, text: &str) -> PathBuf {
@@ -105,11 +105,8 @@ pub(super) fn positive<T: Copy + PartialEq + Default>(
 /// (`::ffff:a.b.c.d`) as the IPv4 address or network they map: clients are matched as IPv4,
 /// and the two spellings of one address must be one address when claims are compared.
 pub(super) fn ip_network(text: &str) -> Result<IpNet, String> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(canonical_network(IpNet::from(ip)));
-    }
-    if let Ok(network) = text.parse::<IpNet>() {
-        return Ok(canonical_network(network.trunc()));
+    if let Some(network) = parse_network(text) {
+        return Ok(network);
     }
     Err(match text.split_once('/') {
         Some((ip, prefix)) if ip.parse::<IpAddr>().is_ok() => {

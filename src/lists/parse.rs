@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use std::time::Duration;
 
 use crate::lists::MatchMode;
-use crate::net::canonical_network;
+use crate::net::parse_network;
 
 /// The most [`InvalidLine`] samples a [`ParseReport`] keeps; later bad lines are only counted.
 pub const MAX_INVALID_SAMPLES: usize = 5;
@@ -624,11 +624,8 @@ fn parse_network_line(line: &str) -> Result<Option<IpNet>, LineError> {
     if text.is_empty() || text.starts_with('!') {
         return Ok(None);
     }
-    let network = text
-        .parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| LineError::NotANetwork(text.to_owned()))?;
-    Ok(Some(canonical_network(network.trunc())))
+    let network = parse_network(text).ok_or_else(|| LineError::NotANetwork(text.to_owned()))?;
+    Ok(Some(network))
 }
 
 /// A `# blocked_ttl:` value: a duration whose seconds fit a DNS TTL.

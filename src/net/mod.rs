@@ -53,6 +53,15 @@ pub fn client_source(client: IpAddr) -> ClientSource {
     }
 }
 
+/// `text` as a network: a CIDR network (host bits cleared) or a single address (a /32 or
+/// /128), in the canonical form [`canonical_network`] gives; `None` if it is neither.
+pub fn parse_network(text: &str) -> Option<IpNet> {
+    let network = (text.parse::<IpNet>().map(|network| network.trunc()))
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .ok()?;
+    Some(canonical_network(network))
+}
+
 /// `network` as the IPv4 network it maps when it lies inside `::ffff:0:0/96` (IPv4-mapped
 /// addresses, RFC 4291 §2.5.5.2), otherwise as it is.
 ///
@@ -138,6 +147,15 @@ mod tests {
             ["a.b.example", "b.example", "example"]
         );
         assert_eq!(suffixes("lan").collect::<Vec<_>>(), ["lan"]);
+    }
+
+    #[test]
+    fn networks_and_single_addresses_read_as_canonical_networks() {
+        let read = |text: &str| parse_network(text).map(|network| network.to_string());
+        assert_eq!(read("192.168.1.77/24").as_deref(), Some("192.168.1.0/24"));
+        assert_eq!(read("fd00::20").as_deref(), Some("fd00::20/128"));
+        assert_eq!(read("::ffff:10.0.0.0/104").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(read("not a network"), None);
     }
 
     #[test]
