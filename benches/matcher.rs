@@ -120,7 +120,12 @@ fn miss_queries(matcher: &Matcher, rng: &mut Rng) -> Vec<String> {
 
 /// One field of `/proc/self/status`, in bytes (Linux only).
 fn status_bytes(field: &str) -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_bytes("/proc/self/status", field)
+}
+
+/// One `field:   N kB` line of a `/proc` file, in bytes.
+fn proc_bytes(file: &str, field: &str) -> Option<usize> {
+    let status = std::fs::read_to_string(file).ok()?;
     let line = status.lines().find(|line| line.starts_with(field))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -157,12 +162,16 @@ fn report(names: &[&str]) -> Matcher {
             elapsed.as_secs_f64() * 1e3,
             bytes as f64 / matcher.len() as f64,
         );
-        match growth {
-            Some(growth) => println!(
+        if let Some(growth) = growth {
+            print!(
                 "; peak RSS +{:.1} MiB while building ({:.2}x the result)",
                 growth as f64 / 1048576.0,
                 growth as f64 / bytes as f64,
-            ),
+            );
+        }
+        // What the process holds in huge pages now (this matcher's and any kept before it).
+        match proc_bytes("/proc/self/smaps_rollup", "AnonHugePages:") {
+            Some(huge) => println!("; {:.0} MiB in huge pages", huge as f64 / 1048576.0),
             None => println!(),
         }
         kept.get_or_insert(matcher);

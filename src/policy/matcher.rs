@@ -16,6 +16,10 @@
 //! 1.5 MB for a million names, which stays in cache); a hit also reads one offset and one
 //! record, two more cache misses when they are cold.
 //!
+//! Once built, the arrays are backed by huge pages where the kernel allows
+//! ([`crate::memory::back_with_huge_pages`]): a lookup's random reads then rarely wait for a
+//! page-table walk on top of the cache miss.
+//!
 //! Names are hashed with foldhash under a random seed per builder: blocklists come from third
 //! parties, and one crafted to pile its names onto a single probe path would slow down every
 //! query and every rebuild.
@@ -172,6 +176,7 @@ impl MatcherBuilder {
         }
         let mut table = self.table;
         table.fit();
+        table.back_with_huge_pages();
         Matcher {
             table,
             sets: self.sets.into_boxed_slice(),
@@ -487,6 +492,14 @@ impl Table {
         self.arena[at..at + 3].copy_from_slice(&id.to_le_bytes()[..3]);
     }
 
+    /// Backs the arrays a lookup reads at random with huge pages (see
+    /// [`crate::memory::back_with_huge_pages`]): a few TLB entries for the whole table.
+    fn back_with_huge_pages(&self) {
+        crate::memory::back_with_huge_pages(&self.arena);
+        crate::memory::back_with_huge_pages(&self.tags);
+        crate::memory::back_with_huge_pages(&self.offsets);
+    }
+
     fn heap_bytes(&self) -> usize {
         self.arena.capacity() + self.tags.len() + std::mem::size_of_val(&*self.offsets)
     }
@@ -497,6 +510,52 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    /// The `VmFlags` of the mapping of this process that holds `address` (Linux only).
+    fn mapping_flags(address: usize) -> Option<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|range| {
+                let (start, end) = range.split_once('-')?;
+                let start = usize::from_str_radix(start, 16).ok()?;
+                Some(start..usize::from_str_radix(end, 16).ok()?)
+            });
+            if let Some(range) = range.filter(|_| !line.starts_with(char::is_uppercase)) {
+                inside = range.contains(&address);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return Some(flags.trim().to_owned());
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_big_table_is_marked_for_huge_pages() {
+        // The kernel marks a mapping advised MADV_HUGEPAGE with `hg`, whether or not it
+        // could collapse it yet; with transparent huge pages off the advice is refused.
+        let enabled = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+        if !enabled.is_ok_and(|modes| !modes.contains("[never]")) {
+            return;
+        }
+        let names: Vec<String> = (0..300_000)
+            .map(|i| format!("name{i}.example.com"))
+            .collect();
+        let mut builder = MatcherBuilder::new();
+        for name in &names {
+            builder.add(name, 0, Scope::Subdomains, false);
+        }
+        let matcher = builder.build();
+        let arena = &matcher.table.arena;
+        assert!(arena.len() > 4 << 20, "the arena spans a whole huge page");
+        let middle = arena.as_ptr() as usize + arena.len() / 2;
+        let flags = mapping_flags(middle).expect("the arena's mapping in /proc/self/smaps");
+        assert!(
+            flags.split(' ').any(|flag| flag == "hg"),
+            "VmFlags: {flags}"
+        );
+        assert_eq!(matcher.lookup("a.name7.example.com"), mask(&[0]));
+    }
 
     fn mask(lists: &[ListIndex]) -> ListMask {
         lists.iter().copied().collect()
