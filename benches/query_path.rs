@@ -22,6 +22,7 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::Arc;
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -209,7 +210,7 @@ fn bench(c: &mut Criterion) {
     let cached = query("www.example.com.");
     for (_, service) in &services {
         runtime
-            .block_on(service.respond(&cached, CLIENT, Transport::Udp))
+            .block_on(service.respond(&cached, CLIENT, Transport::Udp, Instant::now()))
             .expect("warm the cache");
     }
     let blocked = query("www.meta.ai.");
@@ -221,7 +222,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(label, |b| {
             b.iter(|| {
                 let reply = service
-                    .respond(black_box(request), CLIENT, Transport::Udp)
+                    .respond(black_box(request), CLIENT, Transport::Udp, Instant::now())
                     .now_or_never();
                 black_box(reply.flatten().expect("answered without waiting"))
             })

@@ -55,13 +55,13 @@ impl Entry {
         }
     }
 
-    /// Time since the answer was received.
-    pub fn age(&self) -> Duration {
-        self.stored.elapsed()
+    /// Time from when the answer was received to `now` (zero for an earlier `now`).
+    pub fn age_at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored)
     }
 
-    fn freshness(&self) -> Freshness {
-        freshness(self.age(), self.lifetime)
+    fn freshness_at(&self, now: Instant) -> Freshness {
+        freshness(self.age_at(now), self.lifetime)
     }
 
     /// The lists containing each target name under the policy `generation`: those computed
@@ -176,14 +176,14 @@ impl Cache {
         }
     }
 
-    /// The entry for `key`, live or stale. Entries too stale to serve are dropped on the
-    /// way. Only a live entry counts as a hit.
-    pub fn get(&self, key: &CacheKeyRef<'_>) -> Lookup {
+    /// The entry for `key`, live or stale at `now` (the query's reading of the clock).
+    /// Entries too stale to serve are dropped on the way. Only a live entry counts as a hit.
+    pub fn get(&self, key: &CacheKeyRef<'_>, now: Instant) -> Lookup {
         let Some(entries) = &self.entries else {
             return Lookup::Miss;
         };
         let lookup = match entries.get(key) {
-            Some(entry) => match entry.freshness() {
+            Some(entry) => match entry.freshness_at(now) {
                 Freshness::Live => Lookup::Fresh(entry),
                 Freshness::Stale => Lookup::Stale(entry),
                 Freshness::TooStale => {
@@ -206,7 +206,7 @@ impl Cache {
     /// stored meanwhile by another query needs no recheck timer).
     pub fn refresh_failed(&self, key: &CacheKey) {
         let Some(entries) = &self.entries else { return };
-        let expired = |entry: &Arc<Entry>| entry.freshness() != Freshness::Live;
+        let expired = |entry: &Arc<Entry>| entry.freshness_at(Instant::now()) != Freshness::Live;
         if let Some(entry) = entries.peek(key).filter(expired) {
             entry.refresh_failed();
         }

@@ -137,6 +137,7 @@ pub fn explain(
         question,
         // What most clients use; ANY is answered over TCP only.
         transport: Transport::Udp,
+        received: tokio::time::Instant::now(),
     };
     let resolution = dry_run(policy, overrides, &query)?;
     let profile = resolution.identity.profile;

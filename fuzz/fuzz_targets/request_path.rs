@@ -22,10 +22,12 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use libfuzzer_sys::fuzz_target;
 use metasink::admission::Admission;
 use metasink::cache::Cache;
-use metasink::dns::{DnsService, MAX_UDP_PAYLOAD, ServiceCounters, Transport, Upstreams};
+use metasink::dns::{MAX_UDP_PAYLOAD, Transport, Upstreams};
 use metasink::metrics::Metrics;
 use metasink::pipeline::Pipeline;
+use metasink::server::{DnsService, ServiceCounters};
 use tokio::runtime::Runtime;
+use tokio::time::Instant;
 
 /// The clients bits 1-2 of the first byte choose: loopback (no device: the default profile),
 /// the quest and the kids' devices of `CONFIG`, and a stranger outside `allow_from`.
@@ -101,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
     let client = fixture.clients[client_index];
     let reply = fixture
         .runtime
-        .block_on(fixture.service.respond(request, client, transport));
+        .block_on(fixture.service.respond(request, client, transport, Instant::now()));
 
     let is_runt = request.len() < 12;
     let is_response = request.get(2).is_some_and(|flags| flags & 0x80 != 0);

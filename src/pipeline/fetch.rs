@@ -49,6 +49,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::Shared;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::cache::{Cache, Entry, Lookup};
 use crate::dns::{CacheKey, Forward, QUERY_DEADLINE, Question, UpstreamError};
@@ -207,16 +208,17 @@ impl Fetcher {
 
     /// The answer to `question` and where it came from, asked of `via` (a forward zone's
     /// upstreams) or else of the general upstreams, for `starter` (`None`: for nobody the caps
-    /// count, `explain`'s dry run).
+    /// count, `explain`'s dry run); the cache is read as of `now`.
     pub(super) async fn answer(
         &self,
         question: &Question,
         via: Option<&Arc<dyn Forward>>,
         starter: Option<FetchStarter>,
+        now: Instant,
     ) -> Result<(Arc<Entry>, Source), Unanswered> {
         let upstreams = via.unwrap_or(&self.upstreams);
         let key = question.cache_key();
-        let stale = match self.cache.get(&key) {
+        let stale = match self.cache.get(&key, now) {
             Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),
             Lookup::Stale(entry) => entry,
             Lookup::Miss => {
@@ -410,7 +412,8 @@ mod tests {
         std::thread::spawn(move || {
             let _runtime = handle.enter();
             let question = Question::parse("www.example.com", "A").unwrap();
-            let mut answer = pin!(asking.answer(&question, None, Some(member("192.0.2.1"))));
+            let mut answer =
+                pin!(asking.answer(&question, None, Some(member("192.0.2.1")), Instant::now()));
             let polled = answer
                 .as_mut()
                 .poll(&mut Context::from_waker(Waker::noop()));

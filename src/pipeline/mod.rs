@@ -30,6 +30,7 @@ mod tests;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use tokio::time::Instant;
 use tracing::debug;
 
 pub use self::fetch::{FetchLimit, MAX_FETCHES_PER_CLIENT, STALE_AFTER, STALE_TTL, Source};
@@ -119,9 +120,9 @@ impl Outcome {
         }
     }
 
-    /// How the answer's TTLs are sent: less the time it spent in the cache (RFC 1035 §7.3),
-    /// or all set to [`STALE_TTL`] for a stale answer (RFC 8767 §4).
-    pub fn ttl_rule(&self) -> TtlRule {
+    /// How the answer's TTLs are sent: less the time it spent in the cache until `now`
+    /// (RFC 1035 §7.3), or all set to [`STALE_TTL`] for a stale answer (RFC 8767 §4).
+    pub fn ttl_rule(&self, now: Instant) -> TtlRule {
         match self {
             Self::Answered {
                 source: Source::Stale,
@@ -130,7 +131,7 @@ impl Outcome {
             Self::Answered {
                 entry,
                 source: Source::Cache,
-            } => TtlRule::aged(entry.age()),
+            } => TtlRule::aged(entry.age_at(now)),
             _ => TtlRule::Aged(0),
         }
     }
@@ -187,6 +188,10 @@ pub struct Query<'a> {
     pub question: &'a Question,
     /// How the reply travels (ANY is only answered over TCP).
     pub transport: Transport,
+    /// When the question arrived: the query's one reading of the clock, from which the
+    /// cache's freshness and the answer's age are reckoned (a read costs as much as a
+    /// blocked answer's metric updates).
+    pub received: Instant,
 }
 
 /// Who a question is answered for: the first stage's result.
@@ -352,7 +357,10 @@ impl Pipeline {
             }
             Asker::Profile(_) => None,
         };
-        let (entry, source) = match self.fetcher.answer(question, via.as_ref(), starter).await {
+        let (entry, source) = match (self.fetcher)
+            .answer(question, via.as_ref(), starter, query.received)
+            .await
+        {
             Ok(found) => found,
             Err(Unanswered::Failed(error)) => {
                 return done(Outcome::ServFail(error), false, would_block);

@@ -150,6 +150,7 @@ async fn ask<'p>(pipeline: &Pipeline, policy: &'p Policy, name: &str) -> Resolut
         },
         question: &question,
         transport: Transport::Udp,
+        received: Instant::now(),
     };
     pipeline.resolve(policy, &query).await
 }
@@ -248,7 +249,10 @@ async fn an_expired_answer_is_served_stale_after_1_8_s() {
     let stale = ask(&pipeline, &policy, "www.example.test").await;
     assert_eq!(source(&stale.outcome), Some(Source::Stale));
     assert_eq!(started.elapsed(), STALE_AFTER);
-    assert_eq!(stale.outcome.ttl_rule(), TtlRule::Fixed(STALE_TTL));
+    assert_eq!(
+        stale.outcome.ttl_rule(Instant::now()),
+        TtlRule::Fixed(STALE_TTL)
+    );
     let ede = stale.outcome.ede(&policy, "").map(|ede| ede.code());
     assert_eq!(ede, Some(3), "Stale Answer");
     assert_eq!(forwarder.asked(), 2, "the refresh was forwarded");
@@ -351,6 +355,7 @@ async fn meta_types_and_any_over_udp_are_answered_here_and_never_forwarded() {
                 },
                 question: &question,
                 transport,
+                received: Instant::now(),
             };
             pipeline.resolve(policy, &query).await.outcome
         }
@@ -438,6 +443,7 @@ async fn a_client_over_its_fetches_in_flight_is_dropped_and_explain_is_not() {
         asker: Asker::Profile(0),
         question: &question,
         transport: Transport::Udp,
+        received: Instant::now(),
     };
     let explained = pipeline.resolve(&policy, &query).await;
     assert!(matches!(explained.outcome, Outcome::ServFail(_)));

@@ -44,7 +44,7 @@ use tokio::sync::broadcast;
 
 pub use self::clients::{ClientSeen, Clients};
 use self::entry::Queued;
-pub use self::entry::{BlockedAt, LogEntry, LogResult, QueryRecord, Timestamp};
+pub use self::entry::{BlockedAt, LogEntry, LogResult, QueryRecord, Timestamp, coarse_now};
 pub use self::filter::Filter;
 use self::names::ClientNames;
 pub use self::observe::{Observe, ObservedName};

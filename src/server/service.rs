@@ -111,15 +111,21 @@ impl DnsService {
         }
     }
 
-    /// The reply to `bytes` from `client`, or `None` when nothing must be sent back. Every
-    /// reply is counted by its response code, whichever path wrote it.
+    /// The reply to `bytes` from `client`, received at `received`, or `None` when nothing
+    /// must be sent back. Every reply is counted by its response code, whichever path wrote
+    /// it.
+    ///
+    /// `received` is the query's one reading of the clock before its answer is counted: the
+    /// transport reads it once per datagram batch or stream message, and the time to answer,
+    /// the cache's freshness and the answer's age are reckoned from it.
     pub async fn respond(
         &self,
         bytes: &[u8],
         client: IpAddr,
         transport: Transport,
+        received: Instant,
     ) -> Option<Vec<u8>> {
-        let (reply, rcode) = self.reply_to(bytes, client, transport).await?;
+        let (reply, rcode) = self.reply_to(bytes, client, transport, received).await?;
         self.counters.responses.count(rcode);
         Some(reply)
     }
@@ -131,8 +137,8 @@ impl DnsService {
         bytes: &[u8],
         client: IpAddr,
         transport: Transport,
+        started: Instant,
     ) -> Option<(Vec<u8>, u16)> {
-        let started = Instant::now();
         // One snapshot for the whole query, even if a reload swaps in another meanwhile.
         let policy = self.policy.load_full();
         // admit: before anything is decoded. A stranger gets REFUSED (no bigger than its
@@ -164,9 +170,10 @@ impl DnsService {
             },
             question: &request.question,
             transport,
+            received: started,
         };
         let resolution = self.pipeline.resolve(&policy, &query).await;
-        let reply = write_resolution(&request, bytes, &resolution, &policy, transport);
+        let reply = write_resolution(&request, bytes, &resolution, &policy, transport, started);
         if let Outcome::Dropped(limit) = resolution.outcome {
             self.counters.fetch_limited[limit as usize].inc();
         }
@@ -277,14 +284,15 @@ fn with_header_rcode(reply: Vec<u8>) -> (Vec<u8>, u16) {
 /// The `qtype` row of a query whose question could not be read: "other".
 const OTHER_QTYPE: usize = QTYPE_LABELS.len() - 1;
 
-/// The reply to `request` (read from `bytes`) from what the pipeline decided; `None` for a
-/// question dropped unanswered.
+/// The reply to `request` (read from `bytes`, received at `received`) from what the
+/// pipeline decided; `None` for a question dropped unanswered.
 fn write_resolution(
     request: &Request,
     bytes: &[u8],
     resolution: &Resolution<'_>,
     policy: &Policy,
     transport: Transport,
+    received: Instant,
 ) -> Option<Vec<u8>> {
     let echo = Echo::of(request, bytes).with_ecs(resolution.ecs);
     let outcome = &resolution.outcome;
@@ -320,9 +328,13 @@ fn write_resolution(
                 transport,
             )
         }
-        Outcome::Answered { entry, .. } => {
-            write_answer(&echo, &entry.answer, outcome.ttl_rule(), ede, transport)
-        }
+        Outcome::Answered { entry, .. } => write_answer(
+            &echo,
+            &entry.answer,
+            outcome.ttl_rule(received),
+            ede,
+            transport,
+        ),
         Outcome::Local(local) => write_local(&echo, &request.question, local, transport),
         Outcome::Truncated => code(Rcode::NoError, true),
         Outcome::NotImplemented => code(Rcode::NotImp, false),
@@ -395,7 +407,7 @@ fn query_record<'a>(
     let identity = &resolution.identity;
     let question = &request.question;
     QueryRecord {
-        time: std::time::SystemTime::now(),
+        time: crate::records::coarse_now(),
         client,
         mac: identity.mac,
         device: &identity.device.name,

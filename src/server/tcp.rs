@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -210,6 +210,7 @@ impl Connection {
             };
             // Timeout, read error, end of stream or a zero-length frame: done reading.
             let Ok(Some(request)) = frame else { break };
+            let received = Instant::now();
             // Busy until its answer is queued: an evicted connection starts nothing more.
             let Some(busy) = slot.place.busy() else { break };
             // At most MAX_IN_FLIGHT at once: past that we stop reading until one finishes.
@@ -218,7 +219,10 @@ impl Connection {
             };
             let (service, replies, client) = (self.service.clone(), replies.clone(), self.client);
             self.tasks.spawn(async move {
-                if let Some(reply) = service.respond(&request, client.ip(), Transport::Tcp).await {
+                if let Some(reply) = service
+                    .respond(&request, client.ip(), Transport::Tcp, received)
+                    .await
+                {
                     // A closed writer means the connection is gone: the answer has nowhere to go.
                     let _ = replies.send(reply).await;
                 }

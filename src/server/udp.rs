@@ -46,6 +46,7 @@ use socket2::{SockAddr, Socket};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Runtime;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
@@ -189,13 +190,16 @@ impl Listener {
                     continue;
                 }
             };
+            // One reading of the clock for the whole batch: the datagrams arrived together.
+            let received_at = Instant::now();
             for slot in 0..received {
                 // Port 0 and cut datagrams are dropped unanswered.
                 let Some(client) = batch.source(slot) else {
                     continue;
                 };
                 let request = std::mem::take(&mut batch.buffers[slot]);
-                let future = respond(self.service.clone(), request, batch.length(slot), client);
+                let length = batch.length(slot);
+                let future = respond(self.service.clone(), request, length, client, received_at);
                 self.answer(&mut batch, slot, client, future, &mut spare);
             }
             batch.send_replies(self.socket.get_ref());
@@ -270,7 +274,7 @@ fn poll_inline<F: Future>(future: Pin<&mut F>) -> Option<Poll<F::Output>> {
     std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(&mut context))).ok()
 }
 
-/// The service's answer to the first `length` bytes of `request`. The future owns what it
+/// The service's answer to the first `length` bytes of `request`, received at `received`. The future owns what it
 /// uses, so it can outlive the loop's turn, and gives the buffer back when done. Every call
 /// has the same future type, so one box can hold them all in turn.
 async fn respond(
@@ -278,9 +282,10 @@ async fn respond(
     request: Vec<u8>,
     length: usize,
     client: SocketAddr,
+    received: Instant,
 ) -> Answered {
     let reply = service
-        .respond(&request[..length], client.ip(), Transport::Udp)
+        .respond(&request[..length], client.ip(), Transport::Udp, received)
         .await;
     (reply, request)
 }
