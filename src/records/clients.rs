@@ -56,13 +56,23 @@ struct Client {
     last_seen: Timestamp,
     queries: u64,
     blocked: u64,
+    /// When it was last seen, as a count of the queries noted before: an order that has no
+    /// ties, where `last_seen` (to the clock tick, see [`super::coarse_now`]) has some.
+    recency: u64,
 }
 
 /// The clients table. Hashed with foldhash (seeded per process): it is looked up on every
 /// query, and SipHash would cost as much as the rest of the update.
 #[derive(Default)]
 pub struct Clients {
-    table: Mutex<HashMap<IpAddr, Client, RandomState>>,
+    table: Mutex<Table>,
+}
+
+/// The clients by address, and the queries noted so far (the next [`Client::recency`]).
+#[derive(Default)]
+struct Table {
+    clients: HashMap<IpAddr, Client, RandomState>,
+    noted: u64,
 }
 
 impl Clients {
@@ -71,10 +81,13 @@ impl Clients {
         let Ok(mut table) = self.table.lock() else {
             return;
         };
+        let Table { clients, noted } = &mut *table;
+        *noted += 1;
         let address = record.client.to_canonical();
         let time = Timestamp::of(record.time);
-        if let Some(client) = table.get_mut(&address) {
+        if let Some(client) = clients.get_mut(&address) {
             client.last_seen = time;
+            client.recency = *noted;
             client.queries += 1;
             client.blocked += u64::from(blocked);
             client.identified_by = record.identified_by;
@@ -87,10 +100,10 @@ impl Clients {
             }
             return;
         }
-        if table.len() >= MAX_CLIENTS {
-            evict_oldest(&mut table);
+        if clients.len() >= MAX_CLIENTS {
+            evict_oldest(clients);
         }
-        table.insert(
+        clients.insert(
             address,
             Client {
                 mac: record.mac,
@@ -101,6 +114,7 @@ impl Clients {
                 last_seen: time,
                 queries: 1,
                 blocked: u64::from(blocked),
+                recency: *noted,
             },
         );
     }
@@ -110,26 +124,25 @@ impl Clients {
         let Ok(table) = self.table.lock() else {
             return Vec::new();
         };
-        let mut clients: Vec<ClientSeen> = (table.iter())
-            .map(|(address, client)| ClientSeen {
-                address: *address,
-                mac: client.mac.map(|mac| mac.to_string()),
-                device: client.device.to_string(),
-                name: None,
-                profile: client.profile.to_string(),
-                identified_by: client.identified_by.as_str().to_owned(),
-                first_seen: client.first_seen,
-                last_seen: client.last_seen,
-                queries: client.queries,
-                blocked: client.blocked,
+        let mut clients: Vec<(u64, ClientSeen)> = (table.clients.iter())
+            .map(|(address, client)| {
+                let seen = ClientSeen {
+                    address: *address,
+                    mac: client.mac.map(|mac| mac.to_string()),
+                    device: client.device.to_string(),
+                    name: None,
+                    profile: client.profile.to_string(),
+                    identified_by: client.identified_by.as_str().to_owned(),
+                    first_seen: client.first_seen,
+                    last_seen: client.last_seen,
+                    queries: client.queries,
+                    blocked: client.blocked,
+                };
+                (client.recency, seen)
             })
             .collect();
-        clients.sort_by(|a, b| {
-            b.last_seen
-                .cmp(&a.last_seen)
-                .then(a.address.cmp(&b.address))
-        });
-        clients
+        clients.sort_unstable_by_key(|(recency, _)| std::cmp::Reverse(*recency));
+        clients.into_iter().map(|(_, seen)| seen).collect()
     }
 }
 
@@ -137,8 +150,8 @@ impl Clients {
 /// next [`MAX_CLIENTS`]` / 8` new clients, where dropping one at a time would scan it for every
 /// new address once full (a flood of spoofed sources, on the query path).
 fn evict_oldest(table: &mut HashMap<IpAddr, Client, RandomState>) {
-    let mut seen: Vec<(Timestamp, IpAddr)> = (table.iter())
-        .map(|(address, client)| (client.last_seen, *address))
+    let mut seen: Vec<(u64, IpAddr)> = (table.iter())
+        .map(|(address, client)| (client.recency, *address))
         .collect();
     let evicted = (seen.len() / 8).max(1).min(seen.len());
     if evicted == 0 {
@@ -152,7 +165,42 @@ fn evict_oldest(table: &mut HashMap<IpAddr, Client, RandomState>) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::*;
+    use crate::dns::Question;
+    use crate::policy::ListMask;
+    use crate::records::LogResult;
+
+    #[test]
+    fn the_client_that_asked_last_comes_first_even_within_one_clock_tick() {
+        let question = Question::parse("www.example.test", "A").unwrap();
+        let time = SystemTime::now();
+        let record = |client: &str| QueryRecord {
+            time,
+            client: client.parse().unwrap(),
+            mac: None,
+            device: "unknown",
+            profile: "default",
+            identified_by: IdentifiedBy::Default,
+            question: &question,
+            lists: ListMask::EMPTY,
+            result: LogResult::Forwarded,
+            list: None,
+            blocked_at: None,
+            rcode: 0,
+            answer: None,
+            duration: Duration::ZERO,
+        };
+        let clients = Clients::default();
+        for client in ["192.168.1.9", "192.168.1.2", "192.168.1.5"] {
+            clients.note(&record(client), false);
+        }
+        let order: Vec<String> = (clients.list().iter())
+            .map(|client| client.address.to_string())
+            .collect();
+        assert_eq!(order, ["192.168.1.5", "192.168.1.2", "192.168.1.9"]);
+    }
 
     #[test]
     fn a_full_table_drops_its_least_recently_seen_eighth_in_one_pass() {
@@ -170,6 +218,7 @@ mod tests {
                 last_seen: seen,
                 queries: 1,
                 blocked: 0,
+                recency: u64::from(i),
             };
             table.insert(address(i), client);
         }
