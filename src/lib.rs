@@ -54,7 +54,8 @@
 //!   and their label sets.
 //! - [`config`] — the TOML file → validated [`config::Settings`] (errors name file, line, key),
 //!   over the bottom: [`net`] (address forms, access lists, MAC addresses) and [`catalogue`].
-//! - [`memory`] — allocator tuning for a small machine.
+//! - [`memory`] — allocator tuning for a small machine, and huge pages for the matcher's
+//!   tables (imports nothing of the crate).
 //! - [`overrides`] — pause, allow and block from the API, with an expiry, above the profiles.
 //! - [`state_files`] — every read and write under `state_dir` (no links followed, atomic
 //!   writes); [`permissions`] — warnings about a `state_dir` others can write and a token

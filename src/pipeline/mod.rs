@@ -189,8 +189,8 @@ pub struct Query<'a> {
     /// How the reply travels (ANY is only answered over TCP).
     pub transport: Transport,
     /// When the question arrived: the query's one reading of the clock, from which the
-    /// cache's freshness and the answer's age are reckoned (a read costs as much as a
-    /// blocked answer's metric updates).
+    /// cache's freshness and the answer's age are reckoned (each further read cost 28 ns of
+    /// a 0.5 µs cached answer; BENCHMARKS.md).
     pub received: Instant,
 }
 
