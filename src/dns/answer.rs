@@ -235,7 +235,8 @@ fn relevant(
     let chain = cname_chain(question, &answers);
     let place = |record: &Record| chain_place(&chain, record);
     answers.retain(|record| place(record).is_some());
-    if !answers.is_sorted_by_key(place) {
+    // Without a CNAME every record kept is the question name's own: nothing to reorder.
+    if chain.len() > 1 && !answers.is_sorted_by_key(place) {
         // Stable: records of one name keep the upstream's order.
         answers.sort_by_key(place);
     }
@@ -281,9 +282,12 @@ fn chain_place(chain: &[Name], record: &Record) -> Option<usize> {
 }
 
 /// Whether `a` and `b` are the same name, ignoring ASCII case and whether either is
-/// written fully qualified.
+/// written fully qualified. Asked for every record of every upstream answer: the lengths,
+/// which a name keeps (a trailing dot not counted), turn most other names away before a
+/// label is read, and one comparison of the labels (not `zone_of` both ways) settles the
+/// rest.
 fn same_name(a: &Name, b: &Name) -> bool {
-    a.zone_of(b) && b.zone_of(a)
+    a.len() == b.len() && a.eq_ignore_root(b)
 }
 
 /// Whether the answer keeps the upstream's authority section. Minimal responses, as Unbound
@@ -778,6 +782,18 @@ mod tests {
         assert_eq!((stale.answers[0].ttl, stale.authorities[0].ttl), (30, 30));
         let aged = reply(&answer, "www.example.com", TtlRule::Aged(2));
         assert_eq!((aged.answers[0].ttl, aged.authorities[0].ttl), (3, 3598));
+    }
+
+    #[test]
+    fn the_same_name_ignores_case_and_the_trailing_dot_only() {
+        let www = name("www.Example.com.");
+        assert!(same_name(&www, &name("WWW.example.COM")));
+        assert!(same_name(&www, &name("www.example.com.")));
+        // Same length, other labels; same bytes, other cut; parent and child.
+        assert!(!same_name(&www, &name("www.example.org.")));
+        assert!(!same_name(&name("ab.c."), &name("a.bc.")));
+        assert!(!same_name(&www, &name("example.com.")));
+        assert!(!same_name(&name("example.com."), &www));
     }
 }
 

@@ -46,6 +46,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use futures_util::FutureExt;
 use futures_util::future::Shared;
 use tokio::sync::oneshot;
@@ -169,12 +170,14 @@ type Fetched = Result<Arc<Entry>, UpstreamError>;
 /// the task was dropped).
 type SharedFetch = Shared<oneshot::Receiver<Fetched>>;
 
-/// The fetches under way, and how many each client started.
+/// The fetches under way, and how many each client started. Hashed with foldhash (seeded
+/// per process, and both maps are capped): each forwarded question looks both up and
+/// leaves them again, and SipHash cost more than the rest of that bookkeeping.
 #[derive(Default)]
 struct Table {
-    fetches: HashMap<CacheKey, SharedFetch>,
+    fetches: HashMap<CacheKey, SharedFetch, RandomState>,
     /// Fetches in flight per client that started them; a client with none has no entry.
-    started_by: HashMap<ClientSource, usize>,
+    started_by: HashMap<ClientSource, usize, RandomState>,
 }
 
 type InFlight = Mutex<Table>;
