@@ -215,11 +215,13 @@ impl Upstreams {
         if self.servers.is_empty() {
             return Err(UpstreamError::NoUpstreams);
         }
-        let deadline = Instant::now() + QUERY_DEADLINE;
+        // One clock reading starts the question's deadline and its first attempt; each
+        // attempt's end is the next one's start.
+        let mut now = Instant::now();
+        let deadline = now + QUERY_DEADLINE;
         // Allocated only when an upstream is down.
         let mut skipped = Vec::new();
         for upstream in &self.servers {
-            let now = Instant::now();
             if now >= deadline {
                 break;
             }
@@ -229,19 +231,27 @@ impl Upstreams {
                 skipped.push(upstream);
                 continue;
             };
-            if let Some(answer) = (upstream)
-                .attempt(question, deadline, turn, &self.avoided_ports)
+            match (upstream)
+                .attempt(question, now, deadline, turn, &self.avoided_ports)
                 .await
             {
-                return Ok(answer);
+                Ok(answer) => return Ok(answer),
+                Err(ended) => now = ended,
             }
         }
         for upstream in skipped {
-            if let Some(answer) = (upstream)
-                .attempt(question, deadline, Turn::LastResort, &self.avoided_ports)
+            match (upstream)
+                .attempt(
+                    question,
+                    now,
+                    deadline,
+                    Turn::LastResort,
+                    &self.avoided_ports,
+                )
                 .await
             {
-                return Ok(answer);
+                Ok(answer) => return Ok(answer),
+                Err(ended) => now = ended,
             }
         }
         Err(UpstreamError::AllFailed)
@@ -267,31 +277,35 @@ impl Upstream {
         }
     }
 
-    /// One attempt of at most [`ATTEMPT_TIMEOUT`], ending by `deadline`, made in `turn`, from
-    /// no source port in `avoided_ports`; counts a failure and tells the health what the
-    /// attempt showed. `None` at once when the deadline has passed.
+    /// One attempt of at most [`ATTEMPT_TIMEOUT`], sent at `sent` and ending by `deadline`,
+    /// made in `turn`, from no source port in `avoided_ports`; counts a failure and tells the
+    /// health what the attempt showed. A failure gives the time it ended (at once, `sent`,
+    /// when the deadline has passed): the clock is read once per attempt, after the reply.
     async fn attempt(
         &self,
         question: &Question,
+        sent: Instant,
         deadline: Instant,
         turn: Turn,
         avoided_ports: &Arc<HashSet<u16>>,
-    ) -> Option<Answer> {
-        let sent = Instant::now();
+    ) -> Result<Answer, Instant> {
         let limit = deadline
             .saturating_duration_since(sent)
             .min(ATTEMPT_TIMEOUT);
         if limit.is_zero() {
-            return None;
+            return Err(sent);
         }
-        let result = tokio::time::timeout(limit, self.ask(question, avoided_ports))
+        let result = tokio::time::timeout_at(sent + limit, self.ask(question, avoided_ports))
             .await
             .unwrap_or(Err(Failure::Timeout));
         let now = Instant::now();
         match result {
             Ok(answer) => {
+                self.counters
+                    .duration
+                    .observe(now.saturating_duration_since(sent).as_secs_f64());
                 self.health.reached(now);
-                Some(answer.answered_by(self.label.clone()))
+                Ok(answer.answered_by(self.label.clone()))
             }
             Err(failure) => {
                 self.counters.count_error(failure.label());
@@ -300,7 +314,7 @@ impl Upstream {
                 } else {
                     self.health.reached(now);
                 }
-                None
+                Err(now)
             }
         }
     }
@@ -311,16 +325,11 @@ impl Upstream {
         question: &Question,
         avoided_ports: &Arc<HashSet<u16>>,
     ) -> Result<Answer, Failure> {
-        let started = Instant::now();
         let message = self
             .exchange(question, avoided_ports)
             .await
             .map_err(|error| failure_of(&error))?;
-        let answer = answer_of(question, message)?;
-        self.counters
-            .duration
-            .observe(started.elapsed().as_secs_f64());
-        Ok(answer)
+        answer_of(question, message)
     }
 
     /// One exchange over UDP, and again over TCP if the UDP answer was truncated; or one on

@@ -226,7 +226,7 @@ impl Fetcher {
             Lookup::Stale(entry) => entry,
             Lookup::Miss => {
                 let fetch = self
-                    .fetch(key.to_key(), question, upstreams, starter)
+                    .fetch(key.to_key(), question, upstreams, starter, now)
                     .map_err(Unanswered::Dropped)?;
                 let entry = fetched(fetch).await.map_err(Unanswered::Failed)?;
                 return Ok((entry, Source::Upstream));
@@ -235,10 +235,10 @@ impl Fetcher {
         if stale.refresh_failed_within(FAILURE_RECHECK) {
             return Ok(self.serve_stale(stale));
         }
-        let Ok(fetch) = self.fetch(key.to_key(), question, upstreams, starter) else {
+        let Ok(fetch) = self.fetch(key.to_key(), question, upstreams, starter, now) else {
             return Ok(self.serve_stale(stale));
         };
-        match tokio::time::timeout(STALE_AFTER, fetched(fetch)).await {
+        match tokio::time::timeout_at(now + STALE_AFTER, fetched(fetch)).await {
             Ok(Ok(entry)) => Ok((entry, Source::Upstream)),
             Ok(Err(_)) | Err(_) => Ok(self.serve_stale(stale)),
         }
@@ -250,14 +250,15 @@ impl Fetcher {
     }
 
     /// The fetch under way for `key`, or a new one through `upstreams` started for `starter`
-    /// if the caps allow (with no `starter`, no cap applies). A name is in one forward zone or
-    /// none, so questions sharing a key share their upstreams too.
+    /// if the caps allow (with no `starter`, no cap applies), at `now`. A name is in one
+    /// forward zone or none, so questions sharing a key share their upstreams too.
     fn fetch(
         &self,
         key: CacheKey,
         question: &Question,
         upstreams: &Arc<dyn Forward>,
         starter: Option<FetchStarter>,
+        now: Instant,
     ) -> Result<SharedFetch, FetchLimit> {
         let (fetch, done) = {
             let mut in_flight = lock(&self.in_flight);
@@ -295,6 +296,7 @@ impl Fetcher {
                 source: starter.map(|starter| starter.source),
             },
             question.clone(),
+            now + QUERY_DEADLINE,
             done,
         ));
         Ok(fetch)
@@ -307,19 +309,20 @@ async fn fetched(fetch: SharedFetch) -> Fetched {
     fetch.await.unwrap_or(Err(UpstreamError::AllFailed))
 }
 
-/// Forwards `question`, caches the answer and hands the result to the waiters through
-/// `done`. The fetch leaves the in-flight map when `entry` is dropped: after the cache has
-/// the answer, so a question arriving in between finds one or the other.
+/// Forwards `question` by `deadline`, caches the answer and hands the result to the waiters
+/// through `done`. The fetch leaves the in-flight map when `entry` is dropped: after the
+/// cache has the answer, so a question arriving in between finds one or the other.
 async fn forward(
     cache: Arc<Cache>,
     upstreams: Arc<dyn Forward>,
     entry: InFlightEntry,
     question: Question,
+    deadline: Instant,
     done: oneshot::Sender<Fetched>,
 ) {
     let key = &entry.key;
     // The deadline is the pipeline's promise to the client, whatever the forwarder does.
-    let forwarded = tokio::time::timeout(QUERY_DEADLINE, upstreams.forward(&question)).await;
+    let forwarded = tokio::time::timeout_at(deadline, upstreams.forward(&question)).await;
     let fetched = match forwarded.unwrap_or(Err(UpstreamError::AllFailed)) {
         Ok(mut answer) => {
             cache.clamp(&mut answer);
@@ -452,6 +455,7 @@ mod tests {
                 &question,
                 &fetcher.upstreams,
                 Some(starter),
+                Instant::now(),
             )
             .map(drop)
     }
