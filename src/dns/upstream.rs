@@ -334,14 +334,19 @@ impl Upstream {
 
     /// One exchange over UDP, and again over TCP if the UDP answer was truncated; or one on
     /// the upstream's connection.
+    ///
+    /// The connection and TCP exchanges are boxed futures of their own: inline, their state
+    /// (TLS, HTTP/2 and TCP clients) made every forwarded question's future 7.7 KB, which
+    /// malloc serves from its slow bins, for the rare question that takes them.
     async fn exchange(
         &self,
         question: &Question,
         avoided_ports: &Arc<HashSet<u16>>,
     ) -> Result<Message, NetError> {
         if let Some(connected) = &self.connected {
-            let response = connected.exchange(|| request(question)).await?;
-            return Ok(response.into_message());
+            return Box::pin(connected.exchange(|| request(question)))
+                .await
+                .map(DnsResponse::into_message);
         }
         let mut udp = UdpClientStream::builder(self.address, self.provider.clone())
             .with_timeout(Some(ATTEMPT_TIMEOUT))
@@ -351,6 +356,11 @@ impl Upstream {
         if !response.metadata.truncation {
             return Ok(response.into_message());
         }
+        Box::pin(self.exchange_over_tcp(question)).await
+    }
+
+    /// One exchange over a TCP connection of its own: a UDP answer was truncated.
+    async fn exchange_over_tcp(&self, question: &Question) -> Result<Message, NetError> {
         let tcp = TcpClientStream::exchange(
             self.address,
             None,
@@ -429,6 +439,18 @@ mod tests {
             .map(|address| UpstreamSettings::plain(address.parse().unwrap()));
         let upstreams = Upstreams::new(&settings, &Metrics::new());
         assert_eq!(*upstreams.avoided_ports, HashSet::from([5300, 5301, 53]));
+    }
+
+    /// Every forwarded question allocates this future (`Forward` boxes it): past about a
+    /// kilobyte, malloc serves it from its slow bins, not its per-thread cache. It was 7.7 KB
+    /// while the TLS, HTTP/2 and TCP exchanges were inline.
+    #[test]
+    fn a_forwarded_questions_future_stays_small() {
+        let settings = [UpstreamSettings::plain("127.0.0.1:5300".parse().unwrap())];
+        let upstreams = Upstreams::new(&settings, &Metrics::new());
+        let question = Question::parse("www.example.com", "A").unwrap();
+        let size = std::mem::size_of_val(&upstreams.forward(&question));
+        assert!(size <= 1024, "the forwarding future is {size} bytes");
     }
 
     #[test]
