@@ -209,28 +209,40 @@ impl Fetcher {
         }
     }
 
-    /// The answer to `question` and where it came from, asked of `via` (a forward zone's
-    /// upstreams) or else of the general upstreams, for `starter` (`None`: for nobody the caps
-    /// count, `explain`'s dry run); the cache is read as of `now`.
-    pub(super) async fn answer(
+    /// The cache stage: the live answer to `question` as of `now`, or else the expired one
+    /// the upstream stage may fall back on (`None`: the cache has nothing).
+    pub(super) fn cached(
         &self,
         question: &Question,
+        now: Instant,
+    ) -> Result<Arc<Entry>, Option<Arc<Entry>>> {
+        match self.cache.get(&question.cache_key(), now) {
+            Lookup::Fresh(entry) => Ok(entry),
+            Lookup::Stale(entry) => Err(Some(entry)),
+            Lookup::Miss => Err(None),
+        }
+    }
+
+    /// The upstream stage, for a question the cache had no live answer to: the answer and
+    /// where it came from, asked of `via` (a forward zone's upstreams) or else of the general
+    /// upstreams, for `starter` (`None`: for nobody the caps count, `explain`'s dry run) at
+    /// `now`; `expired`, the cache's expired answer, stands in when they fail.
+    pub(super) async fn upstream(
+        &self,
+        question: &Question,
+        expired: Option<Arc<Entry>>,
         via: Option<&Arc<dyn Forward>>,
         starter: Option<FetchStarter>,
         now: Instant,
     ) -> Result<(Arc<Entry>, Source), Unanswered> {
         let upstreams = via.unwrap_or(&self.upstreams);
         let key = question.cache_key();
-        let stale = match self.cache.get(&key, now) {
-            Lookup::Fresh(entry) => return Ok((entry, Source::Cache)),
-            Lookup::Stale(entry) => entry,
-            Lookup::Miss => {
-                let fetch = self
-                    .fetch(key.to_key(), question, upstreams, starter, now)
-                    .map_err(Unanswered::Dropped)?;
-                let entry = fetched(fetch).await.map_err(Unanswered::Failed)?;
-                return Ok((entry, Source::Upstream));
-            }
+        let Some(stale) = expired else {
+            let fetch = self
+                .fetch(key.to_key(), question, upstreams, starter, now)
+                .map_err(Unanswered::Dropped)?;
+            let entry = fetched(fetch).await.map_err(Unanswered::Failed)?;
+            return Ok((entry, Source::Upstream));
         };
         if stale.refresh_failed_within(FAILURE_RECHECK) {
             return Ok(self.serve_stale(stale));
@@ -418,8 +430,8 @@ mod tests {
         std::thread::spawn(move || {
             let _runtime = handle.enter();
             let question = Question::parse("www.example.com", "A").unwrap();
-            let mut answer =
-                pin!(asking.answer(&question, None, Some(member("192.0.2.1")), Instant::now()));
+            let starter = Some(member("192.0.2.1"));
+            let mut answer = pin!(asking.upstream(&question, None, None, starter, Instant::now()));
             let polled = answer
                 .as_mut()
                 .poll(&mut Context::from_waker(Waker::noop()));

@@ -347,20 +347,34 @@ impl Pipeline {
         {
             return done(blocked, true, None);
         }
-        // cache, then upstream: only upstream answers are cached; identical questions share
-        // one fetch (no client may start more than its share of them), and an expired answer
-        // stands in when the upstreams fail (RFC 8767). `explain`'s profile is nobody's
-        // client: no cap applies to it.
-        let starter = match query.asker {
-            Asker::Client { address, .. } => {
-                Some(FetchStarter::new(address, policy.trusts(address)))
+        // cache: shared by every profile (the policy was applied above and is applied again
+        // to the answer below); only upstream answers are in it.
+        let found = match self.fetcher.cached(question, query.received) {
+            Ok(live) => Ok((live, Source::Cache)),
+            // upstream: identical questions share one fetch (no client may start more than
+            // its share of them), and an expired answer stands in when the upstreams fail
+            // (RFC 8767). `explain`'s profile is nobody's client: no cap applies to it.
+            // Boxed: only a question that goes upstream carries the fetch's state, so the
+            // future of one that waits (the UDP listener boxes it) stays within malloc's
+            // per-thread cache.
+            Err(expired) => {
+                let starter = match query.asker {
+                    Asker::Client { address, .. } => {
+                        Some(FetchStarter::new(address, policy.trusts(address)))
+                    }
+                    Asker::Profile(_) => None,
+                };
+                let fetching = (self.fetcher).upstream(
+                    question,
+                    expired,
+                    via.as_ref(),
+                    starter,
+                    query.received,
+                );
+                Box::pin(fetching).await
             }
-            Asker::Profile(_) => None,
         };
-        let (entry, source) = match (self.fetcher)
-            .answer(question, via.as_ref(), starter, query.received)
-            .await
-        {
+        let (entry, source) = match found {
             Ok(found) => found,
             Err(Unanswered::Failed(error)) => {
                 return done(Outcome::ServFail(error), false, would_block);
