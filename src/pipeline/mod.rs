@@ -179,6 +179,15 @@ pub enum Asker<'a> {
     Profile(usize),
 }
 
+/// Whom a fetch started for `asker` counts against: the client (a trusted forwarder with
+/// the larger share); nobody for `explain`'s profile.
+fn fetch_starter(asker: Asker<'_>, policy: &Policy) -> Option<FetchStarter> {
+    match asker {
+        Asker::Client { address, .. } => Some(FetchStarter::new(address, policy.trusts(address))),
+        Asker::Profile(_) => None,
+    }
+}
+
 /// One question as the pipeline gets it.
 #[derive(Clone, Copy, Debug)]
 pub struct Query<'a> {
@@ -358,12 +367,7 @@ impl Pipeline {
             // future of one that waits (the UDP listener boxes it) stays within malloc's
             // per-thread cache.
             Err(expired) => {
-                let starter = match query.asker {
-                    Asker::Client { address, .. } => {
-                        Some(FetchStarter::new(address, policy.trusts(address)))
-                    }
-                    Asker::Profile(_) => None,
-                };
+                let starter = fetch_starter(query.asker, policy);
                 let fetching = (self.fetcher).upstream(
                     question,
                     expired,

@@ -137,7 +137,7 @@ impl DnsService {
         bytes: &[u8],
         client: IpAddr,
         transport: Transport,
-        started: Instant,
+        received: Instant,
     ) -> Option<(Vec<u8>, u16)> {
         // One snapshot for the whole query, even if a reload swaps in another meanwhile.
         let policy = self.policy.load_full();
@@ -150,7 +150,7 @@ impl DnsService {
         };
         if verdict != Verdict::Answer {
             return self
-                .turn_away(bytes, client, transport, verdict, &policy, started)
+                .turn_away(bytes, client, transport, verdict, &policy, received)
                 .map(with_header_rcode);
         }
         // parse: a request whose question cannot be read gets its error code, if any.
@@ -159,7 +159,7 @@ impl DnsService {
             Err(rejection) => {
                 let replied = rejection.reply(transport)?;
                 let device = self.device(&policy, client, &ForwardedClient::default());
-                self.count(device, OTHER_QTYPE, QueryResult::Refused, started);
+                self.count(device, OTHER_QTYPE, QueryResult::Refused, received);
                 return Some(replied);
             }
         };
@@ -170,10 +170,10 @@ impl DnsService {
             },
             question: &request.question,
             transport,
-            received: started,
+            received,
         };
         let resolution = self.pipeline.resolve(&policy, &query).await;
-        let reply = write_resolution(&request, bytes, &resolution, &policy, transport, started);
+        let reply = write_resolution(&request, bytes, &resolution, &policy, transport, received);
         if let Outcome::Dropped(limit) = resolution.outcome {
             self.counters.fetch_limited[limit as usize].inc();
         }
@@ -194,7 +194,7 @@ impl DnsService {
             debug!(name = request.question.name(), device = %device.name, "blocked: a public name answered with a private address (DNS rebinding)");
         }
         let result = resolution.outcome.result();
-        let duration = self.count(device, request.question.qtype_row(), result, started);
+        let duration = self.count(device, request.question.qtype_row(), result, received);
         // records: after the reply is written, once per answered query (the query log,
         // observe and clients); never delays or fails the reply. A question dropped unanswered
         // is counted, not logged, as a rate-limited one is.
@@ -226,7 +226,7 @@ impl DnsService {
         transport: Transport,
         verdict: Verdict,
         policy: &Policy,
-        started: Instant,
+        received: Instant,
     ) -> Option<Vec<u8>> {
         let refused = verdict == Verdict::Refuse;
         match refused {
@@ -245,7 +245,7 @@ impl DnsService {
             device,
             request.question.qtype_row(),
             QueryResult::Refused,
-            started,
+            received,
         );
         reply
     }
@@ -266,9 +266,9 @@ impl DnsService {
         device: &Device,
         qtype_row: usize,
         result: QueryResult,
-        started: Instant,
+        received: Instant,
     ) -> Duration {
-        let duration = started.elapsed();
+        let duration = received.elapsed();
         device.counters.count_query_row(qtype_row, result);
         self.counters.durations[result as usize].observe(duration.as_secs_f64());
         duration
